@@ -1,0 +1,1 @@
+"""Keypoints on point clouds with sampling-argmax."""

@@ -1,0 +1,1 @@
+"""PointNet++ with fused ball-query + grouping ops."""

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Idempotent set-up of pckeypoints into the current Python (3.11) on a fresh Debian machine.
+#   bash scripts/setup.sh
+# Environment:
+#   PCKP_CACHE   where built wheels are cached between clones (default ~/.cache/pckeypoints);
+#                only an optimisation: a missing or empty cache rebuilds from source.
+#   PCKP_SKIP_APT=1  skip the Debian packages for headless rendering (no root needed then).
+set -Eeuo pipefail
+trap 'echo "setup.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install --disable-pip-version-check -q"
+CACHE=${PCKP_CACHE:-$HOME/.cache/pckeypoints}
+step() { printf '\n==> %s\n' "$*"; }
+
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || { echo "setup.sh: Python >= 3.11 required" >&2; exit 1; }
+
+# Debian packages Open3D's OffscreenRenderer needs to render headless (Mesa EGL/Vulkan).
+GL_PKGS=(libvulkan1 mesa-vulkan-drivers libgl1-mesa-dri libegl-mesa0 libgl1-mesa-glx libgbm1 libusb-1.0-0)
+if [ "${PCKP_SKIP_APT:-0}" != 1 ]; then
+  missing=()
+  for p in "${GL_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+step "torch 2.13.0 (CPU build)"
+"$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
+  || $PIP torch==2.13.0 numpy
+
+step "torch-cluster (built from source, wheel cached in $CACHE/wheels)"
+if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
+  mkdir -p "$CACHE/wheels"
+  if ! $PIP --no-index --find-links "$CACHE/wheels" torch-cluster 2>/dev/null; then
+    echo "    compiling torch-cluster (5-10 minutes on 2 cores)..."
+    $PY -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
+      -w "$CACHE/wheels" torch-cluster
+    $PIP --no-index --find-links "$CACHE/wheels" torch-cluster
+  fi
+  "$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
+fi
+
+step "Python dependencies"
+$PIP torch-geometric open3d==0.20.0 trimesh matplotlib tqdm tensorboard pytest
+
+step "pckeypoints (editable)"
+$PIP --no-build-isolation --no-deps -e .
+"$PY" -c 'import pckeypoints, pointnet2, torch_cluster, torch_geometric, open3d, trimesh'
+echo "setup.sh: done"

@@ -1,0 +1,1 @@
+"""Open3D visualisation of keypoints and probability maps."""
