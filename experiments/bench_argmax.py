@@ -1,0 +1,59 @@
+"""Forward+backward time and peak memory: soft-argmax + L1 vs sampling-argmax + L1.
+
+    python experiments/bench_argmax.py [--device cpu|cuda] [--quick]
+
+Writes experiments/results/bench_argmax_<device>.{json,md}. Target: the low-memory Gaussian
+sampler at Ns = 30 within 3x the time and 3x the peak memory of soft-argmax.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchutil import median_time, peak_memory, write_results
+from pckeypoints.argmax import sampling_argmax, soft_argmax
+from pckeypoints.basis import PointBasis
+from pckeypoints.losses import error_of_expectation, expectation_of_error
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--keypoints", type=int, default=16)
+    p.add_argument("--points", type=int, default=2048)
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = p.parse_args()
+    dev, (b, k, n) = args.device, (args.batch, args.keypoints, args.points)
+    torch.manual_seed(0)
+    basis = PointBasis.from_points(torch.rand(b, n, 3, device=dev), k=8)
+    logits = torch.randn(b, k, n, device=dev, requires_grad=True)
+    target = torch.rand(b, k, 3, device=dev)
+
+    def soft():
+        error_of_expectation(soft_argmax(logits, basis), target).backward()
+
+    def sampling(ns, sampler):
+        def run():
+            expectation_of_error(sampling_argmax(logits, basis, ns, 0.5, sampler=sampler), target).backward()
+
+        return run
+
+    cases = [("soft-argmax", None, soft)]
+    for sampler in ("naive", "gaussian"):
+        cases += [(f"sampling ({sampler})", ns, sampling(ns, sampler)) for ns in (1, 10, 30)]
+    repeat = 3 if args.quick else 10
+    rows = []
+    for name, ns, fn in cases:
+        ms, mib = median_time(fn, dev, repeat), peak_memory(fn, dev)
+        rows.append({"method": name, "Ns": ns or "-", "fwd+bwd ms": ms, "peak MiB": mib})
+    base = rows[0]
+    for r in rows:
+        r["time x soft"] = r["fwd+bwd ms"] / base["fwd+bwd ms"]
+        r["memory x soft"] = r["peak MiB"] / base["peak MiB"]
+    write_results(f"bench_argmax_{dev.split(':')[0]}", rows, {"B": b, "K": k, "N": n, "D": 3, "tau": 0.5})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Soft-argmax and sampling-argmax over a :class:`~pckeypoints.basis.PointBasis`.
+
+Soft-argmax returns the mean of the mixture, Σ_i π_i y_i. Sampling-argmax (Li et al. 2021, Eq. 11)
+draws differentiable samples from the mixture p(y) = Σ_i π_i f_i(y): Gumbel-softmax weights
+w = softmax((log π + g) / τ) over the locations, one draw ε_i from every basis, and the weighted
+sum y = Σ_i w_i (y_i + ε_i). As τ → 0 the weights become one-hot and y is an exact mixture sample.
+
+Two samplers:
+
+- ``"naive"``: the formula above, one basis draw per location and sample, ``(B, K, Ns, N, D)``
+  noise; any basis kind.
+- ``"gaussian"`` (low memory, Gaussian bases only): given w, Σ_i w_i ε_i with ε_i ~ N(0, σ_i²)
+  independent is itself N(0, Σ_i w_i² σ_i²), so one draw per sample suffices. The Gumbel weights
+  are processed in chunks of samples and recomputed in backward from the saved RNG state, so
+  memory is O(B·K·N·chunk) instead of O(B·K·Ns·N).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .basis import PointBasis
+
+SAMPLERS = ("auto", "naive", "gaussian")
+
+
+def soft_argmax(logits: Tensor, basis: PointBasis) -> Tensor:
+    """Expectation Σ_i π_i y_i of the map, ``(B, K, D)``, for logits ``(B, K, N)``."""
+    return basis.probabilities(logits) @ basis.pos
+
+
+def gumbel(shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard Gumbel noise -log(E), E ~ Exp(1), of ``shape``, dtype and device of ``like``."""
+    e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_(generator=generator)
+    return e.clamp_(min=torch.finfo(like.dtype).tiny).log_().neg_()
+
+
+def sampling_argmax(
+    logits: Tensor,
+    basis: PointBasis,
+    num_samples: int,
+    tau: float,
+    generator: torch.Generator | None = None,
+    sampler: str = "auto",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Differentiable samples from the mixture defined by ``logits`` over ``basis``.
+
+    Args:
+        logits: ``(B, K, N)`` unnormalised log-probabilities.
+        basis: the locations and their basis densities.
+        num_samples: Ns samples per keypoint.
+        tau: Gumbel-softmax temperature (> 0).
+        generator: RNG for reproducible samples.
+        sampler: ``"naive"``, ``"gaussian"`` (low memory) or ``"auto"`` (``"gaussian"`` for
+            Gaussian bases).
+        chunk_size: samples per chunk for the low-memory sampler (default: as many as fit in
+            2^20 weights).
+    Returns:
+        ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
+    """
+    basis.check_logits(logits)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not tau > 0:
+        raise ValueError(f"temperature tau must be > 0, got {tau}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler == "auto":
+        sampler = "gaussian" if basis.kind == "gaussian" else "naive"
+    logits = basis.mask_logits(logits)
+    b, k, n = logits.shape
+    pos = basis.pos.expand(b, n, -1)
+    scale = basis.scale.expand(b, n, -1)
+    if sampler == "naive":
+        weights = (logits[:, :, None, :] + gumbel((b, k, num_samples, n), logits, generator)).div(tau).softmax(-1)
+        noise = basis.unit_noise((b, k, num_samples, n, basis.dim), generator)
+        offsets = torch.einsum("bksn,bksnd->bksd", weights, noise * scale[:, None, None])
+        return torch.einsum("bksn,bnd->bksd", weights, pos) + offsets
+    if basis.kind != "gaussian":
+        raise ValueError(f"the low-memory sampler needs a Gaussian basis, got {basis.kind!r}")
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 20) // (b * k * n))
+    if generator is None:
+        generator = torch.Generator(logits.device)
+        generator.manual_seed(int(torch.randint(1 << 62, (1,))))
+    return _GaussianSampling.apply(logits, pos, scale, num_samples, tau, generator, chunk_size)
+
+
+class _GaussianSampling(torch.autograd.Function):
+    """y_s = Σ_i w_si y_i + sqrt(Σ_i w_si² σ_i²) ε_s with w_s = softmax((l + g_s) / τ).
+
+    Forward and backward walk the samples in chunks; backward regenerates each chunk's Gumbel
+    noise from the generator state saved in forward instead of storing ``(B, K, Ns, N)`` weights.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, pos, scale, num_samples, tau, generator, chunk_size):
+        b, k, n = logits.shape
+        d = pos.shape[-1]
+        eps = torch.randn((b, k, num_samples, d), dtype=logits.dtype, device=logits.device, generator=generator)
+        state = generator.get_state()
+        var_basis = scale.square()
+        mean = torch.empty_like(eps)
+        var = torch.empty_like(eps)
+        for s0 in range(0, num_samples, chunk_size):
+            w = _chunk_weights(logits, tau, min(chunk_size, num_samples - s0), generator)  # (B, K, c, N)
+            c = w.shape[2]
+            mean[:, :, s0 : s0 + c] = (w.view(b, k * c, n) @ pos).view(b, k, c, d)
+            var[:, :, s0 : s0 + c] = (w.square_().view(b, k * c, n) @ var_basis).view(b, k, c, d)
+        std = var.sqrt_()
+        ctx.save_for_backward(logits, pos, scale, eps, std)
+        ctx.state, ctx.device, ctx.tau, ctx.chunk_size = state, generator.device, tau, chunk_size
+        return mean.addcmul_(std, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, pos, scale, eps, std = ctx.saved_tensors
+        b, k, n = logits.shape
+        d = pos.shape[-1]
+        num_samples = eps.shape[2]
+        generator = torch.Generator(ctx.device)
+        generator.set_state(ctx.state)
+        var_basis = scale.square()
+        coef = grad * eps / std  # dL/d(var) · 2, (B, K, Ns, D)
+        grad_logits = torch.zeros_like(logits)
+        grad_pos = torch.zeros_like(pos)
+        grad_var = torch.zeros_like(pos)
+        for s0 in range(0, num_samples, ctx.chunk_size):
+            w = _chunk_weights(logits, ctx.tau, min(ctx.chunk_size, num_samples - s0), generator)
+            c = w.shape[2]
+            g = grad[:, :, s0 : s0 + c].reshape(b, k * c, d)
+            a = coef[:, :, s0 : s0 + c].reshape(b, k * c, d)
+            w2 = w.view(b, k * c, n)
+            # dL/dw_i = g·y_i + w_i Σ_d a_d σ_id², then through the softmax.
+            dw = (g @ pos.transpose(1, 2)).addcmul_(w2, a @ var_basis.transpose(1, 2))
+            grad_pos += w2.transpose(1, 2) @ g
+            grad_var += w2.square().transpose(1, 2) @ a
+            dw -= (dw * w2).sum(-1, keepdim=True)
+            grad_logits += (dw * w2).view(b, k, c, n).sum(2)
+        grad_logits /= ctx.tau
+        grad_scale = grad_var.mul_(scale)  # dL/dσ = dL/dσ² · 2σ, and a carries the factor 1/2
+        return (
+            grad_logits,
+            grad_pos if ctx.needs_input_grad[1] else None,
+            grad_scale if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _chunk_weights(logits: Tensor, tau: float, count: int, generator: torch.Generator) -> Tensor:
+    """Gumbel-softmax weights for ``count`` samples, ``(B, K, count, N)``."""
+    b, k, n = logits.shape
+    z = gumbel((b, k, count, n), logits, generator).add_(logits[:, :, None, :]).div_(tau)
+    return z.softmax(-1)

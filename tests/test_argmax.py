@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from pckeypoints.argmax import sampling_argmax, soft_argmax
+from pckeypoints.basis import PointBasis
+
+
+def mixture_moments(probs, basis):
+    """Mean (B, K, D) and per-axis variance of the mixture Σ π_i f_i."""
+    b = probs.shape[0]
+    pos = basis.pos.double().expand(b, -1, -1)
+    var = basis.variance.double().expand(b, -1, -1)
+    mean = probs.double() @ pos
+    return mean, probs.double() @ (pos.square() + var) - mean.square()
+
+
+def cloud_basis(seed=0, b=2, n=12):
+    g = torch.Generator().manual_seed(seed)
+    return PointBasis.from_points(torch.rand(b, n, 3, generator=g), k=3)
+
+
+def test_soft_argmax_is_the_expectation():
+    basis = cloud_basis()
+    logits = torch.randn(2, 4, 12, generator=torch.Generator().manual_seed(1))
+    probs = logits.softmax(-1)
+    expected = torch.stack([sum(probs[b, :, i, None] * basis.pos[b, i] for i in range(12)) for b in range(2)])
+    assert torch.allclose(soft_argmax(logits, basis), expected, atol=1e-6)
+
+
+def test_soft_argmax_ignores_padding_of_ragged_clouds():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(10, 2, generator=g), torch.rand(6, 2, generator=g)
+    ragged = PointBasis.from_points(torch.cat([a, b]), torch.tensor([0] * 10 + [1] * 6), k=3)
+    logits = torch.randn(2, 3, 10, generator=g)
+    out = soft_argmax(logits, ragged)
+    assert torch.allclose(out[1], logits[1, :, :6].softmax(-1) @ b, atol=1e-6)
+
+
+GRID_CASES = [
+    (PointBasis.grid((7,), spacing=0.5, kind="uniform"), "naive"),
+    (PointBasis.grid((7,), spacing=0.5, kind="triangular"), "naive"),
+    (PointBasis.grid((3, 4), spacing=1.0, kind="gaussian"), "naive"),
+    (PointBasis.grid((3, 4), spacing=1.0, kind="gaussian"), "gaussian"),
+    (cloud_basis(3, b=1, n=10), "naive"),
+    (cloud_basis(3, b=1, n=10), "gaussian"),
+]
+
+
+@pytest.mark.parametrize("basis, sampler", GRID_CASES)
+def test_low_temperature_samples_have_the_mixture_moments(basis, sampler):
+    torch.manual_seed(0)
+    n = basis.num_points
+    logits = torch.randn(1, 2, n) * 1.5
+    samples = sampling_argmax(logits, basis, 20000, tau=1e-4, generator=torch.Generator().manual_seed(5), sampler=sampler)
+    mean, var = mixture_moments(logits.softmax(-1), basis)
+    m, v = samples.double().mean(2), samples.double().var(2)
+    se = (var / samples.shape[2]).sqrt()
+    assert ((m - mean).abs() < 5 * se).all(), (m, mean)
+    assert torch.allclose(v, var, rtol=0.06), (v, var)
+
+
+def test_low_memory_sampler_matches_naive_in_mean_and_variance():
+    basis = cloud_basis(4, b=1, n=16)
+    logits = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(6))
+    kw = dict(num_samples=40000, tau=0.7)
+    naive = sampling_argmax(logits, basis, generator=torch.Generator().manual_seed(1), sampler="naive", **kw).double()
+    fast = sampling_argmax(logits, basis, generator=torch.Generator().manual_seed(2), sampler="gaussian", **kw).double()
+    se = (naive.var(2) / kw["num_samples"]).sqrt()
+    assert ((naive.mean(2) - fast.mean(2)).abs() < 5 * 2**0.5 * se).all()
+    assert torch.allclose(naive.var(2), fast.var(2), rtol=0.05)
+
+
+def test_low_memory_sampler_is_chunk_invariant_and_reproducible():
+    basis = cloud_basis(5)
+    logits = torch.randn(2, 3, 12)
+    run = lambda c: sampling_argmax(logits, basis, 7, 0.5, torch.Generator().manual_seed(9), "gaussian", chunk_size=c)
+    assert torch.allclose(run(7), run(7))
+    # One chunk or chunks of 3: the same noise in the same order.
+    assert torch.allclose(run(7), run(3), atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["naive", "gaussian"])
+def test_sampler_gradients_pass_gradcheck(sampler):
+    g = torch.Generator().manual_seed(7)
+    pos = torch.rand(2, 6, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    scale = (0.05 + 0.1 * torch.rand(2, 6, 1, dtype=torch.float64, generator=g)).requires_grad_()
+    logits = torch.randn(2, 3, 6, dtype=torch.float64, generator=g, requires_grad=True)
+
+    def f(logits, pos, scale):
+        basis = PointBasis(pos, scale)
+        return sampling_argmax(logits, basis, 5, 0.8, torch.Generator().manual_seed(3), sampler, chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, (logits, pos, scale))
+
+
+def test_low_memory_gradient_with_padding():
+    g = torch.Generator().manual_seed(8)
+    pos = torch.rand(9, 2, dtype=torch.float64, generator=g)
+    batch = torch.tensor([0] * 5 + [1] * 4)
+    basis = PointBasis.from_points(pos, batch, k=2)
+    logits = torch.randn(2, 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    f = lambda l: sampling_argmax(l, basis, 4, 0.5, torch.Generator().manual_seed(1), "gaussian", chunk_size=3)
+    assert torch.autograd.gradcheck(f, (logits,))
+    f(logits).sum().backward()
+    assert logits.grad[1, :, 4].abs().max() == 0  # the padded slot gets no gradient
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(logits=torch.full((1, 2, 12), float("nan"))), "NaN"),
+        (dict(logits=torch.randn(1, 2, 11)), "do not match"),
+        (dict(logits=torch.randn(2, 12)), r"\(B, K, N\)"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(tau=0.0), "tau"),
+        (dict(sampler="fast"), "sampler"),
+    ],
+)
+def test_bad_input_raises_clear_value_error(kwargs, match):
+    args = dict(logits=torch.randn(1, 2, 12), basis=cloud_basis(b=1), num_samples=3, tau=1.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        sampling_argmax(**args)
+
+
+def test_low_memory_sampler_rejects_grids_of_other_kinds():
+    with pytest.raises(ValueError, match="Gaussian"):
+        sampling_argmax(torch.randn(1, 1, 5), PointBasis.grid((5,)), 3, 1.0, sampler="gaussian")

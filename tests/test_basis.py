@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from pckeypoints.basis import PointBasis, knn_mean_distance
+
+
+def test_knn_sigma_hand_computed_on_a_line():
+    # Points at x = 0, 1, 3, 7: with k = 2 the two nearest other points of each are
+    # 0 -> {1, 3}: mean 2; 1 -> {1, 2}: 1.5; 3 -> {2, 3}: 2.5; 7 -> {4, 6}: 5.
+    pos = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [7, 0, 0]]])
+    basis = PointBasis.from_points(pos, k=2, factor=1.0)
+    assert torch.allclose(basis.scale[0, :, 0], torch.tensor([2.0, 1.5, 2.5, 5.0]))
+    half = PointBasis.from_points(pos, k=2, factor=0.5)
+    assert torch.allclose(half.scale, basis.scale / 2)
+
+
+def test_duplicates_get_the_sigma_floor_never_zero_or_nan():
+    pos = torch.zeros(1, 10, 3)
+    pos[0, 5:] = 1.0  # two clumps of 5 exact duplicates
+    basis = PointBasis.from_points(pos, k=4, min_sigma=1e-3)
+    assert torch.isfinite(basis.scale).all()
+    assert torch.allclose(basis.scale, torch.full_like(basis.scale, 1e-3))
+    # k = 5 reaches the other clump: distances 0,0,0,0,sqrt(3) over 5 neighbours.
+    wider = PointBasis.from_points(pos, k=5, factor=1.0)
+    assert torch.allclose(wider.scale, torch.full_like(wider.scale, 3**0.5 / 5))
+
+
+def test_ragged_sigma_equals_per_cloud_dense():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(30, 3, generator=g), torch.rand(20, 3, generator=g)
+    ragged = PointBasis.from_points(torch.cat([a, b]), torch.cat([torch.zeros(30), torch.ones(20)]).long(), k=4)
+    assert ragged.pos.shape == (2, 30, 3) and ragged.mask.sum().item() == 50
+    for i, cloud in enumerate([a, b]):
+        dense = PointBasis.from_points(cloud[None], k=4)
+        n = cloud.shape[0]
+        assert torch.allclose(ragged.scale[i, :n], dense.scale[0])
+        assert torch.equal(ragged.pos[i, :n], cloud)
+
+
+def test_knn_mean_distance_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    pos = torch.rand(64, 3, generator=g)
+    d = torch.cdist(pos, pos)
+    d.fill_diagonal_(float("inf"))
+    expected = d.topk(6, largest=False).values.mean(-1)
+    assert torch.allclose(knn_mean_distance(pos, torch.zeros(64, dtype=torch.long), 6), expected, atol=1e-6)
+
+
+def test_grid_positions_and_kinds():
+    basis = PointBasis.grid((2, 3), spacing=(0.5, 2.0), origin=(1.0, -1.0), kind="triangular")
+    expected = torch.tensor([[1.0, -1.0], [1, 1], [1, 3], [1.5, -1], [1.5, 1], [1.5, 3]])
+    assert torch.equal(basis.pos[0], expected)
+    assert torch.allclose(basis.variance[0, 0], torch.tensor([0.25, 4.0]) / 6)
+    assert torch.allclose(PointBasis.grid((4,), kind="uniform").variance, torch.full((1, 4, 1), 1 / 12))
+
+
+def test_uniform_and_triangular_need_a_grid():
+    with pytest.raises(ValueError, match="grid"):
+        PointBasis(torch.rand(1, 5, 3), 0.1, kind="uniform")
+    with pytest.raises(ValueError, match="kind"):
+        PointBasis.grid((4,), kind="box")
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: PointBasis.from_points(torch.rand(1, 5, 3), k=8), "more than k=8"),
+        (lambda: PointBasis.from_points(torch.rand(2, 0, 3)), "empty"),
+        (lambda: PointBasis.from_points(torch.rand(0, 3), torch.zeros(0, dtype=torch.long)), "empty"),
+        (lambda: PointBasis.from_points(torch.tensor([[[0.0, float("nan"), 0]] * 20])), "NaN"),
+        (lambda: PointBasis.from_points(torch.rand(20, 3)), r"\(B, N, D\)"),
+        (lambda: PointBasis.from_points(torch.rand(20, 3), torch.zeros(19, dtype=torch.long)), "ragged"),
+        (lambda: PointBasis(torch.rand(1, 5, 3), 0.0), "> 0"),
+        (lambda: PointBasis.grid((0, 3)), "grid shape"),
+    ],
+)
+def test_bad_input_raises_clear_value_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_triangular_density_is_linear_interpolation_of_the_map():
+    probs = torch.tensor([[[0.1, 0.4, 0.2, 0.3]]])
+    basis = PointBasis.grid((4,), spacing=0.5, origin=1.0, kind="triangular")
+    y = torch.linspace(0.0, 3.0, 301)
+    dens = basis.density(y.view(1, 1, -1, 1), probs)[0, 0]
+    nodes = np.concatenate([[0.5], basis.pos[0, :, 0].numpy(), [3.0]])
+    values = np.concatenate([[0.0], probs[0, 0].numpy() / 0.5, [0.0]])
+    assert np.allclose(dens.numpy(), np.interp(y.numpy(), nodes, values), atol=1e-6)
+
+
+def test_bilinear_density_on_a_2d_grid():
+    probs = torch.tensor([[[0.1, 0.2, 0.3, 0.4]]])
+    basis = PointBasis.grid((2, 2), kind="triangular")
+    y = torch.tensor([[[[0.25, 0.5]]]])  # inside the unit cell: bilinear weights
+    w = torch.tensor([0.75 * 0.5, 0.75 * 0.5, 0.25 * 0.5, 0.25 * 0.5])
+    assert torch.allclose(basis.density(y, probs)[0, 0, 0], (w * probs[0, 0]).sum())
