@@ -1,0 +1,213 @@
+"""PointNet++ point-cloud ops with fused ball query + grouping.
+
+All ops take channels-first features ``(B, C, N)`` and points ``(B, N, 3)`` (float32 or float64, same
+dtype and device), and a keyword ``backend`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"reference"``; default
+from the ``POINTNET2_BACKEND`` environment variable, else ``"auto"``; see :mod:`pointnet2._extension`).
+
+Conventions (identical in every backend; the CPU and CUDA kernels equal :mod:`pointnet2.reference` bit for
+bit in the forward pass):
+
+* **Farthest point sampling** starts at index 0; argmax ties go to the smaller index. When ``m`` exceeds
+  the number of distinct points, the remaining picks have distance 0 and repeat index 0 (as in the
+  original CUDA kernel), so small clouds still give ``m`` centres.
+* **Ball query is first-found in index order** (as in the original PointNet++): the ``nsample`` neighbours
+  are the first points, by index, with ``|p - c|^2 < radius^2``. It needs no sort and can stop early, which
+  keeps the fused kernel cheap, and it is deterministic. When a ball holds more than ``nsample`` points,
+  the kept ones are spread over the whole ball (point order in scanned/sampled clouds carries no
+  distance information) rather than shrunk to its core as nearest-first truncation would do; the ball
+  radius, not the truncation, sets the receptive field.
+* **Padding**: when a ball holds ``count < nsample`` points the remaining slots repeat the first found
+  neighbour (harmless under max pooling; gradients of padded slots flow to that neighbour, as in the
+  original). ``counts`` (B, M) gives the number of distinct neighbours, so
+  ``arange(nsample) < counts[..., None]`` masks the padding.
+* **Empty ball** (``count == 0``, only possible when centres are not cloud points): every slot is zero
+  (offset of the centre to itself, zero features) with ``idx == -1`` from :func:`ball_query`; no other
+  point's index is used silently. Masked out by ``counts == 0``.
+* **knn** is nearest first, ties to the smaller index; **three_nn_interpolate** weights the (up to) 3
+  nearest known points by ``1 / max(d^2, 1e-10)``, normalised, as in PointNet++ and PyG's
+  ``knn_interpolate``.
+* **Gradients**: :func:`ball_query_group` back-propagates into ``features``, ``xyz`` and ``new_xyz`` (a
+  scatter-add; neighbour selection is piecewise constant); :func:`three_nn_interpolate` into
+  ``known_feats`` only (interpolation weights are treated as constants). The CPU backward is
+  deterministic; the CUDA backward uses atomicAdd.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from pointnet2 import reference
+from pointnet2._extension import resolve
+
+__all__ = ["ball_query", "ball_query_group", "furthest_point_sample", "knn", "three_nn_interpolate"]
+
+
+def _check_points(name: str, points: Tensor) -> None:
+    if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"{name} must be a (B, N, 3) tensor, got {getattr(points, 'shape', type(points))}")
+    if points.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {points.dtype}")
+    if points.shape[1] == 0:
+        raise ValueError(f"{name} holds no points (N=0)")
+    if not torch.isfinite(points).all():
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+
+
+def _check_pair(name: str, points: Tensor, ref_name: str, ref: Tensor) -> None:
+    _check_points(name, points)
+    if points.shape[0] != ref.shape[0]:
+        raise ValueError(f"{name} has batch size {points.shape[0]} but {ref_name} has {ref.shape[0]}")
+    if points.dtype != ref.dtype or points.device != ref.device:
+        raise ValueError(f"{name} ({points.dtype}, {points.device}) must match {ref_name} ({ref.dtype}, {ref.device})")
+
+
+def _check_features(name: str, features: Tensor, points_name: str, points: Tensor) -> None:
+    B, N, _ = points.shape
+    if not isinstance(features, Tensor) or features.dim() != 3 or features.shape[0] != B or features.shape[2] != N:
+        raise ValueError(
+            f"{name} must be (B, C, N) = ({B}, C, {N}) to match {points_name}, "
+            f"got {getattr(features, 'shape', type(features))}"
+        )
+    if features.dtype != points.dtype or features.device != points.device:
+        raise ValueError(f"{name} ({features.dtype}, {features.device}) must match {points_name}")
+
+
+def _check_count(name: str, value: int, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+class _BallQueryGroup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xyz, new_xyz, features, radius, nsample, ext):
+        grouped, idx, counts = ext.ball_query_group(xyz, new_xyz, features, radius, nsample)
+        ctx.save_for_backward(idx)
+        ctx.ext, ctx.num_points = ext, xyz.shape[1]
+        ctx.mark_non_differentiable(counts)
+        return grouped, counts
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_grouped, _grad_counts):
+        (idx,) = ctx.saved_tensors
+        need_xyz, need_new_xyz, need_features = ctx.needs_input_grad[:3]
+        grad_xyz = grad_new_xyz = grad_features = None
+        if need_xyz or need_features:
+            grad_in = ctx.ext.group_backward(grad_grouped.contiguous(), idx, ctx.num_points)  # (B, 3 + C, N)
+            grad_xyz = grad_in[:, :3].transpose(1, 2) if need_xyz else None
+            grad_features = grad_in[:, 3:] if need_features else None
+        if need_new_xyz:
+            filled = (idx >= 0).unsqueeze(1).to(grad_grouped.dtype)  # (B, 1, M, S)
+            grad_new_xyz = -(grad_grouped[:, :3] * filled).sum(-1).transpose(1, 2)
+        return grad_xyz, grad_new_xyz, grad_features, None, None, None
+
+
+class _Interpolate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, idx, weight, ext):
+        ctx.save_for_backward(idx, weight)
+        ctx.ext, ctx.num_known = ext, features.shape[2]
+        return ext.interpolate(features, idx, weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        idx, weight = ctx.saved_tensors
+        grad = ctx.ext.interpolate_backward(grad_out.contiguous(), idx, weight, ctx.num_known)
+        return grad, None, None, None
+
+
+def furthest_point_sample(xyz: Tensor, m: int, *, backend: str | None = None) -> Tensor:
+    """Indices (B, m) long of ``m`` farthest-point samples of xyz (B, N, 3), starting at index 0."""
+    _check_points("xyz", xyz)
+    _check_count("m", m)
+    ext = resolve(backend, xyz.device)
+    xyz = xyz.detach().contiguous()
+    return reference.furthest_point_sample(xyz, m) if ext is None else ext.furthest_point_sample(xyz, m)
+
+
+def _check_ball(xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int) -> None:
+    _check_points("xyz", xyz)
+    _check_pair("new_xyz", new_xyz, "xyz", xyz)
+    _check_count("nsample", nsample)
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+
+
+def ball_query(
+    xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """First ``nsample`` neighbours within ``radius``: idx (B, M, nsample) long (-1 in empty balls), counts (B, M)."""
+    _check_ball(xyz, new_xyz, radius, nsample)
+    ext = resolve(backend, xyz.device)
+    xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
+    if ext is None:
+        return reference.ball_query(xyz, new_xyz, radius, nsample)
+    _, idx, counts = ext.ball_query_group(xyz, new_xyz, None, float(radius), nsample)
+    return idx.long(), counts
+
+
+def ball_query_group(
+    xyz: Tensor,
+    new_xyz: Tensor,
+    features: Tensor | None,
+    radius: float,
+    nsample: int,
+    *,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fused ball query + grouping.
+
+    Args:
+        xyz: (B, N, 3) points.
+        new_xyz: (B, M, 3) ball centres.
+        features: (B, C, N) point features or None.
+        radius: ball radius (> 0); a point is inside when its squared distance is < radius**2.
+        nsample: slots per ball (>= 1).
+
+    Returns:
+        grouped (B, 3 + C, M, nsample): neighbour minus centre, then neighbour features (C = 0 without
+        features); counts (B, M) int32: distinct neighbours per ball, the remaining slots are padding.
+    """
+    _check_ball(xyz, new_xyz, radius, nsample)
+    if features is not None:
+        _check_features("features", features, "xyz", xyz)
+    ext = resolve(backend, xyz.device)
+    if ext is None:
+        return reference.ball_query_group(xyz, new_xyz, features, radius, nsample)
+    features = None if features is None else features.contiguous()
+    return _BallQueryGroup.apply(xyz.contiguous(), new_xyz.contiguous(), features, float(radius), nsample, ext)
+
+
+def knn(xyz: Tensor, new_xyz: Tensor, k: int, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
+    """k nearest points of xyz (B, N, 3) to each query new_xyz (B, M, 3): dist2 and idx (B, M, k), nearest first."""
+    _check_points("xyz", xyz)
+    _check_pair("new_xyz", new_xyz, "xyz", xyz)
+    _check_count("k", k)
+    if k > xyz.shape[1]:
+        raise ValueError(f"k={k} exceeds the number of points N={xyz.shape[1]}")
+    ext = resolve(backend, xyz.device)
+    xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
+    return reference.knn(xyz, new_xyz, k) if ext is None else tuple(ext.knn(xyz, new_xyz, k))
+
+
+def three_nn_interpolate(
+    unknown: Tensor, known: Tensor, known_feats: Tensor, *, backend: str | None = None
+) -> Tensor:
+    """Features (B, C, n) at unknown (B, n, 3), inverse-distance weighted from the 3 nearest of known (B, m, 3).
+
+    known_feats is (B, C, m); fewer than 3 known points use all of them.
+    """
+    _check_points("known", known)
+    _check_pair("unknown", unknown, "known", known)
+    _check_features("known_feats", known_feats, "known", known)
+    ext = resolve(backend, known.device)
+    if ext is None:
+        return reference.three_nn_interpolate(unknown, known, known_feats)
+    dist2, idx = ext.knn(known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
+    return _Interpolate.apply(known_feats.contiguous(), idx, reference.interpolation_weights(dist2), ext)
