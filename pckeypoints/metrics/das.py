@@ -1,0 +1,141 @@
+"""Metrics for unsupervised keypoints, which have no semantic labels: dual alignment score and keypoint IoU."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .geodesic import cloud_geodesics, snap_to_points
+from .pck import Thresholds, as_thresholds
+
+__all__ = ["DualAlignment", "dual_alignment_score", "keypoint_miou"]
+
+Annotation = tuple[torch.Tensor, torch.Tensor]  # (xyz (K_i, 3), semantic ids (K_i,))
+
+
+@dataclass(frozen=True)
+class DualAlignment:
+    """Result of :func:`dual_alignment_score`; ``das = (forward + backward) / 2``."""
+
+    das: float
+    forward: float
+    backward: float
+
+
+def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation]) -> DualAlignment:
+    """Dual alignment score (DAS, Shi et al., Skeleton Merger, CVPR 2021) of predicted keypoints against annotations.
+
+    Args:
+        pred: ``(S, P, 3)`` keypoints predicted on ``S >= 2`` shapes; index ``p`` must mean the same keypoint everywhere.
+        annotations: per shape, ``(xyz (K_i, 3), semantic ids (K_i,))`` with ``K_i >= 1`` distinct ids.
+
+    Forward: each prediction ``(s, p)`` takes the semantic id of its nearest annotated keypoint of shape ``s``; forward
+    is the fraction of ordered shape pairs ``s != t`` with equal labels, averaged uniformly over all ``P`` predictions
+    and all ``S (S - 1)`` pairs. Backward: each annotated id of shape ``s`` takes the index of its nearest prediction;
+    for each id, the fraction of ordered pairs of shapes having it whose indices agree; backward is the uniform mean
+    over ids present in at least two shapes. Nearest means Euclidean; ties go to the lowest index.
+    """
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < 2 or pred.shape[1] < 1:
+        raise ValueError(f"pred must have shape (S, P, 3) with S >= 2 and P >= 1, got {tuple(pred.shape)}")
+    if len(annotations) != len(pred):
+        raise ValueError(f"got {len(annotations)} annotations for {len(pred)} shapes")
+    if not torch.isfinite(pred).all():
+        raise ValueError("pred has NaN or infinite values")
+    xyz, ids, present = _pad_annotations(annotations, pred.device)  # (S, K, 3), (S, K), (S, K)
+    num_shapes, num_pred = pred.shape[:2]
+    num_ids = int(ids.max()) + 1
+    distances = torch.cdist(pred.double(), xyz.double())  # (S, P, K)
+
+    nearest_gt = distances.masked_fill(~present[:, None, :], float("inf")).argmin(dim=2)  # (S, P)
+    labels = ids.gather(1, nearest_gt)
+    votes = torch.zeros(num_pred, num_ids, dtype=torch.float64, device=pred.device)
+    votes.index_put_((torch.arange(num_pred, device=pred.device).expand_as(labels), labels),
+                     torch.ones_like(labels, dtype=torch.float64), accumulate=True)
+    forward = (votes * (votes - 1)).sum() / (num_pred * num_shapes * (num_shapes - 1))
+
+    nearest_pred = distances.argmin(dim=1)  # (S, K)
+    votes = torch.zeros(num_ids, num_pred, dtype=torch.float64, device=pred.device)
+    votes.index_put_((ids[present], nearest_pred[present]), torch.ones(int(present.sum()), dtype=torch.float64,
+                                                                       device=pred.device), accumulate=True)
+    shapes_with_id = votes.sum(dim=1)
+    shared = shapes_with_id >= 2
+    if not shared.any():
+        raise ValueError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
+    agreement = (votes * (votes - 1)).sum(dim=1)[shared] / (shapes_with_id * (shapes_with_id - 1))[shared]
+    backward = agreement.mean()
+    return DualAlignment(das=float(forward + backward) / 2, forward=float(forward), backward=float(backward))
+
+
+def keypoint_miou(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torch.Tensor],
+                  points: torch.Tensor | Sequence[torch.Tensor] | None, thresholds: Thresholds,
+                  k: int = 8) -> torch.Tensor:
+    """KeypointNet's keypoint IoU ``(T,)`` between predicted and annotated keypoint sets, pooled over shapes.
+
+    For shape ``s`` and threshold ``t``: a ground-truth keypoint is matched (TP) if some prediction is within ``t``,
+    otherwise it is a false negative (FN); a prediction with no ground truth within ``t`` is a false positive (FP).
+    IoU = ΣTP / (ΣTP + ΣFP + ΣFN), the counts summed over shapes as in KeypointNet's ``eval_det_cls`` (its mIoU is
+    the mean of this over categories).
+
+    Args:
+        pred: ``(S, P, 3)`` or a list of ``(P_i, 3)`` predicted keypoints (``P_i`` may be 0).
+        gt: list of ``(K_i, 3)`` annotated keypoints, ``K_i >= 1``.
+        points: ``(S, N, 3)`` or list of ``(N_i, 3)`` clouds: distances are geodesic (k-NN graph, see
+            :mod:`~pckeypoints.metrics.geodesic`) between keypoints snapped to their nearest cloud point; ``None``:
+            Euclidean distances.
+        thresholds: float or ``(T,)``; a pair matches when its distance is ``<= t``.
+        k: neighbours per point of the geodesic graph.
+    """
+    if len(pred) != len(gt) or (points is not None and len(points) != len(gt)) or len(gt) == 0:
+        raise ValueError(f"pred, gt and points must list the same positive number of shapes, got {len(pred)}, "
+                         f"{len(gt)}, {None if points is None else len(points)}")
+    thresholds = as_thresholds(thresholds)
+    true_pos = false_pos = num_gt = 0
+    for s in range(len(gt)):
+        shape_pred, shape_gt = _keypoint_set(pred[s], "pred", s), _keypoint_set(gt[s], "gt", s)
+        if len(shape_gt) == 0:
+            raise ValueError(f"gt of shape {s} has no keypoints")
+        distances = _set_distances(shape_pred, shape_gt, None if points is None else points[s], k)  # (P, K)
+        close = distances[None] <= thresholds[:, None, None]  # (T, P, K)
+        true_pos = true_pos + close.any(dim=1).sum(dim=1)
+        false_pos = false_pos + (~close.any(dim=2)).sum(dim=1)
+        num_gt += len(shape_gt)
+    return true_pos / (num_gt + false_pos)
+
+
+def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
+    """Pad per-shape annotations to ``xyz (S, K, 3)``, ``ids (S, K)`` long and ``present (S, K)`` bool."""
+    size = max(len(torch.as_tensor(a[1]).reshape(-1)) for a in annotations)
+    xyz = torch.zeros(len(annotations), size, 3, dtype=torch.float64, device=device)
+    ids = torch.zeros(len(annotations), size, dtype=torch.long, device=device)
+    present = torch.zeros(len(annotations), size, dtype=torch.bool, device=device)
+    for s, (shape_xyz, shape_ids) in enumerate(annotations):
+        shape_xyz = _keypoint_set(shape_xyz, "annotated xyz", s)
+        shape_ids = torch.as_tensor(shape_ids, device=device).reshape(-1)
+        if len(shape_ids) == 0 or len(shape_ids) != len(shape_xyz):
+            raise ValueError(f"shape {s}: need K_i >= 1 annotated keypoints with one id each, got "
+                             f"{len(shape_xyz)} keypoints and {len(shape_ids)} ids")
+        if shape_ids.is_floating_point() or shape_ids.min() < 0 or len(shape_ids.unique()) != len(shape_ids):
+            raise ValueError(f"shape {s}: semantic ids must be distinct non-negative integers, got {shape_ids.tolist()}")
+        xyz[s, :len(shape_ids)] = shape_xyz.to(device)
+        ids[s, :len(shape_ids)] = shape_ids
+        present[s, :len(shape_ids)] = True
+    return xyz, ids, present
+
+
+def _keypoint_set(keypoints: torch.Tensor, name: str, shape: int) -> torch.Tensor:
+    keypoints = torch.as_tensor(keypoints, dtype=torch.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
+        raise ValueError(f"{name} of shape {shape} must be (n, 3), got {tuple(keypoints.shape)}")
+    if not torch.isfinite(keypoints).all():
+        raise ValueError(f"{name} of shape {shape} has NaN or infinite values")
+    return keypoints
+
+
+def _set_distances(pred: torch.Tensor, gt: torch.Tensor, points: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Distances ``(P, K)`` from predictions to ground truth: Euclidean, or geodesic on ``points (N, 3)``."""
+    if points is None:
+        return torch.cdist(pred, gt)
+    points = torch.as_tensor(points, dtype=torch.float64).cpu()
+    geodesics = cloud_geodesics(points, snap_to_points(gt.cpu(), points), k)  # (K, N)
+    return geodesics[:, snap_to_points(pred.cpu(), points)].T

@@ -1,0 +1,97 @@
+"""Geodesic distances on a point cloud, approximated by shortest paths in its k-nearest-neighbour graph.
+
+KeypointNet evaluates keypoints by geodesic distance on the shape. Here the shape is the cloud: every point is joined
+to its ``k`` nearest neighbours by an edge weighted with their Euclidean distance, the graph is made undirected
+(an edge exists if either end is among the other's ``k`` nearest), and distances are Dijkstra shortest paths
+(``scipy.sparse.csgraph``). Points in different connected components are at distance ``inf``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+import torch
+from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
+
+from .pck import Thresholds, check_keypoints, pck_from_distances
+
+__all__ = ["cloud_geodesics", "geodesic_distance", "geodesic_pck", "knn_graph", "snap_to_points"]
+
+
+def knn_graph(points: torch.Tensor | np.ndarray, k: int = 8) -> scipy.sparse.csr_matrix:
+    """Directed k-NN graph ``(N, N)`` of ``points (N, 3)``: entry ``[i, j]`` = ``|p_i - p_j|`` for the ``k`` nearest ``j``.
+
+    Use with ``directed=False`` in ``scipy.sparse.csgraph`` to get the symmetric graph; zero-length edges between
+    duplicate points are kept as explicit zeros, which csgraph treats as edges.
+    """
+    points = _as_cloud(points)
+    n = len(points)
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    k = min(k, n - 1)
+    if k == 0:
+        return scipy.sparse.csr_matrix((n, n))
+    distances, neighbours = cKDTree(points).query(points, k=k + 1)
+    rows = np.repeat(np.arange(n), k + 1)
+    keep = neighbours.reshape(-1) != rows  # each point's self match, wherever duplicate points put it
+    return scipy.sparse.csr_matrix((distances.reshape(-1)[keep], (rows[keep], neighbours.reshape(-1)[keep])),
+                                   shape=(n, n))
+
+
+def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | np.ndarray, k: int = 8) -> torch.Tensor:
+    """Geodesic distances ``(M, N)`` from the points indexed by ``sources (M,)`` to every point of ``points (N, 3)``."""
+    points = _as_cloud(points)
+    sources = np.asarray(torch.as_tensor(sources).cpu(), dtype=np.int64).reshape(-1)
+    if len(sources) and (sources.min() < 0 or sources.max() >= len(points)):
+        raise ValueError(f"source indices must lie in [0, {len(points)}), got {sources.tolist()}")
+    return torch.from_numpy(dijkstra(knn_graph(points, k), directed=False, indices=sources).reshape(len(sources), -1))
+
+
+def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)``."""
+    return torch.cdist(query.double(), points.double()).argmin(dim=-1)
+
+
+def geodesic_distance(pred: torch.Tensor, points: torch.Tensor, target_index: torch.Tensor, mask: torch.Tensor,
+                      k: int = 8) -> torch.Tensor:
+    """Geodesic distance ``(B, K)`` from each prediction, snapped to its nearest cloud point, to its target point.
+
+    Args:
+        pred: ``(B, K, 3)`` predicted keypoints.
+        points: ``(B, N, 3)`` clouds.
+        target_index: ``(B, K)`` long, index of the ground-truth point in its cloud.
+        mask: ``(B, K)`` bool, annotated keypoints.
+        k: neighbours per point in the graph (see module doc).
+
+    Returns:
+        float64 distances; ``inf`` where prediction and target lie in different components, NaN where ``mask`` is unset.
+    """
+    check_keypoints(pred, mask, "pred")
+    if points.ndim != 3 or points.shape[0] != pred.shape[0] or points.shape[-1] != 3:
+        raise ValueError(f"points must have shape ({pred.shape[0]}, N, 3), got {tuple(points.shape)}")
+    if target_index.shape != mask.shape:
+        raise ValueError(f"target_index must have shape {tuple(mask.shape)}, got {tuple(target_index.shape)}")
+    snapped = snap_to_points(pred, points).cpu()
+    distances = torch.full(mask.shape, float("nan"), dtype=torch.float64)
+    for b in range(len(points)):
+        present = mask[b].cpu()
+        targets = target_index[b].cpu()[present]
+        geodesics = cloud_geodesics(points[b], targets, k)  # (K_b, N)
+        distances[b, present] = geodesics[torch.arange(len(targets)), snapped[b, present]]
+    return distances
+
+
+def geodesic_pck(pred: torch.Tensor, points: torch.Tensor, target_index: torch.Tensor, mask: torch.Tensor,
+                 thresholds: Thresholds, k: int = 8) -> torch.Tensor:
+    """PCK ``(T,)`` with :func:`geodesic_distance`: fraction of present keypoints within each threshold."""
+    distances = geodesic_distance(pred, points, target_index, mask, k)
+    return pck_from_distances(distances[mask.cpu()], thresholds)
+
+
+def _as_cloud(points: torch.Tensor | np.ndarray) -> np.ndarray:
+    points = np.asarray(points.detach().cpu() if torch.is_tensor(points) else points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
+        raise ValueError(f"points must have shape (N, 3) with N >= 1, got {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("points contain NaN or infinite values")
+    return points

@@ -1,0 +1,76 @@
+"""Percentage of correct keypoints (PCK) and mean error for predicted keypoints with Euclidean distances."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["keypoint_distances", "mean_error", "pck", "pck_curve", "pck_from_distances"]
+
+Thresholds = float | Sequence[float] | torch.Tensor
+
+
+def keypoint_distances(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``(M,)`` between ``pred (B, K, 3)`` and ``target (B, K, 3)`` where ``mask (B, K)`` is set."""
+    check_keypoints(pred, mask, "pred")
+    check_keypoints(target, mask, "target")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    return (pred - target)[mask].norm(dim=-1)
+
+
+def pck_from_distances(distances: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
+    """Fraction ``(T,)`` of ``distances (M,)`` at most each threshold (``d <= t``; ``inf`` never counts)."""
+    thresholds = as_thresholds(thresholds, distances.device)
+    if distances.ndim != 1 or distances.numel() == 0:
+        raise ValueError(f"need a non-empty 1D tensor of distances, got shape {tuple(distances.shape)}")
+    if torch.isnan(distances).any():
+        raise ValueError("distances contain NaN")
+    return (distances[None, :] <= thresholds[:, None]).float().mean(dim=1)
+
+
+def pck(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
+    """PCK ``(T,)``: fraction of present keypoints (``mask (B, K)``) whose prediction lies within each threshold.
+
+    Args:
+        pred: ``(B, K, 3)`` predicted keypoints.
+        target: ``(B, K, 3)`` ground truth.
+        mask: ``(B, K)`` bool, keypoints that are annotated; at least one must be set.
+        thresholds: a float or ``(T,)`` distances, in the units of the points; a keypoint counts when ``d <= t``.
+    """
+    return pck_from_distances(keypoint_distances(pred, target, mask), thresholds)
+
+
+def pck_curve(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+              thresholds: Thresholds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(thresholds (T,), pck (T,))``, by default at ``torch.linspace(0, 0.1, 11)``, KeypointNet's range."""
+    thresholds = as_thresholds(torch.linspace(0, 0.1, 11) if thresholds is None else thresholds, pred.device)
+    return thresholds, pck(pred, target, mask, thresholds)
+
+
+def mean_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance ``()`` over present keypoints."""
+    return keypoint_distances(pred, target, mask).mean()
+
+
+def as_thresholds(thresholds: Thresholds, device: torch.device | None = None) -> torch.Tensor:
+    """Thresholds as a non-empty float tensor ``(T,)`` of finite, non-negative values."""
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64, device=device).reshape(-1)
+    if thresholds.numel() == 0:
+        raise ValueError("need at least one threshold")
+    if not torch.isfinite(thresholds).all() or (thresholds < 0).any():
+        raise ValueError(f"thresholds must be finite and non-negative, got {thresholds.tolist()}")
+    return thresholds
+
+
+def check_keypoints(keypoints: torch.Tensor, mask: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` unless ``keypoints (B, K, 3)`` are finite where ``mask (B, K)`` (bool) is set."""
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (B, K, 3), got {tuple(keypoints.shape)}")
+    if mask.dtype != torch.bool or mask.shape != keypoints.shape[:2]:
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(keypoints.shape[:2])}, got "
+                         f"{mask.dtype} {tuple(mask.shape)}")
+    if not mask.any():
+        raise ValueError("mask selects no keypoints")
+    if not torch.isfinite(keypoints[mask]).all():
+        raise ValueError(f"{name} has NaN or infinite values at present keypoints")

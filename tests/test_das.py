@@ -1,0 +1,142 @@
+import itertools
+
+import pytest
+import torch
+
+from pckeypoints.metrics import dual_alignment_score, keypoint_miou
+
+
+def _annotation(xyz, ids):
+    return torch.tensor(xyz, dtype=torch.float64), torch.tensor(ids)
+
+
+def _three_shapes():
+    """Three shapes with id 0 at (0,0,0) and id 1 at (1,0,0); two predictions each.
+
+    Labels (nearest annotation of each prediction): A (0.1, 0.9) -> [0, 1]; B (0.9, 0.8) -> [1, 1]; C like A.
+    Forward: p0 labels [0, 1, 0] agree on 2 of 6 ordered pairs, p1 labels [1, 1, 1] on 6 of 6: (2 + 6) / 12 = 2/3.
+    Backward (nearest prediction of each id): id 0 -> [0, 1, 0], id 1 -> [1, 0, 1]: 2/6 each, mean 1/3.
+    DAS = (2/3 + 1/3) / 2 = 1/2.
+    """
+    pred = torch.tensor([[[0.1, 0, 0], [0.9, 0, 0]], [[0.9, 0, 0], [0.8, 0, 0]], [[0.1, 0, 0], [0.9, 0, 0]]])
+    annotations = [_annotation([[0, 0, 0], [1, 0, 0]], [0, 1])] * 3
+    return pred, annotations
+
+
+def test_das_hand_case():
+    result = dual_alignment_score(*_three_shapes())
+    assert result.forward == pytest.approx(2 / 3)
+    assert result.backward == pytest.approx(1 / 3)
+    assert result.das == pytest.approx(1 / 2)
+
+
+def test_das_ids_on_one_shape_leave_backward():
+    # A has ids {0, 1}, B has {0, 2}; one prediction each. Forward: labels 0 (A) and 2 (B) disagree -> 0.
+    # Backward: only id 0 is on both shapes, and both pick prediction 0 -> 1. DAS = 1/2.
+    pred = torch.tensor([[[0.1, 0, 0]], [[0, 0.9, 0]]])
+    annotations = [_annotation([[0, 0, 0], [1, 0, 0]], [0, 1]), _annotation([[0, 0, 0], [0, 1, 0]], [0, 2])]
+    result = dual_alignment_score(pred, annotations)
+    assert (result.forward, result.backward, result.das) == (0.0, 1.0, 0.5)
+
+
+def test_das_is_one_for_a_consistent_permutation():
+    torch.manual_seed(0)
+    shapes, ids = 5, 6
+    permutation = torch.randperm(ids)
+    annotations = [(torch.rand(ids, 3), torch.randperm(ids)) for _ in range(shapes)]
+    # prediction p of every shape sits on that shape's keypoint with semantic id permutation[p]
+    pred = torch.stack([xyz[torch.argsort(order)[permutation]] for xyz, order in annotations])
+    result = dual_alignment_score(pred, annotations)
+    assert (result.forward, result.backward, result.das) == (1.0, 1.0, 1.0)
+
+
+def _reference_das(pred, annotations):
+    """Loop over pairs, straight from the definition."""
+    labels, nearest = [], []
+    for shape_pred, (xyz, ids) in zip(pred, annotations):
+        distances = torch.cdist(shape_pred.double(), xyz.double())
+        labels.append([int(ids[j]) for j in distances.argmin(1)])
+        nearest.append({int(i): int(p) for i, p in zip(ids, distances.argmin(0))})
+    pairs = list(itertools.permutations(range(len(pred)), 2))
+    forward = sum(labels[s][p] == labels[t][p] for s, t in pairs for p in range(pred.shape[1]))
+    forward /= len(pairs) * pred.shape[1]
+    scores = []
+    for i in sorted(set().union(*nearest)):
+        having = [s for s in range(len(pred)) if i in nearest[s]]
+        if len(having) >= 2:
+            agree = [nearest[s][i] == nearest[t][i] for s, t in itertools.permutations(having, 2)]
+            scores.append(sum(agree) / len(agree))
+    backward = sum(scores) / len(scores)
+    return forward, backward
+
+
+def _random_case(seed, shapes=7, num_pred=5, num_ids=6):
+    generator = torch.Generator().manual_seed(seed)
+    pred = torch.rand(shapes, num_pred, 3, generator=generator)
+    annotations = []
+    for _ in range(shapes):
+        ids = torch.randperm(num_ids, generator=generator)[:int(torch.randint(1, num_ids + 1, (), generator=generator))]
+        annotations.append((torch.rand(len(ids), 3, generator=generator), ids))
+    return pred, annotations
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_das_matches_reference_and_ignores_shape_order(seed):
+    pred, annotations = _random_case(seed)
+    result = dual_alignment_score(pred, annotations)
+    forward, backward = _reference_das(pred, annotations)
+    assert result.forward == pytest.approx(forward)
+    assert result.backward == pytest.approx(backward)
+    order = torch.randperm(len(pred), generator=torch.Generator().manual_seed(100 + seed))
+    shuffled = dual_alignment_score(pred[order], [annotations[i] for i in order])
+    assert shuffled.das == pytest.approx(result.das)
+
+
+def test_das_bad_input():
+    pred, annotations = _three_shapes()
+    with pytest.raises(ValueError, match="S >= 2"):
+        dual_alignment_score(pred[:1], annotations[:1])
+    with pytest.raises(ValueError, match="distinct"):
+        dual_alignment_score(pred, [_annotation([[0, 0, 0], [1, 0, 0]], [0, 0])] * 3)
+    with pytest.raises(ValueError, match="3 annotations for 2 shapes"):
+        dual_alignment_score(pred[:2], annotations)
+    with pytest.raises(ValueError, match="NaN"):
+        dual_alignment_score(torch.full_like(pred, torch.nan), annotations)
+    with pytest.raises(ValueError, match="two or more shapes"):
+        dual_alignment_score(pred[:2], [_annotation([[0, 0, 0]], [0]), _annotation([[0, 0, 0]], [1])])
+
+
+def test_miou_hand_case_pools_counts_over_shapes():
+    # Shape 1: gt at x = 0 and 1; predictions at x = 0.05, 0.5, 1.2 (distances to nearest gt 0.05, 0.5, 0.2).
+    #   t = 0:   TP 0, FP 3, FN 2 -> 0
+    #   t = 0.1: gt0 matched; predictions 0.5 and 1.2 unmatched -> TP 1, FP 2, FN 1 -> 1/4
+    #   t = 0.3: both gt matched; prediction 0.5 unmatched -> TP 2, FP 1, FN 0 -> 2/3
+    #   t = 0.6: everything matched -> 1
+    # Shape 2: gt at the origin and no prediction: FN 1. Pooled at t = 0.3: 2 / (2 + 1 + 1) = 1/2 (not the mean 1/3).
+    pred = [torch.tensor([[0.05, 0, 0], [0.5, 0, 0], [1.2, 0, 0]]), torch.zeros(0, 3)]
+    gt = [torch.tensor([[0.0, 0, 0], [1, 0, 0]]), torch.zeros(1, 3)]
+    thresholds = [0.0, 0.1, 0.3, 0.6]
+    torch.testing.assert_close(keypoint_miou(pred[:1], gt[:1], None, thresholds),
+                               torch.tensor([0, 1 / 4, 2 / 3, 1.0]))
+    torch.testing.assert_close(keypoint_miou(pred, gt, None, thresholds), torch.tensor([0, 1 / 5, 2 / 4, 2 / 3]))
+
+
+def test_miou_geodesic_uses_the_surface():
+    # A U-shaped path: its ends are 1 apart in space, 3 along the curve.
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    zeros, ones = torch.zeros(11, dtype=torch.float64), torch.ones(11, dtype=torch.float64)
+    points = torch.cat([torch.stack([t, zeros, zeros], 1), torch.stack([ones, t, zeros], 1)[1:],
+                        torch.stack([t.flip(0), ones, zeros], 1)[1:]])
+    pred, gt = points[None, [30]], [points[[0]]]
+    assert keypoint_miou(pred, gt, None, 1.5).item() == 1.0
+    assert keypoint_miou(pred, gt, points[None], 1.5, k=2).item() == 0.0
+    assert keypoint_miou(pred, gt, points[None], 3.1, k=2).item() == 1.0
+
+
+def test_miou_bad_input():
+    with pytest.raises(ValueError, match="same positive number"):
+        keypoint_miou(torch.zeros(2, 1, 3), [torch.zeros(1, 3)], None, 0.1)
+    with pytest.raises(ValueError, match="no keypoints"):
+        keypoint_miou(torch.zeros(1, 1, 3), [torch.zeros(0, 3)], None, 0.1)
+    with pytest.raises(ValueError, match=r"must be \(n, 3\)"):
+        keypoint_miou(torch.zeros(1, 1, 2), [torch.zeros(1, 3)], None, 0.1)
