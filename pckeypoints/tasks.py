@@ -1,0 +1,68 @@
+"""What the generic trainer (:mod:`pckeypoints.training`) needs to know about a kind of model.
+
+A task owns everything that depends on the learning problem: its datasets, its model, its loss and its
+metrics. The trainer owns the loop (optimiser, schedules, logging, checkpoints, DDP). Tasks are looked up
+by ``config.mode`` with :func:`get_task`.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A learning problem the trainer can run.
+
+    Attributes:
+        monitor: name of the :meth:`evaluate` metric that selects ``best.pt`` (higher is better).
+    """
+
+    monitor: str
+
+    def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
+        """Items of ``split`` (``"train"``, ``"val"``, ``"test"``); ``train`` adds the augmentations.
+        Items are dicts batched by :func:`pckeypoints.data.collate_keypoints`."""
+
+    def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
+        """``config`` with the fields that depend on the training ``dataset`` filled in (e.g. the supervised
+        ``num_keypoints``). Checkpoints store the result, so :meth:`build_model` needs nothing else."""
+
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        """A freshly initialised model for a configured ``config`` (see :meth:`configure`)."""
+
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
+        """Scalar training loss of ``batch`` and the scalars to log with it. ``model`` may be wrapped in
+        ``DistributedDataParallel``: call it, don't reach into its attributes."""
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
+        """Metrics of ``model`` (unwrapped, in eval mode) over ``loader``; must include :attr:`monitor`."""
+
+    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path) -> dict[str, float]:
+        """Like :meth:`evaluate`, and also write tables (markdown, JSON) and figures (PNG) into ``out_dir``."""
+
+    def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
+        """Keypoints of one cloud ``points (N, 3)`` in its own coordinates, as a JSON-ready dict with
+        ``keypoints`` ``[[x, y, z], ...]``, ``semantic_ids`` and ``confidence`` lists."""
+
+
+#: mode -> "module:Class", imported on first use so that a task's dependencies load only when needed.
+TASKS = {
+    "supervised": "pckeypoints.supervised:SupervisedTask",
+    "unsupervised": "pckeypoints.unsupervised:UnsupervisedTask",
+}
+
+
+def get_task(mode: str) -> Task:
+    """A new task object for ``mode`` (a key of :data:`TASKS`)."""
+    if mode not in TASKS:
+        raise ValueError(f"mode must be one of {tuple(TASKS)}, got {mode!r}")
+    module, name = TASKS[mode].split(":")
+    return getattr(importlib.import_module(module), name)()
