@@ -27,7 +27,7 @@ def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation]) 
     """Dual alignment score (DAS, Shi et al., Skeleton Merger, CVPR 2021) of predicted keypoints against annotations.
 
     Args:
-        pred: ``(S, P, 3)`` keypoints predicted on ``S >= 2`` shapes; index ``p`` must mean the same keypoint everywhere.
+        pred: ``(S, P, 3)`` keypoints predicted on ``S >= 2`` shapes; index ``p`` is the same keypoint on every shape.
         annotations: per shape, ``(xyz (K_i, 3), semantic ids (K_i,))`` with ``K_i >= 1`` distinct ids.
 
     Forward: each prediction ``(s, p)`` takes the semantic id of its nearest annotated keypoint of shape ``s``; forward
@@ -69,7 +69,7 @@ def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation]) 
 
 def keypoint_miou(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torch.Tensor],
                   points: torch.Tensor | Sequence[torch.Tensor] | None, thresholds: Thresholds,
-                  k: int = 8) -> torch.Tensor:
+                  k: int = 10) -> torch.Tensor:
     """KeypointNet's keypoint IoU ``(T,)`` between predicted and annotated keypoint sets, pooled over shapes.
 
     For shape ``s`` and threshold ``t``: a ground-truth keypoint is matched (TP) if some prediction is within ``t``,
@@ -116,7 +116,8 @@ def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
             raise ValueError(f"shape {s}: need K_i >= 1 annotated keypoints with one id each, got "
                              f"{len(shape_xyz)} keypoints and {len(shape_ids)} ids")
         if shape_ids.is_floating_point() or shape_ids.min() < 0 or len(shape_ids.unique()) != len(shape_ids):
-            raise ValueError(f"shape {s}: semantic ids must be distinct non-negative integers, got {shape_ids.tolist()}")
+            raise ValueError(f"shape {s}: semantic ids must be distinct non-negative integers, "
+                             f"got {shape_ids.tolist()}")
         xyz[s, :len(shape_ids)] = shape_xyz.to(device)
         ids[s, :len(shape_ids)] = shape_ids
         present[s, :len(shape_ids)] = True
