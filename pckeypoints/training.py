@@ -1,0 +1,360 @@
+"""The training loop shared by every :mod:`~pckeypoints.tasks` task.
+
+:func:`train` runs AdamW with a per-epoch learning-rate schedule and temperature schedule, logs to
+``log.csv`` and TensorBoard, and checkpoints every epoch (``last.pt``, plus ``best.pt`` by the task's
+monitored validation metric). Each epoch reseeds every random number generator from ``(seed, epoch,
+rank)``, so a run resumed from ``last.pt`` continues exactly as an uninterrupted one.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: gloo on CPU, nccl on
+CUDA; ``batch_size`` is the global batch, split evenly over the processes; only rank 0 logs, evaluates
+and writes checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from .data import collate_keypoints
+from .schedules import SCHEDULES, make_schedule
+from .tasks import TASKS, Task, get_task
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored in its checkpoints. Load with :meth:`from_toml`."""
+
+    # problem
+    mode: str = "supervised"
+    category: str = "bathtub"
+    num_keypoints: int | None = None  # supervised: None = every semantic id of the category
+    # keypoint maps and loss (see pckeypoints.losses.KeypointLoss)
+    method: str = "sampling"
+    metric: str = "l1"
+    num_samples: int = 30
+    tau_schedule: str = "exponential"
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    sigma: str | float = "knn"  # "knn" (σ_i from the k nearest neighbours) or a fixed σ in normalised units
+    knn_k: int = 8
+    reg_weight: float = 1.0
+    target_sigma: float = 0.02  # σ of soft+var / soft+js, in normalised units
+    loss_weights: dict[str, float] = field(default_factory=dict)  # task-specific loss terms
+    # model
+    width: float = 0.5
+    msg: bool = False
+    radius_scale: float = 2.0  # PointNet++ radii suit radius-0.5 clouds; inputs are normalised to radius 1
+    hidden_channels: int = 128
+    freeze_norm: bool = False  # keep BatchNorm in eval mode (running statistics) while training
+    # optimisation
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"
+    # data
+    data_root: str | None = None
+    max_models: int | None = None  # first n models of each split (smoke runs, tests)
+    rotate: bool = False  # random rotation about the up axis
+    jitter: float = 0.0  # std of per-point Gaussian jitter, normalised units
+    scale_lo: float = 1.0
+    scale_hi: float = 1.0
+    num_workers: int = 0
+    # run
+    seed: int = 0
+    out: str = "runs"
+    name: str | None = None  # run folder under out; default <category>_<method>
+    device: str = "auto"
+    eval_every: int = 1
+    eval_split: str = "val"
+
+    def __post_init__(self):
+        if self.mode not in TASKS:
+            raise ValueError(f"mode must be one of {tuple(TASKS)}, got {self.mode!r}")
+        if self.tau_schedule not in SCHEDULES:
+            raise ValueError(f"tau_schedule must be one of {tuple(SCHEDULES)}, got {self.tau_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if isinstance(self.sigma, str) and self.sigma != "knn":
+            try:
+                self.sigma = float(self.sigma)
+            except ValueError:
+                raise ValueError(f"sigma must be 'knn' or a number, got {self.sigma!r}") from None
+        for name in ("epochs", "batch_size", "num_samples", "eval_every", "knn_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_split not in ("train", "val", "test"):
+            raise ValueError(f"eval_split must be train, val or test, got {self.eval_split!r}")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.category}_{self.method}"
+
+    @classmethod
+    def from_toml(cls, path: str | Path | None = None, **overrides) -> "TrainConfig":
+        """Config from a TOML file of field = value pairs (``None`` overrides are ignored)."""
+        values = {}
+        if path is not None:
+            try:
+                values = tomllib.loads(Path(path).read_text())
+            except OSError as err:
+                raise ValueError(f"cannot read config file {path}: {err.strerror or err}") from err
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"invalid TOML in config file {path}: {err}") from err
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def config_fields() -> list[tuple[str, type, object]]:
+    """``(name, scalar type, default)`` of each TrainConfig field settable from a command line."""
+    hints = typing.get_type_hints(TrainConfig)
+    result = []
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else []
+        scalar = hint if not args else (str if str in args else args[0])
+        if scalar in (bool, int, float, str):
+            result.append((f.name, scalar, f.default))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _seed(seed: int, epoch: int, rank: int) -> None:
+    """Reseed torch, NumPy and ``random`` for ``epoch`` on ``rank`` (different noise on every rank)."""
+    value = (seed * 100_003 + epoch) * 1_009 + rank
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Task, nn.Module, TrainConfig, dict]:
+    """``(task, model in eval mode, config, checkpoint dict)`` from a checkpoint file or a run folder
+    (its ``best.pt`` if present, else ``last.pt``)."""
+    path = resolve_checkpoint(path, prefer_best=True)
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    config = TrainConfig(**checkpoint["config"])
+    task = get_task(config.mode)
+    model = task.build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    return task, model.eval(), config, checkpoint
+
+
+def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+    """A checkpoint file: ``path`` itself, or ``best.pt``/``last.pt`` inside the run folder ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        names = ("best.pt", "last.pt") if prefer_best else ("last.pt",)
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(f"run folder {path} has no {' or '.join(names)}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- logging
+class _CsvLog:
+    """``log.csv``: one row per (epoch, split) with the union of all logged columns."""
+
+    def __init__(self, path: Path, keep_before_epoch: int):
+        self.path, self.rows = path, []
+        if keep_before_epoch > 0 and path.is_file():
+            with open(path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_before_epoch]
+
+    def write(self, epoch: int, split: str, values: dict[str, float]) -> None:
+        self.rows.append({"epoch": epoch, "split": split, **values})
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+# ---------------------------------------------------------------------------------------------- loop
+def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train ``config`` (or continue the run at ``resume``, a run folder or checkpoint, with its own
+    config) and return the run folder."""
+    if (config is None) == (resume is None):
+        raise ValueError("give either a config or a run to resume")
+    checkpoint = None
+    if resume is not None:
+        checkpoint = torch.load(resolve_checkpoint(resume), map_location="cpu", weights_only=False)
+        config = TrainConfig(**checkpoint["config"])
+    device = _resolve_device(config.device)
+    world = _init_distributed(device)
+    if config.batch_size % world.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} processes")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    task = get_task(config.mode)
+
+    train_set = task.dataset(config, "train", train=True)
+    config = task.configure(config, train_set)
+    eval_set = task.dataset(config, config.eval_split, train=False) if world.is_main else None
+    sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(train_set, config.batch_size // world.world_size, sampler=sampler,
+                        num_workers=config.num_workers, collate_fn=collate_keypoints)
+
+    torch.manual_seed(config.seed)
+    model = task.build_model(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.lr_schedule == "cosine":
+        lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
+    else:
+        lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    tau_schedule = make_schedule(config.tau_schedule, config.tau_start, config.tau_end, config.epochs)
+    start_epoch, best = 0, -math.inf
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        lr_schedule.load_state_dict(checkpoint["lr_schedule"])
+        tau_schedule.load_state_dict(checkpoint["tau_schedule"])
+        start_epoch, best = checkpoint["epoch"], checkpoint["best"]
+    trained = DistributedDataParallel(model) if world.world_size > 1 else model
+
+    if resume is None:
+        run_dir = Path(config.out) / config.run_name
+    else:
+        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    log = writer = None
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = _CsvLog(run_dir / "log.csv", start_epoch)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    for epoch in range(start_epoch, config.epochs):
+        _seed(config.seed, epoch, world.rank)
+        sampler.set_epoch(epoch)
+        tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
+        train_stats = _train_epoch(task, trained, loader, optimizer, config, tau, device, world,
+                                   desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress and world.is_main)
+        lr_schedule.step()
+        tau_schedule.step()
+        if world.is_main:
+            train_stats.update(tau=tau, lr=lr)
+            log.write(epoch, "train", train_stats)
+            for key, value in train_stats.items():
+                writer.add_scalar(f"train/{key}", value, epoch)
+            is_last = epoch + 1 == config.epochs
+            improved = False
+            if (epoch + 1) % config.eval_every == 0 or is_last:
+                metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
+                log.write(epoch, config.eval_split, metrics)
+                for key, value in metrics.items():
+                    writer.add_scalar(f"{config.eval_split}/{key}", value, epoch)
+                if metrics[task.monitor] > best:
+                    best, improved = metrics[task.monitor], True
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(), "tau_schedule": tau_schedule.state_dict(),
+                "epoch": epoch + 1, "best": best, "config": config.to_dict(), "world_size": world.world_size,
+            }
+            _atomic_save(state, run_dir / "last.pt")
+            if improved:
+                _atomic_save(state, run_dir / "best.pt")
+            writer.flush()
+        if world.world_size > 1:
+            dist.barrier()
+    if writer is not None:
+        writer.close()
+    return run_dir
+
+
+def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                 config: TrainConfig, tau: float, device: torch.device, world: _Dist, desc: str,
+                 progress: bool) -> dict[str, float]:
+    """One pass over ``loader``; returns the batch means of the loss and the task's logged scalars,
+    averaged over the processes."""
+    model.train()
+    if config.freeze_norm:
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
+    totals: dict[str, float] = {}
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+    for batch in bar:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        loss, scalars = task.loss(model, batch, config, tau)
+        if not torch.isfinite(loss):
+            raise ValueError(f"training diverged: loss is {loss.item()} ({desc})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key, value in {"loss": loss.item(), **scalars}.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    names = sorted(totals)
+    means = torch.tensor([totals[k] / max(len(loader), 1) for k in names], dtype=torch.float64)
+    if world.world_size > 1:
+        dist.all_reduce(means)
+        means /= world.world_size
+    return dict(zip(names, means.tolist()))
+
+
+def _eval_loader(dataset, config: TrainConfig) -> DataLoader:
+    return DataLoader(dataset, config.batch_size, shuffle=False, num_workers=config.num_workers,
+                      collate_fn=collate_keypoints)
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
