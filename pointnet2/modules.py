@@ -1,0 +1,161 @@
+"""PointNet++ building blocks and a per-point feature backbone (dense layout).
+
+Set abstraction (single- and multi-scale grouping), feature propagation and :class:`PointNet2Seg`.
+Internally features are channels-first ``(B, C, N)`` like the ops; :class:`PointNet2Seg` takes and returns
+channels-last ``(B, N, C)``. Default radii assume clouds normalised to a sphere of radius ~0.5 (KeypointNet);
+``radius_scale`` rescales them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pointnet2.ops import ball_query_group, furthest_point_sample, three_nn_interpolate
+
+__all__ = ["FeaturePropagation", "GlobalSetAbstraction", "PointNet2Seg", "SetAbstraction", "shared_mlp"]
+
+
+def shared_mlp(channels: Sequence[int], dim: int = 2) -> nn.Sequential:
+    """Pointwise (1x1 conv) MLP with BatchNorm + ReLU after every layer; ``dim`` 1 for (B, C, N), 2 for (B, C, M, S)."""
+    conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dim == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels[:-1], channels[1:]):
+        layers += [conv(c_in, c_out, 1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def gather_points(xyz: Tensor, idx: Tensor) -> Tensor:
+    """xyz (B, N, 3) at idx (B, M) -> (B, M, 3)."""
+    return xyz.gather(1, idx.unsqueeze(-1).expand(-1, -1, xyz.shape[-1]))
+
+
+class SetAbstraction(nn.Module):
+    """FPS ``npoint`` centres, then per scale: ball query + grouping, shared MLP, max pool over the ball.
+
+    One radius is single-scale grouping (SSG); several radii are multi-scale grouping (MSG), the scales'
+    features concatenated. Padding slots and empty balls are masked out of the max (empty balls give 0).
+
+    Args:
+        npoint: number of centres M.
+        radii, nsamples: ball radius and slot count per scale.
+        in_channels: C of the input features (0 for none).
+        mlps: hidden/output channels of each scale's MLP; its input is 3 + in_channels.
+    """
+
+    def __init__(
+        self,
+        npoint: int,
+        radii: Sequence[float],
+        nsamples: Sequence[int],
+        in_channels: int,
+        mlps: Sequence[Sequence[int]],
+    ):
+        super().__init__()
+        if not (len(radii) == len(nsamples) == len(mlps) >= 1):
+            raise ValueError("radii, nsamples and mlps need one entry per scale")
+        self.npoint, self.radii, self.nsamples = npoint, list(radii), list(nsamples)
+        self.mlps = nn.ModuleList(shared_mlp([3 + in_channels, *mlp]) for mlp in mlps)
+        self.out_channels = sum(mlp[-1] for mlp in mlps)
+
+    def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
+        """xyz (B, N, 3), features (B, C, N) or None -> centres (B, M, 3), features (B, out_channels, M)."""
+        new_xyz = gather_points(xyz, furthest_point_sample(xyz, self.npoint))
+        pooled = []
+        for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
+            grouped, counts = ball_query_group(xyz, new_xyz, features, radius, nsample)
+            h = mlp(grouped)  # (B, C', M, S)
+            valid = torch.arange(nsample, device=h.device) < counts.unsqueeze(-1)  # (B, M, S)
+            h = h.masked_fill(~valid.unsqueeze(1), float("-inf")).amax(dim=-1)
+            pooled.append(torch.where(counts.unsqueeze(1) > 0, h, 0.0))
+        return new_xyz, torch.cat(pooled, dim=1)
+
+
+class GlobalSetAbstraction(nn.Module):
+    """Groups the whole cloud into one centre at the origin: MLP on [xyz, features], max over all points."""
+
+    def __init__(self, in_channels: int, mlp: Sequence[int]):
+        super().__init__()
+        self.mlp = shared_mlp([3 + in_channels, *mlp], dim=1)
+        self.out_channels = mlp[-1]
+
+    def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
+        """xyz (B, N, 3), features (B, C, N) or None -> centre (B, 1, 3), features (B, out_channels, 1)."""
+        h = xyz.transpose(1, 2) if features is None else torch.cat([xyz.transpose(1, 2), features], dim=1)
+        return xyz.new_zeros(xyz.shape[0], 1, 3), self.mlp(h).amax(dim=-1, keepdim=True)
+
+
+class FeaturePropagation(nn.Module):
+    """Interpolates coarse features onto finer points (3-NN inverse distance), concatenates skip features, MLP."""
+
+    def __init__(self, in_channels: int, mlp: Sequence[int]):
+        super().__init__()
+        self.mlp = shared_mlp([in_channels, *mlp], dim=1)
+        self.out_channels = mlp[-1]
+
+    def forward(self, xyz: Tensor, coarse_xyz: Tensor, skip: Tensor | None, coarse_features: Tensor) -> Tensor:
+        """xyz (B, n, 3), coarse_xyz (B, m, 3), skip (B, C1, n) or None, coarse_features (B, C2, m) -> (B, C', n)."""
+        h = three_nn_interpolate(xyz, coarse_xyz, coarse_features)
+        return self.mlp(h if skip is None else torch.cat([h, skip], dim=1))
+
+
+class PointNet2Seg(nn.Module):
+    """PointNet++ per-point feature backbone: SA(512) -> SA(128) -> global SA, then three feature propagations.
+
+    Small enough to train on CPU; ``width`` scales every channel count. The last layer is linear.
+
+    Args:
+        in_channels: per-point input feature channels (0: coordinates only).
+        out_channels: per-point output feature channels.
+        msg: multi-scale grouping in the two local set abstractions instead of single-scale.
+        width: channel multiplier.
+        radius_scale: multiplies the ball radii (defaults suit clouds of radius ~0.5).
+    """
+
+    def __init__(
+        self, in_channels: int = 0, out_channels: int = 128, msg: bool = False, width: float = 1.0,
+        radius_scale: float = 1.0,
+    ):
+        super().__init__()
+        if in_channels < 0 or out_channels < 1 or width <= 0 or radius_scale <= 0:
+            raise ValueError("need in_channels >= 0, out_channels >= 1, width > 0 and radius_scale > 0")
+        self.in_channels = in_channels
+
+        def ch(*channels: int) -> list[int]:
+            return [max(8, round(c * width)) for c in channels]
+
+        r = radius_scale
+        if msg:
+            self.sa1 = SetAbstraction(512, [0.05 * r, 0.1 * r], [16, 32], in_channels, [ch(16, 16, 32), ch(32, 32, 64)])
+            self.sa2 = SetAbstraction(
+                128, [0.1 * r, 0.2 * r], [16, 32], self.sa1.out_channels, [ch(64, 64, 128), ch(64, 96, 128)]
+            )
+        else:
+            self.sa1 = SetAbstraction(512, [0.1 * r], [32], in_channels, [ch(32, 32, 64)])
+            self.sa2 = SetAbstraction(128, [0.2 * r], [32], self.sa1.out_channels, [ch(64, 64, 128)])
+        self.sa3 = GlobalSetAbstraction(self.sa2.out_channels, ch(128, 256))
+        self.fp3 = FeaturePropagation(self.sa3.out_channels + self.sa2.out_channels, ch(128, 128))
+        self.fp2 = FeaturePropagation(self.fp3.out_channels + self.sa1.out_channels, ch(128, 128))
+        self.fp1 = FeaturePropagation(self.fp2.out_channels + 3 + in_channels, ch(128, 128))
+        self.head = nn.Conv1d(self.fp1.out_channels, out_channels, 1)
+
+    def forward(self, xyz: Tensor, features: Tensor | None = None) -> Tensor:
+        """xyz (B, N, 3), features (B, N, in_channels) or None -> (B, N, out_channels)."""
+        if (features is None) != (self.in_channels == 0):
+            raise ValueError(f"model built for in_channels={self.in_channels}, got features={features is not None}")
+        if features is not None and (features.dim() != 3 or features.shape[:2] != xyz.shape[:2]
+                                     or features.shape[2] != self.in_channels):
+            raise ValueError(
+                f"features must be (B, N, {self.in_channels}) matching xyz {tuple(xyz.shape)}, got {tuple(features.shape)}"
+            )
+        f0 = None if features is None else features.transpose(1, 2)
+        xyz1, f1 = self.sa1(xyz, f0)
+        xyz2, f2 = self.sa2(xyz1, f1)
+        xyz3, f3 = self.sa3(xyz2, f2)
+        h = self.fp3(xyz2, xyz3, f2, f3)
+        h = self.fp2(xyz1, xyz2, f1, h)
+        skip0 = xyz.transpose(1, 2) if f0 is None else torch.cat([xyz.transpose(1, 2), f0], dim=1)
+        h = self.fp1(xyz, xyz1, skip0, h)
+        return self.head(h).transpose(1, 2)
