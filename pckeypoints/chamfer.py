@@ -1,9 +1,9 @@
 """Chamfer distances between point clouds, plain and composite (Skeleton Merger, Shi et al., CVPR 2021).
 
 Distances are smoothed Euclidean, d(x, y) = sqrt(|x - y|² + eps), so that their gradient stays finite
-when points coincide. Nearest neighbours are searched without autograd (``torch.cdist`` on chunks of
-the batch) and only the selected pairs are recomputed with gradients: the gradient of a minimum
-flows only to its argmin anyway, and memory stays O(B·N) instead of O(B·N·M).
+when points coincide. Nearest neighbours are searched without autograd (one ``torch.cdist`` per chunk of
+the batch serves both directions) and only the selected pairs are recomputed with gradients: the
+gradient of a minimum flows only to its argmin anyway, and memory stays O(B·N) instead of O(B·N·M).
 
 The composite Chamfer distance compares a cloud with a reconstruction made of P sub-clouds (parts),
 each present with an activation strength a_p in [0, 1]:
@@ -42,29 +42,49 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite coordinates")
 
 
-def nearest_neighbor(x: Tensor, y: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
-    """Smoothed distance from each point of ``x`` to its nearest point of ``y``.
+def _nearest_indices(x: Tensor, y: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
+    """Nearest-neighbour indices both ways, from one ``torch.cdist`` per chunk of the batch, no autograd.
 
     Args:
-        x: ``(B, N, 3)`` query points; y: ``(B, M, 3)`` reference points.
-        eps: smoothing of the distance, sqrt(|x - y|² + eps).
+        x: ``(B, N, 3)``; y: ``(B, G·M, 3)``, read as ``groups`` = G consecutive groups of M points.
     Returns:
-        distances ``(B, N)`` (differentiable in ``x`` and ``y``) and indices ``(B, N)`` into ``y``.
+        for each point of ``x`` its nearest point of each group of ``y``, ``(B, N, G)`` indices into ``y``,
+        and for each point of ``y`` its nearest point of ``x``, ``(B, G·M)`` indices into ``x``.
     """
+    b, n, _ = x.shape
+    size = y.shape[1] // groups
+    x_to_y, y_to_x = [], []
+    with torch.no_grad():
+        step = max(1, _CHUNK_ENTRIES // (n * y.shape[1]))
+        for i in range(0, b, step):
+            d = torch.cdist(x[i : i + step], y[i : i + step])  # (b', N, G·M)
+            x_to_y.append(d.view(d.shape[0], n, groups, size).argmin(-1))
+            y_to_x.append(d.argmin(1))
+    offsets = torch.arange(groups, device=x.device) * size
+    return torch.cat(x_to_y) + offsets, torch.cat(y_to_x)
+
+
+def _squared_distance(x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+    """Squared distance from ``x (B, N, 3)`` to the points of ``y (B, M, 3)`` at ``index (B, N, G)``, ``(B, N, G)``."""
+    b, n, g = index.shape
+    picked = y.gather(1, index.reshape(b, n * g, 1).expand(-1, -1, 3)).view(b, n, g, 3)
+    return (x.unsqueeze(2) - picked).square().sum(-1)
+
+
+def _check_pair(x: Tensor, y: Tensor) -> None:
     _check_cloud(x, "x")
     _check_cloud(y, "y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
-    with torch.no_grad():
-        step = max(1, _CHUNK_ENTRIES // (x.shape[1] * y.shape[1]))
-        index = torch.cat([torch.cdist(x[b : b + step], y[b : b + step]).argmin(-1) for b in range(0, x.shape[0], step)])
-    nearest = y.gather(1, index.unsqueeze(-1).expand(-1, -1, 3))
-    return (x - nearest).square().sum(-1).add(eps).sqrt(), index
 
 
 def chamfer_distance(x: Tensor, y: Tensor, eps: float = 1e-4) -> Tensor:
     """Symmetric Chamfer distance mean_n d(x_n, Y) + mean_m d(y_m, X), ``(B,)``, for ``x (B, N, 3)``, ``y (B, M, 3)``."""
-    return nearest_neighbor(x, y, eps)[0].mean(-1) + nearest_neighbor(y, x, eps)[0].mean(-1)
+    _check_pair(x, y)
+    x_to_y, y_to_x = _nearest_indices(x, y)
+    forward = _squared_distance(x, y, x_to_y).add(eps).sqrt().mean((1, 2))
+    backward = _squared_distance(y, x, y_to_x.unsqueeze(-1)).add(eps).sqrt().mean((1, 2))
+    return forward + backward
 
 
 def greedy_coverage(distances: Tensor, activations: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,7 +120,7 @@ def composite_chamfer_distance(
         parts: ``(B, P, M, 3)`` reconstructed sub-clouds.
         activations: ``(B, P)`` activation strength of each part, in [0, 1].
         uncovered_penalty: cost per unit of activation an input point misses (Skeleton Merger: 20).
-        eps: distance smoothing (see :func:`nearest_neighbor`).
+        eps: distance smoothing, d = sqrt(|x - y|² + eps).
     Returns:
         :class:`CompositeChamfer` with both directions, ``(B,)`` each.
     """
@@ -113,20 +133,11 @@ def composite_chamfer_distance(
         raise ValueError("activations must lie in [0, 1]")
     b, p, m, _ = parts.shape
     flat = parts.reshape(b, p * m, 3)
-    to_input = nearest_neighbor(flat, points, eps)[0].view(b, p, m).mean(-1)  # (B, P)
-    reconstruction_to_input = (to_input * activations).mean(-1)
-
-    # Per input point, the nearest point of every part: one search over all parts, then a per-part
-    # argmin over the M points of each (no autograd), then the selected distances with gradients.
-    with torch.no_grad():
-        step = max(1, _CHUNK_ENTRIES // (points.shape[1] * p * m))
-        index = torch.cat([
-            torch.cdist(points[i : i + step], flat[i : i + step]).view(-1, points.shape[1], p, m).argmin(-1)
-            for i in range(0, b, step)
-        ])  # (B, N, P)
-    index = index + torch.arange(p, device=index.device) * m
-    nearest = flat.gather(1, index.view(b, -1, 1).expand(-1, -1, 3)).view(b, -1, p, 3)
-    distances = (points.unsqueeze(2) - nearest).square().sum(-1).add(eps).sqrt()  # (B, N, P)
+    _check_cloud(flat, "parts")
+    to_parts, to_input = _nearest_indices(points, flat, groups=p)  # (B, N, P), (B, P·M)
+    rec_dist = _squared_distance(flat, points, to_input.unsqueeze(-1)).add(eps).sqrt().view(b, p, m)
+    reconstruction_to_input = (rec_dist.mean(-1) * activations).mean(-1)
+    distances = _squared_distance(points, flat, to_parts).add(eps).sqrt()  # (B, N, P)
     weights, missing = greedy_coverage(distances, activations)
     input_to_reconstruction = ((weights * distances).sum(-1) + uncovered_penalty * missing).mean(-1)
     return CompositeChamfer(reconstruction_to_input, input_to_reconstruction)

@@ -7,7 +7,6 @@ from pckeypoints.chamfer import (
     chamfer_distance,
     composite_chamfer_distance,
     greedy_coverage,
-    nearest_neighbor,
 )
 
 EPS = 1e-4
@@ -42,15 +41,6 @@ def brute_composite(points, parts, act, penalty):
             remaining -= w
         input_to_rec += penalty * remaining
     return rec_to_input, input_to_rec / len(points)
-
-
-def test_nearest_neighbor_matches_loops_and_cdist():
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(3, 17, 3, generator=g), torch.randn(3, 11, 3, generator=g)
-    d, idx = nearest_neighbor(x, y)
-    ref = torch.cdist(x, y)
-    assert torch.equal(idx, ref.argmin(-1))
-    torch.testing.assert_close(d, (ref.amin(-1).square() + EPS).sqrt())
 
 
 def test_chamfer_distance_against_loops():
@@ -113,3 +103,15 @@ def test_composite_chamfer_bad_input():
         chamfer_distance(torch.zeros(2, 0, 3), points)
     with pytest.raises(ValueError, match="parts"):
         composite_chamfer_distance(points, parts[:1], torch.rand(1, 3))
+
+
+def test_chunked_search_matches_single_pass(monkeypatch):
+    import pckeypoints.chamfer as chamfer
+
+    g = torch.Generator().manual_seed(4)
+    points, parts, act = torch.randn(3, 20, 3, generator=g), torch.randn(3, 4, 5, 3, generator=g), torch.rand(3, 4, generator=g)
+    whole = composite_chamfer_distance(points, parts, act)
+    monkeypatch.setattr(chamfer, "_CHUNK_ENTRIES", 1)  # one batch element per cdist
+    chunked = composite_chamfer_distance(points, parts, act)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b)
