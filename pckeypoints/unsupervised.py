@@ -1,0 +1,133 @@
+"""Unsupervised keypoints: a :class:`~pckeypoints.models.autoencoder.SkeletonAutoencoder` per KeypointNet category.
+
+Training sees no labels: the loss is the composite Chamfer distance between the normalised cloud and its
+skeleton reconstruction, plus the L2 penalty of the decoder's offsets. With ``method = "sampling"`` the
+decoder rebuilds the cloud from each of ``num_samples`` sampling-argmax keypoint sets and the loss is the
+mean over them (the expected reconstruction error); with ``"soft"`` from the soft-argmax.
+
+Evaluation uses the annotations only to score the soft-argmax keypoints, mapped back to the dataset's own
+coordinates: the dual alignment score (DAS, with its forward and backward parts) and KeypointNet's keypoint
+mIoU at geodesic distance 0.1.
+
+``config.loss_weights`` keys: ``"reconstruction_to_input"`` and ``"input_to_reconstruction"`` (the two
+Chamfer directions, default 1), ``"offset"`` (offset penalty, default 0.01) and ``"uncovered"`` (cost of
+an input point left without activation coverage, default 20), all as in Skeleton Merger.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .metrics import dual_alignment_score, keypoint_miou
+from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
+from .supervised import SupervisedTask, collect_predictions
+from .training import TrainConfig
+
+METHODS = ("soft", "sampling")
+#: Default number of keypoints (Skeleton Merger uses 10 on KeypointNet).
+NUM_KEYPOINTS = 10
+#: Geodesic threshold of the keypoint mIoU, in dataset units (KeypointNet's clouds have radius ~0.5).
+MIOU_THRESHOLD = 0.1
+#: Neighbours of the k-NN graph of geodesic distances.
+GEODESIC_K = 10
+LOSS_WEIGHTS = {"reconstruction_to_input": 1.0, "input_to_reconstruction": 1.0, "offset": 0.01, "uncovered": 20.0}
+
+
+class UnsupervisedTask:
+    """Unsupervised, ordered keypoints by skeleton reconstruction (see :class:`pckeypoints.tasks.Task`)."""
+
+    monitor = "das"
+
+    def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
+        """The same normalised KeypointNet items and augmentations as the supervised task."""
+        return SupervisedTask().dataset(config, split, train)
+
+    def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
+        if config.method not in METHODS:
+            raise ValueError(f"unsupervised training supports method {METHODS}, got {config.method!r}")
+        unknown = sorted(set(config.loss_weights) - set(LOSS_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown unsupervised loss_weights {unknown}; known: {sorted(LOSS_WEIGHTS)}")
+        num_keypoints = NUM_KEYPOINTS if config.num_keypoints is None else config.num_keypoints
+        if num_keypoints < 2:
+            raise ValueError(f"unsupervised keypoints need num_keypoints >= 2 (one skeleton edge), got {num_keypoints}")
+        return dataclasses.replace(config, num_keypoints=num_keypoints)
+
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        if config.num_keypoints is None:
+            raise ValueError("config.num_keypoints is unset; call UnsupervisedTask.configure first")
+        return SkeletonAutoencoder(
+            config.num_keypoints, width=config.width, hidden_channels=config.hidden_channels, knn_k=config.knn_k,
+            sigma=None if config.sigma == "knn" else float(config.sigma), msg=config.msg,
+            radius_scale=config.radius_scale,
+        )
+
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
+        num_samples = config.num_samples if config.method == "sampling" else 0
+        output = model(batch["points"], num_samples=num_samples, tau=tau)
+        return reconstruction_objective(batch["points"], output, config.loss_weights)
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
+        return unsupervised_metrics(collect_predictions(model, loader))
+
+    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path) -> dict[str, float]:
+        """Metrics plus ``metrics.md``/``metrics.json`` and ``gallery.png`` (keypoints of the first 8 clouds,
+        coloured by index: aligned keypoints share a colour across shapes) in ``out_dir``."""
+        import viz
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        collected = collect_predictions(model, loader)
+        metrics = unsupervised_metrics(collected)
+        (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
+        lines = [f"# {config.category} unsupervised ({config.method})", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+        (out_dir / "metrics.md").write_text("\n".join(lines) + "\n")
+        items = [{
+            "points": collected["points"][i].numpy(),
+            "keypoints": collected["pred"][i].numpy(),
+            "semantic_ids": list(range(config.num_keypoints)),
+            "title": collected["model_id"][i][:8],
+        } for i in range(min(8, len(collected["model_id"])))]
+        viz.render_gallery(items, out_dir / "gallery.png")
+        return metrics
+
+    def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
+        """As the supervised task's: the soft-argmax keypoints, their peak probabilities as confidence."""
+        return SupervisedTask().predict(model, points, config)
+
+
+def reconstruction_objective(points: Tensor, output, loss_weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
+    """Weighted Skeleton Merger loss of a :class:`~pckeypoints.models.autoencoder.SkeletonOutput` for the
+    clouds ``points (B, N, 3)``, and its terms (batch means) for logging."""
+    weights = {**LOSS_WEIGHTS, **loss_weights}
+    chamfer = skeleton_loss(points, output, uncovered_penalty=weights["uncovered"])
+    terms = {
+        "reconstruction_to_input": chamfer.reconstruction_to_input.mean(),
+        "input_to_reconstruction": chamfer.input_to_reconstruction.mean(),
+        "offset": output.offsets.square().sum(),
+    }
+    total = sum(weights[name] * value for name, value in terms.items())
+    return total, {name: value.item() for name, value in terms.items()}
+
+
+def unsupervised_metrics(collected: dict) -> dict[str, float]:
+    """From :func:`pckeypoints.supervised.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
+    dataset's coordinates): DAS with its forward and backward parts and the keypoint mIoU at geodesic distance
+    :data:`MIOU_THRESHOLD`."""
+    if len(collected["pred"]) < 2:
+        raise ValueError(f"DAS compares shapes: need at least 2 models to evaluate, got {len(collected['pred'])}")
+    pred, target, mask, points = (collected[k] for k in ("pred", "target", "mask", "points"))
+    annotations = [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(pred))]
+    alignment = dual_alignment_score(pred, annotations)
+    miou = keypoint_miou(pred, [xyz for xyz, _ in annotations], points, MIOU_THRESHOLD, k=GEODESIC_K)
+    return {
+        "das": alignment.das,
+        "das_forward": alignment.forward,
+        "das_backward": alignment.backward,
+        f"miou@{MIOU_THRESHOLD}": float(miou[0]),
+    }
