@@ -6,7 +6,7 @@ import torch
 from scipy.sparse.csgraph import floyd_warshall
 
 from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_graph,
-                                 mean_error, pck, pck_curve)
+                                 mean_error, pck, pck_curve, snap_to_points)
 
 
 def _one_shape_case():
@@ -113,6 +113,16 @@ def test_cloud_geodesics_against_floyd_warshall():
     sources = np.array([0, 17, 59])
     np.testing.assert_allclose(cloud_geodesics(torch.from_numpy(points), sources, k=k).numpy(), reference[sources])
     assert knn_graph(points, k).nnz == 60 * k
+
+
+def test_snap_to_points_matches_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    points, query = torch.rand(2, 3, 40, 3, generator=generator), torch.rand(2, 3, 5, 3, generator=generator)
+    brute_force = ((query[..., :, None, :] - points[..., None, :, :]) ** 2).sum(-1).argmin(-1)
+    assert torch.equal(snap_to_points(query, points), brute_force)
+    assert torch.equal(snap_to_points(query[1, 2], points[1, 2]), brute_force[1, 2])
+    with pytest.raises(ValueError, match="leading dimensions"):
+        snap_to_points(query[0], points[1:])
 
 
 def test_geodesic_bad_input():

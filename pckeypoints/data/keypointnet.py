@@ -57,7 +57,8 @@ class KeypointNet(Dataset):
     built, and kept in memory (shared between datasets of the same files).
 
     Attributes: ``category``, ``class_id``, ``num_keypoints``, ``model_ids`` (item order) and ``symmetries`` (the
-    annotation's ``symmetries`` dict of each model, ``None`` where absent; its ``kp_indexes`` are semantic ids).
+    annotation's ``symmetries`` dict of each model, ``None`` where absent, with its ``kp_indexes``, positions in the
+    model's keypoint list in the file, translated to semantic ids, i.e. rows of ``keypoints``).
     """
 
     def __init__(self, root: str | Path | None, category: str, split: str | None = None, normalize: bool = False,
@@ -176,8 +177,21 @@ def _read_annotations(path: Path, class_id: str) -> dict[str, tuple[np.ndarray, 
                              f"semantic ids {ids.tolist()}")
         if model_id in models:
             raise ValueError(f"corrupt annotation file {path}: model {model_id} appears twice")
-        models[model_id] = (xyz, ids, point_index, entry.get("symmetries"))
+        symmetries = entry.get("symmetries")
+        if symmetries is not None:
+            symmetries = _symmetries_by_semantic_id(symmetries, ids,
+                                                    f"corrupt annotation file {path}: model {model_id}")
+        models[model_id] = (xyz, ids, point_index, symmetries)
     return models
+
+
+def _symmetries_by_semantic_id(symmetries: dict, ids: np.ndarray, context: str) -> dict:
+    """Copy of an annotation's symmetries with ``kp_indexes`` (keypoint list positions) replaced by semantic ids."""
+    try:
+        return {kind: [{**group, "kp_indexes": [int(ids[i]) for i in group["kp_indexes"]]} for group in groups]
+                for kind, groups in symmetries.items()}
+    except (AttributeError, IndexError, KeyError, TypeError) as err:
+        raise ValueError(f"{context}: bad symmetries ({err!r})") from err
 
 
 def _read_split(path: Path, class_id: str) -> set[str]:

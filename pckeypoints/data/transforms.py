@@ -3,7 +3,8 @@
 Each transform takes and returns an item dict (``points (N, 3)``, ``keypoints (K, 3)``, ``mask (K,)``,
 ``point_index (K,)``, ``center (3,)``, ``scale ()``). Keypoints are points of the cloud, so transforms move the points
 and take the keypoints again at ``point_index``: ``keypoints[k] == points[point_index[k]]`` exactly for every present
-keypoint, and missing keypoint rows stay 0. Inputs are not modified. Random transforms draw from the ``torch.Generator`` they were given (the global one when ``None``).
+keypoint, and missing keypoint rows stay 0. Inputs are not modified. Random transforms draw from the
+``torch.Generator`` they were given (the global one when ``None``).
 
 ``center`` and ``scale`` record the similarity that ``Normalize`` and ``RandomScale`` apply, so that
 ``original = points * scale + center``; rotations and jitter are training augmentations and are not recorded.

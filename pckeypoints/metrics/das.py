@@ -137,6 +137,5 @@ def _set_distances(pred: torch.Tensor, gt: torch.Tensor, points: torch.Tensor | 
     """Distances ``(P, K)`` from predictions to ground truth: Euclidean, or geodesic on ``points (N, 3)``."""
     if points is None:
         return torch.cdist(pred, gt)
-    points = torch.as_tensor(points, dtype=torch.float64).cpu()
-    geodesics = cloud_geodesics(points, snap_to_points(gt.cpu(), points), k)  # (K, N)
-    return geodesics[:, snap_to_points(pred.cpu(), points)].T
+    geodesics = cloud_geodesics(points, snap_to_points(gt, points), k)  # (K, N)
+    return geodesics[:, snap_to_points(pred, points)].T

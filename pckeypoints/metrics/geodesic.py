@@ -51,8 +51,16 @@ def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | n
 
 
 def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)``."""
-    return torch.cdist(query.double(), points.double()).argmin(dim=-1)
+    """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)`` (k-d tree)."""
+    query, points = torch.as_tensor(query), torch.as_tensor(points)
+    if query.shape[-1] != 3 or query.shape[:-2] != points.shape[:-2] or query.ndim < 2:
+        raise ValueError(f"query (..., Q, 3) and points (..., N, 3) must share leading dimensions, got "
+                         f"{tuple(query.shape)} and {tuple(points.shape)}")
+    batch = int(np.prod(query.shape[:-2]))
+    queries = query.detach().cpu().double().reshape(batch, query.shape[-2], 3).numpy()
+    clouds = points.detach().cpu().reshape(batch, *points.shape[-2:])
+    index = np.stack([cKDTree(_as_cloud(cloud)).query(q)[1] for q, cloud in zip(queries, clouds)])
+    return torch.from_numpy(index).long().reshape(query.shape[:-1]).to(query.device)
 
 
 def geodesic_distance(pred: torch.Tensor, points: torch.Tensor, target_index: torch.Tensor, mask: torch.Tensor,
@@ -74,13 +82,12 @@ def geodesic_distance(pred: torch.Tensor, points: torch.Tensor, target_index: to
         raise ValueError(f"points must have shape ({pred.shape[0]}, N, 3), got {tuple(points.shape)}")
     if target_index.shape != mask.shape:
         raise ValueError(f"target_index must have shape {tuple(mask.shape)}, got {tuple(target_index.shape)}")
-    snapped = snap_to_points(pred, points).cpu()
     distances = torch.full(mask.shape, float("nan"), dtype=torch.float64)
     for b in range(len(points)):
         present = mask[b].cpu()
         targets = target_index[b].cpu()[present]
         geodesics = cloud_geodesics(points[b], targets, k)  # (K_b, N)
-        distances[b, present] = geodesics[torch.arange(len(targets)), snapped[b, present]]
+        distances[b, present] = geodesics[torch.arange(len(targets)), snap_to_points(pred[b][present], points[b])]
     return distances
 
 
