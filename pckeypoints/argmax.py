@@ -92,22 +92,20 @@ class _GaussianSampling(torch.autograd.Function):
 
     Forward and backward walk the samples in chunks; backward regenerates each chunk's Gumbel
     noise from the generator state saved in forward instead of storing ``(B, K, Ns, N)`` weights.
+    Noise is drawn sample-major, so the samples do not depend on the chunk size.
     """
 
     @staticmethod
     def forward(ctx, logits, pos, scale, num_samples, tau, generator, chunk_size):
-        b, k, n = logits.shape
-        d = pos.shape[-1]
-        eps = torch.randn((b, k, num_samples, d), dtype=logits.dtype, device=logits.device, generator=generator)
+        eps = torch.randn(logits.shape[:2] + (num_samples, pos.shape[-1]), dtype=logits.dtype, device=logits.device, generator=generator)
         state = generator.get_state()
         var_basis = scale.square()
-        mean = torch.empty_like(eps)
-        var = torch.empty_like(eps)
+        mean, var = torch.empty_like(eps), torch.empty_like(eps)
         for s0 in range(0, num_samples, chunk_size):
-            w = _chunk_weights(logits, tau, min(chunk_size, num_samples - s0), generator)  # (B, K, c, N)
-            c = w.shape[2]
-            mean[:, :, s0 : s0 + c] = (w.view(b, k * c, n) @ pos).view(b, k, c, d)
-            var[:, :, s0 : s0 + c] = (w.square_().view(b, k * c, n) @ var_basis).view(b, k, c, d)
+            w = _chunk_weights(logits, tau, min(chunk_size, num_samples - s0), generator)  # (c, B, K, N)
+            chunk = slice(s0, s0 + w.shape[0])
+            mean[:, :, chunk] = (w @ pos).permute(1, 2, 0, 3)
+            var[:, :, chunk] = (w.square_() @ var_basis).permute(1, 2, 0, 3)
         std = var.sqrt_()
         ctx.save_for_backward(logits, pos, scale, eps, std)
         ctx.state, ctx.device, ctx.tau, ctx.chunk_size = state, generator.device, tau, chunk_size
@@ -116,30 +114,25 @@ class _GaussianSampling(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         logits, pos, scale, eps, std = ctx.saved_tensors
-        b, k, n = logits.shape
-        d = pos.shape[-1]
         num_samples = eps.shape[2]
         generator = torch.Generator(ctx.device)
         generator.set_state(ctx.state)
         var_basis = scale.square()
-        coef = grad * eps / std  # dL/d(var) · 2, (B, K, Ns, D)
-        grad_logits = torch.zeros_like(logits)
-        grad_pos = torch.zeros_like(pos)
-        grad_var = torch.zeros_like(pos)
+        coef = grad * eps / std  # 2 · dL/d(variance of the sample), (B, K, Ns, D)
+        grad_logits, grad_pos, grad_var = torch.zeros_like(logits), torch.zeros_like(pos), torch.zeros_like(pos)
         for s0 in range(0, num_samples, ctx.chunk_size):
-            w = _chunk_weights(logits, ctx.tau, min(ctx.chunk_size, num_samples - s0), generator)
-            c = w.shape[2]
-            g = grad[:, :, s0 : s0 + c].reshape(b, k * c, d)
-            a = coef[:, :, s0 : s0 + c].reshape(b, k * c, d)
-            w2 = w.view(b, k * c, n)
+            w = _chunk_weights(logits, ctx.tau, min(ctx.chunk_size, num_samples - s0), generator)  # (c, B, K, N)
+            chunk = slice(s0, s0 + w.shape[0])
+            g = grad[:, :, chunk].permute(2, 0, 1, 3)  # (c, B, K, D)
+            a = coef[:, :, chunk].permute(2, 0, 1, 3)
             # dL/dw_i = g·y_i + w_i Σ_d a_d σ_id², then through the softmax.
-            dw = (g @ pos.transpose(1, 2)).addcmul_(w2, a @ var_basis.transpose(1, 2))
-            grad_pos += w2.transpose(1, 2) @ g
-            grad_var += w2.square().transpose(1, 2) @ a
-            dw -= (dw * w2).sum(-1, keepdim=True)
-            grad_logits += (dw * w2).view(b, k, c, n).sum(2)
+            dw = (g @ pos.transpose(1, 2)).addcmul_(w, a @ var_basis.transpose(1, 2))
+            grad_pos += (w.transpose(-1, -2) @ g).sum(0)
+            grad_var += (w.square().transpose(-1, -2) @ a).sum(0)
+            dw -= (dw * w).sum(-1, keepdim=True)
+            grad_logits += (dw * w).sum(0)
         grad_logits /= ctx.tau
-        grad_scale = grad_var.mul_(scale)  # dL/dσ = dL/dσ² · 2σ, and a carries the factor 1/2
+        grad_scale = grad_var.mul_(scale)  # dL/dσ = 2σ · dL/dσ², and a carries 2 · dL/dvariance
         return (
             grad_logits,
             grad_pos if ctx.needs_input_grad[1] else None,
@@ -152,7 +145,5 @@ class _GaussianSampling(torch.autograd.Function):
 
 
 def _chunk_weights(logits: Tensor, tau: float, count: int, generator: torch.Generator) -> Tensor:
-    """Gumbel-softmax weights for ``count`` samples, ``(B, K, count, N)``."""
-    b, k, n = logits.shape
-    z = gumbel((b, k, count, n), logits, generator).add_(logits[:, :, None, :]).div_(tau)
-    return z.softmax(-1)
+    """Gumbel-softmax weights for ``count`` samples, sample-major ``(count, B, K, N)``."""
+    return gumbel((count,) + logits.shape, logits, generator).add_(logits).div_(tau).softmax(-1)

@@ -36,18 +36,21 @@ def test_soft_argmax_ignores_padding_of_ragged_clouds():
     assert torch.allclose(out[1], logits[1, :, :6].softmax(-1) @ b, atol=1e-6)
 
 
-GRID_CASES = [
-    (PointBasis.grid((7,), spacing=0.5, kind="uniform"), "naive"),
-    (PointBasis.grid((7,), spacing=0.5, kind="triangular"), "naive"),
-    (PointBasis.grid((3, 4), spacing=1.0, kind="gaussian"), "naive"),
-    (PointBasis.grid((3, 4), spacing=1.0, kind="gaussian"), "gaussian"),
-    (cloud_basis(3, b=1, n=10), "naive"),
-    (cloud_basis(3, b=1, n=10), "gaussian"),
-]
+BASES = {
+    "uniform grid": lambda: PointBasis.grid((7,), spacing=0.5, kind="uniform"),
+    "triangular grid": lambda: PointBasis.grid((7,), spacing=0.5, kind="triangular"),
+    "gaussian grid": lambda: PointBasis.grid((3, 4), spacing=1.0, kind="gaussian"),
+    "cloud": lambda: cloud_basis(3, b=1, n=10),
+}
 
 
-@pytest.mark.parametrize("basis, sampler", GRID_CASES)
-def test_low_temperature_samples_have_the_mixture_moments(basis, sampler):
+@pytest.mark.parametrize(
+    "name, sampler",
+    [("uniform grid", "naive"), ("triangular grid", "naive"), ("gaussian grid", "naive"), ("gaussian grid", "gaussian"),
+     ("cloud", "naive"), ("cloud", "gaussian")],
+)
+def test_low_temperature_samples_have_the_mixture_moments(name, sampler):
+    basis = BASES[name]()
     torch.manual_seed(0)
     n = basis.num_points
     logits = torch.randn(1, 2, n) * 1.5
@@ -125,3 +128,17 @@ def test_bad_input_raises_clear_value_error(kwargs, match):
 def test_low_memory_sampler_rejects_grids_of_other_kinds():
     with pytest.raises(ValueError, match="Gaussian"):
         sampling_argmax(torch.randn(1, 1, 5), PointBasis.grid((5,)), 3, 1.0, sampler="gaussian")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_low_memory_sampler_on_cuda():
+    g = torch.Generator().manual_seed(0)
+    pos = torch.rand(2, 50, 3, dtype=torch.float64, generator=g).cuda()
+    basis = PointBasis(pos, 0.05)
+    logits = torch.randn(2, 3, 50, dtype=torch.float64, generator=g).cuda().requires_grad_()
+    f = lambda l: sampling_argmax(l, basis, 6, 0.5, torch.Generator("cuda").manual_seed(1), "gaussian", chunk_size=4)
+    assert torch.autograd.gradcheck(f, (logits,))
+    fast = sampling_argmax(logits, basis, 20000, 1e-4, torch.Generator("cuda").manual_seed(2)).double()
+    mean, var = mixture_moments(logits.softmax(-1).cpu(), PointBasis(pos.cpu(), 0.05))
+    assert ((fast.mean(2).cpu() - mean).abs() < 5 * (var / 20000).sqrt()).all()
+    assert torch.allclose(fast.var(2).cpu(), var, rtol=0.06)
