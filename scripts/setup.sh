@@ -47,7 +47,7 @@ if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
 fi
 
 step "Python dependencies"
-$PIP torch-geometric open3d==0.20.0 trimesh matplotlib tqdm tensorboard pytest
+$PIP torch-geometric scipy open3d==0.20.0 trimesh matplotlib tqdm tensorboard pytest
 
 step "pckeypoints (editable)"
 $PIP --no-build-isolation --no-deps -e .
