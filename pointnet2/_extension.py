@@ -6,7 +6,8 @@ Backends: ``"reference"`` (pure PyTorch, :mod:`pointnet2.reference`), ``"cpu"`` 
 each op, else the ``POINTNET2_BACKEND`` environment variable, else ``"auto"``.
 
 Extensions are built with :func:`torch.utils.cpp_extension.load` on first use and cached in the default
-torch extensions directory, so later processes only load them. Under ``"auto"`` a failed build falls back
+torch extensions directory, so later processes only load them (without ninja: a setuptools build, cached
+there too). Under ``"auto"`` a failed build falls back
 to the reference with one warning; an explicitly requested backend that cannot be built raises.
 The CUDA extension is only ever built for CUDA tensors, so nothing needs nvcc on CPU-only machines.
 """
@@ -24,26 +25,59 @@ import torch
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 ENV_VAR = "POINTNET2_BACKEND"
 _CSRC = Path(__file__).resolve().parent / "csrc"
+_FLAGS = {"cxx": ["-O3", "-ffp-contract=off"], "nvcc": ["-O3"]}
+
+
+def _sources(device_type: str) -> list[str]:
+    names = ["pointnet2_cpu.cpp"] if device_type == "cpu" else ["pointnet2_cuda.cpp", "pointnet2_kernels.cu"]
+    return [str(_CSRC / n) for n in names]
 
 
 @cache
 def _build(device_type: str) -> ModuleType:
     from torch.utils import cpp_extension
 
-    if device_type == "cpu":
-        return cpp_extension.load(
-            name="pointnet2_cpu",
-            sources=[str(_CSRC / "pointnet2_cpu.cpp")],
-            extra_cflags=["-O3", "-ffp-contract=off"],
-            extra_include_paths=[str(_CSRC)],
-        )
+    name = f"pointnet2_{device_type}"
+    if not cpp_extension.is_ninja_available():
+        return _build_with_setuptools(name, device_type)
     return cpp_extension.load(
-        name="pointnet2_cuda",
-        sources=[str(_CSRC / "pointnet2_cuda.cpp"), str(_CSRC / "pointnet2_kernels.cu")],
-        extra_cflags=["-O3", "-ffp-contract=off"],
-        extra_cuda_cflags=["-O3"],
+        name=name,
+        sources=_sources(device_type),
+        extra_cflags=_FLAGS["cxx"],
+        extra_cuda_cflags=_FLAGS["nvcc"],
         extra_include_paths=[str(_CSRC)],
     )
+
+
+def _build_with_setuptools(name: str, device_type: str) -> ModuleType:
+    """Fallback for machines without ninja (which ``cpp_extension.load`` requires): a setuptools build,
+    cached under the torch extensions directory by a hash of the sources and the torch version."""
+    import contextlib
+    import hashlib
+    import importlib.util
+
+    from setuptools import setup
+    from torch.utils import cpp_extension
+
+    digest = hashlib.sha1(torch.__version__.encode())
+    for path in sorted(_CSRC.iterdir()):
+        digest.update(path.read_bytes())
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    build_dir = root / f"{name}_setuptools_{digest.hexdigest()[:12]}"
+    if not any(build_dir.glob(f"{name}*.so")):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        kind = cpp_extension.CppExtension if device_type == "cpu" else cpp_extension.CUDAExtension
+        with contextlib.chdir(build_dir):  # keep setuptools away from any project files in the cwd
+            setup(
+                name=name,
+                ext_modules=[kind(name, _sources(device_type), include_dirs=[str(_CSRC)], extra_compile_args=_FLAGS)],
+                cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=False)},
+                script_args=["-q", "build_ext", "--build-lib", str(build_dir), "--build-temp", str(build_dir / "tmp")],
+            )
+    spec = importlib.util.spec_from_file_location(name, next(build_dir.glob(f"{name}*.so")))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @cache

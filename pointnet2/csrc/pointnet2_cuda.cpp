@@ -3,7 +3,7 @@
 // pointnet2/ops.py. Backward passes use atomicAdd, so float gradients may differ in the last bits run to run.
 #include <torch/extension.h>
 
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <optional>
@@ -25,7 +25,7 @@ torch::Tensor furthest_point_sample(const torch::Tensor& xyz, int64_t M) {
   auto dist = torch::empty({B, N}, xyz.options());
   AT_DISPATCH_FLOATING_TYPES(xyz.scalar_type(), "furthest_point_sample", [&] {
     check(k::furthest_point_sample(xyz.data_ptr<scalar_t>(), dist.data_ptr<scalar_t>(), out.data_ptr<int64_t>(), B,
-                                   N, M, at::cuda::getCurrentCUDAStream()),
+                                   N, M, c10::cuda::getCurrentCUDAStream()),
           "furthest_point_sample");
   });
   return out;
@@ -44,7 +44,7 @@ std::vector<torch::Tensor> ball_query_group(const torch::Tensor& xyz, const torc
                               feats ? feats->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
                               idx.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), B, N, M, C,
                               static_cast<scalar_t>(radius * radius), static_cast<int32_t>(nsample),
-                              at::cuda::getCurrentCUDAStream()),
+                              c10::cuda::getCurrentCUDAStream()),
           "ball_query_group");
   });
   return {out, idx, counts};
@@ -56,7 +56,7 @@ torch::Tensor group_backward(const torch::Tensor& grad_out, const torch::Tensor&
   auto grad_in = torch::zeros({B, CH, N}, grad_out.options());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "group_backward", [&] {
     check(k::group_backward(grad_out.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(), grad_in.data_ptr<scalar_t>(), B,
-                            CH, N, M, static_cast<int32_t>(S), at::cuda::getCurrentCUDAStream()),
+                            CH, N, M, static_cast<int32_t>(S), c10::cuda::getCurrentCUDAStream()),
           "group_backward");
   });
   return grad_in;
@@ -69,7 +69,7 @@ std::vector<torch::Tensor> knn(const torch::Tensor& xyz, const torch::Tensor& qu
   auto idx = torch::empty({B, M, K}, xyz.options().dtype(torch::kLong));
   AT_DISPATCH_FLOATING_TYPES(xyz.scalar_type(), "knn", [&] {
     check(k::knn(xyz.data_ptr<scalar_t>(), query.data_ptr<scalar_t>(), dist2.data_ptr<scalar_t>(),
-                 idx.data_ptr<int64_t>(), B, N, M, static_cast<int32_t>(K), at::cuda::getCurrentCUDAStream()),
+                 idx.data_ptr<int64_t>(), B, N, M, static_cast<int32_t>(K), c10::cuda::getCurrentCUDAStream()),
           "knn");
   });
   return {dist2, idx};
@@ -82,7 +82,7 @@ torch::Tensor interpolate(const torch::Tensor& feats, const torch::Tensor& idx, 
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "interpolate", [&] {
     check(k::interpolate(feats.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), weight.data_ptr<scalar_t>(),
                          out.data_ptr<scalar_t>(), B, C, N, M, static_cast<int32_t>(K),
-                         at::cuda::getCurrentCUDAStream()),
+                         c10::cuda::getCurrentCUDAStream()),
           "interpolate");
   });
   return out;
@@ -96,7 +96,7 @@ torch::Tensor interpolate_backward(const torch::Tensor& grad_out, const torch::T
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "interpolate_backward", [&] {
     check(k::interpolate_backward(grad_out.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), weight.data_ptr<scalar_t>(),
                                   grad_feats.data_ptr<scalar_t>(), B, C, N, M, static_cast<int32_t>(K),
-                                  at::cuda::getCurrentCUDAStream()),
+                                  c10::cuda::getCurrentCUDAStream()),
           "interpolate_backward");
   });
   return grad_feats;
