@@ -30,9 +30,11 @@ def soft_argmax(logits: Tensor, basis: PointBasis) -> Tensor:
 
 
 def gumbel(shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gumbel noise -log(E), E ~ Exp(1), of ``shape``, dtype and device of ``like``."""
-    e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_(generator=generator)
-    return e.clamp_(min=torch.finfo(like.dtype).tiny).log_().neg_()
+    """Standard Gumbel noise -log(-log U), U ~ U(0, 1), of ``shape``, dtype and device of ``like``.
+    (Uniform draws are vectorised on the CPU; ``Tensor.exponential_`` is several times slower.)"""
+    u = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
+    tiny = torch.finfo(like.dtype).tiny
+    return u.clamp_(min=tiny).log_().neg_().clamp_(min=tiny).log_().neg_()
 
 
 def sampling_argmax(
@@ -97,15 +99,16 @@ class _GaussianSampling(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, pos, scale, num_samples, tau, generator, chunk_size):
-        eps = torch.randn(logits.shape[:2] + (num_samples, pos.shape[-1]), dtype=logits.dtype, device=logits.device, generator=generator)
+        b, k, n = logits.shape
+        eps = torch.randn((b, k, num_samples, pos.shape[-1]), dtype=logits.dtype, device=logits.device, generator=generator)
         state = generator.get_state()
         var_basis = scale.square()
         mean, var = torch.empty_like(eps), torch.empty_like(eps)
         for s0 in range(0, num_samples, chunk_size):
-            w = _chunk_weights(logits, tau, min(chunk_size, num_samples - s0), generator)  # (c, B, K, N)
-            chunk = slice(s0, s0 + w.shape[0])
-            mean[:, :, chunk] = (w @ pos).permute(1, 2, 0, 3)
-            var[:, :, chunk] = (w.square_() @ var_basis).permute(1, 2, 0, 3)
+            w = _chunk_weights(logits, tau, min(chunk_size, num_samples - s0), generator)  # (B, c·K, N)
+            c = w.shape[1] // k
+            mean[:, :, s0 : s0 + c] = (w @ pos).view(b, c, k, -1).transpose(1, 2)
+            var[:, :, s0 : s0 + c] = (w.square_() @ var_basis).view(b, c, k, -1).transpose(1, 2)
         std = var.sqrt_()
         ctx.save_for_backward(logits, pos, scale, eps, std)
         ctx.state, ctx.device, ctx.tau, ctx.chunk_size = state, generator.device, tau, chunk_size
@@ -114,6 +117,7 @@ class _GaussianSampling(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         logits, pos, scale, eps, std = ctx.saved_tensors
+        b, k, n = logits.shape
         num_samples = eps.shape[2]
         generator = torch.Generator(ctx.device)
         generator.set_state(ctx.state)
@@ -121,16 +125,16 @@ class _GaussianSampling(torch.autograd.Function):
         coef = grad * eps / std  # 2 · dL/d(variance of the sample), (B, K, Ns, D)
         grad_logits, grad_pos, grad_var = torch.zeros_like(logits), torch.zeros_like(pos), torch.zeros_like(pos)
         for s0 in range(0, num_samples, ctx.chunk_size):
-            w = _chunk_weights(logits, ctx.tau, min(ctx.chunk_size, num_samples - s0), generator)  # (c, B, K, N)
-            chunk = slice(s0, s0 + w.shape[0])
-            g = grad[:, :, chunk].permute(2, 0, 1, 3)  # (c, B, K, D)
-            a = coef[:, :, chunk].permute(2, 0, 1, 3)
+            w = _chunk_weights(logits, ctx.tau, min(ctx.chunk_size, num_samples - s0), generator)  # (B, c·K, N)
+            c = w.shape[1] // k
+            g = grad[:, :, s0 : s0 + c].transpose(1, 2).reshape(b, c * k, -1)
+            a = coef[:, :, s0 : s0 + c].transpose(1, 2).reshape(b, c * k, -1)
             # dL/dw_i = g·y_i + w_i Σ_d a_d σ_id², then through the softmax.
             dw = (g @ pos.transpose(1, 2)).addcmul_(w, a @ var_basis.transpose(1, 2))
-            grad_pos += (w.transpose(-1, -2) @ g).sum(0)
-            grad_var += (w.square().transpose(-1, -2) @ a).sum(0)
+            grad_pos.baddbmm_(w.transpose(1, 2), g)
+            grad_var.baddbmm_(w.square().transpose(1, 2), a)
             dw -= (dw * w).sum(-1, keepdim=True)
-            grad_logits += (dw * w).sum(0)
+            grad_logits += dw.mul_(w).view(b, c, k, n).sum(1)
         grad_logits /= ctx.tau
         grad_scale = grad_var.mul_(scale)  # dL/dσ = 2σ · dL/dσ², and a carries 2 · dL/dvariance
         return (
@@ -145,5 +149,8 @@ class _GaussianSampling(torch.autograd.Function):
 
 
 def _chunk_weights(logits: Tensor, tau: float, count: int, generator: torch.Generator) -> Tensor:
-    """Gumbel-softmax weights for ``count`` samples, sample-major ``(count, B, K, N)``."""
-    return gumbel((count,) + logits.shape, logits, generator).add_(logits).div_(tau).softmax(-1)
+    """Gumbel-softmax weights for ``count`` consecutive samples, ``(B, count·K, N)`` sample-major
+    within each cloud. Noise is drawn one sample at a time, so it does not depend on ``count``."""
+    b, k, n = logits.shape
+    z = torch.stack([gumbel(logits.shape, logits, generator) for _ in range(count)], dim=1)  # (B, c, K, N)
+    return z.add_(logits[:, None]).div_(tau).view(b, count * k, n).softmax(-1)
