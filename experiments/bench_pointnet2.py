@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def sync(device: str) -> None:
 
 
 def timed(fn, device: str, reps: int) -> float:
-    """Median wall time in ms over reps after one warm-up."""
+    """Best wall time in ms over reps after one warm-up (the least disturbed run on a shared machine)."""
     fn()
     times = []
     for _ in range(reps):
@@ -74,7 +73,7 @@ def timed(fn, device: str, reps: int) -> float:
         fn()
         sync(device)
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def peak_bytes(fn, device: str) -> int:

@@ -79,7 +79,10 @@ def knn(xyz: Tensor, new_xyz: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def interpolation_weights(dist2: Tensor) -> Tensor:
     """Inverse squared-distance weights (B, n, k) summing to 1, from squared distances (B, n, k)."""
     inv = 1.0 / dist2.clamp(min=1e-10)
-    return inv / inv.sum(dim=-1, keepdim=True)
+    total = inv[..., 0]
+    for j in range(1, inv.shape[-1]):  # explicit order: the same bits on every device
+        total = total + inv[..., j]
+    return inv / total[..., None]
 
 
 def interpolate(features: Tensor, idx: Tensor, weight: Tensor) -> Tensor:

@@ -50,7 +50,16 @@ def test_set_abstraction_pools_distinct_neighbours():
         assert torch.allclose(pooled[b, :, m], expected, atol=1e-6)
 
 
-def test_backbone_learns():
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and do not stall when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_backbone_learns(one_thread):
     torch.manual_seed(0)
     model = PointNet2Seg(out_channels=1, width=0.25)
     xyz = cloud(2, 128)

@@ -67,19 +67,27 @@ std::vector<torch::Tensor> ball_query_group(const torch::Tensor& xyz, const torc
     scalar_t* o = out.data_ptr<scalar_t>();
     int32_t* id = idx.data_ptr<int32_t>();
     int32_t* cnt = counts.data_ptr<int32_t>();
+    // pass 1, parallel over queries: neighbour indices
     at::parallel_for(0, B * M, 16, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t b = q / M, m = q % M;
-        int32_t* row = id + q * S;
-        cnt[q] = pointnet2::ball_query_one(pts + b * N * 3, N, ctr + q * 3, r2, static_cast<int32_t>(S), row);
-        for (int64_t ch = 0; ch < CH; ++ch) {
-          scalar_t* dst = o + ((b * CH + ch) * M + m) * S;
-          for (int64_t s = 0; s < S; ++s) {
-            const int32_t j = row[s];
-            if (j < 0) dst[s] = 0;
-            else if (ch < 3) dst[s] = pts[(b * N + j) * 3 + ch] - ctr[q * 3 + ch];
-            else dst[s] = f[(b * C + ch - 3) * N + j];
+      for (int64_t q = q0; q < q1; ++q)
+        cnt[q] = pointnet2::ball_query_one(pts + (q / M) * N * 3, N, ctr + q * 3, r2, static_cast<int32_t>(S),
+                                           id + q * S);
+    });
+    // pass 2, parallel over output planes (b, ch): contiguous writes, reads within one cloud's row
+    at::parallel_for(0, B * CH, 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t b = p / CH, ch = p % CH;
+        const int32_t* rows = id + b * M * S;
+        scalar_t* dst = o + p * M * S;
+        if (ch < 3) {
+          const scalar_t* src = pts + b * N * 3 + ch;
+          for (int64_t m = 0; m < M; ++m) {
+            const scalar_t centre = ctr[(b * M + m) * 3 + ch];
+            for (int64_t s = m * S; s < (m + 1) * S; ++s) dst[s] = rows[s] < 0 ? scalar_t(0) : src[3 * rows[s]] - centre;
           }
+        } else {
+          const scalar_t* src = f + (b * C + ch - 3) * N;
+          for (int64_t e = 0; e < M * S; ++e) dst[e] = rows[e] < 0 ? scalar_t(0) : src[rows[e]];
         }
       }
     });
