@@ -46,7 +46,7 @@ def pyg_radius_search():
 
         radius(torch.zeros(1, 3), torch.zeros(1, 3), 1.0)
         return "torch_geometric.nn.pool.radius", radius
-    except (ImportError, RuntimeError):
+    except Exception:  # ImportError without pyg-lib; anything else means it is unusable here too
         pass
     return ("torch_cluster.radius", torch_cluster.radius) if torch_cluster is not None else (None, None)
 

@@ -13,15 +13,21 @@ mkdir -p experiments/results
 : > "$LOG"
 status=0
 step() { printf '\n==> %s\n' "$*" | tee -a "$LOG"; }
+finish() {
+  echo "gpu_pointnet2.sh: exit status $status" | tee -a "$LOG"
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp experiments/results/bench_pointnet2_cuda.* "$LOG" "$OUT"/ 2>/dev/null; fi
+  exit "$status"
+}
 
 step "environment"
-"$PY" - 2>&1 <<'PYEOF' | tee -a "$LOG" || exit 1
+"$PY" -c "
 import shutil, torch
 import torch.utils.cpp_extension as ext
-assert torch.cuda.is_available(), "no CUDA device"
-print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())
-print("nvcc", shutil.which("nvcc"), "CUDA_HOME", ext.CUDA_HOME, "ninja", ext.is_ninja_available())
-PYEOF
+assert torch.cuda.is_available(), 'no CUDA device'
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())
+print('nvcc', shutil.which('nvcc'), 'CUDA_HOME', ext.CUDA_HOME, 'ninja', ext.is_ninja_available())
+" 2>&1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" = 0 ] || { status=1; finish; }
 
 step "JIT build of the CPU and CUDA extensions"
 timeout 240 "$PY" -c "
@@ -40,8 +46,4 @@ step "benchmark (--device cuda)"
 timeout 180 "$PY" experiments/bench_pointnet2.py --device cuda 2>&1 | tail -30 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
-if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT" && cp experiments/results/bench_pointnet2_cuda.* "$LOG" "$OUT"/ 2>/dev/null
-fi
-echo "gpu_pointnet2.sh: exit status $status" | tee -a "$LOG"
-exit $status
+finish
