@@ -50,6 +50,7 @@ class TrainConfig:
     method: str = "sampling"
     metric: str = "l1"
     num_samples: int = 30
+    sampler: str = "auto"  # sampling-argmax sampler: "auto", "naive" (fastest on CPU) or "gaussian" (low memory)
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
     tau_end: float = 0.1
@@ -227,9 +228,11 @@ class _CsvLog:
 
 
 # ---------------------------------------------------------------------------------------------- loop
-def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
+def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
+          stop_after: int | None = None) -> Path:
     """Train ``config`` (or continue the run at ``resume``, a run folder or checkpoint, with its own
-    config) and return the run folder."""
+    config) and return the run folder. ``stop_after`` ends the run after that many epochs in total (of
+    ``config.epochs``, schedules unchanged) so that it can be resumed later."""
     if (config is None) == (resume is None):
         raise ValueError("give either a config or a run to resume")
     checkpoint = None
@@ -280,7 +283,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    for epoch in range(start_epoch, config.epochs):
+    end_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    for epoch in range(start_epoch, end_epoch):
         _seed(config.seed, epoch, world.rank)
         sampler.set_epoch(epoch)
         tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
@@ -293,7 +297,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
             log.write(epoch, "train", train_stats)
             for key, value in train_stats.items():
                 writer.add_scalar(f"train/{key}", value, epoch)
-            is_last = epoch + 1 == config.epochs
+            is_last = epoch + 1 == end_epoch
             improved = False
             if (epoch + 1) % config.eval_every == 0 or is_last:
                 metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)

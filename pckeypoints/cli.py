@@ -1,0 +1,155 @@
+"""Command line: ``pckeypoints train | eval | predict | viz`` (also ``python -m pckeypoints``).
+
+- ``train [--config FILE.toml] [--FIELD VALUE ...] [--resume RUN]``: every :class:`TrainConfig` field
+  is a flag (``--num-samples 30``); flags override the file. Ends by evaluating the best checkpoint on
+  the test split (``--no-test`` skips it). Multi-GPU/multi-node: ``torchrun --nproc-per-node 2 -m
+  pckeypoints train ...``.
+- ``eval RUN_OR_CKPT [--split test] [--out DIR]``: metrics tables (markdown + JSON) and figures.
+- ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file.
+- ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .training import TrainConfig, config_fields
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pckeypoints", description="Keypoints on point clouds with sampling-argmax.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model (supervised or unsupervised)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--config", help="TOML file of TrainConfig fields; flags override it")
+    train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
+    train.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
+                       help="evaluate the best checkpoint on the test split at the end")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    for name, kind, default in config_fields():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            train.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"(config default: {default})")
+        else:
+            train.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
+                               help=f"(config default: {default})")
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint: tables, PCK curve, gallery")
+    evaluate.add_argument("checkpoint", help="run folder (uses best.pt, else last.pt) or checkpoint file")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
+    evaluate.add_argument("--data-root", help="KeypointNet folder (default: the run's, else $PCKP_DATA)")
+    evaluate.add_argument("--max-models", type=int, help="evaluate on the first n models only")
+    evaluate.add_argument("--device", default="cpu")
+
+    predict = commands.add_parser("predict", help="predict keypoints of a point cloud or mesh file")
+    predict.add_argument("checkpoint", help="run folder or checkpoint file")
+    predict.add_argument("file", help=".pcd, .ply, .obj, ... (meshes are sampled uniformly on the surface)")
+    predict.add_argument("-o", "--output", help="JSON output (default: print to stdout)")
+    predict.add_argument("--num-points", type=int, default=2048, help="points sampled from a mesh")
+    predict.add_argument("--device", default="cpu")
+
+    viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
+    try:
+        from viz import cli as viz_cli
+    except ImportError as err:
+        viz_parser.set_defaults(viz_error=f"the viz package is unavailable ({err})")
+    else:
+        viz_cli.add_arguments(viz_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
+    except ValueError as err:
+        print(f"pckeypoints {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _train(args) -> int:
+    from .training import train
+
+    overrides = {name: getattr(args, name) for name, _, _ in config_fields()}
+    if args.resume is not None:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given or args.config:
+            raise ValueError(f"--resume continues with the run's own config; drop {given or ['--config']}")
+        run_dir = train(resume=args.resume, progress=args.progress)
+    else:
+        run_dir = train(TrainConfig.from_toml(args.config, **overrides), progress=args.progress)
+    if _is_main_process():
+        print(f"run: {run_dir}")
+        if args.test:
+            _report(run_dir, "test", run_dir / "eval_test")
+    return 0
+
+
+def _eval(args) -> int:
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    _report(args.checkpoint, args.split, Path(args.out) if args.out else run_dir / f"eval_{args.split}",
+            data_root=args.data_root, max_models=args.max_models, device=args.device)
+    return 0
+
+
+def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None, max_models: int | None = None,
+            device: str = "cpu") -> dict[str, float]:
+    """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
+    from torch.utils.data import DataLoader
+
+    from .data import collate_keypoints
+    from .training import load_checkpoint
+
+    task, model, config, checkpoint_state = load_checkpoint(checkpoint)
+    changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models}.items() if v is not None}
+    config = dataclasses.replace(config, **changes)
+    loader = DataLoader(task.dataset(config, split, train=False), config.batch_size, shuffle=False,
+                        collate_fn=collate_keypoints)
+    metrics = task.report(model.to(device), loader, config, out_dir)
+    print(f"{config.mode} {config.category} {config.method}, epoch {checkpoint_state['epoch']}, {split} split:")
+    for name, value in metrics.items():
+        print(f"  {name:>16s}  {value:.4f}")
+    print(f"report: {out_dir}")
+    return metrics
+
+
+def _predict(args) -> int:
+    from .data import read_points
+    from .training import load_checkpoint
+
+    task, model, config, _ = load_checkpoint(args.checkpoint)
+    points = read_points(args.file, num_points=args.num_points)
+    result = task.predict(model.to(args.device), points, config)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"{len(result['keypoints'])} keypoints -> {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _viz(args) -> int:
+    if getattr(args, "viz_error", None):
+        raise ValueError(args.viz_error)
+    from viz import cli as viz_cli
+
+    return viz_cli.run(args)
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

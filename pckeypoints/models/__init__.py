@@ -1,0 +1,4 @@
+"""Keypoint models."""
+from .detector import KeypointDetector
+
+__all__ = ["KeypointDetector"]

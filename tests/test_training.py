@@ -1,0 +1,159 @@
+"""The generic trainer and the supervised task, on a few real KeypointNet bathtubs."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from keypointnet_subset import make_subset
+from torch.utils.data import DataLoader
+
+from pckeypoints.data import collate_keypoints
+from pckeypoints.models import KeypointDetector
+from pckeypoints.supervised import SupervisedTask, confidence_bins, keypoint_metrics
+from pckeypoints.tasks import Task, get_task
+from pckeypoints.training import TrainConfig, load_checkpoint, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_subset(tmp_path_factory.mktemp("kpn"), "bathtub", {"train": 4, "val": 2, "test": 2})
+
+
+def tiny_config(data_root, out, **changes) -> TrainConfig:
+    values = dict(category="bathtub", method="sampling", num_samples=4, width=0.25, hidden_channels=16,
+                  epochs=2, batch_size=2, lr=3e-3, data_root=str(data_root), out=str(out), name="run",
+                  jitter=0.005, scale_lo=0.9, scale_hi=1.1)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_config_from_toml_with_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('method = "soft"\nepochs = 3\nsigma = 0.01\n')
+    config = TrainConfig.from_toml(path, epochs=5, lr=None)
+    assert (config.method, config.epochs, config.sigma, config.lr) == ("soft", 5, 0.01, TrainConfig.lr)
+
+
+@pytest.mark.parametrize("text, problem", [("epoch = 3\n", "unknown config fields"),
+                                            ('sigma = "wide"\n', "sigma"),
+                                            ('tau_schedule = "zigzag"\n', "tau_schedule"),
+                                            ("batch_size = 0\n", "batch_size"),
+                                            ("epochs = [\n", "invalid TOML")])
+def test_config_rejects_bad_values(tmp_path, text, problem):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=problem):
+        TrainConfig.from_toml(path)
+
+
+def test_tasks_follow_the_protocol():
+    assert isinstance(get_task("supervised"), Task)
+    with pytest.raises(ValueError, match="mode"):
+        get_task("semi")
+
+
+# ---------------------------------------------------------------------------------------------- model
+def test_detector_shapes_and_bad_input():
+    torch.manual_seed(0)
+    model = KeypointDetector(5, width=0.25, hidden_channels=16).eval()
+    maps = model(torch.rand(2, 600, 3) - 0.5)
+    assert maps.logits.shape == (2, 5, 600) and maps.keypoints.shape == (2, 5, 3)
+    assert torch.allclose(maps.probabilities.sum(-1), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        model(torch.full((1, 600, 3), float("nan")))
+    with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
+        model(torch.rand(600, 3))
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def test_keypoint_metrics_against_hand_computed_values():
+    # one cloud on a line (spacing 0.004), 3 keypoints; predictions off by 0.004, 0.008 and 0.016 along the line
+    points = torch.zeros(1, 100, 3)
+    points[0, :, 0] = torch.arange(100) * 0.004
+    index = torch.tensor([[10, 40, 70]])
+    target = points[0, index[0]][None]
+    pred = target + torch.tensor([[[0.004, 0, 0], [0.008, 0, 0], [0.016, 0, 0]]])
+    predictions = {"pred": pred, "target": target, "mask": torch.ones(1, 3, dtype=torch.bool),
+                   "confidence": torch.tensor([[0.9, 0.5, 0.1]]), "points": points, "point_index": index,
+                   "model_id": ["m"]}
+    metrics = keypoint_metrics(predictions)
+    assert metrics["pck@0.01"] == pytest.approx(2 / 3)
+    assert metrics["pck@0.00"] == 0 and metrics["pck@0.02"] == pytest.approx(1.0)
+    assert metrics["geo_pck@0.01"] == pytest.approx(2 / 3)  # along the line geodesic == Euclidean
+    assert metrics["mean_error"] == pytest.approx((0.004 + 0.008 + 0.016) / 3)
+    # confidence [0.9, 0.5, 0.1] vs correct [1, 1, 0]: r = cov / (std std)
+    c, y = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([1.0, 1.0, 0.0])
+    c, y = c - c.mean(), y - y.mean()
+    assert metrics["calibration_r"] == pytest.approx(float(c @ y / (c.norm() * y.norm())))
+
+
+def test_confidence_bins_sort_by_confidence():
+    confidence = torch.tensor([0.5, 0.1, 0.9, 0.3])
+    correct = torch.tensor([True, False, True, False])
+    bins = confidence_bins(confidence, correct, num_bins=2)
+    assert [b["count"] for b in bins] == [2, 2]
+    assert [b["correct"] for b in bins] == [0.0, 1.0]
+    assert (bins[0]["low"], bins[1]["high"]) == (pytest.approx(0.1), pytest.approx(0.9))
+
+
+# ---------------------------------------------------------------------------------------------- training
+def test_train_writes_logs_and_checkpoints(data_root, tmp_path):
+    run = train(tiny_config(data_root, tmp_path, epochs=1), progress=False)
+    assert {"last.pt", "best.pt", "log.csv", "tensorboard"} <= {p.name for p in run.iterdir()}
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [(r["epoch"], r["split"]) for r in rows] == [("0", "train"), ("0", "val")]
+    assert math.isfinite(float(rows[0]["loss"])) and 0 <= float(rows[1]["pck@0.01"]) <= 1
+    task, model, config, checkpoint = load_checkpoint(run)
+    assert config.num_keypoints == task.dataset(config, "train", False).num_keypoints
+    assert checkpoint["epoch"] == 1 and not model.training
+
+
+def test_resume_continues_exactly(data_root, tmp_path):
+    config = tiny_config(data_root, tmp_path / "a")
+    uninterrupted = load_checkpoint(train(config, progress=False) / "last.pt")[1]
+    run = train(tiny_config(data_root, tmp_path / "b"), progress=False, stop_after=1)
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1
+    resumed = load_checkpoint(train(resume=run, progress=False) / "last.pt")[1]
+    state_a, state_b = uninterrupted.state_dict(), resumed.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [(r["epoch"], r["split"]) for r in rows] == [("0", "train"), ("0", "val"), ("1", "train"), ("1", "val")]
+
+
+def test_training_fits_the_training_clouds(data_root, tmp_path):
+    """A few epochs on 4 clouds must bring the soft-argmax keypoints much closer to the annotations."""
+    config = tiny_config(data_root, tmp_path, method="soft", epochs=6, batch_size=1, lr=1e-2, jitter=0.0,
+                         scale_lo=1.0, scale_hi=1.0, eval_every=100, lr_schedule="constant")
+    task = SupervisedTask()
+    dataset = task.dataset(config, "train", train=False)
+    loader = DataLoader(dataset, 4, collate_fn=collate_keypoints)
+    torch.manual_seed(config.seed)
+    before = task.evaluate(task.build_model(task.configure(config, dataset)), loader, config)["mean_error"]
+    _, model, _, _ = load_checkpoint(train(config, progress=False) / "last.pt")
+    after = task.evaluate(model, loader, config)["mean_error"]
+    assert after < 0.75 * before
+
+
+def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
+    task = SupervisedTask()
+    config = task.configure(tiny_config(data_root, tmp_path), task.dataset(tiny_config(data_root, tmp_path), "train", False))
+    torch.manual_seed(0)
+    model = task.build_model(config).eval()
+    points = task.dataset(config, "test", False)[0]["points"]
+    a = task.predict(model, points, config)
+    b = task.predict(model, points * 3 + torch.tensor([1.0, -2.0, 0.5]), config)
+    assert len(a["keypoints"]) == config.num_keypoints == len(a["confidence"]) == len(a["semantic_ids"])
+    expected = torch.tensor(a["keypoints"]) * 3 + torch.tensor([1.0, -2.0, 0.5])
+    assert torch.allclose(torch.tensor(b["keypoints"]), expected, atol=1e-4)
+    assert all(0 < c <= 1 for c in a["confidence"])
+    with pytest.raises(ValueError, match="NaN"):
+        task.predict(model, torch.full((100, 3), float("nan")), config)
+    with pytest.raises(ValueError, match="more than"):
+        task.predict(model, torch.rand(5, 3), config)
