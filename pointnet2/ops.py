@@ -35,7 +35,6 @@ bit in the forward pass):
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import torch
 from torch import Tensor

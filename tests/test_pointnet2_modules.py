@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pointnet2 import PointNet2Seg, SetAbstraction, ops, reference
+from pointnet2 import PointNet2Seg, SetAbstraction, reference
 from pointnet2.modules import gather_points
 
 
