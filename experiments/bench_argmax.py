@@ -34,15 +34,17 @@ def main() -> None:
     def soft():
         error_of_expectation(soft_argmax(logits, basis), target).backward()
 
-    def sampling(ns, sampler):
+    def sampling(ns, sampler, chunk_size=None):
         def run():
-            expectation_of_error(sampling_argmax(logits, basis, ns, 0.5, sampler=sampler), target).backward()
+            samples = sampling_argmax(logits, basis, ns, 0.5, sampler=sampler, chunk_size=chunk_size)
+            expectation_of_error(samples, target).backward()
 
         return run
 
     cases = [("soft-argmax", None, soft)]
     for sampler in ("naive", "gaussian"):
         cases += [(f"sampling ({sampler})", ns, sampling(ns, sampler)) for ns in (1, 10, 30)]
+    cases += [(f"sampling (gaussian, chunk {c})", 30, sampling(30, "gaussian", c)) for c in (1, 5, 30)]
     repeat = 3 if args.quick else 10
     rows = []
     for name, ns, fn in cases:

@@ -30,11 +30,14 @@ def soft_argmax(logits: Tensor, basis: PointBasis) -> Tensor:
 
 
 def gumbel(shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gumbel noise -log(-log U), U ~ U(0, 1), of ``shape``, dtype and device of ``like``.
-    (Uniform draws are vectorised on the CPU; ``Tensor.exponential_`` is several times slower.)"""
+    """Standard Gumbel noise -log(-log U), U ~ U[0, 1), of ``shape``, dtype and device of ``like``.
+
+    U = 0 gives -inf, a weight of exactly 0 for that location and sample (probability 2^-24 in
+    float32), which is harmless. Uniform draws are vectorised on the CPU, unlike
+    ``Tensor.exponential_``.
+    """
     u = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
-    tiny = torch.finfo(like.dtype).tiny
-    return u.clamp_(min=tiny).log_().neg_().clamp_(min=tiny).log_().neg_()
+    return u.log_().neg_().log_().neg_()
 
 
 def sampling_argmax(
@@ -56,8 +59,9 @@ def sampling_argmax(
         generator: RNG for reproducible samples.
         sampler: ``"naive"``, ``"gaussian"`` (low memory) or ``"auto"`` (``"gaussian"`` for
             Gaussian bases).
-        chunk_size: samples per chunk for the low-memory sampler (default: as many as fit in
-            2^20 weights).
+        chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
+            ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
+            sample). Larger chunks mean fewer, bigger kernels.
     Returns:
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
@@ -82,7 +86,7 @@ def sampling_argmax(
     if basis.kind != "gaussian":
         raise ValueError(f"the low-memory sampler needs a Gaussian basis, got {basis.kind!r}")
     if chunk_size is None:
-        chunk_size = max(1, (1 << 20) // (b * k * n))
+        chunk_size = max(1, (1 << 19) // (b * k * n))
     if generator is None:
         generator = torch.Generator(logits.device)
         generator.manual_seed(int(torch.randint(1 << 62, (1,))))
@@ -149,8 +153,11 @@ class _GaussianSampling(torch.autograd.Function):
 
 
 def _chunk_weights(logits: Tensor, tau: float, count: int, generator: torch.Generator) -> Tensor:
-    """Gumbel-softmax weights for ``count`` consecutive samples, ``(B, count·K, N)`` sample-major
-    within each cloud. Noise is drawn one sample at a time, so it does not depend on ``count``."""
+    """Gumbel-softmax weights for ``count`` consecutive samples, ``(B, count·K, N)``.
+
+    The noise is drawn sample-major, ``(count, B, K, N)``, so samples do not depend on the chunk
+    size; it is then laid out per cloud for batched matrix products.
+    """
     b, k, n = logits.shape
-    z = torch.stack([gumbel(logits.shape, logits, generator) for _ in range(count)], dim=1)  # (B, c, K, N)
-    return z.add_(logits[:, None]).div_(tau).view(b, count * k, n).softmax(-1)
+    z = gumbel((count, b, k, n), logits, generator).add_(logits).div_(tau)
+    return z.transpose(0, 1).reshape(b, count * k, n).softmax(-1)
