@@ -1,0 +1,183 @@
+"""Visualisation: colours, camera projection, Open3D renders of a real bathtub, matplotlib plots."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from viz import (PALETTE, look_at_bbox, plot_calibration, plot_pck_curves, plot_training_curves, probability_colors,
+                 render_gallery, render_image, render_keypoints, semantic_colors)
+from viz.offscreen import offscreen_status
+from viz.plots import DPI, FIGSIZE, reliability_bins
+from viz.render import LEGEND_WIDTH
+
+DATA = Path(os.environ.get("PCKP_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/keypointnet")
+WIDTH, HEIGHT = 480, 360
+PLOT_SIZE = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+
+
+@pytest.fixture(scope="module")
+def offscreen():
+    ok, reason = offscreen_status()
+    if not ok:
+        pytest.skip(f"Open3D's OffscreenRenderer cannot start on this machine: {reason}")
+
+
+@pytest.fixture(scope="module")
+def bathtub():
+    """First test-split bathtub: (points (N, 3), visible keypoints (K, 3), semantic ids (K,))."""
+    from pckeypoints.data import KeypointNet
+
+    if not (DATA / "annotations" / "bathtub.json").exists():
+        pytest.skip(f"KeypointNet data not found at {DATA}")
+    item = KeypointNet(DATA, "bathtub", split="test")[0]
+    mask = item["mask"].numpy()
+    return item["points"].numpy(), item["keypoints"].numpy()[mask], np.flatnonzero(mask)
+
+
+def _colour_near(image, pixel, colour, radius=2, tolerance=3):
+    """Whether ``colour`` appears within a (2 radius + 1)^2 window around pixel (column, row)."""
+    col, row = pixel
+    window = image[max(row - radius, 0):row + radius + 1, max(col - radius, 0):col + radius + 1].astype(int)
+    return bool((np.abs(window - colour).max(-1) <= tolerance).any())
+
+
+# ---------------------------------------------------------------- colours
+
+def test_semantic_colors_are_distinct_and_cycle():
+    assert len({tuple(c) for c in PALETTE}) == len(PALETTE)
+    colors = semantic_colors([0, 1, len(PALETTE)])
+    np.testing.assert_array_equal(colors[0], colors[2])
+    assert not np.array_equal(colors[0], colors[1])
+    with pytest.raises(ValueError, match="non-negative"):
+        semantic_colors([-1])
+    with pytest.raises(ValueError, match="integer"):
+        semantic_colors([0.5])
+
+
+def test_probability_colors_known_viridis_values():
+    viridis_0 = [0.267004, 0.004874, 0.329415]  # first and last entries of matplotlib's viridis table
+    viridis_1 = [0.993248, 0.906157, 0.143936]
+    colors = probability_colors([0.2, 0.7, 0.45])  # min-max normalised to 0, 1, 0.5
+    np.testing.assert_allclose(colors[0], viridis_0, atol=1e-6)
+    np.testing.assert_allclose(colors[1], viridis_1, atol=1e-6)
+    np.testing.assert_allclose(probability_colors([0.0, 1.0, 0.5])[2], colors[2])
+    np.testing.assert_allclose(probability_colors([3.0, 3.0]), [viridis_0, viridis_0], atol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):
+        probability_colors([0.1, np.nan])
+    with pytest.raises(ValueError, match="1-D"):
+        probability_colors(np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------- camera
+
+def test_camera_frames_the_cloud_and_projects_its_centre_to_the_image_centre():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (500, 3)) * [2.0, 0.5, 1.0] + [3.0, -1.0, 0.5]
+    camera = look_at_bbox(points, 300, 200, azimuth=70, elevation=-30)
+    pixels = camera.project(points)
+    assert (pixels >= 0).all() and (pixels[:, 0] <= 300).all() and (pixels[:, 1] <= 200).all()
+    assert (camera.to_camera(points)[:, 2] > 0).all()
+    centre = (points.min(0) + points.max(0)) / 2
+    np.testing.assert_allclose(camera.project(centre[None]), [[150, 100]], atol=1e-9)
+    with pytest.raises(ValueError, match="NaN"):
+        look_at_bbox(np.full((4, 3), np.nan), 10, 10)
+    with pytest.raises(ValueError, match="shape"):
+        look_at_bbox(np.zeros((0, 3)), 10, 10)
+
+
+# ---------------------------------------------------------------- Open3D renders
+
+def test_render_shows_sphere_colours_at_projected_keypoints(offscreen, bathtub, tmp_path):
+    points, keypoints, ids = bathtub
+    png = tmp_path / "bathtub.png"
+    image = render_keypoints(points, keypoints, ids, png=png, width=WIDTH, height=HEIGHT)
+    assert image.shape == (HEIGHT, WIDTH + LEGEND_WIDTH, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), image)
+
+    camera = look_at_bbox(np.concatenate([points, keypoints]), WIDTH, HEIGHT)
+    pixels = np.floor(camera.project(keypoints)).astype(int)
+    colours = semantic_colors(ids)
+    shown = [_colour_near(image, p, c) for p, c in zip(pixels, colours)]
+    assert np.mean(shown) >= 0.75, f"only {sum(shown)}/{len(shown)} keypoints show their colour"
+    # Without keypoints those colours are absent there: the check above can fail.
+    cloud_only = render_image(points, width=WIDTH, height=HEIGHT, camera=camera)
+    assert not any(_colour_near(cloud_only, p, c) for p, c in zip(pixels, colours))
+
+
+def test_render_prediction_probability_map_and_samples(offscreen, bathtub):
+    points, keypoints, ids = bathtub
+    probs = np.exp(-np.linalg.norm(points - keypoints[0], axis=1) ** 2 / 0.01)
+    pred = keypoints + [0.15, 0.0, 0.0]
+    samples = keypoints[0] + np.random.default_rng(0).normal(0, 0.02, (64, 3))
+    image = render_image(points, keypoints, ids, pred=pred, probs=probs, samples=samples,
+                         width=WIDTH, height=HEIGHT, legend=False)
+    pixels = image.reshape(-1, 3).astype(int)
+    for colour in ([217, 0, 0], [255, 0, 255]):  # error lines, samples
+        assert (np.abs(pixels - colour).max(1) <= 3).sum() > 20, colour
+    viridis_low = np.round(probability_colors([0.0, 1.0])[0] * 255)
+    assert (np.abs(pixels - viridis_low).max(1) <= 3).sum() > 500
+    grey = np.round(np.array([0.62] * 3) * 255)
+    assert (np.abs(pixels - grey).max(1) <= 3).sum() == 0
+
+
+def test_render_rejects_bad_input(bathtub):
+    points, keypoints, ids = bathtub
+    with pytest.raises(ValueError, match="NaN"):
+        render_image(np.where(np.arange(len(points))[:, None] == 3, np.nan, points))
+    with pytest.raises(ValueError, match="shape"):
+        render_image(points, keypoints, ids[:-1])
+    with pytest.raises(ValueError, match="pred"):
+        render_image(points, keypoints, ids, pred=keypoints[:-1])
+    with pytest.raises(ValueError, match="probs"):
+        render_image(points, probs=np.ones(len(points) - 1))
+
+
+# ---------------------------------------------------------------- plots
+
+def _png_size(path):
+    assert path.stat().st_size > 1000
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_plot_pck_curves(tmp_path):
+    thresholds = np.linspace(0, 0.1, 11)
+    path = plot_pck_curves({"sampling-argmax": (thresholds, 1 - np.exp(-40 * thresholds)),
+                            "soft-argmax": (thresholds, 1 - np.exp(-25 * thresholds))}, tmp_path / "pck.png")
+    assert _png_size(path) == PLOT_SIZE
+    with pytest.raises(ValueError, match="equally long"):
+        plot_pck_curves({"x": (thresholds, thresholds[:-1])}, tmp_path / "bad.png")
+
+
+def test_plot_training_curves_reads_numeric_columns(tmp_path):
+    log = tmp_path / "log.csv"
+    lines = ["epoch,split,loss,pck,note"]
+    for epoch in range(5):
+        lines += [f"{epoch},train,{1 / (epoch + 1)},{epoch / 5},ok", f"{epoch},val,{1.2 / (epoch + 1)},,ok"]
+    log.write_text("\n".join(lines) + "\n")
+    assert _png_size(plot_training_curves(log, tmp_path / "train.png")) == PLOT_SIZE
+    (tmp_path / "bad.csv").write_text("step,loss\n1,0.5\n")
+    with pytest.raises(ValueError, match="epoch"):
+        plot_training_curves(tmp_path / "bad.csv", tmp_path / "bad.png")
+
+
+def test_reliability_bins_and_calibration_plot(tmp_path):
+    confidence = [0.05, 0.15, 0.12, 0.95, 1.0]
+    correct = [False, True, False, True, True]
+    mean_confidence, accuracy, count = reliability_bins(confidence, correct, n_bins=10)
+    np.testing.assert_allclose(mean_confidence, [0.05, 0.135, 0.975])
+    np.testing.assert_allclose(accuracy, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(count, [1, 2, 2])
+    assert _png_size(plot_calibration(confidence, correct, tmp_path / "cal.png")) == PLOT_SIZE
+    with pytest.raises(ValueError, match="within"):
+        reliability_bins([1.5], [True])
+
+
+def test_render_gallery_tiles(offscreen, bathtub, tmp_path):
+    points, keypoints, ids = bathtub
+    items = [{"points": points, "keypoints": keypoints, "semantic_ids": ids, "pred": keypoints + shift,
+              "title": f"shift {shift}"} for shift in (0.0, 0.03, 0.1)]
+    path = render_gallery(items, tmp_path / "gallery.png", ncols=2, width=160, height=120)
+    assert _png_size(path) == (2 * 160, 2 * (120 + 24))

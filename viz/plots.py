@@ -1,0 +1,168 @@
+"""Matplotlib figures (Agg backend, headless): PCK curves, training curves, calibration, galleries."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+FIGSIZE = (6.4, 4.8)
+DPI = 100
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_pck_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path,
+                    title: str = "PCK") -> Path:
+    """One PCK-vs-threshold line per method.
+
+    Args:
+        curves: method name -> (thresholds (T,), PCK values (T,) in [0, 1]).
+        path: output PNG, ``FIGSIZE * DPI`` pixels.
+    """
+    if not curves:
+        raise ValueError("curves is empty")
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for name, (thresholds, values) in curves.items():
+        thresholds, values = np.asarray(thresholds, float), np.asarray(values, float)
+        if thresholds.ndim != 1 or thresholds.shape != values.shape or len(thresholds) == 0:
+            raise ValueError(f"curve {name!r}: thresholds {thresholds.shape} and values {values.shape} "
+                             "must be equally long non-empty 1-D arrays")
+        ax.plot(thresholds, values, marker="o", markersize=3, label=name)
+    ax.set(xlabel="distance threshold", ylabel="PCK", title=title, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _read_numeric_columns(csv_path) -> tuple[dict[str, dict[str, list[tuple[float, float]]]], list[str]]:
+    """CSV log -> ({column: {split: [(epoch, value), ...]}}, column order); blank cells are skipped."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows")
+    if "epoch" not in rows[0]:
+        raise ValueError(f"{csv_path}: no 'epoch' column (columns: {list(rows[0])})")
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for row in rows:
+        epoch = float(row["epoch"])
+        split = row.get("split") or "all"
+        for column, cell in row.items():
+            if column in ("epoch", "split") or cell in (None, ""):
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                continue
+            series.setdefault(column, {}).setdefault(split, []).append((epoch, value))
+    if not series:
+        raise ValueError(f"{csv_path}: no numeric column besides 'epoch'")
+    return series, list(series)
+
+
+def plot_training_curves(csv_path, path) -> Path:
+    """One panel per numeric column of a training log (columns: epoch, split, loss, pck, ...).
+
+    Each split (e.g. train/val) is a line; a log without a ``split`` column has one line per panel.
+    """
+    series, columns = _read_numeric_columns(csv_path)
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=FIGSIZE, squeeze=False)
+    for ax, column in zip(axes.flat, columns):
+        for split, points in series[column].items():
+            epochs, values = zip(*sorted(points))
+            ax.plot(epochs, values, label=split)
+        ax.set(title=column, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes.flat[len(columns):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reliability_bins(confidence, correct, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bin predictions by confidence into ``n_bins`` equal-width bins of [0, 1].
+
+    Args:
+        confidence: (M,) values in [0, 1].
+        correct: (M,) booleans.
+    Returns:
+        (B,) mean confidence, (B,) accuracy and (B,) count of the B non-empty bins.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct)
+    if confidence.ndim != 1 or confidence.shape != correct.shape or len(confidence) == 0:
+        raise ValueError(f"confidence {confidence.shape} and correct {correct.shape} must be equally long "
+                         "non-empty 1-D arrays")
+    if not np.isfinite(confidence).all() or confidence.min() < 0 or confidence.max() > 1:
+        raise ValueError("confidence must be finite and within [0, 1]")
+    bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    used = count > 0
+    mean_confidence = np.bincount(bins, confidence, n_bins)[used] / count[used]
+    accuracy = np.bincount(bins, correct.astype(np.float64), n_bins)[used] / count[used]
+    return mean_confidence, accuracy, count[used]
+
+
+def plot_calibration(confidence, correct, path, n_bins: int = 10) -> Path:
+    """Reliability diagram: per-bin accuracy against mean confidence (marker area ~ bin size).
+
+    Args:
+        confidence: (M,) predicted confidence in [0, 1].
+        correct: (M,) whether each prediction was correct.
+    """
+    mean_confidence, accuracy, count = reliability_bins(confidence, correct, n_bins)
+    ece = float(np.sum(count * np.abs(accuracy - mean_confidence)) / count.sum())
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.scatter(mean_confidence, accuracy, s=20 + 200 * count / count.max(), zorder=3, label="bins")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"Calibration (ECE {ece:.3f}, {count.sum()} predictions)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 320, height: int = 240) -> Path:
+    """Tile Open3D renders of several predictions (ground truth vs prediction) into one PNG.
+
+    Args:
+        items: dicts with ``points (N, 3)``, ``keypoints (K, 3)`` and optionally ``pred (K, 3)``,
+            ``semantic_ids (K,)`` and ``title``.
+        ncols: tiles per row.
+        width, height: size of each tile's render in pixels.
+    """
+    from viz.render import render_image
+
+    if not items:
+        raise ValueError("items is empty")
+    ncols = min(ncols, len(items))
+    nrows = math.ceil(len(items) / ncols)
+    tile_inches = (width / DPI, (height + 24) / DPI)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(ncols * tile_inches[0], nrows * tile_inches[1]))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        image = render_image(item["points"], item.get("keypoints"), item.get("semantic_ids"),
+                             pred=item.get("pred"), width=width, height=height, legend=False)
+        ax.imshow(image)
+        ax.set_title(item.get("title", ""), fontsize=8)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 20 / (nrows * (height + 24)), wspace=0.02, hspace=0.1)
+    return _save(fig, path)
