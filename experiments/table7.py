@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the config's)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     parser.add_argument("--max-models", type=int,
                         help="first n models of the train and val splits; 0 = all (default: the config's)")
     parser.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
@@ -63,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_config(args, category: str, variant: str) -> TrainConfig:
     method = "soft" if variant == "soft" else "sampling"
     overrides = {"category": category, "method": method, "name": f"{category}_{'soft' if variant == 'soft' else 'ns' + variant}",
-                 "out": args.runs, "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
+                 "out": args.runs, "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size, "lr": args.lr,
                  "max_models": args.max_models or None, "device": args.device, "data_root": args.data_root}
     if variant != "soft":
         overrides["num_samples"] = int(variant)
