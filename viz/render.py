@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from viz.camera import PinholeCamera, look_at_bbox
-from viz.colors import semantic_colors
+from viz.colors import probability_colors, semantic_colors
 from viz.offscreen import has_display, render_scene
 from viz.scene import ERROR_RED, SAMPLE_MAGENTA, build_scene
 
@@ -31,19 +31,23 @@ def draw_legend(image: np.ndarray, semantic_ids, pred: bool = False, probs: bool
     height = image.shape[0]
     strip = Image.new("RGB", (LEGEND_WIDTH, height), "white")
     draw = ImageDraw.Draw(strip)
-    notes = [("sphere: truth", (0, 0, 0))] if pred else []
+    notes = []
     if pred:
-        notes += [("diamond: pred", (0, 0, 0)), ("line: error", _rgb255(ERROR_RED))]
-    if probs:
-        notes.append(("viridis: prob", (68, 1, 84)))
+        notes += [("sphere: truth", (0, 0, 0)), ("diamond: pred", (0, 0, 0)), ("line: error", _rgb255(ERROR_RED))]
     if samples:
         notes.append(("samples", _rgb255(SAMPLE_MAGENTA)))
+    if probs:
+        notes.append(("prob: low - high", (0, 0, 0)))
     ids = np.unique(np.asarray(semantic_ids, dtype=np.int64))
-    row = max(8, min(18, (height - 8) // max(1, len(ids) + len(notes))))
+    row = max(8, min(18, (height - 8) // max(1, len(ids) + len(notes) + probs)))
     font = ImageFont.load_default(size=row - 4)
     y = 4
     for text, color in notes:
         draw.text((6, y), text, fill=color, font=font)
+        y += row
+    if probs:  # colour bar under its note
+        bar = np.round(probability_colors(np.linspace(0, 1, LEGEND_WIDTH - 12)) * 255).astype(np.uint8)
+        strip.paste(Image.fromarray(np.repeat(bar[None], row - 6, axis=0)), (6, y))
         y += row
     for semantic_id, color in zip(ids, semantic_colors(ids)):
         draw.ellipse((6, y + 2, 6 + row - 5, y + row - 3), fill=tuple(int(c) for c in color))
@@ -60,7 +64,8 @@ def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=Non
     Args:
         camera: view to render; default :func:`viz.camera.look_at_bbox` of everything drawn, so
             ``camera.project(keypoints)`` gives the keypoints' pixels in the returned image.
-        legend: append the id -> colour strip (``LEGEND_WIDTH`` pixels) on the right.
+        legend: append the legend strip (``LEGEND_WIDTH`` pixels) on the right when keypoints,
+            probs or samples are drawn.
     Returns:
         (H, W, 3) uint8 RGB, or (H, W + LEGEND_WIDTH, 3) with the legend.
     """
@@ -70,8 +75,8 @@ def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=Non
                   if a is not None]
         camera = look_at_bbox(np.concatenate(framed), width, height)
     image = render_scene(scene, camera)
-    if legend and keypoints is not None:
-        ids = np.arange(len(keypoints)) if semantic_ids is None else semantic_ids
+    if legend and any(a is not None for a in (keypoints, probs, samples)):
+        ids = semantic_ids if semantic_ids is not None else np.arange(0 if keypoints is None else len(keypoints))
         image = draw_legend(image, ids, pred=pred is not None, probs=probs is not None, samples=samples is not None)
     return image
 
@@ -89,7 +94,7 @@ def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=N
         pred: (K, 3) predictions for the same ids: octahedra joined to the truth by red error lines.
         probs: (N,) one keypoint's probability over the points, painted with viridis (min-max normalised).
         samples: (S, 3) keypoints sampled by sampling-argmax, small magenta points.
-        width, height: size of the 3D view in pixels (a legend strip is appended when keypoints are given).
+        width, height: size of the 3D view in pixels (a legend strip is appended on the right).
     Returns:
         (H, W', 3) uint8 RGB image, or None when shown interactively.
     """
