@@ -85,7 +85,7 @@ class SupervisedTask:
         viz.plot_pck_curves({title: (CURVE_THRESHOLDS.tolist(), [metrics[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])},
                             out_dir / "pck_curve.png", title=f"PCK on {config.category}")
         viz.plot_calibration(confidence.numpy(), correct.numpy(), out_dir / "calibration.png")
-        viz.render_gallery(gallery_items(predictions, 8), out_dir / "gallery.png")
+        viz.render_gallery(gallery_items(predictions, 8), out_dir / "gallery.png", if_available=True)
         return metrics
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:

@@ -93,7 +93,7 @@ class UnsupervisedTask:
             "semantic_ids": list(range(config.num_keypoints)),
             "title": collected["model_id"][i][:8],
         } for i in range(min(8, len(collected["model_id"])))]
-        viz.render_gallery(items, out_dir / "gallery.png")
+        viz.render_gallery(items, out_dir / "gallery.png", if_available=True)
         return metrics
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:

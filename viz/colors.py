@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+CLOUD_GREY = (0.62, 0.62, 0.62)
+ERROR_RED = (0.85, 0.0, 0.0)
+SAMPLE_MAGENTA = (1.0, 0.0, 1.0)
+
 # Qualitative palette: matplotlib's tab20 without its two greys, then ColorBrewer Set1 without
 # its grey. No entry is grey, so keypoints always stand out from the grey cloud.
 _PALETTE_HEX = (

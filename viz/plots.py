@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -139,7 +140,8 @@ def plot_calibration(confidence, correct, path, n_bins: int = 10) -> Path:
     return _save(fig, path)
 
 
-def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 320, height: int = 240) -> Path:
+def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 320, height: int = 240,
+                   if_available: bool = False) -> Path | None:
     """Tile Open3D renders of several predictions (ground truth vs prediction) into one PNG.
 
     Args:
@@ -147,11 +149,18 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
             ``semantic_ids (K,)`` and ``title``.
         ncols: tiles per row.
         width, height: size of each tile's render in pixels.
+        if_available: where Open3D cannot render (not installed, no GL), warn and return None
+            instead of raising.
     """
+    from viz.offscreen import offscreen_status
     from viz.render import render_image
 
     if not items:
         raise ValueError("items is empty")
+    ok, reason = offscreen_status()
+    if not ok and if_available:
+        warnings.warn(f"{path} not written: {reason}", stacklevel=2)
+        return None
     ncols = min(ncols, len(items))
     nrows = math.ceil(len(items) / ncols)
     tile_inches = (width / DPI, (height + 24) / DPI)

@@ -7,9 +7,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from viz.camera import PinholeCamera, look_at_bbox
-from viz.colors import probability_colors, semantic_colors
+from viz.colors import ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_colors
 from viz.offscreen import has_display, render_scene
-from viz.scene import ERROR_RED, SAMPLE_MAGENTA, build_scene
 
 LEGEND_WIDTH = 120
 
@@ -69,6 +68,8 @@ def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=Non
     Returns:
         (H, W, 3) uint8 RGB, or (H, W + LEGEND_WIDTH, 3) with the legend.
     """
+    from viz.scene import build_scene  # Open3D is needed to render, not to import viz
+
     scene = build_scene(points, keypoints, semantic_ids, pred, probs, samples)
     if camera is None:
         framed = [np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in (points, keypoints, pred, samples)
@@ -100,6 +101,8 @@ def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=N
     """
     if png is None and has_display():
         import open3d as o3d
+
+        from viz.scene import build_scene
 
         scene = build_scene(points, keypoints, semantic_ids, pred, probs, samples)
         o3d.visualization.draw_geometries([item.geometry for item in scene], width=width, height=height)

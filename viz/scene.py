@@ -7,11 +7,7 @@ import numpy as np
 import open3d as o3d
 from open3d.visualization import rendering
 
-from viz.colors import probability_colors, semantic_colors
-
-CLOUD_GREY = (0.62, 0.62, 0.62)
-ERROR_RED = (0.85, 0.0, 0.0)
-SAMPLE_MAGENTA = (1.0, 0.0, 1.0)
+from viz.colors import CLOUD_GREY, ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_colors
 
 
 @dataclass
