@@ -166,10 +166,11 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 def _resolve_device(name: str) -> torch.device:
+    """``"auto"``, ``"cpu"`` or ``"cuda"`` (this process's ``LOCAL_RANK`` GPU), or an explicit device."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
