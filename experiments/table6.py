@@ -13,21 +13,19 @@ resumed, so the table can be built over several sessions.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from torch.utils.data import DataLoader  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from pckeypoints.data import collate_keypoints  # noqa: E402
 from pckeypoints.losses import METHODS  # noqa: E402
-from pckeypoints.training import TrainConfig, load_checkpoint, resolve_checkpoint, train  # noqa: E402
+from pckeypoints.training import TrainConfig  # noqa: E402
+from tables import add_run_arguments, display_path, percent, run_table, save_table, train_and_evaluate  # noqa: E402
 
 #: The paper's Table 6 (PCK@0.01, %). Not found in the sources available to this project: "n/a".
 PAPER_PCK: dict[str, dict[str, float | None]] = {method: {"bathtub": None, "bed": None} for method in METHODS}
@@ -45,10 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--max-models", type=int, help="first n models of each split (smoke runs)")
-    parser.add_argument("--runs", default=str(ROOT / "runs/table6"), help="folder of the training runs")
-    parser.add_argument("--results", default=str(ROOT / "experiments/results"), help="folder of the tables")
-    parser.add_argument("--data-root", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
-    parser.add_argument("--retrain", action="store_true", help="train again even if a finished run exists")
+    add_run_arguments(parser, "table6")
     return parser.parse_args(argv)
 
 
@@ -57,30 +52,12 @@ def run_one(args, category: str, method: str) -> dict:
     overrides = {"category": category, "method": method, "name": f"{category}_{method}", "out": args.runs,
                  "epochs": args.epochs, "width": args.width, "max_models": args.max_models,
                  "data_root": args.data_root}
-    config = TrainConfig.from_toml(args.config, **overrides)
-    run_dir = Path(args.runs) / config.run_name
-    report_dir = run_dir / "eval_test"
-    finished = False
-    if (run_dir / "last.pt").is_file() and not args.retrain:
-        _, _, saved, checkpoint = load_checkpoint(resolve_checkpoint(run_dir))
-        finished = checkpoint["epoch"] >= saved.epochs
-        if dict(saved.to_dict(), num_keypoints=None) != config.to_dict():
-            raise ValueError(f"{run_dir} was trained with another config; pass --retrain or another --runs")
-    started = time.time()
-    if not finished:
-        resume = run_dir if (run_dir / "last.pt").is_file() and not args.retrain else None
-        train(None if resume else config, resume=resume)
-    if finished and (report_dir / "metrics.json").is_file():
-        return json.loads((report_dir / "metrics.json").read_text())["metrics"]
-    task, model, config, _ = load_checkpoint(run_dir)
-    loader = DataLoader(task.dataset(config, "test", train=False), config.batch_size, collate_fn=collate_keypoints)
-    metrics = task.report(model, loader, config, report_dir)
-    metrics["train_minutes"] = (time.time() - started) / 60
-    return metrics
 
+    def evaluate(task, model, config: TrainConfig, report_dir: Path) -> dict:
+        loader = DataLoader(task.dataset(config, "test", train=False), config.batch_size, collate_fn=collate_keypoints)
+        return task.report(model, loader, config, report_dir)
 
-def percent(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+    return train_and_evaluate(TrainConfig.from_toml(args.config, **overrides), args.retrain, evaluate)
 
 
 def write_tables(results: dict, args, out: Path) -> None:
@@ -115,30 +92,20 @@ def write_tables(results: dict, args, out: Path) -> None:
         lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
     lines += ["", "Figures: " + ", ".join(f"`table6_pck_{c}.png`" for c in categories)
               + ", `table6_gallery.png` (sampling-argmax, first test clouds); per-run reports under "
-              f"`{Path(args.runs).relative_to(ROOT) if Path(args.runs).is_relative_to(ROOT) else args.runs}/<category>_<method>/eval_test/`."]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table6.md").write_text("\n".join(lines) + "\n")
-    (out / "table6.json").write_text(json.dumps({"config": config.to_dict(), "paper": PAPER_PCK,
-                                                 "results": results}, indent=2))
+              f"`{display_path(args.runs)}/<category>_<method>/eval_test/`."]
+    save_table(out, "table6", lines, {"config": config.to_dict(), "paper": PAPER_PCK, "results": results},
+               Path(args.runs) / f"{categories[0]}_sampling" / "eval_test" / "gallery.png")
     for category in categories:
         curves = {METHOD_NAMES[m]: (CURVE_THRESHOLDS.tolist(), [r[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])
                   for m, r in results[category].items()}
         viz.plot_pck_curves(curves, out / f"table6_pck_{category}.png", title=f"PCK on KeypointNet {category}")
-    gallery = Path(args.runs) / f"{categories[0]}_sampling" / "eval_test" / "gallery.png"
-    if gallery.is_file():
-        (out / "table6_gallery.png").write_bytes(gallery.read_bytes())
-    print("\n".join(lines))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results: dict[str, dict[str, dict]] = {}
     jobs = [(c, m) for m in args.methods for c in args.categories]
-    for category, method in tqdm(jobs, desc="table6 runs"):
-        tqdm.write(f"== {category} / {method}")
-        results.setdefault(category, {})[method] = run_one(args, category, method)
-        tqdm.write(f"   test PCK@0.01 {results[category][method]['pck@0.01']:.4f}")
-        write_tables(results, args, Path(args.results))
+    run_table(jobs, lambda category, method: run_one(args, category, method),
+              lambda results: write_tables(results, args, Path(args.results)), "table6 runs", "pck@0.01")
     return 0
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from pckeypoints.data import collate_keypoints  # noqa: E402
-from pckeypoints.training import TrainConfig, load_checkpoint, resolve_checkpoint, train  # noqa: E402
+from pckeypoints.training import TrainConfig  # noqa: E402
+from tables import add_run_arguments, display_path, percent, run_table, save_table, train_and_evaluate  # noqa: E402
 
 VARIANTS = ("soft", "1", "5", "10", "30")
 #: The paper's Table 7 (DAS, %). Not found in the sources available to this project: "n/a".
@@ -54,10 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="first n models of the train and val splits; 0 = all (default: the config's)")
     parser.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--runs", default=str(ROOT / "runs/table7"), help="folder of the training runs")
-    parser.add_argument("--results", default=str(ROOT / "experiments/results"), help="folder of the tables")
-    parser.add_argument("--data-root", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
-    parser.add_argument("--retrain", action="store_true", help="train again even if a finished run exists")
+    add_run_arguments(parser, "table7")
     return parser.parse_args(argv)
 
 
@@ -74,33 +69,14 @@ def run_config(args, category: str, variant: str) -> TrainConfig:
 
 def run_one(args, category: str, variant: str) -> dict:
     """Train (or resume, or reuse) one run and score its best checkpoint on the test split."""
-    config = run_config(args, category, variant)
-    run_dir = Path(args.runs) / config.run_name
-    report_dir = run_dir / "eval_test"
-    finished = False
-    if (run_dir / "last.pt").is_file() and not args.retrain:
-        _, _, saved, checkpoint = load_checkpoint(resolve_checkpoint(run_dir))
-        if dict(saved.to_dict(), num_keypoints=config.num_keypoints) != config.to_dict():
-            raise ValueError(f"{run_dir} was trained with another config; pass --retrain or another --runs")
-        finished = checkpoint["epoch"] >= saved.epochs
-    if finished and (report_dir / "metrics.json").is_file():
-        return json.loads((report_dir / "metrics.json").read_text())["metrics"]
-    started = time.time()
-    if not finished:
-        resume = run_dir if (run_dir / "last.pt").is_file() and not args.retrain else None
-        train(None if resume else config, resume=resume)
-    task, model, config, _ = load_checkpoint(run_dir)
-    device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    test_set = task.dataset(dataclasses.replace(config, max_models=None), "test", train=False)  # the whole split
-    loader = DataLoader(test_set, config.batch_size, collate_fn=collate_keypoints)
-    metrics = task.report(model.to(device), loader, config, report_dir)
-    metrics["train_minutes"] = (time.time() - started) / 60
-    (report_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-    return metrics
 
+    def evaluate(task, model, config: TrainConfig, report_dir: Path) -> dict:
+        device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        test_set = task.dataset(dataclasses.replace(config, max_models=None), "test", train=False)  # the whole split
+        loader = DataLoader(test_set, config.batch_size, collate_fn=collate_keypoints)
+        return task.report(model.to(device), loader, config, report_dir)
 
-def percent(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+    return train_and_evaluate(run_config(args, category, variant), args.retrain, evaluate, save_train_minutes=True)
 
 
 def write_tables(results: dict, args, out: Path) -> None:
@@ -128,29 +104,18 @@ def write_tables(results: dict, args, out: Path) -> None:
                for c in categories for v, m in results[c].items()}
     lines += ["", f"Wall time per run (minutes, training + test scoring, this session only): `{json.dumps(minutes)}`",
               f"Per-run reports (metrics, gallery of test keypoints coloured by index) under "
-              f"`{Path(args.runs).relative_to(ROOT) if Path(args.runs).is_relative_to(ROOT) else args.runs}"
-              f"/<category>_<variant>/eval_test/`."]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table7.md").write_text("\n".join(lines) + "\n")
-    (out / "table7.json").write_text(json.dumps({"config": config.to_dict(), "paper": PAPER_DAS, "results": results},
-                                                indent=2))
-    gallery = Path(args.runs) / f"{categories[0]}_ns30" / "eval_test" / "gallery.png"
-    if gallery.is_file():
-        (out / "table7_gallery.png").write_bytes(gallery.read_bytes())
-    print("\n".join(lines))
+              f"`{display_path(args.runs)}/<category>_<variant>/eval_test/`."]
+    save_table(out, "table7", lines, {"config": config.to_dict(), "paper": PAPER_DAS, "results": results},
+               Path(args.runs) / f"{categories[0]}_ns30" / "eval_test" / "gallery.png")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    results: dict[str, dict[str, dict]] = {}
     jobs = [(c, v) for c in args.categories for v in args.variants]
-    for category, variant in tqdm(jobs, desc="table7 runs"):
-        tqdm.write(f"== {category} / {variant_name(variant)}")
-        results.setdefault(category, {})[variant] = run_one(args, category, variant)
-        tqdm.write(f"   test DAS {results[category][variant]['das']:.4f}")
-        write_tables(results, args, Path(args.results))
+    run_table(jobs, lambda category, variant: run_one(args, category, variant),
+              lambda results: write_tables(results, args, Path(args.results)), "table7 runs", "das", variant_name)
     return 0
 
 
