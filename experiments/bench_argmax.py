@@ -1,17 +1,18 @@
 """Forward+backward time and peak memory: soft-argmax + L1 vs sampling-argmax + L1.
 
-    python experiments/bench_argmax.py [--device cpu|cuda] [--quick]
+    python experiments/bench_argmax.py [--device cpu|cuda] [--quick] [--out DIR]
 
-Writes experiments/results/bench_argmax_<device>.{json,md}. Target: the low-memory Gaussian
-sampler at Ns = 30 within 3x the time and 3x the peak memory of soft-argmax.
+Writes experiments/results/bench_argmax_<device>.{json,md}; times are the best of the repeats.
+Target: the low-memory Gaussian sampler at Ns = 30 within 3x the time and 3x the peak memory of soft-argmax.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from benchutil import median_time, peak_memory, write_results
+from benchutil import RESULTS, best_time, peak_bytes, write_results
 from pckeypoints.argmax import sampling_argmax, soft_argmax
 from pckeypoints.basis import PointBasis
 from pckeypoints.losses import error_of_expectation, expectation_of_error
@@ -24,6 +25,7 @@ def main() -> None:
     p.add_argument("--keypoints", type=int, default=16)
     p.add_argument("--points", type=int, default=2048)
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = p.parse_args()
     dev, (b, k, n) = args.device, (args.batch, args.keypoints, args.points)
     torch.manual_seed(0)
@@ -48,13 +50,14 @@ def main() -> None:
     repeat = 3 if args.quick else 10
     rows = []
     for name, ns, fn in cases:
-        ms, mib = median_time(fn, dev, repeat), peak_memory(fn, dev)
+        ms, mib = best_time(fn, dev, repeat, warmup=2), peak_bytes(fn, dev) / 2**20
         rows.append({"method": name, "Ns": ns or "-", "fwd+bwd ms": ms, "peak MiB": mib})
     base = rows[0]
     for r in rows:
         r["time x soft"] = r["fwd+bwd ms"] / base["fwd+bwd ms"]
         r["memory x soft"] = r["peak MiB"] / base["peak MiB"]
-    write_results(f"bench_argmax_{dev.split(':')[0]}", rows, {"B": b, "K": k, "N": n, "D": 3, "tau": 0.5})
+    write_results(f"bench_argmax_{dev.split(':')[0]}", rows, {"B": b, "K": k, "N": n, "D": 3, "tau": 0.5},
+                  args.out)
 
 
 if __name__ == "__main__":

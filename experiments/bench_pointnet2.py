@@ -1,35 +1,33 @@
 """Benchmark of the fused ball-query + grouping op against unfused alternatives, and of the backbone.
 
-    python3 experiments/bench_pointnet2.py [--device cpu|cuda] [--quick]
+    python3 experiments/bench_pointnet2.py [--device cpu|cuda] [--quick] [--out DIR]
 
-Writes experiments/results/bench_pointnet2{,_cuda}.{json,md}. Clouds: B noisy sphere surfaces of radius 0.5
-(like the normalised KeypointNet shapes); centres are FPS samples; radius 0.1.
+Writes experiments/results/bench_pointnet2{,_cuda}.{json,md}; times are the best of the repeats.
+Clouds: B noisy sphere surfaces of radius 0.5 (like the normalised KeypointNet shapes); centres are FPS
+samples; radius 0.1.
 Grouping methods, all producing neighbour offsets + features for every centre:
   fused       pointnet2.ops.ball_query_group (C++ or CUDA backend), dense (B, 3 + C, M, S)
   reference   the same op in pure PyTorch (pointnet2.reference)
   tc_dense    torch_cluster.radius + gather into the same dense layout
   pyg_edges   PyG-style: radius search (torch_geometric.nn.pool.radius, else torch_cluster.radius), then
               index features per edge into the ragged message layout (E, 3 + C) of PointNetConv
-Rows whose search backend is missing are skipped. Peak memory of the op: on CUDA from
-torch.cuda.max_memory_allocated, on CPU estimated from torch.profiler(profile_memory=True): running sum
-of each op's own allocations minus frees in time order (misses temporaries freed inside one op).
+Rows whose search backend is missing are skipped. Peak memory of the op: see benchutil.peak_bytes (CUDA:
+torch.cuda.max_memory_allocated; CPU: the profiler's allocation and free events in time order).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from benchutil import RESULTS, best_time, markdown_table, peak_bytes, save_results
 from pointnet2 import PointNet2Seg, ops
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RADIUS = 0.1
 
 try:
@@ -56,46 +54,6 @@ def sphere_cloud(B: int, N: int, device: str) -> torch.Tensor:
     p = torch.randn(B, N, 3, generator=g)
     p = 0.5 * p / p.norm(dim=-1, keepdim=True) + 0.005 * torch.randn(B, N, 3, generator=g)
     return p.to(device)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, reps: int) -> float:
-    """Best wall time in ms over reps after one warm-up (the least disturbed run on a shared machine)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return min(times)
-
-
-def peak_bytes(fn, device: str) -> int:
-    """Peak bytes allocated while fn runs, above what was live before."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    # each event's own allocations minus frees, in time order: live bytes at op granularity
-    deltas = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events())
-    live = peak = 0
-    for _, delta in deltas:
-        live += delta
-        peak = max(peak, live)
-    return peak
 
 
 def grouping_methods(xyz, new_xyz, feats, S: int, device: str) -> dict:
@@ -155,8 +113,8 @@ def bench_grouping(B, N, M, S, C, device, reps) -> list[dict]:
 
         row = {
             "op": "group", "method": name, "B": B, "N": N, "M": M, "nsample": S, "C": C,
-            "forward_ms": timed(forward, device, reps),
-            "forward_backward_ms": timed(forward_backward, device, reps),
+            "forward_ms": best_time(forward, device, reps),
+            "forward_backward_ms": best_time(forward_backward, device, reps),
             "peak_forward_bytes": peak_bytes(forward, device),
             "output_plus_index_bytes": out_bytes + index_bytes,
             "mean_ball_count": counts.mean().item(),
@@ -175,7 +133,7 @@ def bench_fps(B, N, M, device, reps) -> list[dict]:
         batch = torch.arange(B, device=device).repeat_interleave(N)
         methods["torch_cluster"] = lambda: torch_cluster.fps(xyz.reshape(-1, 3), batch, M / N, random_start=False)
     return [
-        {"op": "fps", "method": name, "B": B, "N": N, "M": M, "forward_ms": timed(fn, device, reps)}
+        {"op": "fps", "method": name, "B": B, "N": N, "M": M, "forward_ms": best_time(fn, device, reps)}
         for name, fn in methods.items()
     ]
 
@@ -193,7 +151,7 @@ def bench_backbone(B, N, device, reps) -> list[dict]:
             model.zero_grad(set_to_none=True)
 
         rows.append({"op": "backbone", "method": "fused" if backend == "auto" else "reference", "B": B, "N": N,
-                     "forward_backward_ms": timed(step, device, reps)})
+                     "forward_backward_ms": best_time(step, device, reps)})
     os.environ.pop("POINTNET2_BACKEND")
     return rows
 
@@ -219,15 +177,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
     def fmt(v):
         return "" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 
-    lines = [f"# bench_pointnet2 ({meta['device']}, {meta['threads']} threads, torch {meta['torch']})", ""]
-    lines += ["| op | method | B | N | M | S | C | fwd ms | fwd+bwd ms | peak fwd MiB | out+idx MiB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
     mib = lambda b: None if b is None else b / 2**20  # noqa: E731
-    for r in rows:
-        lines.append("| " + " | ".join(fmt(v) for v in [
-            r["op"], r["method"], r["B"], r["N"], r.get("M"), r.get("nsample"), r.get("C"), r.get("forward_ms"),
-            r.get("forward_backward_ms"), mib(r.get("peak_forward_bytes")), mib(r.get("output_plus_index_bytes")),
-        ]) + " |")
+    lines = [f"# bench_pointnet2 ({meta['device']}, {meta['threads']} threads, torch {meta['torch']})", ""]
+    lines += markdown_table(
+        ["op", "method", "B", "N", "M", "S", "C", "fwd ms", "fwd+bwd ms", "peak fwd MiB", "out+idx MiB"],
+        [[fmt(v) for v in [r["op"], r["method"], r["B"], r["N"], r.get("M"), r.get("nsample"), r.get("C"),
+                           r.get("forward_ms"), r.get("forward_backward_ms"), mib(r.get("peak_forward_bytes")),
+                           mib(r.get("output_plus_index_bytes"))]] for r in rows])
     lines += ["", "Targets: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}"
                                          for k, v in meta["targets"].items())]
     return "\n".join(lines) + "\n"
@@ -238,6 +194,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,11 +221,8 @@ def main() -> None:
         "load_average": os.getloadavg(), "quick": args.quick, "radius": RADIUS,
     }
     meta["targets"] = targets(rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / ("bench_pointnet2" if args.device == "cpu" else "bench_pointnet2_cuda")
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    stem.with_suffix(".md").write_text(markdown(rows, meta))
-    print(stem.with_suffix(".md").read_text())
+    name = "bench_pointnet2" if args.device == "cpu" else "bench_pointnet2_cuda"
+    save_results(args.out, name, {"meta": meta, "rows": rows}, markdown(rows, meta))
 
 
 if __name__ == "__main__":

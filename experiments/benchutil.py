@@ -17,8 +17,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], device: str = "cpu", repeat: int = 10, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
+def best_time(fn: Callable[[], object], device: str = "cpu", repeat: int = 5, warmup: int = 1) -> float:
+    """Best wall time of ``fn()`` over ``repeat`` runs after ``warmup`` ones, in milliseconds (the least
+    disturbed run on a shared machine)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -28,14 +29,14 @@ def median_time(fn: Callable[[], object], device: str = "cpu", repeat: int = 10,
         fn()
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return min(times)
 
 
-def peak_memory(fn: Callable[[], object], device: str = "cpu") -> float:
-    """Peak memory allocated by tensors during ``fn()`` above what was held before, in MiB.
+def peak_bytes(fn: Callable[[], object], device: str = "cpu") -> int:
+    """Peak bytes allocated by tensors during ``fn()`` above what was held before.
 
-    CUDA: the caching allocator's peak. CPU: the running total of the profiler's tensor
-    allocation and free events in time order (``profile_memory=True``).
+    CUDA: the caching allocator's peak. CPU: the running total of the profiler's tensor allocation and
+    free events in time order (``profile_memory=True``), which also sees temporaries freed inside an op.
     """
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -43,7 +44,7 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> float:
         base = torch.cuda.memory_allocated()
         fn()
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return torch.cuda.max_memory_allocated() - base
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -56,7 +57,7 @@ def peak_memory(fn: Callable[[], object], device: str = "cpu") -> float:
     for e in events:
         total += e.nbytes()
         peak = max(peak, total)
-    return peak / 2**20
+    return peak
 
 
 def machine() -> dict:
@@ -66,17 +67,26 @@ def machine() -> dict:
     return info
 
 
-def write_results(name: str, rows: list[dict], config: dict, out_dir: Path = RESULTS) -> Path:
-    """Write ``<name>.json`` and a markdown table ``<name>.md``; return the markdown path."""
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def save_results(out_dir: Path, name: str, payload: dict, markdown: str) -> Path:
+    """Write ``<name>.json`` (``payload``) and ``<name>.md`` (``markdown``, also printed); return the markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"config": config, "machine": machine(), "rows": rows}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    md = out_dir / f"{name}.md"
+    md.write_text(markdown)
+    print(markdown, end="")
+    return md
+
+
+def write_results(name: str, rows: list[dict], config: dict, out_dir: Path = RESULTS) -> Path:
+    """Write ``<name>.json`` and a markdown table ``<name>.md`` of ``rows``; return the markdown path."""
+    payload = {"config": config, "machine": machine(), "rows": rows}
     cols = list(rows[0])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
     lines = [f"# {name}", "", f"config: `{json.dumps(config)}`  ", f"machine: `{json.dumps(payload['machine'])}`", ""]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    md = out_dir / f"{name}.md"
-    md.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return md
+    lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in rows])
+    return save_results(out_dir, name, payload, "\n".join(lines) + "\n")
