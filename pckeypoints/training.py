@@ -1,6 +1,6 @@
 """The training loop shared by every :mod:`~pckeypoints.tasks` task.
 
-:func:`train` runs AdamW with a per-epoch learning-rate schedule and temperature schedule, logs to
+:func:`train` runs AdamW (or SGD) with a per-epoch learning-rate schedule and temperature schedule, logs to
 ``log.csv`` and TensorBoard, and checkpoints every epoch (``last.pt``, plus ``best.pt`` by the task's
 monitored validation metric). Each epoch reseeds every random number generator from ``(seed, epoch,
 rank)``, so a run resumed from ``last.pt`` continues exactly as an uninterrupted one.
@@ -36,6 +36,7 @@ from .schedules import SCHEDULES, make_schedule
 from .tasks import TASKS, Task, get_task
 
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
     lr_schedule: str = "cosine"
     # data
     data_root: str | None = None
@@ -92,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {tuple(TASKS)}, got {self.mode!r}")
         if self.tau_schedule not in SCHEDULES:
             raise ValueError(f"tau_schedule must be one of {tuple(SCHEDULES)}, got {self.tau_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.sigma, str) and self.sigma != "knn":
@@ -257,7 +261,10 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
     torch.manual_seed(config.seed)
     model = task.build_model(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.lr_schedule == "cosine":
         lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
     else:

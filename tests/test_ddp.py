@@ -3,8 +3,9 @@
 Equivalent setups: ``batch_size`` is the global batch (2 processes x 1 cloud vs 1 process x 2 clouds,
 the same clouds per step thanks to DistributedSampler's interleaving); BatchNorm is frozen (batch
 statistics of 1 cloud differ from those of 2); every cloud has the same number of annotated keypoints
-(each process normalises its masked mean by its own count); method "soft" has no sampling noise.
-The head is compared by its output maps, see the test.
+(each process normalises its masked mean by its own count); method "soft" has no sampling noise; SGD,
+because the maps are invariant to some parameter directions (softmax shifts, LayerNorm scales) whose
+gradients are zero up to rounding, which Adam would rescale into lr-sized, run-dependent steps.
 """
 from __future__ import annotations
 
@@ -41,16 +42,13 @@ def _worker(rank: int, world_size: int, port: int, config: TrainConfig) -> None:
 def test_two_processes_match_one(tmp_path):
     data_root = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 1, "test": 1}, num_keypoints=16)
     base = dict(category="bathtub", method="soft", width=0.25, hidden_channels=16, epochs=2, batch_size=2,
-                lr=3e-3, data_root=str(data_root), freeze_norm=True, name="run")
+                lr=0.05, optimizer="sgd", data_root=str(data_root), freeze_norm=True, name="run")
     single = load_checkpoint(train(TrainConfig(**base, out=str(tmp_path / "single")), progress=False) / "last.pt")[1]
     mp.spawn(_worker, args=(2, _free_port(), TrainConfig(**base, out=str(tmp_path / "ddp"))), nprocs=2, join=True)
     _, ddp, config, checkpoint = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
     assert checkpoint["world_size"] == 2 and checkpoint["epoch"] == 2
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
-        if not name.startswith("head."):
-            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
-    # The head's logits are shift invariant per map (softmax), so biases feeding a uniform shift get a zero
-    # gradient up to rounding, which Adam rescales to ±lr steps: compare what the head computes instead.
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
     task = get_task("supervised")
     points = torch.stack([item["points"] for item in task.dataset(config, "train", train=False)])
     with torch.no_grad():
