@@ -200,3 +200,117 @@ def test_cli_renders_a_shared_model_with_predictions(offscreen, bathtub, tmp_pat
     assert cli.run(args) == 0
     assert _png_size(png) == (WIDTH + LEGEND_WIDTH, HEIGHT)
     assert cli.run(parser.parse_args(["x.pcd", "--category", "bathtub"])) == 2  # two sources
+
+
+# ---------------------------------------------------------------- CLI with a trained model
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """(data folder, {mode: run folder}): 1-epoch runs of both tasks on a few real bathtubs."""
+    import torch
+    from keypointnet_subset import make_subset
+    from test_training import tiny_config
+
+    from pckeypoints.training import train
+
+    data_root = make_subset(tmp_path_factory.mktemp("kpn"), "bathtub", {"train": 4, "val": 2, "test": 1})
+    out = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(0)
+    runs = {mode: train(tiny_config(data_root, out, mode=mode, name=mode, epochs=1, tau_end=0.2,
+                                    num_keypoints=4 if mode == "unsupervised" else None), progress=False)
+            for mode in ("supervised", "unsupervised")}
+    return data_root, runs
+
+
+SMALL_WIDTH, SMALL_HEIGHT = 320, 240  # software rendering is slow on 2 busy cores
+
+
+def _viz_args(*argv):
+    import argparse
+
+    from viz import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(["--width", str(SMALL_WIDTH), "--height", str(SMALL_HEIGHT), *argv])
+
+
+def _viridis_pixels(image):
+    """Number of pixels of the 3D view (legend cut off) within 3 levels of some viridis colour."""
+    colours, counts = np.unique(image[:, :SMALL_WIDTH].reshape(-1, 3).astype(int), axis=0, return_counts=True)
+    table = np.round(probability_colors(np.linspace(0, 1, 256)) * 255).astype(int)
+    return int(counts[(np.abs(colours[:, None] - table[None]).max(-1) <= 3).any(-1)].sum())
+
+
+def _magenta_pixels(image):
+    return int((np.abs(image[:, :SMALL_WIDTH].astype(int) - [255, 0, 255]).max(-1) <= 3).sum())
+
+
+def test_cli_draws_a_checkpoints_map_and_samples(offscreen, tiny_runs, tmp_path):
+    from viz import cli
+
+    data_root, runs = tiny_runs
+    source = ["--category", "bathtub", "--data", str(data_root), "--checkpoint", str(runs["supervised"])]
+    png = tmp_path / "map.png"
+    assert cli.run(_viz_args(*source, "--map", "0", "--samples", "200", "--png", str(png))) == 0
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (SMALL_HEIGHT, SMALL_WIDTH + LEGEND_WIDTH, 3)
+    assert _viridis_pixels(image) > 1000 and _magenta_pixels(image) > 20
+    # The same prediction without map and samples: a grey cloud, no viridis or magenta points.
+    plain = tmp_path / "plain.png"
+    assert cli.run(_viz_args(*source, "--png", str(plain))) == 0
+    plain_image = np.asarray(Image.open(plain).convert("RGB"))
+    assert _viridis_pixels(plain_image) < 50 and _magenta_pixels(plain_image) == 0
+
+
+@pytest.mark.parametrize("mode", ["supervised", "unsupervised"])
+def test_model_view_is_in_the_clouds_own_coordinates(tiny_runs, bathtub, mode):
+    from viz.cli import _model_view
+
+    _, runs = tiny_runs
+    points = bathtub[0]
+    view = _model_view(str(runs[mode]), points, 1, 50, seed=3)
+    moved = _model_view(str(runs[mode]), 3.0 * points + [10.0, -2.0, 0.5], 1, 50, seed=3)
+    # Normalisation removes scale and offset: the same maps and samples, mapped back to each cloud.
+    np.testing.assert_allclose(moved["samples"], 3.0 * view["samples"] + [10.0, -2.0, 0.5], atol=1e-4)
+    np.testing.assert_allclose(moved["keypoints"], 3.0 * view["keypoints"] + [10.0, -2.0, 0.5], atol=1e-4)
+    np.testing.assert_allclose(moved["log_probs"], view["log_probs"], atol=1e-3)
+    assert view["samples"].shape == (50, 3) and view["log_probs"].shape == (len(points),)
+    np.testing.assert_allclose(np.exp(view["log_probs"]).sum(), 1.0, rtol=1e-5)
+    assert (np.abs(view["samples"]).max(0) < np.abs(points).max(0) + 0.1).all()
+
+
+def test_cloud_transform_inverts_normalize(bathtub):
+    import torch
+
+    from pckeypoints.data import transforms
+    from viz.cli import _cloud_transform
+
+    points = torch.as_tensor(bathtub[0]) * 2.5 + torch.tensor([1.0, -4.0, 0.25])
+    item = transforms.Normalize()({"points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
+                                   "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3),
+                                   "scale": torch.tensor(1.0)})
+    scale, center = _cloud_transform(points.numpy(), item["points"].numpy())
+    np.testing.assert_allclose(scale, float(item["scale"]), rtol=1e-6)
+    np.testing.assert_allclose(center, item["center"].numpy(), atol=1e-6)
+
+
+def test_cli_model_flag_errors(tiny_runs, capsys):
+    from viz import cli
+
+    data_root, runs = tiny_runs
+    source = ["--category", "bathtub", "--data", str(data_root), "--png", "never.png"]
+    checkpoint = ["--checkpoint", str(runs["supervised"])]
+    for argv, problem in [(["--map", "0"], "--map needs --checkpoint"),
+                          ([*checkpoint, "--samples", "5"], "--samples needs --map"),
+                          ([*checkpoint, "--map", "0", "--samples", "0"], "--samples must be >= 1"),
+                          ([*checkpoint, "--keypoints", "k.json"], "either --keypoints or --checkpoint")]:
+        assert cli.run(_viz_args(*source, *argv)) == 2
+        assert problem in capsys.readouterr().err
+    with pytest.raises(ValueError, match="out of range"):
+        cli.run(_viz_args(*source, *checkpoint, "--map", "99"))
+    with pytest.raises(ValueError, match="out of range"):
+        cli.run(_viz_args(*source, "--checkpoint", str(runs["unsupervised"]), "--map", "4"))
+    with pytest.raises(ValueError, match="not bed"):
+        cli.run(_viz_args("--category", "bed", "--data", str(DATA), "--png", "never.png", *checkpoint))
+    assert not os.path.exists("never.png")

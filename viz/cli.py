@@ -1,4 +1,9 @@
-"""``pckeypoints viz``: show or render a cloud with ground-truth and/or predicted keypoints."""
+"""``pckeypoints viz``: show or render a cloud with ground-truth and/or predicted keypoints.
+
+With ``--checkpoint`` the trained model runs on the cloud (through its task's ``predict``); ``--map ID``
+paints keypoint ID's probability map (log scale) on the points and ``--samples N`` adds N sampling-argmax samples of
+it, drawn at the run's final temperature ``tau_end``, all in the cloud's own coordinates.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
     parser.add_argument("--keypoints", help='JSON from `pckeypoints predict`: {"keypoints": [[x, y, z], ...], '
                                             '"semantic_ids": [...]}; drawn against the ground truth when known')
+    parser.add_argument("--checkpoint", metavar="RUN_OR_CKPT",
+                        help="run folder or checkpoint: draw its model's predictions (against the ground truth when known)")
+    parser.add_argument("--map", type=int, metavar="ID",
+                        help="paint keypoint ID's probability map (log scale) on the points (needs --checkpoint)")
+    parser.add_argument("--samples", type=int, metavar="N",
+                        help="draw N sampling-argmax samples of the --map keypoint at the run's tau_end")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --samples draws (default: 0)")
     parser.add_argument("--png", help="write the render here instead of opening a window")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -52,13 +64,82 @@ def _predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
     return keypoints, ids
 
 
+def _cloud_transform(points, normalised) -> tuple[float, np.ndarray]:
+    """``(scale, center)`` with ``points = scale * normalised + center``: the normalisation a task's
+    ``predict`` applied to ``points (N, 3)``, recovered from the cloud its model saw (least squares)."""
+    points, normalised = np.asarray(points, dtype=np.float64), np.asarray(normalised, dtype=np.float64)
+    centred = normalised - normalised.mean(0)
+    scale = float((centred * (points - points.mean(0))).sum() / np.square(centred).sum())
+    return scale, points.mean(0) - scale * normalised.mean(0)
+
+
+def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: int | None,
+                seed: int) -> dict:
+    """Run the checkpoint's task ``predict`` on ``points (N, 3)``; in the cloud's coordinates:
+
+    ``keypoints (K, 3)``, ``semantic_ids (K,)``, the run's ``mode`` and ``category``, and with ``map_id`` the map ``probs (N,)``
+    ``log_probs (N,)`` of that keypoint (its log probability map) and ``samples (S, 3)`` drawn from it (``None`` when not asked for).
+    """
+    import torch
+
+    from pckeypoints.argmax import sampling_argmax
+    from pckeypoints.head import KeypointMaps
+    from pckeypoints.training import load_checkpoint
+
+    task, model, config, _ = load_checkpoint(path)
+    seen = {}
+
+    def keep(module, inputs, output):  # the normalised cloud and the maps of predict's forward pass
+        seen["cloud"], seen["maps"] = inputs[0][0], getattr(output, "maps", output)
+
+    handle = model.register_forward_hook(keep)
+    try:
+        prediction = task.predict(model, torch.as_tensor(points, dtype=torch.float32), config)
+    finally:
+        handle.remove()
+    view = {"keypoints": np.asarray(prediction["keypoints"]), "semantic_ids": np.asarray(prediction["semantic_ids"]),
+            "mode": config.mode, "category": config.category, "log_probs": None, "samples": None}
+    if map_id is None:
+        return view
+    maps = seen["maps"]
+    if not isinstance(maps, KeypointMaps):
+        raise ValueError(f"the {config.mode} model of {path} has no keypoint probability maps to show")
+    if not 0 <= map_id < config.num_keypoints:
+        raise ValueError(f"--map {map_id} is out of range: the model of {path} has keypoints 0..{config.num_keypoints - 1}")
+    view["log_probs"] = maps.basis.mask_logits(maps.logits)[0, map_id].log_softmax(-1).numpy()
+    if num_samples is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            samples = sampling_argmax(maps.logits[:, [map_id]], maps.basis, num_samples, config.tau_end,
+                                      generator=generator, sampler=config.sampler)[0, 0].numpy()
+        scale, center = _cloud_transform(points, seen["cloud"].numpy())
+        view["samples"] = samples * scale + center
+    return view
+
+
+def _flag_error(args) -> str | None:
+    """What is wrong with the combination of options, if anything."""
+    if (args.pcd is None) == (args.category is None):
+        return "give either a .pcd file or --category (with optional --model-id)"
+    if args.keypoints and args.checkpoint:
+        return "give either --keypoints or --checkpoint, not both"
+    if args.map is not None and not args.checkpoint:
+        return "--map needs --checkpoint (the model whose probability map is drawn)"
+    if args.samples is not None and args.map is None:
+        return "--samples needs --map ID (the keypoint to sample)"
+    if args.samples is not None and args.samples < 1:
+        return f"--samples must be >= 1, got {args.samples}"
+    return None
+
+
 def run(args) -> int:
     """Render (``--png``) or show the cloud; returns the exit code."""
     from viz.offscreen import has_display
     from viz.render import render_keypoints
 
-    if (args.pcd is None) == (args.category is None):
-        print("viz: give either a .pcd file or --category (with optional --model-id)", file=sys.stderr)
+    problem = _flag_error(args)
+    if problem:
+        print(f"viz: {problem}", file=sys.stderr)
         return 2
     if args.png is None and not has_display():
         print("viz: no display available; pass --png OUT.png to render to a file", file=sys.stderr)
@@ -70,9 +151,20 @@ def run(args) -> int:
     else:
         points, truth, truth_ids = _shared_model(args)
 
-    keypoints, ids, pred = truth, truth_ids, None
+    keypoints, ids, pred, probs, samples = truth, truth_ids, None, None, None
+    predicted = None
     if args.keypoints:
         predicted, predicted_ids = _predictions(args.keypoints)
+    elif args.checkpoint:
+        view = _model_view(args.checkpoint, points, args.map, args.samples, args.seed)
+        probs, samples = view["log_probs"], view["samples"]
+        if view["mode"] == "supervised":
+            if args.category not in (None, view["category"]):
+                raise ValueError(f"{args.checkpoint} detects {view['category']} keypoints, not {args.category} ones")
+            predicted, predicted_ids = view["keypoints"], view["semantic_ids"]
+        else:  # learned keypoints have no semantic ids to match with the ground truth
+            keypoints, ids = view["keypoints"], view["semantic_ids"]
+    if predicted is not None:
         if truth is None:
             keypoints, ids = predicted, predicted_ids
         else:
@@ -80,7 +172,8 @@ def run(args) -> int:
             keypoints = truth[np.searchsorted(truth_ids, common)]
             pred = predicted[[np.flatnonzero(predicted_ids == i)[0] for i in common]]
             ids = common
-    render_keypoints(points, keypoints, ids, png=args.png, pred=pred, width=args.width, height=args.height)
+    render_keypoints(points, keypoints, ids, png=args.png, pred=pred, probs=probs, samples=samples,
+                     width=args.width, height=args.height, probs_label="log p: low - high")
     if args.png:
         print(f"wrote {args.png}")
     return 0

@@ -11,6 +11,7 @@ from viz.colors import ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_c
 from viz.offscreen import has_display, render_scene
 
 LEGEND_WIDTH = 120
+PROBS_LABEL = "prob: low - high"
 
 
 def _rgb255(color) -> tuple[int, int, int]:
@@ -18,12 +19,13 @@ def _rgb255(color) -> tuple[int, int, int]:
 
 
 def draw_legend(image: np.ndarray, semantic_ids, pred: bool = False, probs: bool = False,
-                samples: bool = False) -> np.ndarray:
+                samples: bool = False, probs_label: str = PROBS_LABEL) -> np.ndarray:
     """Append a white strip of ``LEGEND_WIDTH`` pixels on the right listing id -> colour.
 
     Args:
         image: (H, W, 3) uint8 render; its pixels are left unchanged.
         semantic_ids: ids shown in the scene (duplicates are listed once).
+        probs_label: caption of the probability colour bar.
     Returns:
         (H, W + LEGEND_WIDTH, 3) uint8.
     """
@@ -36,7 +38,7 @@ def draw_legend(image: np.ndarray, semantic_ids, pred: bool = False, probs: bool
     if samples:
         notes.append(("samples", _rgb255(SAMPLE_MAGENTA)))
     if probs:
-        notes.append(("prob: low - high", (0, 0, 0)))
+        notes.append((probs_label, (0, 0, 0)))
     ids = np.unique(np.asarray(semantic_ids, dtype=np.int64))
     row = max(8, min(18, (height - 8) // max(1, len(ids) + len(notes) + probs)))
     font = ImageFont.load_default(size=row - 4)
@@ -57,7 +59,7 @@ def draw_legend(image: np.ndarray, semantic_ids, pred: bool = False, probs: bool
 
 def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=None, samples=None,
                  width: int = 640, height: int = 480, camera: PinholeCamera | None = None,
-                 legend: bool = True) -> np.ndarray:
+                 legend: bool = True, probs_label: str = PROBS_LABEL) -> np.ndarray:
     """Render offscreen (see :func:`render_keypoints` for the arguments).
 
     Args:
@@ -65,6 +67,7 @@ def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=Non
             ``camera.project(keypoints)`` gives the keypoints' pixels in the returned image.
         legend: append the legend strip (``LEGEND_WIDTH`` pixels) on the right when keypoints,
             probs or samples are drawn.
+        probs_label: caption of the legend's probability colour bar.
     Returns:
         (H, W, 3) uint8 RGB, or (H, W + LEGEND_WIDTH, 3) with the legend.
     """
@@ -78,12 +81,13 @@ def render_image(points, keypoints=None, semantic_ids=None, pred=None, probs=Non
     image = render_scene(scene, camera)
     if legend and any(a is not None for a in (keypoints, probs, samples)):
         ids = semantic_ids if semantic_ids is not None else np.arange(0 if keypoints is None else len(keypoints))
-        image = draw_legend(image, ids, pred=pred is not None, probs=probs is not None, samples=samples is not None)
+        image = draw_legend(image, ids, pred=pred is not None, probs=probs is not None, samples=samples is not None,
+                            probs_label=probs_label)
     return image
 
 
 def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=None, probs=None, samples=None,
-                     width: int = 640, height: int = 480) -> np.ndarray | None:
+                     width: int = 640, height: int = 480, probs_label: str = PROBS_LABEL) -> np.ndarray | None:
     """Draw a cloud with its keypoints, in a window or into a PNG.
 
     Args:
@@ -96,6 +100,7 @@ def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=N
         probs: (N,) one keypoint's probability over the points, painted with viridis (min-max normalised).
         samples: (S, 3) keypoints sampled by sampling-argmax, small magenta points.
         width, height: size of the 3D view in pixels (a legend strip is appended on the right).
+        probs_label: caption of the legend's probability colour bar (e.g. when ``probs`` is a log).
     Returns:
         (H, W', 3) uint8 RGB image, or None when shown interactively.
     """
@@ -107,7 +112,8 @@ def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=N
         scene = build_scene(points, keypoints, semantic_ids, pred, probs, samples)
         o3d.visualization.draw_geometries([item.geometry for item in scene], width=width, height=height)
         return None
-    image = render_image(points, keypoints, semantic_ids, pred, probs, samples, width, height)
+    image = render_image(points, keypoints, semantic_ids, pred, probs, samples, width, height,
+                         probs_label=probs_label)
     if png is not None:
         Path(png).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(png)
