@@ -1,8 +1,8 @@
 """``pckeypoints viz``: show or render a cloud with ground-truth and/or predicted keypoints.
 
 With ``--checkpoint`` the trained model runs on the cloud (through its task's ``predict``); ``--map ID``
-paints keypoint ID's probability map (log scale) on the points and ``--samples N`` adds N sampling-argmax samples of
-it, drawn at the run's final temperature ``tau_end``, all in the cloud's own coordinates.
+paints keypoint ID's probability map (log scale) on the points and ``--samples N`` adds N sampling-argmax
+samples of it, drawn at the run's final temperature ``tau_end``, all in the cloud's own coordinates.
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
                 seed: int) -> dict:
     """Run the checkpoint's task ``predict`` on ``points (N, 3)``; in the cloud's coordinates:
 
-    ``keypoints (K, 3)``, ``semantic_ids (K,)``, the run's ``mode`` and ``category``, and with ``map_id`` the map ``probs (N,)``
-    ``log_probs (N,)`` of that keypoint (its log probability map) and ``samples (S, 3)`` drawn from it (``None`` when not asked for).
+    ``keypoints (K, 3)``, ``semantic_ids (K,)``, the run's ``mode`` and ``category``; with ``map_id``
+    also ``log_probs (N,)``, that keypoint's log probability map, and ``samples (S, 3)`` drawn from it
+    (``None`` when not asked for).
     """
     import torch
 
