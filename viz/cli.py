@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keypoints", help='JSON from `pckeypoints predict`: {"keypoints": [[x, y, z], ...], '
                                             '"semantic_ids": [...]}; drawn against the ground truth when known')
     parser.add_argument("--checkpoint", metavar="RUN_OR_CKPT",
-                        help="run folder or checkpoint: draw its model's predictions (against the ground truth when known)")
+                        help="run folder or checkpoint: draw its model's predictions (against the ground truth "
+                             "when known)")
     parser.add_argument("--map", type=int, metavar="ID",
                         help="paint keypoint ID's probability map (log scale) on the points (needs --checkpoint)")
     parser.add_argument("--samples", type=int, metavar="N",
@@ -106,7 +107,8 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
     if not isinstance(maps, KeypointMaps):
         raise ValueError(f"the {config.mode} model of {path} has no keypoint probability maps to show")
     if not 0 <= map_id < config.num_keypoints:
-        raise ValueError(f"--map {map_id} is out of range: the model of {path} has keypoints 0..{config.num_keypoints - 1}")
+        raise ValueError(f"--map {map_id} is out of range: the model of {path} has keypoints "
+                         f"0..{config.num_keypoints - 1}")
     view["log_probs"] = maps.basis.mask_logits(maps.logits)[0, map_id].log_softmax(-1).numpy()
     if num_samples is not None:
         generator = torch.Generator().manual_seed(seed)
