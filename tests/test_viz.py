@@ -287,9 +287,9 @@ def test_cloud_transform_inverts_normalize(bathtub):
     from viz.cli import _cloud_transform
 
     points = torch.as_tensor(bathtub[0]) * 2.5 + torch.tensor([1.0, -4.0, 0.25])
-    item = transforms.Normalize()({"points": points, "keypoints": torch.zeros(0, 3),
-                                   "mask": torch.zeros(0, dtype=torch.bool), "point_index": torch.zeros(0, dtype=torch.long),
-                                   "center": torch.zeros(3), "scale": torch.tensor(1.0)})
+    empty = {"keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
+             "point_index": torch.zeros(0, dtype=torch.long)}
+    item = transforms.Normalize()({"points": points, **empty, "center": torch.zeros(3), "scale": torch.tensor(1.0)})
     scale, center = _cloud_transform(points.numpy(), item["points"].numpy())
     np.testing.assert_allclose(scale, float(item["scale"]), rtol=1e-6)
     np.testing.assert_allclose(center, item["center"].numpy(), atol=1e-6)
