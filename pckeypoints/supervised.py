@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .data import KeypointNet, transforms
+from .head import KeypointMaps
 from .losses import KeypointLoss
 from .metrics import calibration_correlation, geodesic_distance, pck_curve, snap_to_points
 from .models import KeypointDetector
@@ -90,19 +91,8 @@ class SupervisedTask:
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         points = torch.as_tensor(points, dtype=torch.float32)
-        if points.dim() != 2 or points.shape[1] != 3:
-            raise ValueError(f"points must be (N, 3), got shape {tuple(points.shape)}")
-        if len(points) <= config.knn_k:
-            raise ValueError(f"need more than {config.knn_k} points, got {len(points)}")
-        if not points.isfinite().all():
-            raise ValueError("points contain NaN or infinite coordinates")
-        item = transforms.Normalize()({"points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
-                                       "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3),
-                                       "scale": torch.tensor(1.0)})
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            maps = model.eval()(item["points"][None].to(device))
-        keypoints = maps.keypoints[0].cpu() * item["scale"] + item["center"]
+        maps, center, scale = run_on_cloud(model, points, config)
+        keypoints = maps.keypoints[0].cpu() * scale + center
         confidence = maps.probabilities[0].amax(-1).cpu()
         return {
             "keypoints": keypoints.tolist(),
@@ -110,6 +100,24 @@ class SupervisedTask:
             "confidence": confidence.tolist(),
             "snapped": points[snap_to_points(keypoints, points)].tolist(),
         }
+
+
+def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple[KeypointMaps, Tensor, Tensor]:
+    """The maps of ``model`` (eval mode, no gradient) on one cloud ``points (N, 3)``, normalised as in
+    training; returns ``(maps, center (3,), scale ())`` with original = normalised · scale + center."""
+    if points.dim() != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got shape {tuple(points.shape)}")
+    if len(points) <= config.knn_k:
+        raise ValueError(f"need more than {config.knn_k} points, got {len(points)}")
+    if not points.isfinite().all():
+        raise ValueError("points contain NaN or infinite coordinates")
+    item = transforms.Normalize()({"points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
+                                   "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3),
+                                   "scale": torch.tensor(1.0)})
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        output = model.eval()(item["points"][None].to(device))
+    return getattr(output, "maps", output), item["center"], item["scale"]
 
 
 def _augmentation(config: TrainConfig):

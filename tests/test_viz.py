@@ -280,21 +280,6 @@ def test_model_view_is_in_the_clouds_own_coordinates(tiny_runs, bathtub, mode):
     assert (np.abs(view["samples"]).max(0) < np.abs(points).max(0) + 0.1).all()
 
 
-def test_cloud_transform_inverts_normalize(bathtub):
-    import torch
-
-    from pckeypoints.data import transforms
-    from viz.cli import _cloud_transform
-
-    points = torch.as_tensor(bathtub[0]) * 2.5 + torch.tensor([1.0, -4.0, 0.25])
-    empty = {"keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
-             "point_index": torch.zeros(0, dtype=torch.long)}
-    item = transforms.Normalize()({"points": points, **empty, "center": torch.zeros(3), "scale": torch.tensor(1.0)})
-    scale, center = _cloud_transform(points.numpy(), item["points"].numpy())
-    np.testing.assert_allclose(scale, float(item["scale"]), rtol=1e-6)
-    np.testing.assert_allclose(center, item["center"].numpy(), atol=1e-6)
-
-
 def test_cli_model_flag_errors(tiny_runs, capsys):
     from viz import cli
 

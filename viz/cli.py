@@ -65,15 +65,6 @@ def _predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
     return keypoints, ids
 
 
-def _cloud_transform(points, normalised) -> tuple[float, np.ndarray]:
-    """``(scale, center)`` with ``points = scale * normalised + center``: the normalisation a task's
-    ``predict`` applied to ``points (N, 3)``, recovered from the cloud its model saw (least squares)."""
-    points, normalised = np.asarray(points, dtype=np.float64), np.asarray(normalised, dtype=np.float64)
-    centred = normalised - normalised.mean(0)
-    scale = float((centred * (points - points.mean(0))).sum() / np.square(centred).sum())
-    return scale, points.mean(0) - scale * normalised.mean(0)
-
-
 def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: int | None,
                 seed: int) -> dict:
     """Run the checkpoint's task ``predict`` on ``points (N, 3)``; in the cloud's coordinates:
@@ -85,38 +76,27 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
     import torch
 
     from pckeypoints.argmax import sampling_argmax
-    from pckeypoints.head import KeypointMaps
+    from pckeypoints.supervised import run_on_cloud
     from pckeypoints.training import load_checkpoint
 
     task, model, config, _ = load_checkpoint(path)
-    seen = {}
-
-    def keep(module, inputs, output):  # the normalised cloud and the maps of predict's forward pass
-        seen["cloud"], seen["maps"] = inputs[0][0], getattr(output, "maps", output)
-
-    handle = model.register_forward_hook(keep)
-    try:
-        prediction = task.predict(model, torch.as_tensor(points, dtype=torch.float32), config)
-    finally:
-        handle.remove()
+    cloud = torch.as_tensor(points, dtype=torch.float32)
+    prediction = task.predict(model, cloud, config)
     view = {"keypoints": np.asarray(prediction["keypoints"]), "semantic_ids": np.asarray(prediction["semantic_ids"]),
             "mode": config.mode, "category": config.category, "log_probs": None, "samples": None}
     if map_id is None:
         return view
-    maps = seen["maps"]
-    if not isinstance(maps, KeypointMaps):
-        raise ValueError(f"the {config.mode} model of {path} has no keypoint probability maps to show")
     if not 0 <= map_id < config.num_keypoints:
         raise ValueError(f"--map {map_id} is out of range: the model of {path} has keypoints "
                          f"0..{config.num_keypoints - 1}")
-    view["log_probs"] = maps.basis.mask_logits(maps.logits)[0, map_id].log_softmax(-1).numpy()
+    maps, center, scale = run_on_cloud(model, cloud, config)
+    view["log_probs"] = maps.basis.mask_logits(maps.logits)[0, map_id].log_softmax(-1).cpu().numpy()
     if num_samples is not None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(maps.logits.device).manual_seed(seed)
         with torch.no_grad():
             samples = sampling_argmax(maps.logits[:, [map_id]], maps.basis, num_samples, config.tau_end,
-                                      generator=generator, sampler=config.sampler)[0, 0].numpy()
-        scale, center = _cloud_transform(points, seen["cloud"].numpy())
-        view["samples"] = samples * scale + center
+                                      generator=generator, sampler=config.sampler)[0, 0].cpu()
+        view["samples"] = (samples * scale + center).numpy()
     return view
 
 
