@@ -51,7 +51,7 @@ class TrainConfig:
     method: str = "sampling"
     metric: str = "l1"
     num_samples: int = 30
-    sampler: str = "auto"  # sampling-argmax sampler: "auto", "naive" (fastest on CPU) or "gaussian" (low memory)
+    sampler: str = "auto"  # sampling-argmax sampler: "auto" (= "gaussian" for point clouds), "naive" or "gaussian"
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
     tau_end: float = 0.1
