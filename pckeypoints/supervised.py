@@ -56,7 +56,7 @@ class SupervisedTask:
         return KeypointDetector(
             config.num_keypoints, width=config.width, msg=config.msg, radius_scale=config.radius_scale,
             hidden_channels=config.hidden_channels, k=config.knn_k,
-            sigma=None if config.sigma == "knn" else float(config.sigma),
+            sigma=config.fixed_sigma,
         )
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
@@ -201,13 +201,15 @@ def confidence_bins(confidence: Tensor, correct: Tensor, num_bins: int = 5) -> l
     return rows
 
 
-def metrics_markdown(title: str, metrics: dict[str, float], bins: list[dict[str, float]]) -> str:
-    """The metrics of one model and its calibration bins as markdown tables."""
+def metrics_markdown(title: str, metrics: dict[str, float], bins: list[dict[str, float]] = ()) -> str:
+    """The metrics of one model and, if given, its calibration bins as markdown tables."""
     def fmt(value: float) -> str:
         return "n/a" if math.isnan(value) else f"{value:.4f}"
 
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {fmt(value)} |" for name, value in metrics.items()]
+    if not bins:
+        return "\n".join(lines) + "\n"
     lines += ["", "Calibration: mean correctness (PCK@0.01) in bins of confidence max π", "",
               "| confidence | keypoints | correct |", "|---|---|---|"]
     lines += [f"| {b['low']:.3g} – {b['high']:.3g} | {b['count']} | {b['correct']:.3f} |" for b in bins]

@@ -110,6 +110,11 @@ class TrainConfig:
             raise ValueError(f"eval_split must be train, val or test, got {self.eval_split!r}")
 
     @property
+    def fixed_sigma(self) -> float | None:
+        """The basis σ for the models: ``None`` for the k-NN estimate, else the fixed value."""
+        return None if self.sigma == "knn" else float(self.sigma)
+
+    @property
     def run_name(self) -> str:
         return self.name or f"{self.category}_{self.method}"
 

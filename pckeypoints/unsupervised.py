@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .metrics import dual_alignment_score, keypoint_miou
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
-from .supervised import SupervisedTask, collect_predictions
+from .supervised import SupervisedTask, collect_predictions, metrics_markdown
 from .training import TrainConfig
 
 METHODS = ("soft", "sampling")
@@ -62,8 +62,7 @@ class UnsupervisedTask:
             raise ValueError("config.num_keypoints is unset; call UnsupervisedTask.configure first")
         return SkeletonAutoencoder(
             config.num_keypoints, width=config.width, hidden_channels=config.hidden_channels, knn_k=config.knn_k,
-            sigma=None if config.sigma == "knn" else float(config.sigma), msg=config.msg,
-            radius_scale=config.radius_scale,
+            sigma=config.fixed_sigma, msg=config.msg, radius_scale=config.radius_scale,
         )
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
@@ -84,9 +83,7 @@ class UnsupervisedTask:
         collected = collect_predictions(model, loader)
         metrics = unsupervised_metrics(collected)
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-        lines = [f"# {config.category} unsupervised ({config.method})", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
-        (out_dir / "metrics.md").write_text("\n".join(lines) + "\n")
+        (out_dir / "metrics.md").write_text(metrics_markdown(f"{config.category} unsupervised ({config.method})", metrics))
         items = [{
             "points": collected["points"][i].numpy(),
             "keypoints": collected["pred"][i].numpy(),
