@@ -50,21 +50,75 @@ def test_das_is_one_for_a_consistent_permutation():
     assert (result.forward, result.backward, result.das) == (1.0, 1.0, 1.0)
 
 
-def _reference_das(pred, annotations):
-    """Loop over pairs, straight from the definition."""
+def test_das_self_pairs_hand_case():
+    # The shapes of _three_shapes with every shape also paired with itself (3 x 3 ordered pairs).
+    # Forward: p0 labels [0, 1, 0] agree on 2*2 + 1*1 = 5 of 9 pairs, p1 labels [1, 1, 1] on 9 of 9: 14/18 = 7/9.
+    # Backward: id 0 -> predictions [0, 1, 0] and id 1 -> [1, 0, 1] agree on 5 of 9 each: 5/9. DAS = 2/3.
+    result = dual_alignment_score(*_three_shapes(), self_pairs=True)
+    assert result.forward == pytest.approx(7 / 9)
+    assert result.backward == pytest.approx(5 / 9)
+    assert result.das == pytest.approx(2 / 3)
+
+
+def test_das_self_pairs_ids_on_one_shape_count_one():
+    # A has ids {0, 1} at x = 0 and x = 1, B has {0, 2} at the origin and y = 1; two predictions each.
+    # Labels: A (0.1, 0, 0), (0.9, 0, 0) -> [0, 1]; B (0, 0.9, 0), (0, 0.1, 0) -> [2, 0].
+    # Nearest prediction: A id 0 -> 0, id 1 -> 1; B id 0 -> 1, id 2 -> 0.
+    # Strict: forward 0 (no label agrees across A, B); backward: only id 0 is shared, and it disagrees -> 0.
+    # Self-pairs (2 x 2 pairs): forward p0 [0, 2] and p1 [1, 0] agree on the 2 self-pairs each -> 1/2;
+    #   backward id 0 [0, 1] -> 2/4, ids 1 and 2 seen on one shape -> 1 each: (1/2 + 1 + 1) / 3 = 5/6. DAS = 2/3.
+    pred = torch.tensor([[[0.1, 0, 0], [0.9, 0, 0]], [[0, 0.9, 0], [0, 0.1, 0]]])
+    annotations = [_annotation([[0, 0, 0], [1, 0, 0]], [0, 1]), _annotation([[0, 0, 0], [0, 1, 0]], [0, 2])]
+    strict = dual_alignment_score(pred, annotations)
+    assert (strict.forward, strict.backward, strict.das) == (0.0, 0.0, 0.0)
+    published = dual_alignment_score(pred, annotations, self_pairs=True)
+    assert published.forward == pytest.approx(1 / 2)
+    assert published.backward == pytest.approx(5 / 6)
+    assert published.das == pytest.approx(2 / 3)
+
+
+def test_das_self_pairs_single_shape_is_one():
+    pred, annotations = _three_shapes()
+    result = dual_alignment_score(pred[1:2], annotations[1:2], self_pairs=True)
+    assert (result.forward, result.backward, result.das) == (1.0, 1.0, 1.0)
+
+
+def test_das_ignores_min_max_normalisation():
+    # Skeleton Merger maps each shape (cloud, keypoints, predictions) by (x - min) / (max - min) * 2 - 1.
+    pred, annotations = _random_case(0)
+    normalised_pred, normalised = [], []
+    for shape_pred, (xyz, ids) in zip(pred, annotations):
+        low, high = xyz.min(), xyz.max() + 1
+
+        def normalise(x):
+            return (x - low) / (high - low) * 2 - 1
+
+        normalised_pred.append(normalise(shape_pred))
+        normalised.append((normalise(xyz), ids))
+    for self_pairs in (False, True):
+        expected = dual_alignment_score(pred, annotations, self_pairs=self_pairs)
+        result = dual_alignment_score(torch.stack(normalised_pred), normalised, self_pairs=self_pairs)
+        assert result.das == pytest.approx(expected.das)
+
+
+def _reference_das(pred, annotations, self_pairs=False):
+    """Loop over pairs, straight from the definition (with self_pairs, as Skeleton Merger's eval_keypointnet.py)."""
     labels, nearest = [], []
     for shape_pred, (xyz, ids) in zip(pred, annotations):
         distances = torch.cdist(shape_pred.double(), xyz.double())
         labels.append([int(ids[j]) for j in distances.argmin(1)])
         nearest.append({int(i): int(p) for i, p in zip(ids, distances.argmin(0))})
-    pairs = list(itertools.permutations(range(len(pred)), 2))
+    def ordered_pairs(shapes):
+        return itertools.product(shapes, repeat=2) if self_pairs else itertools.permutations(shapes, 2)
+
+    pairs = list(ordered_pairs(range(len(pred))))
     forward = sum(labels[s][p] == labels[t][p] for s, t in pairs for p in range(pred.shape[1]))
     forward /= len(pairs) * pred.shape[1]
     scores = []
     for i in sorted(set().union(*nearest)):
         having = [s for s in range(len(pred)) if i in nearest[s]]
-        if len(having) >= 2:
-            agree = [nearest[s][i] == nearest[t][i] for s, t in itertools.permutations(having, 2)]
+        if len(having) >= (1 if self_pairs else 2):
+            agree = [nearest[s][i] == nearest[t][i] for s, t in ordered_pairs(having)]
             scores.append(sum(agree) / len(agree))
     backward = sum(scores) / len(scores)
     return forward, backward
@@ -80,15 +134,16 @@ def _random_case(seed, shapes=7, num_pred=5, num_ids=6):
     return pred, annotations
 
 
+@pytest.mark.parametrize("self_pairs", [False, True])
 @pytest.mark.parametrize("seed", range(5))
-def test_das_matches_reference_and_ignores_shape_order(seed):
+def test_das_matches_reference_and_ignores_shape_order(seed, self_pairs):
     pred, annotations = _random_case(seed)
-    result = dual_alignment_score(pred, annotations)
-    forward, backward = _reference_das(pred, annotations)
+    result = dual_alignment_score(pred, annotations, self_pairs=self_pairs)
+    forward, backward = _reference_das(pred, annotations, self_pairs)
     assert result.forward == pytest.approx(forward)
     assert result.backward == pytest.approx(backward)
     order = torch.randperm(len(pred), generator=torch.Generator().manual_seed(100 + seed))
-    shuffled = dual_alignment_score(pred[order], [annotations[i] for i in order])
+    shuffled = dual_alignment_score(pred[order], [annotations[i] for i in order], self_pairs=self_pairs)
     assert shuffled.das == pytest.approx(result.das)
 
 
@@ -96,6 +151,8 @@ def test_das_bad_input():
     pred, annotations = _three_shapes()
     with pytest.raises(ValueError, match="S >= 2"):
         dual_alignment_score(pred[:1], annotations[:1])
+    with pytest.raises(ValueError, match="S >= 1"):
+        dual_alignment_score(pred[:0], annotations[:0], self_pairs=True)
     with pytest.raises(ValueError, match="distinct"):
         dual_alignment_score(pred, [_annotation([[0, 0, 0], [1, 0, 0]], [0, 0])] * 3)
     with pytest.raises(ValueError, match="3 annotations for 2 shapes"):

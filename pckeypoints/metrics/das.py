@@ -23,47 +23,54 @@ class DualAlignment:
     backward: float
 
 
-def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation]) -> DualAlignment:
+def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation],
+                         self_pairs: bool = False) -> DualAlignment:
     """Dual alignment score (DAS, Shi et al., Skeleton Merger, CVPR 2021) of predicted keypoints against annotations.
 
     Args:
-        pred: ``(S, P, 3)`` keypoints predicted on ``S >= 2`` shapes; index ``p`` is the same keypoint on every shape.
+        pred: ``(S, P, 3)`` keypoints predicted on ``S`` shapes; index ``p`` is the same keypoint on every shape.
         annotations: per shape, ``(xyz (K_i, 3), semantic ids (K_i,))`` with ``K_i >= 1`` distinct ids.
+        self_pairs: count each shape paired with itself, as Skeleton Merger's published evaluation does
+            (``eval_keypointnet.py``, run on every shape of a category's annotation file); ``False``: only pairs of
+            distinct shapes, ``S >= 2``.
 
     Forward: each prediction ``(s, p)`` takes the semantic id of its nearest annotated keypoint of shape ``s``; forward
-    is the fraction of ordered shape pairs ``s != t`` with equal labels, averaged uniformly over all ``P`` predictions
-    and all ``S (S - 1)`` pairs. Backward: each annotated id of shape ``s`` takes the index of its nearest prediction;
-    for each id, the fraction of ordered pairs of shapes having it whose indices agree; backward is the uniform mean
-    over ids present in at least two shapes. Nearest means Euclidean; ties go to the lowest index.
+    is the fraction of ordered shape pairs ``(s, t)`` with equal labels, averaged uniformly over all ``P`` predictions
+    and pairs. Backward: each annotated id of shape ``s`` takes the index of its nearest prediction; for each id, the
+    fraction of ordered pairs of shapes having it whose indices agree; backward is the uniform mean over the ids with
+    at least one pair (with ``self_pairs`` an id annotated on one shape scores 1). Nearest means Euclidean, so the
+    score is unchanged by scaling and shifting a shape (Skeleton Merger's min/max normalisation); ties go to the
+    lowest index.
     """
-    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < 2 or pred.shape[1] < 1:
-        raise ValueError(f"pred must have shape (S, P, 3) with S >= 2 and P >= 1, got {tuple(pred.shape)}")
+    min_shapes = 1 if self_pairs else 2
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < min_shapes or pred.shape[1] < 1:
+        raise ValueError(f"pred must have shape (S, P, 3) with S >= {min_shapes} and P >= 1, got {tuple(pred.shape)}")
     if len(annotations) != len(pred):
         raise ValueError(f"got {len(annotations)} annotations for {len(pred)} shapes")
     if not torch.isfinite(pred).all():
         raise ValueError("pred has NaN or infinite values")
     xyz, ids, present = _pad_annotations(annotations, pred.device)  # (S, K, 3), (S, K), (S, K)
-    num_shapes, num_pred = pred.shape[:2]
+    num_pred = pred.shape[1]
     num_ids = int(ids.max()) + 1
     distances = torch.cdist(pred.double(), xyz.double())  # (S, P, K)
+    not_self = 0 if self_pairs else 1  # ordered pairs among n shapes: n (n - not_self)
 
     nearest_gt = distances.masked_fill(~present[:, None, :], float("inf")).argmin(dim=2)  # (S, P)
     labels = ids.gather(1, nearest_gt)
     votes = torch.zeros(num_pred, num_ids, dtype=torch.float64, device=pred.device)
     votes.index_put_((torch.arange(num_pred, device=pred.device).expand_as(labels), labels),
                      torch.ones_like(labels, dtype=torch.float64), accumulate=True)
-    forward = (votes * (votes - 1)).sum() / (num_pred * num_shapes * (num_shapes - 1))
+    forward = (votes * (votes - not_self)).sum() / (num_pred * len(pred) * (len(pred) - not_self))
 
     nearest_pred = distances.argmin(dim=1)  # (S, K)
     votes = torch.zeros(num_ids, num_pred, dtype=torch.float64, device=pred.device)
     votes.index_put_((ids[present], nearest_pred[present]), torch.ones(int(present.sum()), dtype=torch.float64,
                                                                        device=pred.device), accumulate=True)
     shapes_with_id = votes.sum(dim=1)
-    shared = shapes_with_id >= 2
-    if not shared.any():
+    pairs = shapes_with_id * (shapes_with_id - not_self)
+    if not (pairs > 0).any():
         raise ValueError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
-    agreement = (votes * (votes - 1)).sum(dim=1)[shared] / (shapes_with_id * (shapes_with_id - 1))[shared]
-    backward = agreement.mean()
+    backward = ((votes * (votes - not_self)).sum(dim=1)[pairs > 0] / pairs[pairs > 0]).mean()
     return DualAlignment(das=float(forward + backward) / 2, forward=float(forward), backward=float(backward))
 
 
