@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .training import TrainConfig, config_fields
+from .config import TrainConfig, config_fields
 
 __all__ = ["build_parser", "main"]
 

@@ -23,7 +23,7 @@ from .head import KeypointMaps
 from .losses import KeypointLoss
 from .metrics import calibration_correlation, geodesic_distance, pck_curve, snap_to_points
 from .models import KeypointDetector
-from .training import TrainConfig
+from .config import TrainConfig
 
 #: The PCK threshold of the tables, in dataset units.
 THRESHOLD = 0.01

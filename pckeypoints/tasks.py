@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-if TYPE_CHECKING:
-    from .training import TrainConfig
+from .config import TrainConfig
 
 
 @runtime_checkable

@@ -12,14 +12,10 @@ and writes checkpoints.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import os
 import random
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,126 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from .config import TrainConfig, config_fields
 from .data import collate_keypoints
-from .schedules import SCHEDULES, make_schedule
-from .tasks import TASKS, Task, get_task
+from .schedules import make_schedule
+from .tasks import Task, get_task
 
-LR_SCHEDULES = ("constant", "cosine")
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; stored in its checkpoints. Load with :meth:`from_toml`."""
-
-    # problem
-    mode: str = "supervised"
-    category: str = "bathtub"
-    num_keypoints: int | None = None  # supervised: None = every semantic id of the category
-    # keypoint maps and loss (see pckeypoints.losses.KeypointLoss)
-    method: str = "sampling"
-    metric: str = "l1"
-    num_samples: int = 30
-    sampler: str = "auto"  # sampling-argmax sampler: "auto" (= "gaussian" for point clouds), "naive" or "gaussian"
-    tau_schedule: str = "exponential"
-    tau_start: float = 1.0
-    tau_end: float = 0.1
-    sigma: str | float = "knn"  # "knn" (σ_i from the k nearest neighbours) or a fixed σ in normalised units
-    knn_k: int = 8
-    reg_weight: float = 1.0
-    target_sigma: float = 0.02  # σ of soft+var / soft+js, in normalised units
-    loss_weights: dict[str, float] = field(default_factory=dict)  # task-specific loss terms
-    # model
-    width: float = 0.5
-    msg: bool = False
-    radius_scale: float = 2.0  # PointNet++ radii suit radius-0.5 clouds; inputs are normalised to radius 1
-    hidden_channels: int = 128
-    freeze_norm: bool = False  # keep BatchNorm in eval mode (running statistics) while training
-    # optimisation
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
-    lr_schedule: str = "cosine"
-    # data
-    data_root: str | None = None
-    max_models: int | None = None  # first n models of each split (smoke runs, tests)
-    rotate: bool = False  # random rotation about the up axis
-    jitter: float = 0.0  # std of per-point Gaussian jitter, normalised units
-    scale_lo: float = 1.0
-    scale_hi: float = 1.0
-    num_workers: int = 0
-    # run
-    seed: int = 0
-    out: str = "runs"
-    name: str | None = None  # run folder under out; default <category>_<method>
-    device: str = "auto"
-    eval_every: int = 1
-    eval_split: str = "val"
-
-    def __post_init__(self):
-        if self.mode not in TASKS:
-            raise ValueError(f"mode must be one of {tuple(TASKS)}, got {self.mode!r}")
-        if self.tau_schedule not in SCHEDULES:
-            raise ValueError(f"tau_schedule must be one of {tuple(SCHEDULES)}, got {self.tau_schedule!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if isinstance(self.sigma, str) and self.sigma != "knn":
-            try:
-                self.sigma = float(self.sigma)
-            except ValueError:
-                raise ValueError(f"sigma must be 'knn' or a number, got {self.sigma!r}") from None
-        for name in ("epochs", "batch_size", "num_samples", "eval_every", "knn_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_split not in ("train", "val", "test"):
-            raise ValueError(f"eval_split must be train, val or test, got {self.eval_split!r}")
-
-    @property
-    def fixed_sigma(self) -> float | None:
-        """The basis σ for the models: ``None`` for the k-NN estimate, else the fixed value."""
-        return None if self.sigma == "knn" else float(self.sigma)
-
-    @property
-    def run_name(self) -> str:
-        return self.name or f"{self.category}_{self.method}"
-
-    @classmethod
-    def from_toml(cls, path: str | Path | None = None, **overrides) -> "TrainConfig":
-        """Config from a TOML file of field = value pairs (``None`` overrides are ignored)."""
-        values = {}
-        if path is not None:
-            try:
-                values = tomllib.loads(Path(path).read_text())
-            except OSError as err:
-                raise ValueError(f"cannot read config file {path}: {err.strerror or err}") from err
-            except tomllib.TOMLDecodeError as err:
-                raise ValueError(f"invalid TOML in config file {path}: {err}") from err
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def config_fields() -> list[tuple[str, type, object]]:
-    """``(name, scalar type, default)`` of each TrainConfig field settable from a command line."""
-    hints = typing.get_type_hints(TrainConfig)
-    result = []
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else []
-        scalar = hint if not args else (str if str in args else args[0])
-        if scalar in (bool, int, float, str):
-            result.append((f.name, scalar, f.default))
-    return result
+__all__ = ["TrainConfig", "config_fields", "train", "load_checkpoint", "resolve_checkpoint"]
 
 
 # ---------------------------------------------------------------------------------------------- distributed

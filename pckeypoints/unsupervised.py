@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from .metrics import dual_alignment_score, keypoint_miou
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .supervised import SupervisedTask, collect_predictions, metrics_markdown
-from .training import TrainConfig
+from .config import TrainConfig
 
 METHODS = ("soft", "sampling")
 #: Default number of keypoints (Skeleton Merger uses 10 on KeypointNet).

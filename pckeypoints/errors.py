@@ -1,0 +1,24 @@
+"""The errors pckeypoints raises for bad input (files, configs, checkpoints, arguments).
+
+Every one is a :class:`PCKeypointsError`, a ``ValueError``: its message is one line that names the
+offending file or setting and what is wrong with it, and the command line prints just that line.
+"""
+from __future__ import annotations
+
+__all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError"]
+
+
+class PCKeypointsError(ValueError):
+    """Bad input to pckeypoints; the message says which and why."""
+
+
+class ConfigError(PCKeypointsError):
+    """An invalid :class:`~pckeypoints.config.TrainConfig` field or config file."""
+
+
+class CheckpointError(PCKeypointsError):
+    """A checkpoint file that cannot be used: missing, damaged, foreign or from another version."""
+
+
+class ReadError(PCKeypointsError):
+    """A point cloud, mesh or keypoint file that cannot be read."""
