@@ -38,9 +38,15 @@ step "torch-cluster (built from source, wheel cached in $CACHE/wheels)"
 if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
   mkdir -p "$CACHE/wheels"
   if ! $PIP --no-index --find-links "$CACHE/wheels" torch-cluster 2>/dev/null; then
-    echo "    compiling torch-cluster (5-10 minutes on 2 cores)..."
-    $PY -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
-      -w "$CACHE/wheels" torch-cluster
+    # torch-cluster's setup.py ignores MAX_JOBS; setuptools' build_ext `parallel` compiles
+    # its sources two at a time (~5.5 instead of ~10.5 minutes on 2 cores).
+    jobs=$(nproc 2>/dev/null || echo 2)
+    cfg=$(mktemp --suffix=.cfg); printf '[build_ext]\nparallel = %s\n' "$jobs" >"$cfg"
+    echo "    compiling torch-cluster with $jobs jobs (about 5 minutes on 2 cores; a dot every 30 s)..."
+    ( while sleep 30; do printf '.'; done ) & ticker=$!
+    DIST_EXTRA_CONFIG="$cfg" $PY -m pip wheel --disable-pip-version-check -q --no-build-isolation \
+      --no-deps -w "$CACHE/wheels" torch-cluster || { kill $ticker; rm -f "$cfg"; false; }
+    kill $ticker; rm -f "$cfg"; echo
     $PIP --no-index --find-links "$CACHE/wheels" torch-cluster
   fi
   "$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
