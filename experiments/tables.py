@@ -24,8 +24,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, table: str) -> None:
 
 
 def train_and_evaluate(config: TrainConfig, retrain: bool, evaluate: Callable[..., dict],
-                       save_train_minutes: bool = False) -> dict:
-    """Train (or resume, or reuse) the run of ``config`` and evaluate its best checkpoint.
+                       save_train_minutes: bool = False, checkpoint: str | None = None) -> dict:
+    """Train (or resume, or reuse) the run of ``config`` and evaluate its best checkpoint (or the file
+    ``checkpoint`` of the run folder, e.g. ``"last.pt"``).
 
     A finished run whose ``eval_test/metrics.json`` exists is reused as is. Otherwise training resumes
     from ``last.pt`` (unless ``retrain``) and ``evaluate(task, model, config, report_dir)`` scores the best
@@ -46,7 +47,7 @@ def train_and_evaluate(config: TrainConfig, retrain: bool, evaluate: Callable[..
     started = time.time()
     if not finished:
         train(None if resume else config, resume=run_dir if resume else None)
-    task, model, config, _ = load_checkpoint(run_dir)
+    task, model, config, _ = load_checkpoint(run_dir / checkpoint if checkpoint else run_dir)
     metrics = evaluate(task, model, config, report_dir)
     metrics["train_minutes"] = (time.time() - started) / 60
     if save_train_minutes:
