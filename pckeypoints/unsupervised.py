@@ -5,9 +5,13 @@ skeleton reconstruction, plus the L2 penalty of the decoder's offsets. With ``me
 decoder rebuilds the cloud from each of ``num_samples`` sampling-argmax keypoint sets and the loss is the
 mean over them (the expected reconstruction error); with ``"soft"`` from the soft-argmax.
 
-Evaluation uses the annotations only to score the soft-argmax keypoints, mapped back to the dataset's own
-coordinates: the dual alignment score (DAS, with its forward and backward parts) and KeypointNet's keypoint
-mIoU at geodesic distance 0.1.
+Checkpoints are selected without labels: ``best.pt`` has the lowest soft-argmax reconstruction loss on the
+eval split (the monitor ``neg_reconstruction`` is its negation). The annotations only score the soft-argmax
+keypoints, mapped back to the dataset's own coordinates: the dual alignment score (DAS, with its forward and
+backward parts) in two protocols and KeypointNet's keypoint mIoU at geodesic distance 0.1. ``das``: the
+strict one, pairs of distinct shapes of the evaluated split; ``das_sm``: Skeleton Merger's published one
+(self-pairs counted, over every annotated shape of the category, whatever the split), computed by
+:meth:`UnsupervisedTask.report`.
 
 ``config.loss_weights`` keys: ``"reconstruction_to_input"`` and ``"input_to_reconstruction"`` (the two
 Chamfer directions, default 1), ``"offset"`` (offset penalty, default 0.01) and ``"uncovered"`` (cost of
@@ -19,6 +23,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,7 +45,7 @@ LOSS_WEIGHTS = {"reconstruction_to_input": 1.0, "input_to_reconstruction": 1.0, 
 class UnsupervisedTask:
     """Unsupervised, ordered keypoints by skeleton reconstruction (see :class:`pckeypoints.tasks.Task`)."""
 
-    monitor = "das"
+    monitor = "neg_reconstruction"
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
         """The same normalised KeypointNet items and augmentations as the supervised task."""
@@ -71,19 +76,27 @@ class UnsupervisedTask:
         return reconstruction_objective(batch["points"], output, config.loss_weights)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
-        return unsupervised_metrics(collect_predictions(model, loader))
+        """The label-free monitor and, for the log only, :func:`unsupervised_metrics` of ``loader``'s split."""
+        return {"neg_reconstruction": -reconstruction_loss(model, loader, config),
+                **unsupervised_metrics(collect_predictions(model, loader))}
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path) -> dict[str, float]:
-        """Metrics plus ``metrics.md``/``metrics.json`` and ``gallery.png`` (keypoints of the first 8 clouds,
-        coloured by index: aligned keypoints share a colour across shapes) in ``out_dir``."""
+        """:meth:`evaluate`'s metrics plus ``das_sm`` (with ``_forward``, ``_backward``) over every annotated shape
+        of the category; writes ``metrics.md``/``metrics.json`` and ``gallery.png`` (keypoints of the first 8
+        clouds of ``loader``, coloured by index: aligned keypoints share a colour across shapes) in ``out_dir``."""
         import viz
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected = collect_predictions(model, loader)
-        metrics = unsupervised_metrics(collected)
+        every_shape = self.dataset(dataclasses.replace(config, max_models=None), None, train=False)
+        published = skeleton_merger_das(collect_predictions(model, DataLoader(
+            every_shape, loader.batch_size, collate_fn=loader.collate_fn)))
+        metrics = {"neg_reconstruction": -reconstruction_loss(model, loader, config),
+                   **unsupervised_metrics(collected), **published, "das_sm_shapes": len(every_shape)}
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-        (out_dir / "metrics.md").write_text(metrics_markdown(f"{config.category} unsupervised ({config.method})", metrics))
+        title = f"{config.category} unsupervised ({config.method})"
+        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics))
         items = [{
             "points": collected["points"][i].numpy(),
             "keypoints": collected["pred"][i].numpy(),
@@ -112,14 +125,41 @@ def reconstruction_objective(points: Tensor, output, loss_weights: dict[str, flo
     return total, {name: value.item() for name, value in terms.items()}
 
 
+@torch.no_grad()
+def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfig) -> float:
+    """Mean training objective of the soft-argmax skeleton over ``loader``'s clouds (no labels used)."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in loader:
+        points = batch["points"].to(device)
+        loss, _ = reconstruction_objective(points, model(points), config.loss_weights)
+        total, count = total + loss.item() * len(points), count + len(points)
+    return total / count
+
+
+def _annotations(collected: dict) -> list[tuple[Tensor, Tensor]]:
+    """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.supervised.collect_predictions`."""
+    target, mask = collected["target"], collected["mask"]
+    return [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(target))]
+
+
+def skeleton_merger_das(collected: dict) -> dict[str, float]:
+    """DAS with self-pairs (Skeleton Merger's published evaluation) of :func:`~pckeypoints.supervised.
+    collect_predictions` run on every annotated shape of a category: ``das_sm``, ``das_sm_forward``,
+    ``das_sm_backward``."""
+    alignment = dual_alignment_score(collected["pred"], _annotations(collected), self_pairs=True)
+    return {"das_sm": alignment.das, "das_sm_forward": alignment.forward, "das_sm_backward": alignment.backward}
+
+
 def unsupervised_metrics(collected: dict) -> dict[str, float]:
     """From :func:`pckeypoints.supervised.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
-    dataset's coordinates): DAS with its forward and backward parts and the keypoint mIoU at geodesic distance
-    :data:`MIOU_THRESHOLD`."""
+    dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
+    keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
     if len(collected["pred"]) < 2:
         raise ValueError(f"DAS compares shapes: need at least 2 models to evaluate, got {len(collected['pred'])}")
-    pred, target, mask, points = (collected[k] for k in ("pred", "target", "mask", "points"))
-    annotations = [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(pred))]
+    pred, points = collected["pred"], collected["points"]
+    annotations = _annotations(collected)
     alignment = dual_alignment_score(pred, annotations)
     miou = keypoint_miou(pred, [xyz for xyz, _ in annotations], points, MIOU_THRESHOLD, k=GEODESIC_K)
     return {

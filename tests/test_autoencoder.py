@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from keypointnet_subset import make_subset
 from pckeypoints.argmax import sampling_argmax
 from pckeypoints.basis import PointBasis
 from pckeypoints.chamfer import composite_chamfer_distance
@@ -117,6 +119,11 @@ def test_tiny_training_run_decreases_reconstruction_loss(tmp_path):
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
     losses = [float(r["input_to_reconstruction"]) + float(r["reconstruction_to_input"]) for r in rows]
     assert len(losses) == 2 and losses[1] < losses[0]
+    # best.pt is selected without labels: the epoch of the highest val neg_reconstruction
+    with open(run / "log.csv") as f:
+        monitored = [float(r["neg_reconstruction"]) for r in csv.DictReader(f) if r["split"] == "val"]
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["best"] == max(monitored) and best["epoch"] == 1 + monitored.index(max(monitored))
     assert (run / "last.pt").is_file()
 
 
@@ -132,10 +139,15 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
     config = task.configure(config, dataset)
     torch.manual_seed(0)
     model = task.build_model(config).eval()
-    metrics = task.evaluate(model, DataLoader(dataset, 2, collate_fn=collate_keypoints), config)
-    assert set(metrics) >= {"das", "das_forward", "das_backward", "miou@0.1"}
+    loader = DataLoader(dataset, 2, collate_fn=collate_keypoints)
+    metrics = task.evaluate(model, loader, config)
+    assert set(metrics) == {"neg_reconstruction", "das", "das_forward", "das_backward", "miou@0.1"}
     assert metrics["das"] == pytest.approx((metrics["das_forward"] + metrics["das_backward"]) / 2)
-    assert all(0 <= v <= 1 for v in metrics.values())
+    assert all(0 <= metrics[k] <= 1 for k in ("das", "das_forward", "das_backward", "miou@0.1"))
+    soft = dataclasses.replace(config, method="soft")
+    with torch.no_grad():  # the monitor is the mean training objective of the soft-argmax skeletons, no labels
+        losses = [task.loss(model, batch, soft, tau=1.0)[0] * len(batch["points"]) for batch in loader]
+    assert metrics["neg_reconstruction"] == pytest.approx(-sum(losses).item() / len(dataset), rel=1e-5)
 
     # Same score by hand: the model's keypoints mapped back with each item's center and scale, scored
     # against the raw (unnormalised) annotations.
@@ -161,3 +173,33 @@ def test_configure_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="loss_weights"):
         task.configure(_tiny_config(tmp_path, loss_weights={"ofset": 1.0}), None)
     assert task.configure(_tiny_config(tmp_path, num_keypoints=None), None).num_keypoints == 10
+
+
+def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
+    from pckeypoints.data import KeypointNet, collate_keypoints
+    from pckeypoints.metrics import dual_alignment_score
+    from pckeypoints.tasks import get_task
+
+    root = make_subset(tmp_path / "data", "bed", {"train": 3, "val": 2, "test": 2})
+    task = get_task("unsupervised")
+    config = _tiny_config(tmp_path, data_root=str(root), max_models=None)
+    dataset = task.dataset(config, "test", train=False)
+    config = task.configure(config, dataset)
+    torch.manual_seed(0)
+    model = task.build_model(config).eval()
+    metrics = task.report(model, DataLoader(dataset, 2, collate_fn=collate_keypoints), config, tmp_path / "report")
+    assert metrics["das_sm_shapes"] == 7 and (tmp_path / "report" / "metrics.json").is_file()
+
+    every = task.dataset(config, None, train=False)  # all 7 annotated models, normalised
+    raw = KeypointNet(root, "bed")
+    pred, annotations = [], []
+    with torch.no_grad():
+        for i in range(len(every)):
+            item = every[i]
+            pred.append(model(item["points"][None]).keypoints[0] * item["scale"] + item["center"])
+            mask = raw[i]["mask"]
+            annotations.append((raw[i]["keypoints"][mask], mask.nonzero().squeeze(-1)))
+    expected = dual_alignment_score(torch.stack(pred), annotations, self_pairs=True)
+    assert metrics["das_sm"] == pytest.approx(expected.das, abs=1e-6)
+    assert metrics["das_sm_forward"] == pytest.approx(expected.forward, abs=1e-6)
+    assert metrics["das_sm_backward"] == pytest.approx(expected.backward, abs=1e-6)
