@@ -18,10 +18,15 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._compat import renamed_argument
+from .errors import PCKeypointsError
+from .neighbors import knn
+from .validation import check_batch_index, check_cloud, check_finite
+
 KINDS = ("gaussian", "uniform", "triangular")
 
-# Variance of the standard draw of each kind, in units of scale². A uniform box of width s has
-# variance s²/12; the tent of half-width s (sum of two boxes) s²/6; the Gaussian's scale is σ.
+# Variance of the standard draw of each kind, in units of bandwidth². A uniform box of width s has
+# variance s²/12; the tent of half-width s (sum of two boxes) s²/6; the Gaussian's bandwidth is σ.
 _UNIT_VARIANCE = {"gaussian": 1.0, "uniform": 1.0 / 12.0, "triangular": 1.0 / 6.0}
 
 
@@ -30,42 +35,58 @@ class PointBasis:
 
     Args:
         pos: centres y_i, ``(B, N, D)``.
-        scale: per-point, per-axis scale, broadcastable to ``(B, N, D)``: σ for ``"gaussian"``,
+        bandwidth: per-point, per-axis width, broadcastable to ``(B, N, D)``: σ for ``"gaussian"``,
             the cell width (grid spacing) for ``"uniform"`` and ``"triangular"``. Must be > 0.
         kind: ``"gaussian"``, ``"uniform"`` or ``"triangular"``.
         mask: ``(B, N)`` bool, True for real points (False marks padding of ragged clouds);
             ``None`` when every point is real.
         is_grid: the points are the cells of a regular grid (use :meth:`grid`). Uniform and
             triangular bases only make sense there.
+        validate: check the values (finite ``pos``, ``bandwidth`` > 0, no empty cloud); shapes are
+            always checked.
+
+    Shapes:
+        - pos, bandwidth: ``(B, N, D)``; mask: ``(B, N)``; grids have ``B = 1`` and broadcast.
+
+    Examples:
+        >>> basis = PointBasis(torch.zeros(2, 5, 3), bandwidth=0.1)
+        >>> basis.num_points, basis.dim, tuple(basis.variance.shape)
+        (5, 3, (2, 5, 3))
     """
 
     def __init__(
         self,
         pos: Tensor,
-        scale: Tensor | float,
+        bandwidth: Tensor | float | None = None,
         kind: str = "gaussian",
         mask: Tensor | None = None,
         is_grid: bool = False,
+        validate: bool = True,
+        *,
+        scale: Tensor | float | None = None,
     ):
+        bandwidth = renamed_argument(bandwidth, scale, "scale", "bandwidth", required=True)
         if kind not in KINDS:
-            raise ValueError(f"basis kind must be one of {KINDS}, got {kind!r}")
+            raise PCKeypointsError(f"basis kind must be one of {KINDS}, got {kind!r}")
         if kind != "gaussian" and not is_grid:
-            raise ValueError(f"a {kind!r} basis needs a regular grid (PointBasis.grid); point clouds use 'gaussian'")
-        if pos.dim() != 3:
-            raise ValueError(f"pos must be (B, N, D), got shape {tuple(pos.shape)}")
-        if pos.shape[1] == 0:
-            raise ValueError("empty cloud: pos has N = 0 points")
-        if not torch.isfinite(pos).all():
-            raise ValueError("pos contains NaN or infinite coordinates")
-        scale = torch.as_tensor(scale, dtype=pos.dtype, device=pos.device).expand_as(pos)
-        if not (scale > 0).all():
-            raise ValueError("basis scale must be > 0 everywhere (and not NaN)")
+            raise PCKeypointsError(f"a {kind!r} basis needs a regular grid (PointBasis.grid); point clouds use 'gaussian'")
+        check_cloud(pos, "pos", batched=True, dim=None, validate=validate and mask is None)
+        bandwidth = torch.as_tensor(bandwidth, dtype=pos.dtype, device=pos.device).expand_as(pos)
         if mask is not None:
             if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
-                raise ValueError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
-            if not mask.any(dim=1).all():
-                raise ValueError("empty cloud: a batch element has no valid point")
-        self.pos, self.scale, self.kind, self.mask, self.is_grid = pos, scale, kind, mask, is_grid
+                raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+            if validate and not mask.any(dim=1).all():
+                raise PCKeypointsError("empty cloud: a batch element has no valid point")
+            if validate:
+                check_finite(pos[mask], "pos", "coordinates")
+        if validate and not (bandwidth > 0).all():
+            raise PCKeypointsError("basis bandwidth must be > 0 everywhere (and not NaN)")
+        self.pos, self.bandwidth, self.kind, self.mask, self.is_grid = pos, bandwidth, kind, mask, is_grid
+
+    @property
+    def scale(self) -> Tensor:
+        """Old name of :attr:`bandwidth` (deprecated, kept for one release)."""
+        return self.bandwidth
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -76,10 +97,13 @@ class PointBasis:
         k: int = 8,
         factor: float = 0.5,
         min_sigma: float = 1e-4,
+        fixed_sigma: float | None = None,
+        validate: bool = True,
+        *,
         sigma: float | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
-        neighbours of point i, ``min_sigma``).
+        neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn`.
 
         Args:
             pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
@@ -87,37 +111,82 @@ class PointBasis:
             k: neighbours used for σ (each cloud needs more than k points).
             factor: σ in units of the mean neighbour distance.
             min_sigma: floor for σ, so duplicated points (distance 0) never give σ = 0.
-            sigma: if given, a fixed σ for every point and no neighbour search.
+            fixed_sigma: if given, this σ for every point and no neighbour search
+                (``sigma`` is its deprecated name).
+            validate: check the values (finite ``pos``, sorted ``batch``, cloud sizes).
 
         σ is a constant of the cloud: no gradient flows through it.
+
+        Examples:
+            >>> pos = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [7, 0, 0]]])
+            >>> PointBasis.from_points(pos, k=2, factor=1.0).bandwidth[0, :, 0].tolist()
+            [2.0, 1.5, 2.5, 5.0]
         """
-        if batch is not None:
-            if pos.dim() != 2 or batch.shape != pos.shape[:1]:
-                raise ValueError(f"ragged input needs pos (N, D) and batch (N,), got {tuple(pos.shape)} and {tuple(batch.shape)}")
-            from torch_geometric.utils import to_dense_batch
-
-            if pos.shape[0] == 0:
-                raise ValueError("empty cloud: pos has 0 points")
-            dense, mask = to_dense_batch(pos, batch)
-        else:
-            if pos.dim() != 3:
-                raise ValueError(f"dense input needs pos (B, N, D), got shape {tuple(pos.shape)}")
-            dense, mask = pos, None
-        if not torch.isfinite(pos).all():
-            raise ValueError("pos contains NaN or infinite coordinates")
-        if sigma is not None:
-            return cls(dense, float(sigma), "gaussian", mask)
-        ragged = pos if batch is not None else pos.reshape(-1, pos.shape[-1])
+        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
+        if k < 1:
+            raise PCKeypointsError(f"k must be >= 1, got {k}")
+        dense, mask = _dense_points(pos, batch, validate)
+        if fixed_sigma is not None:
+            return cls(dense, float(fixed_sigma), "gaussian", mask, validate=validate)
         if batch is None:
-            batch = torch.arange(pos.shape[0], device=pos.device).repeat_interleave(pos.shape[1])
-        sig = knn_mean_distance(ragged, batch, k).mul_(factor).clamp_(min=min_sigma)
-        if mask is None:
-            sig_dense = sig.view(dense.shape[:2])
+            if pos.shape[1] <= k:
+                raise PCKeypointsError(
+                    f"every cloud needs more than k={k} points for the neighbour σ, got N = {pos.shape[1]}"
+                )
+            sig = knn_mean_distance(pos, k)
         else:
-            sig_dense = torch.ones(dense.shape[:2], dtype=sig.dtype, device=sig.device)
-            sig_dense[mask] = sig
-        return cls(dense, sig_dense.unsqueeze(-1), "gaussian", mask)
+            if validate:
+                counts = torch.bincount(batch)
+                counts = counts[counts > 0]
+                if (counts <= k).any():
+                    raise PCKeypointsError(
+                        f"every cloud needs more than k={k} points for the neighbour σ, smallest has {int(counts.min())}"
+                    )
+            sig = knn_mean_distance(_pad_far(dense, mask), k).masked_fill(~mask, 1.0)
+        sig = sig.mul_(factor).clamp_(min=min_sigma)
+        return cls(dense, sig.unsqueeze(-1), "gaussian", mask, validate=False)
 
+    @classmethod
+    def from_graph(
+        cls,
+        pos: Tensor,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        factor: float = 0.5,
+        min_sigma: float = 1e-4,
+        validate: bool = True,
+    ) -> "PointBasis":
+        """Gaussian basis with σ_i from the caller's own neighbour graph (e.g. the k-NN graph of a
+        DGCNN or Point Transformer layer): σ_i = max(factor · mean length of the edges j -> i, ``min_sigma``).
+
+        Args:
+            pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
+            edge_index: ``(2, E)`` PyG edges (source, target) into the rows of ``pos`` (dense: into
+                ``pos.reshape(-1, D)``); self-loops are ignored, every point needs an incoming edge.
+            batch, factor, min_sigma, validate: as in :meth:`from_points`.
+
+        Examples:
+            >>> pos = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+            >>> edges = torch.tensor([[1, 0, 2, 1], [0, 1, 1, 2]])  # 1->0, 0->1, 2->1, 1->2
+            >>> PointBasis.from_graph(pos, edges, torch.zeros(3, dtype=torch.long), factor=1.0).bandwidth[0, :, 0].tolist()
+            [1.0, 1.5, 2.0]
+        """
+        dense, mask = _dense_points(pos, batch, validate)
+        flat = pos.detach().reshape(-1, pos.shape[-1])
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
+            raise PCKeypointsError(f"edge_index must be (2, E) long, got {edge_index.dtype} {tuple(edge_index.shape)}")
+        src, dst = edge_index[:, edge_index[0] != edge_index[1]]
+        length = (flat[src] - flat[dst]).norm(dim=-1)
+        total = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device).index_add_(0, dst, length)
+        degree = torch.zeros_like(total).index_add_(0, dst, torch.ones_like(length))
+        if validate and (degree == 0).any():
+            raise PCKeypointsError(f"point {int((degree == 0).nonzero()[0])} has no incoming edge in edge_index")
+        sig = (total / degree.clamp(min=1)).mul_(factor).clamp_(min=min_sigma)
+        if mask is None:
+            sig = sig.view(dense.shape[:2])
+        else:
+            sig = torch.ones(dense.shape[:2], dtype=sig.dtype, device=sig.device).masked_scatter_(mask, sig)
+        return cls(dense, sig.unsqueeze(-1), "gaussian", mask, validate=False)
     @classmethod
     def grid(
         cls,
@@ -132,12 +201,16 @@ class PointBasis:
 
         ``shape`` is the map's shape, e.g. ``(H, W)``; locations are ordered as ``map.flatten()``
         (row-major) and the coordinate of axis ``a`` is ``origin[a] + index[a] · spacing[a]``,
-        in the axis order of ``shape``. ``scale`` is the spacing for every kind (so a
+        in the axis order of ``shape``. The bandwidth is the spacing for every kind (so a
         ``"gaussian"`` grid basis has σ = spacing).
+
+        Examples:
+            >>> PointBasis.grid((2, 3), kind="triangular").pos[0, :4].tolist()
+            [[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]]
         """
         d = len(shape)
         if not 1 <= d <= 3 or any(s < 1 for s in shape):
-            raise ValueError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
+            raise PCKeypointsError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
         spacing_t = torch.as_tensor(spacing, dtype=dtype, device=device).expand(d)
         origin_t = torch.as_tensor(origin, dtype=dtype, device=device).expand(d)
         axes = [torch.arange(s, dtype=dtype, device=device) for s in shape]
@@ -156,33 +229,33 @@ class PointBasis:
     @property
     def variance(self) -> Tensor:
         """Per-point, per-axis variance of each basis density, ``(B, N, D)``."""
-        return self.scale.square() * _UNIT_VARIANCE[self.kind]
+        return self.bandwidth.square() * _UNIT_VARIANCE[self.kind]
 
     # ------------------------------------------------------------------ operations
-    def check_logits(self, logits: Tensor) -> None:
-        """Raise ValueError unless ``logits`` is a finite ``(B, K, N)`` map over these points."""
+    def check_logits(self, logits: Tensor, validate: bool = True) -> None:
+        """Raise unless ``logits`` is a ``(B, K, N)`` map over these points, finite at real points
+        (the value check only with ``validate``; ops inside a training step pass False)."""
         if logits.dim() != 3:
-            raise ValueError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
+            raise PCKeypointsError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
         b, n = logits.shape[0], logits.shape[2]
         if n != self.num_points or self.pos.shape[0] not in (1, b):
-            raise ValueError(
+            raise PCKeypointsError(
                 f"logits {tuple(logits.shape)} do not match the basis of {self.pos.shape[0]} x {self.num_points} points"
             )
-        valid = logits if self.mask is None else logits.masked_select(self.mask[:, None, :])
-        if not torch.isfinite(valid).all():
-            raise ValueError("logits contain NaN or infinite values")
+        if validate:
+            check_finite(logits if self.mask is None else logits.masked_select(self.mask[:, None, :]), "logits")
 
     def mask_logits(self, logits: Tensor) -> Tensor:
         """``logits`` with padded points set to -inf, ``(B, K, N)``."""
         return logits if self.mask is None else logits.masked_fill(~self.mask[:, None, :], float("-inf"))
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Softmax of ``logits`` over the points of each cloud, ``(B, K, N)``."""
-        self.check_logits(logits)
+        """Softmax of ``logits`` over the points of each cloud, ``(B, K, N)`` (0 at padding)."""
+        self.check_logits(logits, validate=False)
         return self.mask_logits(logits).softmax(dim=-1)
 
     def unit_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
-        """Standard draws of this kind (zero mean; multiply by ``scale``), of ``shape``."""
+        """Standard draws of this kind (zero mean; multiply by ``bandwidth``), of ``shape``."""
         opts = dict(dtype=self.pos.dtype, device=self.pos.device, generator=generator)
         if self.kind == "gaussian":
             return torch.randn(*shape, **opts)
@@ -199,36 +272,50 @@ class PointBasis:
         Returns:
             ``(B, K, Q)`` density.
         """
-        u = (y[:, :, :, None, :] - self.pos[:, None, None]) / self.scale[:, None, None]  # (B, K, Q, N, D)
+        u = (y[:, :, :, None, :] - self.pos[:, None, None]) / self.bandwidth[:, None, None]  # (B, K, Q, N, D)
         if self.kind == "gaussian":
             f = torch.exp(-0.5 * u.square()) / math.sqrt(2 * math.pi)
         elif self.kind == "uniform":
             f = (u.abs() < 0.5).to(u.dtype)
         else:
             f = (1 - u.abs()).clamp(min=0)
-        f = f.prod(dim=-1) / self.scale.prod(dim=-1)[:, None, None]  # (B, K, Q, N)
+        f = f.prod(dim=-1) / self.bandwidth.prod(dim=-1)[:, None, None]  # (B, K, Q, N)
         return (f * probs[:, :, None, :]).sum(dim=-1)
 
 
-def knn_mean_distance(pos: Tensor, batch: Tensor, k: int) -> Tensor:
-    """Mean Euclidean distance of each point to its k nearest other points of the same cloud.
+def knn_mean_distance(pos: Tensor, k: int) -> Tensor:
+    """Mean Euclidean distance of each point to its k nearest other points of its cloud.
 
     Args:
-        pos: ``(N, D)`` points of all clouds; batch: ``(N,)`` sorted cloud index.
+        pos: ``(B, N, D)`` clouds with N > k.
     Returns:
-        ``(N,)`` distances (0 for a point with k duplicates).
-    """
-    from torch_cluster import knn
+        ``(B, N)`` distances (0 for a point with k duplicates), without gradient.
 
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    counts = torch.bincount(batch)
-    counts = counts[counts > 0]
-    if (counts <= k).any():
-        raise ValueError(f"every cloud needs more than k={k} points for the neighbour σ, smallest has {int(counts.min())}")
-    with torch.no_grad():
-        # The k+1 nearest include a zero distance (the point itself or an exact duplicate of it),
-        # so their sum equals the sum over the k nearest *other* points, ties included.
-        row, col = knn(pos, pos, k + 1, batch, batch)
-        dist = (pos[row] - pos[col]).norm(dim=-1)
-        return torch.zeros(pos.shape[0], dtype=pos.dtype, device=pos.device).index_add_(0, row, dist) / k
+    Examples:
+        >>> knn_mean_distance(torch.tensor([[[0.0], [1.0], [3.0]]]), k=1).tolist()
+        [[1.0, 1.0, 2.0]]
+    """
+    # The k+1 nearest include a zero distance (the point itself or an exact duplicate of it), so
+    # their sum equals the sum over the k nearest *other* points, ties included.
+    return knn(pos, pos, k + 1).distance.sum(-1) / k
+
+
+def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Tensor, Tensor | None]:
+    """Dense ``(B, N, D)`` positions and padding mask (``None`` for dense input) of dense or ragged ``pos``."""
+    if batch is None:
+        check_cloud(pos, "pos", batched=True, dim=None, validate=validate)
+        return pos, None
+    check_cloud(pos, "pos", dim=None, validate=validate)
+    check_batch_index(batch, pos.shape[0], validate=validate)
+    from torch_geometric.utils import to_dense_batch
+
+    return to_dense_batch(pos, batch)
+
+
+def _pad_far(dense: Tensor, mask: Tensor) -> Tensor:
+    """``dense`` with its padding moved beyond every cloud's diameter, so no real point has a padding
+    point among its neighbours (each cloud has more than k points)."""
+    hi = dense.masked_fill(~mask[..., None], -math.inf).amax(dim=(0, 1))  # (D,)
+    lo = dense.masked_fill(~mask[..., None], math.inf).amin(dim=(0, 1))
+    far = hi.amax() + (hi - lo).amax() * math.sqrt(dense.shape[-1]) + 1
+    return torch.where(mask[..., None], dense, far)

@@ -1,4 +1,18 @@
-"""A keypoint head for any point backbone: per-point features -> K probability maps -> keypoints."""
+"""A keypoint head for any point backbone: per-point features -> K probability maps -> keypoints.
+
+Two parts, as in PyG's ``PointNetConv`` (a pluggable sub-network around a fixed operator):
+
+- :class:`KeypointReadout` has no parameters: it builds the basis (σ from k-NN, a fixed σ, or the
+  caller's own neighbour graph) and reads K map logits out as soft-argmax keypoints; the maps also
+  give sampling-argmax samples for training (:meth:`KeypointMaps.sample`).
+- :class:`KeypointHead` puts a per-point network ``mlp`` (features ``C`` -> ``K`` logits) in front
+  of the readout; the default is Linear-LayerNorm-ReLU-Linear and any module can replace it.
+
+Dense clouds ``(B, N, C)`` give :class:`KeypointMaps` with logits ``(B, K, N)``. PyG-ragged clouds
+``(N_total, C)`` with ``batch`` give :class:`RaggedKeypointMaps` with logits ``(N_total, K)`` and a
+per-cloud softmax (``torch_geometric.utils.softmax``), no padding; ``to_dense()`` pads them with
+-inf for the losses.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,17 +20,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .argmax import soft_argmax
+from ._compat import renamed_argument
+from .argmax import sampling_argmax, soft_argmax
 from .basis import PointBasis
+from .errors import PCKeypointsError
+
+__all__ = ["KeypointHead", "KeypointMaps", "KeypointReadout", "RaggedKeypointMaps"]
 
 
 @dataclass
 class KeypointMaps:
-    """Output of :class:`KeypointHead`.
+    """K maps over dense (or padded) clouds.
 
-    logits: ``(B, K, N)`` map logits (padded points of ragged clouds are masked in ``basis``).
-    basis: the points with their basis densities.
-    keypoints: ``(B, K, D)`` soft-argmax keypoints.
+    Attributes:
+        logits: ``(B, K, N)`` map logits, -inf at the padding of ragged clouds.
+        basis: the points with their basis densities.
+        keypoints: ``(B, K, D)`` soft-argmax keypoints (the test-time estimate).
     """
 
     logits: Tensor
@@ -25,54 +44,222 @@ class KeypointMaps:
 
     @property
     def probabilities(self) -> Tensor:
-        """``(B, K, N)`` softmax of the logits over each cloud."""
+        """``(B, K, N)`` softmax of the logits over each cloud (0 at padding)."""
         return self.basis.probabilities(self.logits)
+
+    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
+        return sampling_argmax(self.logits, self.basis, num_samples, tau, generator)
+
+
+@dataclass
+class RaggedKeypointMaps:
+    """K maps over PyG-ragged clouds, without padding.
+
+    Attributes:
+        logits: ``(N_total, K)`` map logits of every point.
+        batch: ``(N_total,)`` sorted cloud index of each point.
+        basis: the points with their basis densities (stored padded, with a mask).
+        keypoints: ``(B, K, D)`` soft-argmax keypoints.
+    """
+
+    logits: Tensor
+    batch: Tensor
+    basis: PointBasis
+    keypoints: Tensor
+
+    @property
+    def probabilities(self) -> Tensor:
+        """``(N_total, K)`` softmax of the logits over the points of each cloud."""
+        from torch_geometric.utils import softmax
+
+        return softmax(self.logits, self.batch, num_nodes=self.basis.pos.shape[0], dim=0)
+
+    def to_dense(self) -> KeypointMaps:
+        """The same maps padded to ``(B, K, N_max)`` logits, -inf at padding (for the losses)."""
+        from torch_geometric.utils import to_dense_batch
+
+        b, n = self.basis.mask.shape
+        dense, _ = to_dense_batch(self.logits, self.batch, float("-inf"), n, b)
+        return KeypointMaps(dense.transpose(1, 2), self.basis, self.keypoints)
+
+    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
+        return self.to_dense().sample(num_samples, tau, generator)
+
+
+class KeypointReadout(nn.Module):
+    """Reads K map logits over the points of each cloud out as keypoints; no parameters.
+
+    The basis is the caller's ``basis``, else built from ``edge_index`` (σ from the caller's
+    neighbour graph, :meth:`PointBasis.from_graph`), else from ``pos`` (σ from the ``knn_k``
+    nearest neighbours, or ``fixed_sigma``, :meth:`PointBasis.from_points`).
+
+    Args:
+        knn_k: neighbours of each point's σ.
+        fixed_sigma: a fixed σ for every point instead.
+
+    Shapes:
+        - **input:** logits ``(B, K, N)`` with pos ``(B, N, D)``, or ragged logits ``(N_total, K)``
+          with pos ``(N_total, D)`` and batch ``(N_total,)``
+        - **output:** :class:`KeypointMaps` (dense) or :class:`RaggedKeypointMaps` (ragged)
+
+    Examples:
+        >>> readout = KeypointReadout(knn_k=4)
+        >>> maps = readout(torch.randn(2, 5, 100), torch.rand(2, 100, 3))
+        >>> tuple(maps.keypoints.shape), tuple(maps.sample(8, tau=0.5).shape)
+        ((2, 5, 3), (2, 5, 8, 3))
+    """
+
+    def __init__(self, knn_k: int = 8, fixed_sigma: float | None = None):
+        super().__init__()
+        if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
+            raise PCKeypointsError(f"knn_k must be an integer >= 1, got {knn_k!r}")
+        if fixed_sigma is not None and not fixed_sigma > 0:
+            raise PCKeypointsError(f"fixed_sigma must be > 0, got {fixed_sigma!r}")
+        self.knn_k, self.fixed_sigma = knn_k, fixed_sigma
+
+    def basis(
+        self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True
+    ) -> PointBasis:
+        """The basis this readout uses for ``pos`` (see the class doc)."""
+        if edge_index is not None:
+            return PointBasis.from_graph(pos, edge_index, batch, validate=validate)
+        return PointBasis.from_points(pos, batch, k=self.knn_k, fixed_sigma=self.fixed_sigma, validate=validate)
+
+    def forward(
+        self,
+        logits: Tensor,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        *,
+        edge_index: Tensor | None = None,
+        basis: PointBasis | None = None,
+        validate: bool = True,
+    ) -> KeypointMaps | RaggedKeypointMaps:
+        if basis is None:
+            basis = self.basis(pos, batch, edge_index, validate)
+        if batch is None:
+            return KeypointMaps(logits, basis, soft_argmax(logits, basis))
+        if logits.dim() != 2 or logits.shape[0] != pos.shape[0]:
+            raise PCKeypointsError(f"ragged logits must be (N_total={pos.shape[0]}, K), got {tuple(logits.shape)}")
+        maps = RaggedKeypointMaps(logits, batch, basis, logits.new_empty(0))
+        probs = maps.probabilities  # (N_total, K)
+        weighted = probs[:, :, None] * pos.to(probs.dtype)[:, None, :]  # (N_total, K, D)
+        maps.keypoints = weighted.new_zeros(basis.pos.shape[0], *weighted.shape[1:]).index_add_(0, batch, weighted)
+        return maps
+
+    def extra_repr(self) -> str:
+        return f"fixed_sigma={self.fixed_sigma}" if self.fixed_sigma is not None else f"knn_k={self.knn_k}"
 
 
 class KeypointHead(nn.Module):
-    """Per-point MLP producing K map logits, read out over a Gaussian point basis.
+    """Per-point network producing K map logits, read out over a Gaussian point basis.
 
-    Accepts dense features ``x (B, N, C)`` with ``pos (B, N, D)``, or PyG-style ragged
-    ``x (N_total, C)``, ``pos (N_total, D)``, ``batch (N_total,)``; the softmax runs over the
-    points of each cloud. Train with :class:`~pckeypoints.losses.KeypointLoss` on the returned
-    logits and basis; the keypoints are the soft-argmax (the test-time estimate).
+    Train with :class:`~pckeypoints.losses.KeypointLoss` on ``maps.logits`` and ``maps.basis``
+    (ragged maps: ``maps.to_dense()``); ``maps.keypoints`` is the soft-argmax (the test-time estimate).
 
     Args:
-        in_channels: C.
+        in_channels: C (``None`` with a custom ``mlp``: not checked).
         num_keypoints: K.
-        hidden_channels: width of the MLP's hidden layer.
-        k: neighbours for each point's σ (ignored if ``sigma`` is given).
-        sigma: fixed basis σ instead of the neighbour estimate.
+        hidden_channels: width of the default MLP's hidden layer.
+        mlp: a module mapping features ``(..., C)`` to logits ``(..., K)`` instead of the default
+            Linear-LayerNorm-ReLU-Linear.
+        knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``); ``k`` is its old name.
+        fixed_sigma: fixed basis σ instead of the neighbour estimate; ``sigma`` is its old name.
+        validate: check the input values (finite coordinates, sorted ``batch``) on every call;
+            shapes are always checked. Set to False once the data are known to be clean.
+
+    Shapes:
+        - **input:** x ``(B, N, C)``, pos ``(B, N, D)``; or x ``(N_total, C)``, pos ``(N_total, D)``,
+          batch ``(N_total,)``; optional edge_index ``(2, E)``
+        - **output:** :class:`KeypointMaps` (logits ``(B, K, N)``) or :class:`RaggedKeypointMaps`
+          (logits ``(N_total, K)``); keypoints ``(B, K, D)``
+
+    Examples:
+        >>> head = KeypointHead(in_channels=16, num_keypoints=4, knn_k=3)
+        >>> head
+        KeypointHead(
+          in_channels=16, num_keypoints=4
+          (mlp): Sequential(
+            (0): Linear(in_features=16, out_features=128, bias=True)
+            (1): LayerNorm((128,), eps=1e-05, elementwise_affine=True)
+            (2): ReLU(inplace=True)
+            (3): Linear(in_features=128, out_features=4, bias=True)
+          )
+          (readout): KeypointReadout(knn_k=3)
+        )
+        >>> maps = head(torch.randn(2, 50, 16), torch.rand(2, 50, 3))
+        >>> tuple(maps.logits.shape), tuple(maps.keypoints.shape)
+        ((2, 4, 50), (2, 4, 3))
     """
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | None,
         num_keypoints: int,
         hidden_channels: int = 128,
-        k: int = 8,
+        mlp: nn.Module | None = None,
+        knn_k: int | None = None,
+        fixed_sigma: float | None = None,
+        validate: bool = True,
+        *,
+        k: int | None = None,
         sigma: float | None = None,
     ):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels),
-            nn.LayerNorm(hidden_channels),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_channels, num_keypoints),
-        )
-        self.in_channels, self.num_keypoints, self.k, self.sigma = in_channels, num_keypoints, k, sigma
-
-    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None, basis: PointBasis | None = None) -> KeypointMaps:
-        if x.shape[:-1] != pos.shape[:-1] or x.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"features {tuple(x.shape)} must be {tuple(pos.shape[:-1]) + (self.in_channels,)} to match pos {tuple(pos.shape)}"
+        knn_k = renamed_argument(knn_k, k, "k", "knn_k")
+        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
+        if num_keypoints < 1:
+            raise PCKeypointsError(f"num_keypoints must be >= 1, got {num_keypoints}")
+        if mlp is None:
+            if in_channels is None:
+                raise PCKeypointsError("in_channels is needed for the default MLP")
+            mlp = nn.Sequential(
+                nn.Linear(in_channels, hidden_channels),
+                nn.LayerNorm(hidden_channels),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_channels, num_keypoints),
             )
-        if basis is None:
-            basis = PointBasis.from_points(pos, batch, k=self.k, sigma=self.sigma)
-        out = self.mlp(x)
-        if batch is not None:
-            from torch_geometric.utils import to_dense_batch
+        self.in_channels, self.num_keypoints, self.validate = in_channels, num_keypoints, validate
+        self.mlp = mlp
+        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma)
 
-            out, _ = to_dense_batch(out, batch)
-        logits = out.transpose(1, 2)  # (B, K, N)
-        return KeypointMaps(logits, basis, soft_argmax(logits, basis))
+    @property
+    def knn_k(self) -> int:
+        return self.readout.knn_k
+
+    @property
+    def fixed_sigma(self) -> float | None:
+        return self.readout.fixed_sigma
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter of ``mlp``."""
+        for module in self.mlp.modules():
+            if module is not self.mlp and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if hasattr(self.mlp, "reset_parameters"):
+            self.mlp.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        *,
+        edge_index: Tensor | None = None,
+        basis: PointBasis | None = None,
+    ) -> KeypointMaps | RaggedKeypointMaps:
+        expected = pos.shape[:-1] + (() if self.in_channels is None else (self.in_channels,))
+        if x.shape[:-1] != pos.shape[:-1] or (self.in_channels is not None and x.shape[-1] != self.in_channels):
+            raise PCKeypointsError(f"features {tuple(x.shape)} must be {tuple(expected)} to match pos {tuple(pos.shape)}")
+        if batch is None and pos.dim() != 3:
+            raise PCKeypointsError(f"dense pos must be (B, N, D), got shape {tuple(pos.shape)} (ragged input needs batch)")
+        out = self.mlp(x)
+        if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.num_keypoints:
+            raise PCKeypointsError(f"mlp must map features to (..., K={self.num_keypoints}) logits, got {tuple(out.shape)}")
+        logits = out if batch is not None else out.transpose(1, 2)  # ragged (N_total, K) or dense (B, K, N)
+        return self.readout(logits, pos, batch, edge_index=edge_index, basis=basis, validate=self.validate)
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, num_keypoints={self.num_keypoints}"

@@ -7,12 +7,16 @@ gradient when there are none).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
 
+from ._compat import renamed_argument
 from .argmax import sampling_argmax, soft_argmax
 from .basis import PointBasis
+from .errors import PCKeypointsError
+from .validation import check_finite
 
 METRICS = ("l1", "l2")
 METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling")
@@ -29,39 +33,72 @@ def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of ``values (B, K)`` over the entries where ``mask`` is True."""
+    """Mean of ``values (B, K)`` over the entries where ``mask`` is True.
+
+    Examples:
+        >>> masked_mean(torch.tensor([[1.0, 2.0], [3.0, 40.0]]), torch.tensor([[True, True], [True, False]]))
+        tensor(2.)
+    """
     if mask is None:
         return values.mean()
-    if mask.shape != values.shape:
-        raise ValueError(f"mask {tuple(mask.shape)} does not match the keypoints {tuple(values.shape)}")
     return torch.where(mask, values, 0).sum() / mask.sum().clamp(min=1)
 
 
-def _check_target(target: Tensor, mask: Tensor | None, num_keypoints: int) -> None:
-    if target.dim() != 3 or target.shape[1] != num_keypoints:
-        raise ValueError(f"target must be (B, K={num_keypoints}, D), got shape {tuple(target.shape)}")
-    present = target if mask is None else target[mask]
-    if not torch.isfinite(present).all():
-        raise ValueError("target keypoints contain NaN or infinite values (mark missing keypoints with the mask)")
+def check_keypoint_target(
+    target: Tensor, mask: Tensor | None, num_keypoints: int, dim: int | None = None, validate: bool = True
+) -> None:
+    """Raise unless ``target`` is ``(B, K, D)`` with a bool ``mask (B, K)``, finite where annotated."""
+    d = "D" if dim is None else str(dim)
+    if target.dim() != 3 or target.shape[1] != num_keypoints or (dim is not None and target.shape[2] != dim):
+        raise PCKeypointsError(f"target must be (B, K={num_keypoints}, {d}) keypoints, got shape {tuple(target.shape)}")
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != target.shape[:2]):
+        raise PCKeypointsError(
+            f"mask must be bool {tuple(target.shape[:2])} (True = annotated), got {mask.dtype} {tuple(mask.shape)}"
+        )
+    if validate:
+        check_finite(target if mask is None else target[mask], "target keypoints",
+                     "values (mark missing keypoints with the mask)")
 
 
-def expectation_of_error(samples: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1") -> Tensor:
-    """Sampling-argmax loss: mean over samples of d(y_s, y_t), ``samples (B, K, Ns, D)``."""
-    _check_target(target, mask, samples.shape[1])
+def expectation_of_error(
+    samples: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+) -> Tensor:
+    """Sampling-argmax loss: mean over samples of d(y_s, y_t), ``samples (B, K, Ns, D)``.
+
+    Examples:
+        >>> samples = torch.tensor([[[[0.0, 0.0], [2.0, 0.0]]]])  # (B, K, Ns, D) = (1, 1, 2, 2)
+        >>> expectation_of_error(samples, torch.tensor([[[1.0, 1.0]]]))
+        tensor(2.)
+    """
+    check_keypoint_target(target, mask, samples.shape[1], samples.shape[-1], validate)
     return masked_mean(distance(samples, target[:, :, None], metric).mean(-1), mask)
 
 
-def error_of_expectation(pred: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1") -> Tensor:
+def error_of_expectation(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+) -> Tensor:
     """Soft-argmax loss: d(Σ π_i y_i, y_t) for predictions ``(B, K, D)``."""
-    _check_target(target, mask, pred.shape[1])
+    check_keypoint_target(target, mask, pred.shape[1], pred.shape[-1], validate)
     return masked_mean(distance(pred, target, metric), mask)
 
 
 def discrete_expectation(
-    logits: Tensor, basis: PointBasis, target: Tensor, mask: Tensor | None = None, metric: str = "l1"
+    logits: Tensor,
+    basis: PointBasis,
+    target: Tensor,
+    mask: Tensor | None = None,
+    metric: str = "l1",
+    validate: bool = True,
 ) -> Tensor:
-    """Expected distance over the discrete map, Σ_i π_i d(y_t, y_i) (paper Eq. 4)."""
-    _check_target(target, mask, logits.shape[1])
+    """Expected distance over the discrete map, Σ_i π_i d(y_t, y_i) (paper Eq. 4).
+
+    Examples:
+        >>> basis = PointBasis.grid((3,), kind="uniform")  # points 0, 1, 2
+        >>> logits = torch.tensor([[[0.2, 0.5, 0.3]]]).log()
+        >>> round(discrete_expectation(logits, basis, torch.tensor([[[0.5]]])).item(), 4)
+        0.8
+    """
+    check_keypoint_target(target, mask, logits.shape[1], basis.dim, validate)
     probs = basis.probabilities(logits)
     dist = distance(basis.pos[:, None], target[:, :, None], metric)  # (B, K, N)
     return masked_mean((probs * dist).sum(-1), mask)
@@ -80,14 +117,23 @@ def variance_regularization(
 
 
 def js_regularization(
-    logits: Tensor, basis: PointBasis, target: Tensor, sigma: float, mask: Tensor | None = None
+    logits: Tensor,
+    basis: PointBasis,
+    target: Tensor,
+    target_sigma: float | None = None,
+    mask: Tensor | None = None,
+    validate: bool = True,
+    *,
+    sigma: float | None = None,
 ) -> Tensor:
     """Nibali et al.'s distribution loss: Jensen-Shannon divergence between π and the Gaussian
-    N(y_t, σ² I) evaluated on the basis positions and normalised over each cloud (nats)."""
-    _check_target(target, mask, logits.shape[1])
+    N(y_t, target_sigma² I) evaluated on the basis positions and normalised over each cloud (nats).
+    ``sigma`` is the deprecated name of ``target_sigma``."""
+    target_sigma = renamed_argument(target_sigma, sigma, "sigma", "target_sigma", required=True)
+    check_keypoint_target(target, mask, logits.shape[1], basis.dim, validate)
     log_p = basis.mask_logits(logits).log_softmax(-1)
     sq = (basis.pos[:, None] - target[:, :, None]).square().sum(-1)  # (B, K, N)
-    log_q = basis.mask_logits(-sq / (2 * sigma**2)).log_softmax(-1)
+    log_q = basis.mask_logits(-sq / (2 * target_sigma**2)).log_softmax(-1)
     log_m = torch.logaddexp(log_p, log_q) - math.log(2)
 
     def kl_to_m(log_a: Tensor) -> Tensor:
@@ -104,8 +150,30 @@ class KeypointLoss(nn.Module):
     - ``"soft+var"``: ... + ``reg_weight`` · variance regularisation towards ``target_sigma``².
     - ``"soft+js"``: ... + ``reg_weight`` · JS regularisation towards N(y_t, ``target_sigma``²).
     - ``"discrete"``: discrete expectation of the error, Σ π_i d(y_t, y_i).
-    - ``"sampling"``: expectation of the error over ``num_samples`` sampling-argmax samples at
-      temperature ``tau`` (set it from a :mod:`~pckeypoints.schedules` schedule each epoch).
+    - ``"sampling"``: expectation of the error over ``num_samples`` sampling-argmax samples at the
+      temperature ``tau`` passed to each call (from a :mod:`~pckeypoints.schedules` schedule).
+
+    Args:
+        method, metric: see above; metric ``"l1"`` or ``"l2"``.
+        num_samples: Ns of ``"sampling"``.
+        tau: deprecated: pass ``tau`` to each call instead.
+        reg_weight, target_sigma: the regularisers' weight and target σ.
+        sampler: sampling-argmax sampler (see :func:`~pckeypoints.argmax.sampling_argmax`).
+        validate: check the values of every call's input (finite logits and annotated targets);
+            shapes and dtypes are always checked.
+
+    Shapes:
+        - **input:** logits ``(B, K, N)``, target ``(B, K, D)``, mask ``(B, K)`` bool (True = annotated)
+        - **output:** scalar, the mean over annotated keypoints
+
+    Examples:
+        >>> basis = PointBasis.grid((8,), kind="triangular")
+        >>> logits, target = torch.zeros(1, 2, 8), torch.tensor([[[2.0], [5.0]]])
+        >>> loss = KeypointLoss("sampling", num_samples=4)
+        >>> loss(logits, basis, target, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([])
+        >>> KeypointLoss("soft")(logits, basis, target)
+        tensor(1.5000)
     """
 
     def __init__(
@@ -113,18 +181,34 @@ class KeypointLoss(nn.Module):
         method: str = "sampling",
         metric: str = "l1",
         num_samples: int = 30,
-        tau: float = 1.0,
+        tau: float | None = None,
         reg_weight: float = 1.0,
         target_sigma: float = 0.01,
         sampler: str = "auto",
+        validate: bool = True,
     ):
         super().__init__()
         if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            raise PCKeypointsError(f"method must be one of {METHODS}, got {method!r}")
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        self.method, self.metric, self.num_samples, self.tau = method, metric, num_samples, tau
-        self.reg_weight, self.target_sigma, self.sampler = reg_weight, target_sigma, sampler
+            raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        self.method, self.metric, self.num_samples, self._tau = method, metric, num_samples, None
+        self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
+        if tau is not None:
+            self.tau = tau
+
+    @property
+    def tau(self) -> float | None:
+        """Deprecated default temperature; pass ``tau`` to each call."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float | None) -> None:
+        warnings.warn("KeypointLoss.tau is deprecated: pass tau to each call, loss(..., tau=schedule.value)",
+                      DeprecationWarning, stacklevel=2)
+        self._tau = value
 
     def forward(
         self,
@@ -133,15 +217,30 @@ class KeypointLoss(nn.Module):
         target: Tensor,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        tau: float | None = None,
     ) -> Tensor:
+        basis.check_logits(logits, self.validate)
+        check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
+        if target.shape[0] != logits.shape[0]:
+            raise PCKeypointsError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
         if self.method == "sampling":
-            samples = sampling_argmax(logits, basis, self.num_samples, self.tau, generator, self.sampler)
-            return expectation_of_error(samples, target, mask, self.metric)
+            tau = self._tau if tau is None else tau
+            if tau is None:
+                raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
+            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler)
+            return expectation_of_error(samples, target, mask, self.metric, validate=False)
         if self.method == "discrete":
-            return discrete_expectation(logits, basis, target, mask, self.metric)
-        loss = error_of_expectation(soft_argmax(logits, basis), target, mask, self.metric)
+            return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)
+        loss = error_of_expectation(soft_argmax(logits, basis), target, mask, self.metric, validate=False)
         if self.method == "soft+var":
             loss = loss + self.reg_weight * variance_regularization(logits, basis, self.target_sigma**2, mask)
         elif self.method == "soft+js":
-            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask)
+            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask, False)
         return loss
+
+    def extra_repr(self) -> str:
+        extra = {"sampling": f", num_samples={self.num_samples}", "soft+var": f", reg_weight={self.reg_weight}, "
+                 f"target_sigma={self.target_sigma}"}
+        extra["soft+js"] = extra["soft+var"]
+        return f"method={self.method!r}, metric={self.metric!r}" + extra.get(self.method, "")

@@ -55,15 +55,15 @@ class SupervisedTask:
             raise ValueError("config.num_keypoints is unset; call SupervisedTask.configure first")
         return KeypointDetector(
             config.num_keypoints, width=config.width, msg=config.msg, radius_scale=config.radius_scale,
-            hidden_channels=config.hidden_channels, k=config.knn_k,
-            sigma=config.fixed_sigma,
+            hidden_channels=config.hidden_channels, knn_k=config.knn_k,
+            fixed_sigma=config.fixed_sigma,
         )
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
         maps = model(batch["points"])
-        criterion = KeypointLoss(config.method, config.metric, config.num_samples, tau, config.reg_weight,
-                                 config.target_sigma, config.sampler)
-        return criterion(maps.logits, maps.basis, batch["keypoints"], batch["mask"]), {}
+        criterion = KeypointLoss(config.method, config.metric, config.num_samples, reg_weight=config.reg_weight,
+                                 target_sigma=config.target_sigma, sampler=config.sampler)
+        return criterion(maps.logits, maps.basis, batch["keypoints"], batch["mask"], tau=tau), {}
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
         return keypoint_metrics(collect_predictions(model, loader))

@@ -44,7 +44,7 @@ def test_knn_mean_distance_matches_brute_force():
     d = torch.cdist(pos, pos)
     d.fill_diagonal_(float("inf"))
     expected = d.topk(6, largest=False).values.mean(-1)
-    assert torch.allclose(knn_mean_distance(pos, torch.zeros(64, dtype=torch.long), 6), expected, atol=1e-6)
+    assert torch.allclose(knn_mean_distance(pos[None], 6)[0], expected, atol=1e-6)
 
 
 def test_grid_positions_and_kinds():
@@ -70,7 +70,7 @@ def test_uniform_and_triangular_need_a_grid():
         (lambda: PointBasis.from_points(torch.rand(0, 3), torch.zeros(0, dtype=torch.long)), "empty"),
         (lambda: PointBasis.from_points(torch.tensor([[[0.0, float("nan"), 0]] * 20])), "NaN"),
         (lambda: PointBasis.from_points(torch.rand(20, 3)), r"\(B, N, D\)"),
-        (lambda: PointBasis.from_points(torch.rand(20, 3), torch.zeros(19, dtype=torch.long)), "ragged"),
+        (lambda: PointBasis.from_points(torch.rand(20, 3), torch.zeros(19, dtype=torch.long)), "batch must be"),
         (lambda: PointBasis(torch.rand(1, 5, 3), 0.0), "> 0"),
         (lambda: PointBasis.grid((0, 3)), "grid shape"),
     ],

@@ -77,8 +77,8 @@ def test_expectation_of_error_by_hand():
         lambda l, b, t, m: js_regularization(l, b, t, 0.2, m),
         lambda l, b, t, m: KeypointLoss("soft+var", reg_weight=3.0)(l, b, t, m),
         lambda l, b, t, m: KeypointLoss("soft+js")(l, b, t, m),
-        lambda l, b, t, m: KeypointLoss("sampling", num_samples=4, tau=0.5)(l, b, t, m, torch.Generator().manual_seed(0)),
-        lambda l, b, t, m: KeypointLoss("sampling", "l2", 4, 0.5, sampler="naive")(l, b, t, m, torch.Generator().manual_seed(0)),
+        lambda l, b, t, m: KeypointLoss("sampling", num_samples=4)(l, b, t, m, torch.Generator().manual_seed(0), tau=0.5),
+        lambda l, b, t, m: KeypointLoss("sampling", "l2", 4, sampler="naive")(l, b, t, m, torch.Generator().manual_seed(0), tau=0.5),
     ],
 )
 def test_loss_gradients_pass_gradcheck(loss):
@@ -97,7 +97,7 @@ def test_expectation_of_error_gradcheck_in_samples():
 def test_missing_keypoints_do_not_count(method):
     logits, basis, target, mask = problem(2)
     loss = KeypointLoss(method, num_samples=3)
-    run = lambda t: loss(logits, basis, t, mask, torch.Generator().manual_seed(0))
+    run = lambda t: loss(logits, basis, t, mask, torch.Generator().manual_seed(0), tau=1.0)
     base = run(target)
     moved = target.clone()
     moved[1, 0] = float("nan")  # a missing keypoint may even hold NaN

@@ -23,6 +23,7 @@ from pointnet2.modules import PointNet2Seg
 from ..argmax import sampling_argmax
 from ..chamfer import CompositeChamfer, composite_chamfer_distance
 from ..head import KeypointHead, KeypointMaps
+from ..validation import check_cloud
 
 
 def keypoint_pairs(num_keypoints: int) -> Tensor:
@@ -123,7 +124,8 @@ class SkeletonAutoencoder(nn.Module):
     ):
         super().__init__()
         self.encoder = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, k=knn_k, sigma=sigma)
+        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k, fixed_sigma=sigma,
+                                 validate=False)  # forward validates the points once
         self.decoder = SkeletonDecoder(num_keypoints, points_per_edge)
         self.activation_mlp = nn.Sequential(
             nn.Linear(feature_channels, hidden_channels),
@@ -135,10 +137,7 @@ class SkeletonAutoencoder(nn.Module):
     def forward(self, points: Tensor, num_samples: int = 0, tau: float = 1.0) -> SkeletonOutput:
         """``points (B, N, 3)``; ``num_samples`` > 0 decodes that many sampling-argmax samples drawn
         at temperature ``tau`` (from the global RNG), 0 the soft-argmax."""
-        if points.dim() != 3 or points.shape[-1] != 3:
-            raise ValueError(f"points must be (B, N, 3), got shape {tuple(points.shape)}")
-        if not torch.isfinite(points).all():
-            raise ValueError("points contain NaN or infinite coordinates")
+        check_cloud(points, batched=True)
         features = self.encoder(points)  # (B, N, C)
         maps = self.head(features, points)
         activations = self.activation_mlp(features.amax(dim=1)).sigmoid()

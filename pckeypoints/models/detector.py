@@ -1,9 +1,13 @@
 """Supervised keypoint detector: a PointNet++ backbone with a :class:`~pckeypoints.head.KeypointHead`."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from .._compat import renamed_argument
+from ..errors import PCKeypointsError
 from ..head import KeypointHead, KeypointMaps
+from ..validation import check_cloud
 
 
 class KeypointDetector(nn.Module):
@@ -20,8 +24,15 @@ class KeypointDetector(nn.Module):
         radius_scale: multiplies the backbone's ball radii (2 for clouds of unit radius).
         feature_channels: per-point feature channels between backbone and head.
         hidden_channels: hidden width of the head's MLP.
-        k: neighbours for each point's basis σ (unless ``sigma`` is given).
-        sigma: fixed basis σ.
+        knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given); ``k`` is its old name.
+        fixed_sigma: fixed basis σ; ``sigma`` is its old name.
+        validate: check that the points are finite on every call (shapes are always checked).
+
+    Examples:
+        >>> detector = KeypointDetector(num_keypoints=5, width=0.25)
+        >>> maps = detector(torch.rand(2, 256, 3))
+        >>> tuple(maps.logits.shape), tuple(maps.keypoints.shape)
+        ((2, 5, 256), (2, 5, 3))
     """
 
     def __init__(
@@ -32,16 +43,25 @@ class KeypointDetector(nn.Module):
         radius_scale: float = 2.0,
         feature_channels: int = 128,
         hidden_channels: int = 128,
-        k: int = 8,
+        knn_k: int | None = None,
+        fixed_sigma: float | None = None,
+        validate: bool = True,
+        *,
+        k: int | None = None,
         sigma: float | None = None,
     ):
         super().__init__()
         from pointnet2.modules import PointNet2Seg
 
+        knn_k = renamed_argument(knn_k, k, "k", "knn_k")
+        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
         if num_keypoints < 1:
-            raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+            raise PCKeypointsError(f"num_keypoints must be >= 1, got {num_keypoints}")
         self.backbone = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, k=k, sigma=sigma)
+        # The detector validates its input once; the head then skips its own value checks.
+        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
+                                 fixed_sigma=fixed_sigma, validate=False)
+        self.validate = validate
 
     @property
     def num_keypoints(self) -> int:
@@ -49,8 +69,5 @@ class KeypointDetector(nn.Module):
 
     def forward(self, points: Tensor) -> KeypointMaps:
         """``points (B, N, 3)`` -> maps with ``logits (B, K, N)`` and ``keypoints (B, K, 3)``."""
-        if points.dim() != 3 or points.shape[-1] != 3:
-            raise ValueError(f"points must be (B, N, 3), got shape {tuple(points.shape)}")
-        if not points.isfinite().all():
-            raise ValueError("points contain NaN or infinite coordinates")
+        check_cloud(points, batched=True, validate=self.validate)
         return self.head(self.backbone(points), points)
