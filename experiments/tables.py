@@ -46,7 +46,7 @@ def train_and_evaluate(config: TrainConfig, retrain: bool, evaluate: Callable[..
         return json.loads((report_dir / "metrics.json").read_text())["metrics"]
     started = time.time()
     if not finished:
-        train(None if resume else config, resume=run_dir if resume else None)
+        train(None if resume else config, resume=run_dir if resume else None, overwrite=not resume)
     task, model, config, _ = load_checkpoint(run_dir / checkpoint if checkpoint else run_dir)
     metrics = evaluate(task, model, config, report_dir)
     metrics["train_minutes"] = (time.time() - started) / 60

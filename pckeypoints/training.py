@@ -12,9 +12,12 @@ and writes checkpoints.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import random
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig, config_fields
 from .data import collate_keypoints
+from .errors import CheckpointError, PCKeypointsError
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "config_fields", "train", "load_checkpoint", "resolve_checkpoint"]
+__all__ = ["TrainConfig", "config_fields", "load_checkpoint", "resolve_checkpoint", "resolve_device", "train"]
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -56,13 +61,24 @@ def _init_distributed(device: torch.device) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _resolve_device(name: str) -> torch.device:
-    """``"auto"``, ``"cpu"`` or ``"cuda"`` (this process's ``LOCAL_RANK`` GPU), or an explicit device."""
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``, ``"cpu"``, ``"cuda"`` (this process's ``LOCAL_RANK`` GPU), ``"cuda:N"`` or ``"mps"``, checked to
+    exist on this machine (a one-line :class:`~pckeypoints.errors.PCKeypointsError` otherwise)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(name)
+    try:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
+    except RuntimeError as err:
+        raise PCKeypointsError(f"unknown device {name!r} ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise PCKeypointsError(f"device {name!r} is unavailable: {why}; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PCKeypointsError(f"device {name!r} is unavailable: {torch.cuda.device_count()} CUDA GPU(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise PCKeypointsError(f"device {name!r} is unavailable on this machine; use --device cpu")
+    return device
 
 
 def _seed(seed: int, epoch: int, rank: int) -> None:
@@ -71,33 +87,6 @@ def _seed(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Task, nn.Module, TrainConfig, dict]:
-    """``(task, model in eval mode, config, checkpoint dict)`` from a checkpoint file or a run folder
-    (its ``best.pt`` if present, else ``last.pt``)."""
-    path = resolve_checkpoint(path, prefer_best=True)
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    config = TrainConfig(**checkpoint["config"])
-    task = get_task(config.mode)
-    model = task.build_model(config)
-    model.load_state_dict(checkpoint["model"])
-    return task, model.eval(), config, checkpoint
-
-
-def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
-    """A checkpoint file: ``path`` itself, or ``best.pt``/``last.pt`` inside the run folder ``path``."""
-    path = Path(path)
-    if path.is_dir():
-        names = ("best.pt", "last.pt") if prefer_best else ("last.pt",)
-        for name in names:
-            if (path / name).is_file():
-                return path / name
-        raise ValueError(f"run folder {path} has no {' or '.join(names)}")
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- logging
@@ -121,17 +110,24 @@ class _CsvLog:
 
 # ---------------------------------------------------------------------------------------------- loop
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, overwrite: bool = False) -> Path:
     """Train ``config`` (or continue the run at ``resume``, a run folder or checkpoint, with its own
     config) and return the run folder. ``stop_after`` ends the run after that many epochs in total (of
-    ``config.epochs``, schedules unchanged) so that it can be resumed later."""
+    ``config.epochs``, schedules unchanged) so that it can be resumed later.
+
+    A new run goes to ``config.out/config.name``; an existing run there is an error unless ``overwrite``
+    (which replaces it). Without a ``name`` the folder is ``<category>_<method>``, or ``..._2``, ``..._3``
+    if taken. A run that fails before its first checkpoint leaves no folder behind."""
     if (config is None) == (resume is None):
-        raise ValueError("give either a config or a run to resume")
+        raise PCKeypointsError("give either a config or a run to resume")
     checkpoint = None
     if resume is not None:
-        checkpoint = torch.load(resolve_checkpoint(resume), map_location="cpu", weights_only=False)
-        config = TrainConfig(**checkpoint["config"])
-    device = _resolve_device(config.device)
+        checkpoint, config = read_checkpoint(resume, training_state=True)
+        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    else:
+        run_dir = _new_run_dir(config, overwrite)
+        config = dataclasses.replace(config, name=run_dir.name)
+    device = resolve_device(config.device)
     world = _init_distributed(device)
     if config.batch_size % world.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} processes")
@@ -157,64 +153,138 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     else:
         lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     tau_schedule = make_schedule(config.tau_schedule, config.tau_start, config.tau_end, config.epochs)
-    start_epoch, best = 0, -math.inf
+    start_epoch, best, best_epoch = 0, -math.inf, 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         lr_schedule.load_state_dict(checkpoint["lr_schedule"])
         tau_schedule.load_state_dict(checkpoint["tau_schedule"])
-        start_epoch, best = checkpoint["epoch"], checkpoint["best"]
+        start_epoch = checkpoint["epoch"]
     trained = DistributedDataParallel(model) if world.world_size > 1 else model
 
-    if resume is None:
-        run_dir = Path(config.out) / config.run_name
-    else:
-        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    end_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     log = writer = None
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:
+            _create_run_dir(run_dir, overwrite)
+        else:
+            best, best_epoch = _reconcile_best(run_dir, checkpoint)
+            if start_epoch < end_epoch:
+                for report in run_dir.glob("eval_*"):  # reports of the checkpoints about to be replaced
+                    shutil.rmtree(report, ignore_errors=True)
         log = _CsvLog(run_dir / "log.csv", start_epoch)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    end_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
-    for epoch in range(start_epoch, end_epoch):
-        _seed(config.seed, epoch, world.rank)
-        sampler.set_epoch(epoch)
-        tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
-        train_stats = _train_epoch(task, trained, loader, optimizer, config, tau, device, world,
-                                   desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress and world.is_main)
-        lr_schedule.step()
-        tau_schedule.step()
-        if world.is_main:
-            train_stats.update(tau=tau, lr=lr)
-            log.write(epoch, "train", train_stats)
-            for key, value in train_stats.items():
-                writer.add_scalar(f"train/{key}", value, epoch)
-            is_last = epoch + 1 == end_epoch
-            improved = False
-            if (epoch + 1) % config.eval_every == 0 or is_last:
-                metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
-                log.write(epoch, config.eval_split, metrics)
-                for key, value in metrics.items():
-                    writer.add_scalar(f"{config.eval_split}/{key}", value, epoch)
-                if metrics[task.monitor] > best:
-                    best, improved = metrics[task.monitor], True
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "lr_schedule": lr_schedule.state_dict(), "tau_schedule": tau_schedule.state_dict(),
-                "epoch": epoch + 1, "best": best, "config": config.to_dict(), "world_size": world.world_size,
-            }
-            _atomic_save(state, run_dir / "last.pt")
-            if improved:
-                _atomic_save(state, run_dir / "best.pt")
-            writer.flush()
-        if world.world_size > 1:
-            dist.barrier()
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            _seed(config.seed, epoch, world.rank)
+            sampler.set_epoch(epoch)
+            tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
+            train_stats = _train_epoch(task, trained, loader, optimizer, config, tau, device, world,
+                                       desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress and world.is_main)
+            lr_schedule.step()
+            tau_schedule.step()
+            if world.is_main:
+                train_stats.update(tau=tau, lr=lr)
+                log.write(epoch, "train", train_stats)
+                for key, value in train_stats.items():
+                    writer.add_scalar(f"train/{key}", value, epoch)
+                improved = False
+                if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
+                    metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
+                    log.write(epoch, config.eval_split, metrics)
+                    for key, value in metrics.items():
+                        writer.add_scalar(f"{config.eval_split}/{key}", value, epoch)
+                    if metrics[task.monitor] > best:
+                        best, best_epoch, improved = float(metrics[task.monitor]), epoch + 1, True
+                state = {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_schedule": lr_schedule.state_dict(), "tau_schedule": tau_schedule.state_dict(),
+                    "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "config": config.to_dict(),
+                    "world_size": world.world_size,
+                }
+                if improved:  # best.pt first: last.pt never names a best checkpoint that is not on disk
+                    save_checkpoint(state, run_dir / "best.pt")
+                save_checkpoint(state, run_dir / "last.pt")
+                writer.flush()
+            if world.world_size > 1:
+                dist.barrier()
+    except BaseException:
+        if writer is not None and checkpoint is None and not (run_dir / "last.pt").exists():
+            writer.close()
+            shutil.rmtree(run_dir, ignore_errors=True)  # failed before its first checkpoint: leave nothing
+        raise
     if writer is not None:
         writer.close()
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+def _new_run_dir(config: TrainConfig, overwrite: bool) -> Path:
+    """The folder of a new run (not created yet): ``out/name``, which must be free unless ``overwrite``; without
+    a name the first free one of ``<category>_<method>``, ``<category>_<method>_2``, ..."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise PCKeypointsError(f"out {out} is a file, not a folder")
+    if config.name is not None:
+        run_dir = out / config.name
+        if _is_taken(run_dir) and not overwrite:
+            raise PCKeypointsError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
+                                   f"--resume {run_dir} to continue it, or choose another --name")
+        if overwrite and _is_taken(run_dir) and not _is_run(run_dir):
+            raise PCKeypointsError(f"{run_dir} exists and is not a pckeypoints run folder; not overwriting it")
+        return run_dir
+    base, suffix = config.run_name, 1
+    while _is_taken(out / (base if suffix == 1 else f"{base}_{suffix}")):
+        suffix += 1
+    return out / (base if suffix == 1 else f"{base}_{suffix}")
+
+
+def _create_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create the folder chosen by :func:`_new_run_dir`, replacing the old run there if ``overwrite``."""
+    if overwrite and _is_taken(run_dir):
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PCKeypointsError(f"cannot create run folder {run_dir}: {err.strerror or err}") from None
+    if _is_run(run_dir):
+        raise PCKeypointsError(f"run folder {run_dir} was taken by another run meanwhile")
+
+
+def _is_taken(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("last.pt", "best.pt", "log.csv", "tensorboard"))
+
+
+def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
+    """``(best score, its epoch)`` to continue a run with, after making ``best.pt`` agree with ``last.pt``.
+
+    Removes stale ``*.tmp`` files of writes a kill interrupted. If ``best.pt`` is missing or is not the epoch
+    that ``last.pt`` names as the best, it is rewritten from ``last.pt`` when that is the best epoch; otherwise
+    the best score is forgotten so that the next evaluation writes a new ``best.pt``."""
+    for tmp in run_dir.glob("*.tmp"):
+        tmp.unlink()
+    best, best_epoch = float(last["best"]), int(last.get("best_epoch", -1))
+    if best_epoch == 0:  # nothing evaluated yet
+        return best, best_epoch
+    try:
+        on_disk = read_checkpoint(run_dir / "best.pt")[0]["epoch"]
+    except CheckpointError:
+        on_disk = None
+    if best_epoch == -1 and on_disk is not None:  # written before best_epoch was recorded
+        return best, on_disk
+    if on_disk == best_epoch or (on_disk is not None and on_disk > last["epoch"]):
+        return best, best_epoch  # consistent, or written just before a kill (the rerun epoch rewrites it)
+    if best_epoch == last["epoch"]:
+        save_checkpoint(last, run_dir / "best.pt")
+        return best, best_epoch
+    warnings.warn(f"{run_dir / 'best.pt'} of epoch {best_epoch} is lost; the next evaluation writes a new one")
+    return -math.inf, 0
 
 
 def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
@@ -251,9 +321,3 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
 def _eval_loader(dataset, config: TrainConfig) -> DataLoader:
     return DataLoader(dataset, config.batch_size, shuffle=False, num_workers=config.num_workers,
                       collate_fn=collate_keypoints)
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)

@@ -1,0 +1,169 @@
+"""Checkpoint files: the one writer (training) and the one loader (every command).
+
+A checkpoint is a ``torch.save`` dict with the model weights (``model``), the run's
+:class:`~pckeypoints.config.TrainConfig` as a dict (``config``), the training state (``optimizer``,
+``lr_schedule``, ``tau_schedule``, ``epoch``, ``best``) and the format marker ``format`` /
+``format_version`` (absent from files written before version 1, which still load). Files are loaded
+with ``weights_only=True``: a checkpoint holds tensors and plain values only, never code.
+
+Every way a file can be unusable (missing, empty, truncated, not a checkpoint, from a newer version,
+unknown config keys, weights of another model) raises one :class:`~pckeypoints.errors.CheckpointError`
+naming the file and the problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import MODES, TrainConfig
+from .errors import CheckpointError, ConfigError
+from .tasks import Task, get_task
+
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "read_checkpoint", "resolve_checkpoint", "save_checkpoint"]
+
+FORMAT = "pckeypoints"
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+FORMAT_VERSION = 1
+#: What :func:`read_checkpoint` needs to continue training from a checkpoint.
+TRAINING_STATE = ("optimizer", "lr_schedule", "tau_schedule", "epoch", "best")
+
+
+def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+    """A checkpoint file: ``path`` itself, or ``best.pt``/``last.pt`` inside the run folder ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        names = ("best.pt", "last.pt") if prefer_best else ("last.pt",)
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run folder {path} has no {' or '.join(names)}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write ``state`` (with the format marker) to ``path`` atomically: a kill leaves either the old file or
+    the new one, never a partial one (at worst a stale ``<name>.tmp`` beside it)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save({**state, "format": FORMAT, "format_version": FORMAT_VERSION}, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", prefer_best: bool = False,
+                    training_state: bool = False) -> tuple[dict, TrainConfig]:
+    """``(checkpoint dict, its config)`` of a checkpoint file or run folder (see :func:`resolve_checkpoint`),
+    checked: a pckeypoints checkpoint of a known format version with a valid config and (with
+    ``training_state``) everything needed to resume training."""
+    path = resolve_checkpoint(path, prefer_best)
+    checkpoint = _load(path, map_location)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict) \
+            or not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"{path} is not a pckeypoints checkpoint (no model weights and config)")
+    if checkpoint.get("format", FORMAT) != FORMAT:
+        raise CheckpointError(f"{path} is not a pckeypoints checkpoint (format {checkpoint['format']!r})")
+    version = checkpoint.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise CheckpointError(f"{path} is damaged: format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer pckeypoints (checkpoint format {version}; "
+                              f"this version reads up to {FORMAT_VERSION})")
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in checkpoint["model"].items()):
+        raise CheckpointError(f"{path} is damaged: its model weights are not all tensors")
+    config = _config(checkpoint["config"], path)
+    if training_state:
+        missing = [key for key in TRAINING_STATE if key not in checkpoint]
+        if missing:
+            raise CheckpointError(f"{path} cannot resume training: it has no {', '.join(missing)}")
+        if not isinstance(checkpoint["epoch"], int) or not 0 <= checkpoint["epoch"] <= config.epochs:
+            raise CheckpointError(f"{path} is damaged: epoch {checkpoint['epoch']!r} of {config.epochs}")
+    return checkpoint, config
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mode: str | None = None) -> tuple[Task, nn.Module, TrainConfig, dict]:
+    """``(task, model in eval mode, config, checkpoint dict)`` from a checkpoint file or a run folder (its
+    ``best.pt`` if present, else ``last.pt``). ``mode`` requires a checkpoint of that training mode."""
+    path = resolve_checkpoint(path, prefer_best=True)
+    checkpoint, config = read_checkpoint(path, map_location)
+    if mode is not None and config.mode != mode:
+        raise CheckpointError(f"{path} was written by the {config.mode} mode; a {mode} checkpoint is needed")
+    task = get_task(config.mode)
+    model = _build(task, config, path)
+    _load_weights(model, checkpoint["model"], config, path)
+    return task, model.eval(), config, checkpoint
+
+
+def _load(path: Path, map_location) -> object:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint")
+    try:
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch.load raises many types for damaged files  # noqa: BLE001
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+            raise CheckpointError(f"{path} is not a pckeypoints checkpoint (it holds Python objects, "
+                                  f"not only tensors and plain values)") from None
+        if magic == b"PK\x03\x04":
+            raise CheckpointError(f"{path} is truncated or damaged ({reason})") from None
+        raise CheckpointError(f"{path} is not a pckeypoints checkpoint (not a file written by torch.save)") from None
+
+
+def _config(values: dict, path: Path) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(str(k) for k in set(values) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: config key {unknown[0]!r} unknown to this version of pckeypoints "
+                              f"(written by a newer or another version?)")
+    try:
+        config = TrainConfig(**values)
+    except ConfigError as err:
+        raise CheckpointError(f"{path} has an invalid config: {err}") from None
+    return config
+
+
+def _build(task: Task, config: TrainConfig, path: Path) -> nn.Module:
+    try:
+        return task.build_model(config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot build the {config.mode} model of its config ({err})") from None
+
+
+def _load_weights(model: nn.Module, weights: dict, config: TrainConfig, path: Path) -> None:
+    """Load ``weights`` into ``model`` or raise one line saying how they differ (and which mode's model
+    they fit, if another one)."""
+    expected = model.state_dict()
+    if weights.keys() == expected.keys():
+        for name, value in weights.items():
+            if value.shape != expected[name].shape:
+                raise CheckpointError(f"{path} is damaged or foreign: weight {name} has shape {tuple(value.shape)}, "
+                                      f"the model of its config expects {tuple(expected[name].shape)}")
+        model.load_state_dict(weights)
+        return
+    for other in MODES:
+        if other != config.mode and _weights_fit(other, config, weights):
+            raise CheckpointError(f"{path} holds weights written by the {other} mode, but its config says "
+                                  f"{config.mode}")
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    raise CheckpointError(f"{path}: its weights do not fit the {config.mode} model of its config "
+                          f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. "
+                          f"{unexpected[:1]})")
+
+
+def _weights_fit(mode: str, config: TrainConfig, weights: dict) -> bool:
+    try:
+        other = get_task(mode).build_model(dataclasses.replace(config, mode=mode))
+        return other.state_dict().keys() == weights.keys()
+    except Exception:  # noqa: BLE001 - the other mode's model may not be buildable from this config
+        return False
