@@ -1,4 +1,8 @@
-"""Matplotlib figures (Agg backend, headless): PCK curves, training curves, calibration, galleries."""
+"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries.
+
+Figures are built with matplotlib's object API (``Figure``, no pyplot), so importing this module
+never changes the global matplotlib backend or touches a caller's pyplot state.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,11 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -21,7 +22,6 @@ def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 
@@ -35,7 +35,8 @@ def plot_pck_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     """
     if not curves:
         raise ValueError("curves is empty")
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.subplots()
     for name, (thresholds, values) in curves.items():
         thresholds, values = np.asarray(thresholds, float), np.asarray(values, float)
         if thresholds.ndim != 1 or thresholds.shape != values.shape or len(thresholds) == 0:
@@ -82,7 +83,8 @@ def plot_training_curves(csv_path, path) -> Path:
     series, columns = _read_numeric_columns(csv_path)
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=FIGSIZE, squeeze=False)
+    fig = Figure(figsize=FIGSIZE)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, column in zip(axes.flat, columns):
         for split, points in series[column].items():
             epochs, values = zip(*sorted(points))
@@ -129,7 +131,8 @@ def plot_calibration(confidence, correct, path, n_bins: int = 10) -> Path:
     """
     mean_confidence, accuracy, count = reliability_bins(confidence, correct, n_bins)
     ece = float(np.sum(count * np.abs(accuracy - mean_confidence)) / count.sum())
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.scatter(mean_confidence, accuracy, s=20 + 200 * count / count.max(), zorder=3, label="bins")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
@@ -164,8 +167,8 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
     ncols = min(ncols, len(items))
     nrows = math.ceil(len(items) / ncols)
     tile_inches = (width / DPI, (height + 24) / DPI)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * tile_inches[0], nrows * tile_inches[1]))
+    fig = Figure(figsize=(ncols * tile_inches[0], nrows * tile_inches[1]))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items):
