@@ -65,6 +65,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     # data
     data_root: str | None = None
+    data: str | None = None  # folder of your own annotated models (pckeypoints.data.folder); None: KeypointNet
     max_models: int | None = None  # first n models of each split (smoke runs, tests)
     rotate: bool = False  # random rotation about the up axis
     jitter: float = 0.0  # std of per-point Gaussian jitter, normalised units
@@ -90,8 +91,8 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """The run folder's name: ``name``, else ``<category>_<method>``."""
-        return self.name or f"{self.category}_{self.method}"
+        """The run folder's name: ``name``, else ``<category>_<method>`` (``<data folder name>_<method>``)."""
+        return self.name or f"{Path(self.data).resolve().name if self.data else self.category}_{self.method}"
 
     @classmethod
     def from_toml(cls, path: str | Path | None = None, **overrides) -> "TrainConfig":

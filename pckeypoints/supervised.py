@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .data import KeypointNet, transforms
+from .data import KeypointFolder, KeypointNet, transforms
 from .head import KeypointMaps
 from .losses import KeypointLoss
 from .metrics import calibration_correlation, geodesic_distance, pck_curve, snap_to_points
@@ -38,7 +38,10 @@ class SupervisedTask:
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
         augment = _augmentation(config) if train else None
-        dataset = KeypointNet(config.data_root, config.category, split, normalize=True, transform=augment)
+        if config.data is not None:
+            dataset = KeypointFolder(config.data, split, normalize=True, transform=augment)
+        else:
+            dataset = KeypointNet(config.data_root, config.category, split, normalize=True, transform=augment)
         if config.max_models is not None and config.max_models < len(dataset):
             dataset = Subset(dataset, range(config.max_models))
         return dataset
@@ -48,7 +51,8 @@ class SupervisedTask:
         if config.num_keypoints not in (None, num_keypoints):
             raise ValueError(f"{config.category} has {num_keypoints} semantic keypoints, config asks for "
                              f"{config.num_keypoints}")
-        return dataclasses.replace(config, num_keypoints=num_keypoints)
+        category = _keypointnet(dataset).category if config.data is not None else config.category  # the folder's name
+        return dataclasses.replace(config, num_keypoints=num_keypoints, category=category)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         if config.num_keypoints is None:

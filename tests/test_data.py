@@ -292,6 +292,6 @@ def test_read_points_samples_meshes_and_reads_clouds(tmp_path):
     np.testing.assert_allclose(read_points(tmp_path / "cloud.ply"), cloud, atol=1e-6)
     np.testing.assert_array_equal(read_points(_write_ascii(tmp_path / "c.pcd", [[1, 2, 3, 0]])), [[1, 2, 3]])
     with pytest.raises(ValueError, match="unsupported point cloud format"):
-        read_points(tmp_path / "cloud.xyz")
+        read_points(tmp_path / "cloud.las")
     with pytest.raises(ValueError, match="no such file"):
         read_points(tmp_path / "nothing.obj")

@@ -1,6 +1,11 @@
-"""KeypointNet data: PCD/mesh readers, the dataset, its transforms and batching."""
-from . import transforms
-from .keypointnet import CATEGORIES, KeypointNet, collate_keypoints, data_root
-from .pcd import read_pcd, read_points
+"""Keypoint data: KeypointNet, folders of your own annotated models, PCD/mesh readers, transforms and batching.
 
-__all__ = ["CATEGORIES", "KeypointNet", "collate_keypoints", "data_root", "read_pcd", "read_points", "transforms"]
+The PyTorch Geometric view (:class:`pckeypoints.data.pyg.PyGKeypoints`) is imported from its own module.
+"""
+from . import transforms
+from .folder import KeypointFolder
+from .keypointnet import CATEGORIES, KeypointNet, collate_keypoints, data_root
+from .pcd import read_geometry, read_pcd, read_points
+
+__all__ = ["CATEGORIES", "KeypointFolder", "KeypointNet", "collate_keypoints", "data_root", "read_geometry",
+           "read_pcd", "read_points", "transforms"]

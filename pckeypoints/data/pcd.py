@@ -1,6 +1,6 @@
 """Reading point clouds: PCD files (ASCII / binary, our own parser) and meshes or clouds in other formats.
 
-``read_pcd`` parses ASCII and binary PCD with numpy and raises a ``ValueError`` naming the file for every kind of
+``read_pcd`` parses ASCII and binary PCD with numpy and raises a :class:`~pckeypoints.errors.ReadError` naming the file for every kind of
 corruption (bad header, missing ``x y z`` fields, wrong ``POINTS`` count, truncated or non-numeric data).
 ``binary_compressed`` (LZF) files are handed to Open3D, which returns coordinates and colours only.
 """
@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_pcd", "read_points"]
+from ..errors import ReadError
+
+__all__ = ["read_geometry", "read_pcd", "read_points"]
 
 _HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 _NUMPY_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8",
                 ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8"}
+_CLOUD_SUFFIXES = {".pcd", ".xyz", ".npy"}
 _MESH_SUFFIXES = {".ply", ".obj", ".off", ".stl"}
 
 
@@ -32,7 +35,7 @@ def read_pcd(path: str | Path, return_rgb: bool = False):
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise ValueError(f"cannot read point cloud {path}: {err.strerror or err}") from err
+        raise ReadError(f"cannot read point cloud {path}: {err.strerror or err}") from err
     header, data_start = _parse_header(raw, path)
     fields = header["FIELDS"]
     if header["DATA"] == "binary_compressed":
@@ -44,47 +47,67 @@ def read_pcd(path: str | Path, return_rgb: bool = False):
         colour = next((name for name in ("rgb", "rgba") if name in fields), None)
         rgb = _unpack_rgb(columns[colour]) if colour else np.full((len(points), 3), 255, np.uint8)
     if not np.isfinite(points).all():
-        raise ValueError(f"point cloud {path} has non-finite coordinates")
+        raise ReadError(f"point cloud {path} has non-finite coordinates")
     return (points, rgb) if return_rgb else points
 
 
 def read_points(path: str | Path, num_points: int = 2048, seed: int = 0) -> np.ndarray:
     """Read a point cloud, or sample one from a mesh, as ``(N, 3) float32``.
 
-    ``.pcd`` files and ``.ply`` files without faces are returned as is (all their points). Meshes (``.obj``, ``.off``,
-    ``.stl``, ``.ply`` with faces) are sampled uniformly on the surface with trimesh: ``num_points`` points,
-    reproducible through ``seed``.
+    Clouds (``.pcd``, ``.xyz``, ``.npy``, ``.ply`` without faces) are returned as is (all their points). Meshes
+    (``.obj``, ``.off``, ``.stl``, ``.ply`` with faces) are sampled uniformly on the surface with trimesh:
+    ``num_points`` points, reproducible through ``seed``.
+    """
+    vertices, faces = read_geometry(path)
+    if faces is None:
+        return vertices
+    if num_points < 1:
+        raise ReadError(f"num_points must be positive, got {num_points}")
+    import trimesh
+
+    points, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False), num_points, seed=seed)
+    return np.asarray(points, dtype=np.float32)
+
+
+def read_geometry(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(vertices (V, 3) float32, faces (F, 3) int64)`` of a mesh, ``(points (N, 3) float32, None)`` of a cloud.
+
+    ``.pcd`` (see :func:`read_pcd`), ``.xyz`` (text, one ``x y z ...`` line per point), ``.npy`` (``(N, 3+)`` array;
+    extra columns are ignored) and, through trimesh, ``.ply``, ``.obj``, ``.off``, ``.stl``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in _CLOUD_SUFFIXES | _MESH_SUFFIXES:
+        raise ReadError(f"unsupported point cloud format {path.suffix!r} for {path}: "
+                         f"expected {', '.join(sorted(_CLOUD_SUFFIXES | _MESH_SUFFIXES))}")
     if suffix == ".pcd":
-        return read_pcd(path)
-    if suffix not in _MESH_SUFFIXES:
-        raise ValueError(f"unsupported point cloud format {path.suffix!r} for {path}: "
-                         f"expected .pcd, {', '.join(sorted(_MESH_SUFFIXES))}")
+        return read_pcd(path), None
     if not path.is_file():
-        raise ValueError(f"cannot read point cloud {path}: no such file")
-    import trimesh
-
-    try:
-        geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False)
-    except Exception as err:  # trimesh raises many exception types for corrupt files
-        raise ValueError(f"cannot read {path}: {err}") from err
-    if isinstance(geometry, trimesh.Scene):
-        geometry = geometry.to_geometry()
-    faces = getattr(geometry, "faces", None)
-    if faces is not None and len(faces) > 0:
-        if num_points < 1:
-            raise ValueError(f"num_points must be positive, got {num_points}")
-        points, _ = trimesh.sample.sample_surface(geometry, num_points, seed=seed)
+        raise ReadError(f"cannot read point cloud {path}: no such file")
+    faces = None
+    if suffix in (".xyz", ".npy"):
+        try:
+            array = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
+        except (OSError, ValueError) as err:
+            raise ReadError(f"cannot read {path}: {err}") from err
+        vertices = array[:, :3] if array.ndim == 2 and array.shape[1] >= 3 else np.zeros((0, 0))
     else:
-        points = np.asarray(geometry.vertices)
-    points = np.asarray(points, dtype=np.float32)
-    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-        raise ValueError(f"{path} holds no 3D points")
-    if not np.isfinite(points).all():
-        raise ValueError(f"{path} has non-finite coordinates")
-    return points
+        import trimesh
+
+        try:
+            geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False)
+        except Exception as err:  # trimesh raises many exception types for corrupt files
+            raise ReadError(f"cannot read {path}: {err}") from err
+        if isinstance(geometry, trimesh.Scene):
+            geometry = geometry.to_geometry()
+        vertices = np.asarray(geometry.vertices)
+        if getattr(geometry, "faces", None) is not None and len(geometry.faces) > 0:
+            faces = np.asarray(geometry.faces, dtype=np.int64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
+        raise ReadError(f"{path} holds no 3D points")
+    if not np.isfinite(vertices).all():
+        raise ReadError(f"{path} has non-finite coordinates")
+    return vertices.astype(np.float32), faces
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
@@ -92,14 +115,14 @@ def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
     while "DATA" not in header:
         end = raw.find(b"\n", offset)
         if end < 0:
-            raise ValueError(f"corrupt PCD {path}: header ends before a DATA line")
+            raise ReadError(f"corrupt PCD {path}: header ends before a DATA line")
         line = raw[offset:end].decode("ascii", errors="replace").strip()
         offset = end + 1
         if not line or line.startswith("#"):
             continue
         key, *values = line.split()
         if key.upper() not in _HEADER_KEYS:
-            raise ValueError(f"corrupt PCD {path}: unknown header line {line!r}")
+            raise ReadError(f"corrupt PCD {path}: unknown header line {line!r}")
         header[key.upper()] = values
     try:
         fields = header["FIELDS"]
@@ -110,18 +133,18 @@ def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
             int(header["WIDTH"][0]) * int(header["HEIGHT"][0])
         data = header["DATA"][0].lower()
     except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"corrupt PCD {path}: bad or missing header entry ({err})") from err
+        raise ReadError(f"corrupt PCD {path}: bad or missing header entry ({err})") from err
     if not len(fields) == len(count) == len(size) == len(types):
-        raise ValueError(f"corrupt PCD {path}: FIELDS, SIZE, TYPE and COUNT have different lengths")
+        raise ReadError(f"corrupt PCD {path}: FIELDS, SIZE, TYPE and COUNT have different lengths")
     if not {"x", "y", "z"} <= set(fields):
-        raise ValueError(f"corrupt PCD {path}: FIELDS {' '.join(fields)} lack x y z")
+        raise ReadError(f"corrupt PCD {path}: FIELDS {' '.join(fields)} lack x y z")
     if data not in ("ascii", "binary", "binary_compressed"):
-        raise ValueError(f"corrupt PCD {path}: unknown DATA {data!r}")
+        raise ReadError(f"corrupt PCD {path}: unknown DATA {data!r}")
     if num_points < 0:
-        raise ValueError(f"corrupt PCD {path}: negative POINTS {num_points}")
+        raise ReadError(f"corrupt PCD {path}: negative POINTS {num_points}")
     for name, t, s in zip(fields, types, size):
         if (t, s) not in _NUMPY_TYPES:
-            raise ValueError(f"corrupt PCD {path}: field {name} has unsupported TYPE {t} SIZE {s}")
+            raise ReadError(f"corrupt PCD {path}: field {name} has unsupported TYPE {t} SIZE {s}")
     return {"FIELDS": fields, "COUNT": count, "SIZE": size, "TYPE": types, "POINTS": num_points, "DATA": data}, offset
 
 
@@ -139,16 +162,16 @@ def _read_ascii(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]:
     body = body.strip()
     num_lines = body.count(b"\n") + 1 if body else 0
     if num_lines != header["POINTS"]:
-        raise ValueError(f"corrupt PCD {path}: header says POINTS {header['POINTS']} but the file has "
+        raise ReadError(f"corrupt PCD {path}: header says POINTS {header['POINTS']} but the file has "
                          f"{num_lines} data lines")
     tokens = body.split()
     if len(tokens) != header["POINTS"] * width:
-        raise ValueError(f"corrupt PCD {path}: expected {header['POINTS']} x {width} values, found {len(tokens)} "
+        raise ReadError(f"corrupt PCD {path}: expected {header['POINTS']} x {width} values, found {len(tokens)} "
                          f"(truncated or ragged data)")
     try:
         values = np.array(tokens, dtype=np.float64).reshape(header["POINTS"], width)
     except ValueError as err:
-        raise ValueError(f"corrupt PCD {path}: non-numeric value in data ({err})") from err
+        raise ReadError(f"corrupt PCD {path}: non-numeric value in data ({err})") from err
     columns = {}
     for name, start, dtype in _columns(header):
         column = values[:, start]
@@ -163,7 +186,7 @@ def _read_binary(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]
                                                               header["COUNT"]))])
     expected = header["POINTS"] * dtype.itemsize
     if len(body) < expected:
-        raise ValueError(f"corrupt PCD {path}: binary data has {len(body)} bytes, {header['POINTS']} points need "
+        raise ReadError(f"corrupt PCD {path}: binary data has {len(body)} bytes, {header['POINTS']} points need "
                          f"{expected} (truncated)")
     table = np.frombuffer(body, dtype=dtype, count=header["POINTS"])
     return {name: table[f"{name}_{i}"][:, 0] for i, name in enumerate(header["FIELDS"])}
@@ -181,7 +204,7 @@ def _read_with_open3d(path: Path, num_points: int) -> tuple[np.ndarray, np.ndarr
     cloud = o3d.io.read_point_cloud(str(path), format="pcd", remove_nan_points=False, remove_infinite_points=False)
     points = np.asarray(cloud.points, dtype=np.float32)
     if len(points) != num_points:
-        raise ValueError(f"corrupt PCD {path}: header says POINTS {num_points}, Open3D decoded {len(points)}")
+        raise ReadError(f"corrupt PCD {path}: header says POINTS {num_points}, Open3D decoded {len(points)}")
     rgb = (np.asarray(cloud.colors) * 255).round().astype(np.uint8) if cloud.has_colors() else \
         np.full((num_points, 3), 255, np.uint8)
     return points, rgb

@@ -1,0 +1,211 @@
+"""Your own data: the folder format (JSON and CSV), its checks, training and evaluation on it, the PyG view."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from box_folder import CORNER_NAMES, make_box_folder
+
+from pckeypoints.cli import main
+from pckeypoints.data import KeypointFolder, collate_keypoints, read_points
+from pckeypoints.errors import ReadError
+
+TINY = ["--width", "0.25", "--hidden-channels", "16", "--batch-size", "4", "--epochs", "1", "--method", "sampling",
+        "--num-samples", "4", "--no-progress"]
+
+
+@pytest.fixture(scope="module", params=["json", "csv"])
+def boxes(request, tmp_path_factory):
+    """(folder, ground-truth corners by model id) of 14 generated boxes, annotated in JSON or CSV."""
+    root = tmp_path_factory.mktemp(request.param) / "boxes"
+    return root, make_box_folder(root, keypoint_file=request.param)
+
+
+def test_items_hold_the_annotated_keypoints_as_cloud_points(boxes):
+    root, truth = boxes
+    dataset = KeypointFolder(root, num_points=1024)
+    assert len(dataset) == 14 and dataset.num_keypoints == 8 and dataset.category == "boxes"
+    for i in range(len(dataset)):
+        item = dataset[i]
+        assert item["points"].shape == (1024, 3) and item["points"].dtype == torch.float32
+        mask = item["mask"].numpy()
+        expected = truth[item["model_id"]]
+        np.testing.assert_array_equal(mask, ~np.isnan(expected[:, 0]))  # box02 lacks corner 7
+        np.testing.assert_allclose(item["keypoints"].numpy()[mask], expected[mask], atol=1e-5)
+        assert (item["points"][item["point_index"][mask]] == item["keypoints"][mask]).all()
+    # The same items again (seeded resampling), and normalised ones map back to the files' coordinates.
+    assert torch.equal(KeypointFolder(root, num_points=1024)[3]["points"], dataset[3]["points"])
+    item = KeypointFolder(root, normalize=True, num_points=1024)[0]
+    assert torch.allclose(item["points"].norm(dim=1).max(), torch.tensor(1.0))
+    np.testing.assert_allclose((item["keypoints"] * item["scale"] + item["center"]).numpy(), truth["box00"], atol=1e-5)
+
+
+def test_seeded_split_and_splits_file(tmp_path):
+    truth = make_box_folder(tmp_path / "a", num_models=10)
+    sizes = {split: KeypointFolder(tmp_path / "a", split).model_ids for split in ("train", "val", "test")}
+    assert [len(ids) for ids in sizes.values()] == [8, 1, 1]
+    assert sorted(sum(sizes.values(), [])) == sorted(truth)
+    assert KeypointFolder(tmp_path / "a", "test", seed=1).model_ids != sizes["test"] or \
+        KeypointFolder(tmp_path / "a", "val", seed=1).model_ids != sizes["val"]
+    make_box_folder(tmp_path / "b", num_models=4, splits={"train": ["box00", "box02"], "test": ["box03"]})
+    assert KeypointFolder(tmp_path / "b", "train").model_ids == ["box00", "box02"]
+    with pytest.raises(ReadError, match="split 'val' has no models"):
+        KeypointFolder(tmp_path / "b", "val")
+
+
+def test_train_one_epoch_evaluate_and_predict(boxes, tmp_path, capsys):
+    root, _ = boxes
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(root), "--out", str(out), *TINY]) == 0
+    run = out / "boxes_sampling"  # the run takes the folder's name as its category
+    report = json.loads((run / "eval_test" / "metrics.json").read_text())
+    assert report["config"]["data"] == str(root) and report["config"]["num_keypoints"] == 8
+    assert 0 <= report["metrics"]["pck@0.01"] <= report["metrics"]["pck@0.10"] <= 1
+    assert main(["eval", str(run), "--split", "val", "--out", str(tmp_path / "val")]) == 0
+    assert "pck@0.01" in (tmp_path / "val" / "metrics.md").read_text()
+    cloud = root / "models" / "box01.xyz"
+    assert main(["predict", str(run), str(cloud), "-o", str(tmp_path / "kp.json")]) == 0
+    keypoints = np.asarray(json.loads((tmp_path / "kp.json").read_text())["keypoints"])
+    points = read_points(cloud)
+    assert keypoints.shape == (8, 3)
+    assert (keypoints >= points.min(0) - 1e-4).all() and (keypoints <= points.max(0) + 1e-4).all()
+
+
+# ---------------------------------------------------------------------------------------------- defects
+def _edit_json(root, edit):
+    path = root / "keypoints.json"
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+def _defective(tmp_path, fmt="json"):
+    root = tmp_path / "boxes"
+    make_box_folder(root, num_models=7, keypoint_file=fmt)
+    return root
+
+
+def test_missing_model_file(tmp_path):
+    root = _defective(tmp_path)
+    (root / "models" / "box04.obj").unlink()
+    with pytest.raises(ReadError, match=r"keypoints.json: models\[4\]: model file .*box04.obj is missing"):
+        KeypointFolder(root, "train")
+
+
+def test_unknown_semantic_id(tmp_path):
+    root = _defective(tmp_path)
+    _edit_json(root, lambda d: d["models"][1]["keypoints"][2].update(semantic_id=len(CORNER_NAMES)))
+    with pytest.raises(ReadError, match=r"keypoints.json: models\[1\] keypoints\[2\]: unknown semantic_id 8; "
+                                        r"keypoint_names has ids 0..7"):
+        KeypointFolder(root)
+
+
+def test_unknown_model_id_in_splits_file(tmp_path):
+    root = _defective(tmp_path)
+    (root / "splits.json").write_text(json.dumps({"train": ["box00", "box1"], "test": ["box02"]}))
+    with pytest.raises(ReadError, match=r"splits.json: train lists unknown model id 'box1'"):
+        KeypointFolder(root)
+
+
+@pytest.mark.parametrize("n, file", [(0, "box00.npy"), (4, "box04.obj")])
+def test_keypoint_far_from_the_surface(tmp_path, n, file):
+    root = _defective(tmp_path)
+
+    def move_inside(document):  # 40% of the way to the box's centre: off the cloud and off the mesh
+        keypoints = document["models"][n]["keypoints"]
+        centre = np.mean([k["xyz"] for k in keypoints], axis=0)
+        keypoints[5]["xyz"] = (0.6 * np.asarray(keypoints[5]["xyz"]) + 0.4 * centre).tolist()
+
+    _edit_json(root, move_inside)
+    with pytest.raises(ReadError, match=rf"keypoints.json: models\[{n}\] keypoints\[5\]: keypoint .* is .* from "
+                                        rf"the surface of .*{file} \(tolerance 0.02"):
+        KeypointFolder(root)
+
+
+def test_nan_in_a_cloud_and_in_a_keypoint(tmp_path):
+    root = _defective(tmp_path)
+    cloud = np.load(root / "models" / "box00.npy")
+    cloud[10, 1] = np.nan
+    np.save(root / "models" / "box00.npy", cloud)
+    with pytest.raises(ReadError, match=r"keypoints.json: models\[0\]: .*box00.npy has non-finite coordinates"):
+        KeypointFolder(root)
+    root = _defective(tmp_path / "csv", "csv")
+    lines = (root / "keypoints.csv").read_text().splitlines()
+    lines[3] = "models/box00.npy,2,0.1,nan,0.2,"
+    (root / "keypoints.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReadError, match=r"keypoints.csv line 4: xyz \[0.1, nan, 0.2\] is not finite"):
+        KeypointFolder(root)
+
+
+def test_duplicate_model(tmp_path):
+    root = _defective(tmp_path)
+    _edit_json(root, lambda d: d["models"].append(dict(d["models"][3])))
+    with pytest.raises(ReadError, match=r"keypoints.json: models\[7\]: duplicate model 'box03' "
+                                        r"\(also .*keypoints.json: models\[3\]\)"):
+        KeypointFolder(root)
+    root = _defective(tmp_path / "csv", "csv")  # two files with the same stem
+    (root / "models" / "box00.xyz").write_text((root / "models" / "box01.xyz").read_text())
+    with open(root / "keypoints.csv", "a") as f:
+        f.write("models/box00.xyz,0,,,,5\n")
+    with pytest.raises(ReadError, match=r"keypoints.csv line \d+: duplicate model 'box00'"):
+        KeypointFolder(root)
+
+
+def test_defects_stop_training_before_it_starts(tmp_path):
+    root = _defective(tmp_path)
+    (root / "models" / "box05.off").unlink()  # a model of the test split, found while loading train
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_keypoint_files(tmp_path):
+    root = _defective(tmp_path)
+    (root / "keypoints.csv").write_text("file,semantic_id\n")
+    with pytest.raises(ReadError, match="exactly one of keypoints.json or keypoints.csv, found 2"):
+        KeypointFolder(root)
+    (root / "keypoints.json").unlink()
+    with pytest.raises(ReadError, match="keypoints.csv: the header must name file, semantic_id and x, y, z or "
+                                        "point_index"):
+        KeypointFolder(root)
+    (root / "keypoints.csv").write_text("file,semantic_id,point_index\nmodels/box00.npy,-1,3\n")
+    with pytest.raises(ReadError, match="keypoints.csv line 2: semantic_id must be a non-negative integer, got -1"):
+        KeypointFolder(root)
+    (root / "keypoints.csv").write_text("file,semantic_id,point_index\nmodels/box00.npy,0,99999\n")
+    with pytest.raises(ReadError, match=r"keypoints.csv line 2: point_index 99999 is out of range for .*box00.npy "
+                                        r"with \d+ points"):
+        KeypointFolder(root)
+
+
+# ---------------------------------------------------------------------------------------------- PyG
+def test_pyg_view_batches_ragged_clouds_with_dense_keypoints(boxes):
+    from torch_geometric.loader import DataLoader
+
+    from pckeypoints.data.pyg import PyGKeypoints
+
+    root, _ = boxes
+    folder = KeypointFolder(root, "train", num_points=512)
+    batch = next(iter(DataLoader(PyGKeypoints(folder), batch_size=3)))
+    assert batch.pos.shape == (3 * 512, 3) and batch.batch.bincount().tolist() == [512] * 3
+    dense = collate_keypoints([folder[i] for i in range(3)])
+    for name, key in (("y", "keypoints"), ("mask", "mask"), ("point_index", "point_index"), ("center", "center"),
+                      ("scale", "scale")):
+        assert torch.equal(batch[name], dense[key]), name
+    assert batch.model_id == dense["model_id"]
+    for b in range(3):  # point_index indexes each graph's own points
+        mask = batch.mask[b]
+        assert torch.equal(batch.pos[batch.batch == b][batch.point_index[b][mask]], batch.y[b][mask])
+
+
+def test_pyg_view_of_keypointnet(tmp_path):
+    from keypointnet_subset import make_subset
+    from torch_geometric.loader import DataLoader
+
+    from pckeypoints.data import KeypointNet
+    from pckeypoints.data.pyg import PyGKeypoints
+
+    dataset = KeypointNet(make_subset(tmp_path, "bathtub"), "bathtub", "train", normalize=True)
+    batch = next(iter(DataLoader(PyGKeypoints(dataset), batch_size=2)))
+    assert batch.pos.shape == (2 * 2048, 3) and batch.y.shape == (2, dataset.num_keypoints, 3)
+    assert torch.equal(batch.y[1], dataset[1]["keypoints"])
