@@ -44,8 +44,11 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
         """Metrics of ``model`` (unwrapped, in eval mode) over ``loader``; must include :attr:`monitor`."""
 
-    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path) -> dict[str, float]:
-        """Like :meth:`evaluate`, and also write tables (markdown, JSON) and figures (PNG) into ``out_dir``."""
+    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
+               figures=None) -> dict[str, float]:
+        """Like :meth:`evaluate`, and also write tables (markdown, JSON) into ``out_dir``, and figures (PNG)
+        drawn with ``figures`` if given: the :mod:`viz` module or anything with its plotting functions (the
+        library itself never imports viz)."""
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """Keypoints of one cloud ``points (N, 3)`` in its own coordinates, as a JSON-ready dict with

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from pckeypoints.data import collate_keypoints
 from pckeypoints.models import KeypointDetector
-from pckeypoints.supervised import SupervisedTask, confidence_bins, keypoint_metrics
+from pckeypoints.supervised import SupervisedTask
 from pckeypoints.tasks import Task, get_task
 from pckeypoints.training import TrainConfig, load_checkpoint, train
 
@@ -68,37 +68,6 @@ def test_detector_shapes_and_bad_input():
         model(torch.full((1, 600, 3), float("nan")))
     with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
         model(torch.rand(600, 3))
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-def test_keypoint_metrics_against_hand_computed_values():
-    # one cloud on a line (spacing 0.004), 3 keypoints; predictions off by 0.004, 0.008 and 0.016 along the line
-    points = torch.zeros(1, 100, 3)
-    points[0, :, 0] = torch.arange(100) * 0.004
-    index = torch.tensor([[10, 40, 70]])
-    target = points[0, index[0]][None]
-    pred = target + torch.tensor([[[0.004, 0, 0], [0.008, 0, 0], [0.016, 0, 0]]])
-    predictions = {"pred": pred, "target": target, "mask": torch.ones(1, 3, dtype=torch.bool),
-                   "confidence": torch.tensor([[0.9, 0.5, 0.1]]), "points": points, "point_index": index,
-                   "model_id": ["m"]}
-    metrics = keypoint_metrics(predictions)
-    assert metrics["pck@0.01"] == pytest.approx(2 / 3)
-    assert metrics["pck@0.00"] == 0 and metrics["pck@0.02"] == pytest.approx(1.0)
-    assert metrics["geo_pck@0.01"] == pytest.approx(2 / 3)  # along the line geodesic == Euclidean
-    assert metrics["mean_error"] == pytest.approx((0.004 + 0.008 + 0.016) / 3)
-    # confidence [0.9, 0.5, 0.1] vs correct [1, 1, 0]: r = cov / (std std)
-    c, y = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([1.0, 1.0, 0.0])
-    c, y = c - c.mean(), y - y.mean()
-    assert metrics["calibration_r"] == pytest.approx(float(c @ y / (c.norm() * y.norm())))
-
-
-def test_confidence_bins_sort_by_confidence():
-    confidence = torch.tensor([0.5, 0.1, 0.9, 0.3])
-    correct = torch.tensor([True, False, True, False])
-    bins = confidence_bins(confidence, correct, num_bins=2)
-    assert [b["count"] for b in bins] == [2, 2]
-    assert [b["correct"] for b in bins] == [0.0, 1.0]
-    assert (bins[0]["low"], bins[1]["high"]) == (pytest.approx(0.1), pytest.approx(0.9))
 
 
 # ---------------------------------------------------------------------------------------------- training

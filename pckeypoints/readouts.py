@@ -1,0 +1,85 @@
+"""Readouts: one keypoint estimate from a probability map over a Gaussian point basis.
+
+A map π over the points y_i of a cloud, read with its bases, is the mixture
+p(y) = Σ_i π_i N(y; y_i, σ_i² I). Four ways to turn it into one point:
+
+- ``"expectation"``: the mixture mean Σ_i π_i y_i (soft-argmax; what the soft-argmax loss trains).
+- ``"snapped"``: the expectation moved to its nearest cloud point.
+- ``"top"``: the point of highest probability, argmax_i π_i.
+- ``"mode"``: the highest mode of the mixture density, found by mean-shift from the most probable points.
+
+All functions take probabilities ``(B, K, N)`` (zero at padding) and the basis positions ``(B, N, D)``
+(``B`` may be 1 and broadcast); ``mask`` ``(B, N)`` marks real points.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .basis import PointBasis
+
+READOUTS = ("expectation", "snapped", "top", "mode")
+
+
+def nearest_point(query: Tensor, basis: PointBasis) -> Tensor:
+    """Index ``(B, K)`` of the real basis point nearest to each ``query (B, K, D)``."""
+    dist = torch.cdist(query, basis.pos.expand(query.shape[0], -1, -1))  # (B, K, N)
+    if basis.mask is not None:
+        dist = dist.masked_fill(~basis.mask[:, None, :], math.inf)
+    return dist.argmin(-1)
+
+
+def gather_points(index: Tensor, basis: PointBasis) -> Tensor:
+    """Positions ``(B, K, D)`` of the basis points ``index (B, K)``."""
+    pos = basis.pos.expand(index.shape[0], -1, -1)
+    return pos.gather(1, index[..., None].expand(-1, -1, pos.shape[-1]))
+
+
+def mixture_log_density(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:
+    """log p(y) of the Gaussian mixture at ``y (B, K, Q, D)`` for ``probs (B, K, N)``: ``(B, K, Q)``."""
+    return _log_components(y, probs, basis).logsumexp(-1)
+
+
+def mixture_mode(probs: Tensor, basis: PointBasis, candidates: int = 5, steps: int = 30) -> Tensor:
+    """Highest mode ``(B, K, D)`` of the Gaussian mixture Σ_i π_i N(y_i, σ_i² I).
+
+    Mean-shift from the ``candidates`` most probable points: y ← Σ_i w_i y_i / Σ_i w_i with
+    w_i = π_i N(y; y_i, σ_i² I) / σ_i², the fixed point of ∇p(y) = 0, which climbs the density
+    monotonically. Of the ``candidates`` end points the one of highest density wins.
+    """
+    if basis.kind != "gaussian":
+        raise ValueError(f"the mixture mode needs a Gaussian basis, got {basis.kind!r}")
+    b, k, n = probs.shape
+    top = probs.topk(min(candidates, n), dim=-1).indices  # (B, K, M)
+    pos = basis.pos.expand(b, -1, -1)
+    y = pos.gather(1, top.reshape(b, -1, 1).expand(-1, -1, pos.shape[-1])).view(b, k, -1, pos.shape[-1])
+    inv_var = basis.scale[..., 0].expand(b, n).square().reciprocal()  # (B, N), isotropic σ_i
+    for _ in range(steps):
+        weights = (_log_components(y, probs, basis) + inv_var.log()[:, None, None]).softmax(-1)  # (B, K, M, N)
+        y = weights @ pos[:, None]
+    best = mixture_log_density(y, probs, basis).argmax(-1)  # (B, K)
+    return y.gather(2, best[..., None, None].expand(-1, -1, 1, y.shape[-1])).squeeze(2)
+
+
+def read_out(probs: Tensor, basis: PointBasis, readout: str = "expectation") -> Tensor:
+    """The keypoint ``(B, K, D)`` of each map by ``readout`` (one of :data:`READOUTS`)."""
+    if readout == "expectation":
+        return probs @ basis.pos
+    if readout == "snapped":
+        return gather_points(nearest_point(probs @ basis.pos, basis), basis)
+    if readout == "top":
+        return gather_points(probs.argmax(-1), basis)
+    if readout == "mode":
+        return mixture_mode(probs, basis)
+    raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+
+
+def _log_components(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:
+    """log(π_i N(y; y_i, σ_i² I)) ``(B, K, Q, N)`` for ``y (B, K, Q, D)``; -inf at padding and π_i = 0."""
+    b, n, d = probs.shape[0], probs.shape[-1], y.shape[-1]
+    sigma = basis.scale[..., 0].expand(b, n)  # (B, N)
+    sq = torch.cdist(y.flatten(1, 2), basis.pos.expand(b, -1, -1)).square().view(*y.shape[:3], n)
+    log_norm = -d * (sigma.log() + 0.5 * math.log(2 * math.pi))  # (B, N)
+    return probs.log()[:, :, None] - sq / (2 * sigma.square()[:, None, None]) + log_norm[:, None, None]
