@@ -183,7 +183,7 @@ class KeypointHead(nn.Module):
           in_channels=16, num_keypoints=4
           (mlp): Sequential(
             (0): Linear(in_features=16, out_features=128, bias=True)
-            (1): LayerNorm((128,), eps=1e-05, elementwise_affine=True)
+            (1): LayerNorm((128,), ...)
             (2): ReLU(inplace=True)
             (3): Linear(in_features=128, out_features=4, bias=True)
           )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from .errors import PCKeypointsError
+
 
 class TemperatureSchedule:
     """Base class: subclasses define :meth:`at` for progress ``t`` in [0, 1]."""
@@ -14,9 +16,9 @@ class TemperatureSchedule:
     def __init__(self, start: float, end: float | None = None, epochs: int = 1):
         end = start if end is None else end
         if not (start > 0 and end > 0):
-            raise ValueError(f"temperatures must be > 0, got start={start}, end={end}")
+            raise PCKeypointsError(f"temperatures must be > 0, got start={start}, end={end}")
         if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+            raise PCKeypointsError(f"epochs must be >= 1, got {epochs}")
         self.start, self.end, self.epochs, self.epoch = float(start), float(end), epochs, 0
 
     def at(self, t: float) -> float:
@@ -62,7 +64,17 @@ SCHEDULES = {"constant": ConstantTau, "linear": LinearTau, "cosine": CosineTau, 
 
 
 def make_schedule(name: str, start: float, end: float | None = None, epochs: int = 1) -> TemperatureSchedule:
-    """Schedule by name: ``constant``, ``linear``, ``cosine`` or ``exponential``."""
+    """Schedule by name: ``constant``, ``linear``, ``cosine`` or ``exponential``.
+
+    Examples:
+        >>> schedule = make_schedule("exponential", start=1.0, end=0.01, epochs=3)
+        >>> taus = []
+        >>> for epoch in range(3):
+        ...     taus.append(round(schedule.value, 6))  # loss(..., tau=schedule.value) in this epoch
+        ...     schedule.step()
+        >>> taus
+        [1.0, 0.1, 0.01]
+    """
     if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}, got {name!r}")
+        raise PCKeypointsError(f"schedule must be one of {tuple(SCHEDULES)}, got {name!r}")
     return SCHEDULES[name](start, end, epochs)
