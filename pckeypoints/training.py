@@ -122,7 +122,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         raise PCKeypointsError("give either a config or a run to resume")
     checkpoint = None
     if resume is not None:
-        checkpoint, config = read_checkpoint(resume, training_state=True)
+        checkpoint, config = _resume_state(Path(resume))
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     else:
         run_dir = _new_run_dir(config, overwrite)
@@ -259,6 +259,24 @@ def _is_taken(path: Path) -> bool:
 
 def _is_run(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in ("last.pt", "best.pt", "log.csv", "tensorboard"))
+
+
+def _resume_state(resume: Path) -> tuple[dict, TrainConfig]:
+    """The checkpoint to continue from: ``resume`` itself, or the newer of a run folder's ``last.pt`` and
+    ``best.pt`` (both hold the whole training state; ``best.pt`` is the newer one after a kill between
+    their writes)."""
+    if not resume.is_dir():
+        return read_checkpoint(resume, training_state=True)
+    found, problem = [], None
+    for name in ("last.pt", "best.pt"):
+        if (resume / name).is_file():
+            try:
+                found.append(read_checkpoint(resume / name, training_state=True))
+            except CheckpointError as err:
+                problem = err
+    if not found:
+        raise problem or CheckpointError(f"run folder {resume} has no last.pt or best.pt to resume from")
+    return max(found, key=lambda state: state[0]["epoch"])
 
 
 def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
