@@ -35,8 +35,13 @@ TRAINING_STATE = ("optimizer", "lr_schedule", "tau_schedule", "epoch", "best")
 
 
 def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
-    """A checkpoint file: ``path`` itself, or ``best.pt``/``last.pt`` inside the run folder ``path``."""
+    """A checkpoint file: ``path`` itself, ``best.pt``/``last.pt`` inside the run folder ``path``, or, when no
+    such file or folder exists, the shipped model of that name (:mod:`pckeypoints.pretrained`)."""
     path = Path(path)
+    if not path.exists():
+        from .pretrained import pretrained_path
+
+        path = pretrained_path(str(path)) or path
     if path.is_dir():
         names = ("best.pt", "last.pt") if prefer_best else ("last.pt",)
         for name in names:

@@ -101,7 +101,7 @@ class SupervisedTask:
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """Keypoints of one cloud by ``config.readout``; ``confidence`` is the map's probability that the
         keypoint lies within :data:`THRESHOLD` of the estimate, ``peak`` its largest point probability."""
-        points = torch.as_tensor(points, dtype=torch.float32)
+        points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
         maps, center, scale = run_on_cloud(model, points, config)
         probs = maps.probabilities
         estimate = read_out(probs, maps.basis, config.readout)
@@ -127,9 +127,11 @@ def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple
         raise ValueError(f"need more than {config.knn_k} points, got {len(points)}")
     if not points.isfinite().all():
         raise ValueError("points contain NaN or infinite coordinates")
-    item = transforms.Normalize()({"points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
-                                   "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3),
-                                   "scale": torch.tensor(1.0)})
+    # centre and scale in float64 (clouds far from the origin), then the float32 the model takes
+    item = transforms.Normalize(dtype=torch.float32)({
+        "points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
+        "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3, dtype=torch.float64),
+        "scale": torch.tensor(1.0, dtype=torch.float64)})
     device = next(model.parameters()).device
     with torch.no_grad():
         output = model.eval()(item["points"][None].to(device))

@@ -15,7 +15,9 @@ import numpy as np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``viz`` subcommand."""
-    parser.add_argument("pcd", nargs="?", help="a .pcd cloud (instead of --category/--model-id)")
+    parser.add_argument("pcd", nargs="?", metavar="FILE",
+                        help="a cloud or mesh (.pcd .ply .obj .off .stl .xyz .npy; meshes are sampled), instead of "
+                             "--category/--model-id")
     parser.add_argument("--category", help="KeypointNet category of a shared model, e.g. bathtub")
     parser.add_argument("--model-id", help="ShapeNet model id within --category (default: first of --split)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test",
@@ -23,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
     parser.add_argument("--keypoints", help='JSON from `pckeypoints predict`: {"keypoints": [[x, y, z], ...], '
                                             '"semantic_ids": [...]}; drawn against the ground truth when known')
-    parser.add_argument("--checkpoint", metavar="RUN_OR_CKPT",
-                        help="run folder or checkpoint: draw its model's predictions (against the ground truth "
-                             "when known)")
+    parser.add_argument("--checkpoint", "--model", metavar="RUN_CKPT_OR_NAME",
+                        help="run folder, checkpoint or shipped model name (e.g. bathtub): draw its model's "
+                             "predictions (against the ground truth when known)")
     parser.add_argument("--map", type=int, metavar="ID",
                         help="paint keypoint ID's probability map (log scale) on the points (needs --checkpoint)")
     parser.add_argument("--samples", type=int, metavar="N",
@@ -103,7 +105,7 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
 def _flag_error(args) -> str | None:
     """What is wrong with the combination of options, if anything."""
     if (args.pcd is None) == (args.category is None):
-        return "give either a .pcd file or --category (with optional --model-id)"
+        return "give either a cloud or mesh file or --category (with optional --model-id)"
     if args.keypoints and args.checkpoint:
         return "give either --keypoints or --checkpoint, not both"
     if args.map is not None and not args.checkpoint:
@@ -128,9 +130,9 @@ def run(args) -> int:
         print("viz: no display available; pass --png OUT.png to render to a file", file=sys.stderr)
         return 2
     if args.pcd is not None:
-        from pckeypoints.data import read_pcd
+        from pckeypoints.data import read_points
 
-        points, truth, truth_ids = read_pcd(args.pcd), None, None
+        points, truth, truth_ids = read_points(args.pcd), None, None
     else:
         points, truth, truth_ids = _shared_model(args)
 
