@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,34 @@ def test_bilinear_density_on_a_2d_grid():
     y = torch.tensor([[[[0.25, 0.5]]]])  # inside the unit cell: bilinear weights
     w = torch.tensor([0.75 * 0.5, 0.75 * 0.5, 0.25 * 0.5, 0.25 * 0.5])
     assert torch.allclose(basis.density(y, probs)[0, 0, 0], (w * probs[0, 0]).sum())
+
+
+def test_sigma_is_the_same_with_and_without_torch_cluster(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    pos, sizes = torch.rand(60, 3, generator=g), [25, 35]
+    batch = torch.tensor([0] * sizes[0] + [1] * sizes[1])
+    tc = pytest.importorskip("torch_cluster")
+    row, col = tc.knn(pos, pos, 6, batch, batch)  # the old σ: torch-cluster's 5 nearest others
+    expected = torch.zeros(60).index_add_(0, row, (pos[row] - pos[col]).norm(dim=-1)) / 5 * 0.5
+    monkeypatch.setitem(sys.modules, "torch_cluster", None)  # `import torch_cluster` now fails
+    with pytest.raises(ImportError):
+        import torch_cluster  # noqa: F401
+    ragged = PointBasis.from_points(pos, batch, k=5)
+    assert torch.allclose(ragged.bandwidth[ragged.mask][:, 0], expected, atol=1e-6)
+    dense = PointBasis.from_points(pos[None, : sizes[0]], k=5)
+    assert torch.allclose(dense.bandwidth[0, :, 0], expected[: sizes[0]], atol=1e-6)
+
+
+def test_knn_backends_agree_with_brute_force():
+    from pckeypoints import neighbors
+
+    g = torch.Generator().manual_seed(3)
+    points, query = torch.rand(2, 300, 3, generator=g, dtype=torch.float64), torch.rand(2, 40, 3, generator=g, dtype=torch.float64)
+    d = torch.cdist(query, points)
+    expected = d.topk(4, largest=False)
+    for dim in (3, 2):  # the pointnet2 op and the PyTorch brute force
+        got = neighbors.knn(query[..., :dim], points[..., :dim], 4)
+        ref = torch.cdist(query[..., :dim], points[..., :dim]).topk(4, largest=False)
+        assert torch.equal(got.index, ref.indices) and torch.allclose(got.distance, ref.values)
+    tree = neighbors._kdtree(query, points, 4)  # large CPU searches
+    assert torch.equal(tree.index, expected.indices) and torch.allclose(tree.distance, expected.values)

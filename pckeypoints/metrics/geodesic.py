@@ -13,8 +13,9 @@ import numpy as np
 import scipy.sparse
 import torch
 from scipy.sparse.csgraph import dijkstra
-from scipy.spatial import cKDTree
 
+from ..neighbors import knn
+from ..validation import check_cloud
 from .pck import Thresholds, check_keypoints, pck_from_distances
 
 __all__ = ["cloud_geodesics", "geodesic_distance", "geodesic_pck", "knn_graph", "snap_to_points"]
@@ -33,7 +34,8 @@ def knn_graph(points: torch.Tensor | np.ndarray, k: int = 10) -> scipy.sparse.cs
     k = min(k, n - 1)
     if k == 0:
         return scipy.sparse.csr_matrix((n, n))
-    distances, neighbours = cKDTree(points).query(points, k=k + 1)
+    cloud = torch.from_numpy(points)[None]
+    distances, neighbours = (t[0].numpy() for t in knn(cloud, cloud, k + 1))
     rows = np.repeat(np.arange(n), k + 1)
     keep = neighbours.reshape(-1) != rows  # each point's self match, wherever duplicate points put it
     return scipy.sparse.csr_matrix((distances.reshape(-1)[keep], (rows[keep], neighbours.reshape(-1)[keep])),
@@ -51,16 +53,16 @@ def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | n
 
 
 def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)`` (k-d tree)."""
+    """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)``."""
     query, points = torch.as_tensor(query), torch.as_tensor(points)
     if query.shape[-1] != 3 or query.shape[:-2] != points.shape[:-2] or query.ndim < 2:
         raise ValueError(f"query (..., Q, 3) and points (..., N, 3) must share leading dimensions, got "
                          f"{tuple(query.shape)} and {tuple(points.shape)}")
-    batch = int(np.prod(query.shape[:-2]))
-    queries = query.detach().cpu().double().reshape(batch, query.shape[-2], 3).numpy()
-    clouds = points.detach().cpu().reshape(batch, *points.shape[-2:])
-    index = np.stack([cKDTree(_as_cloud(cloud)).query(q)[1] for q, cloud in zip(queries, clouds)])
-    return torch.from_numpy(index).long().reshape(query.shape[:-1]).to(query.device)
+    clouds = points.detach().reshape(-1, *points.shape[-2:])
+    check_cloud(clouds, batched=True)
+    queries = query.detach().to(clouds.device).reshape(len(clouds), query.shape[-2], 3)
+    index = knn(queries.double(), clouds.double(), 1).index[..., 0]
+    return index.reshape(query.shape[:-1]).to(query.device)
 
 
 def geodesic_distance(pred: torch.Tensor, points: torch.Tensor, target_index: torch.Tensor, mask: torch.Tensor,
@@ -100,8 +102,5 @@ def geodesic_pck(pred: torch.Tensor, points: torch.Tensor, target_index: torch.T
 
 def _as_cloud(points: torch.Tensor | np.ndarray) -> np.ndarray:
     points = np.asarray(points.detach().cpu() if torch.is_tensor(points) else points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-        raise ValueError(f"points must have shape (N, 3) with N >= 1, got {points.shape}")
-    if not np.isfinite(points).all():
-        raise ValueError("points contain NaN or infinite values")
+    check_cloud(points)
     return points
