@@ -1,20 +1,24 @@
 """Table 7 of "Localization with Sampling-Argmax" (Li et al., NeurIPS 2021): unsupervised keypoints with a
 Skeleton Merger style autoencoder on KeypointNet bathtub and bed, trained with soft-argmax or with
-sampling-argmax (Ns = 1, 5, 10, 30 samples decoded per cloud), scored by the dual alignment score (DAS).
+sampling-argmax (Ns = 1, 5, 10, 30 samples decoded per cloud), several seeds each.
 
-Each (category, variant) trains on the train split without labels, keeps the checkpoint with the best val
-DAS, and is scored on the whole test split (DAS with its forward/backward parts, keypoint mIoU@0.1). Writes
-``experiments/results/table7.{md,json}`` and a gallery of test keypoints. Finished runs are reused and
-interrupted ones resumed, so the table can be built over several sessions.
+Each (category, variant, seed) trains on the train split without labels and is scored at its last epoch
+(``last.pt``: an unsupervised method has no labels to select a checkpoint with) by the dual alignment score
+in two protocols, Skeleton Merger's published one (self-pairs, every annotated shape of the category) and
+the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1 on the test split.
+Writes ``table7.{md,json}`` (mean ± sd over seeds per cell, every run's metrics, the missing runs) into
+``--results``. Finished runs are reused and interrupted ones resumed; ``--train-only`` runs train in parallel
+processes and ``--table-only`` then writes the table from every finished run of the grid.
 
-    python experiments/table7.py                                    # small CPU budget (see --help)
-    python experiments/table7.py --epochs 80 --width 1 --max-models 0 --threads 0   # full data (GPU)
+    nice -n 10 env OMP_NUM_THREADS=1 python experiments/table7.py --variants soft 10   # CPU protocol
+    python experiments/table7.py --config experiments/configs/table7_gpu.toml --device cuda ...  # see the config
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,13 +28,18 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from pckeypoints.config import TrainConfig  # noqa: E402
 from pckeypoints.data import collate_keypoints  # noqa: E402
-from pckeypoints.training import TrainConfig  # noqa: E402
 from tables import add_run_arguments, display_path, percent, run_table, save_table, train_and_evaluate  # noqa: E402
 
 VARIANTS = ("soft", "1", "5", "10", "30")
-#: The paper's Table 7 (DAS, %). Not found in the sources available to this project: "n/a".
-PAPER_DAS: dict[str, dict[str, float | None]] = {v: {"bathtub": None, "bed": None} for v in VARIANTS}
+#: Li et al. (2021), Table 7: DAS "following Skeleton Merger" (../shared/reference/paper_tables.md), as fractions.
+PAPER_DAS = {"soft": {"bathtub": 0.562, "bed": 0.580}, "1": {"bathtub": 0.538, "bed": 0.635},
+             "5": {"bathtub": 0.540, "bed": 0.619}, "10": {"bathtub": 0.588, "bed": 0.617},
+             "30": {"bathtub": 0.567, "bed": 0.600}}
+#: Metrics of a cell, averaged over seeds.
+CELL_METRICS = ("das_sm", "das_sm_forward", "das_sm_backward", "das", "das_forward", "das_backward", "miou@0.1",
+                "train_minutes")
 
 
 def variant_name(variant: str) -> str:
@@ -40,26 +49,34 @@ def variant_name(variant: str) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "experiments/configs/table7_unsup.toml"),
-                        help="base TrainConfig TOML (category, method, num_samples, name and the flags override it)")
+                        help="base TrainConfig TOML (category, method, num_samples, seed, name, out and the flags "
+                             "override it)")
     parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="'soft' or a number of sampling-argmax samples Ns")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the config's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
+    parser.add_argument("--sigma", help="basis σ: 'knn' or a number (default: the config's)")
     parser.add_argument("--max-models", type=int,
                         help="first n models of the train and val splits; 0 = all (default: the config's)")
     parser.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--train-only", action="store_true", help="train and score the runs, write no table")
+    mode.add_argument("--table-only", action="store_true", help="train nothing: table of the finished runs")
     add_run_arguments(parser, "table7")
+    parser.set_defaults(results=str(ROOT / "experiments/results/evidence"))
     return parser.parse_args(argv)
 
 
-def run_config(args, category: str, variant: str) -> TrainConfig:
-    method = "soft" if variant == "soft" else "sampling"
-    overrides = {"category": category, "method": method, "name": f"{category}_{'soft' if variant == 'soft' else 'ns' + variant}",
-                 "out": args.runs, "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size, "lr": args.lr,
+def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
+    tag = "soft" if variant == "soft" else f"ns{variant}"
+    overrides = {"category": category, "method": "soft" if variant == "soft" else "sampling", "seed": seed,
+                 "name": f"{category}_{tag}_s{seed}", "out": args.runs, "epochs": args.epochs, "width": args.width,
+                 "batch_size": args.batch_size, "lr": args.lr, "sigma": args.sigma,
                  "max_models": args.max_models or None, "device": args.device, "data_root": args.data_root}
     if variant != "soft":
         overrides["num_samples"] = int(variant)
@@ -67,55 +84,116 @@ def run_config(args, category: str, variant: str) -> TrainConfig:
     return dataclasses.replace(config, max_models=None) if args.max_models == 0 else config
 
 
-def run_one(args, category: str, variant: str) -> dict:
-    """Train (or resume, or reuse) one run and score its best checkpoint on the test split."""
+def run_one(args, category: str, variant: str, seed: int) -> dict:
+    """Train (or resume, or reuse) one run and score its last epoch."""
 
     def evaluate(task, model, config: TrainConfig, report_dir: Path) -> dict:
         device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         test_set = task.dataset(dataclasses.replace(config, max_models=None), "test", train=False)  # the whole split
-        loader = DataLoader(test_set, config.batch_size, collate_fn=collate_keypoints)
-        return task.report(model.to(device), loader, config, report_dir)
+        metrics = task.report(model.to(device), DataLoader(test_set, config.batch_size, collate_fn=collate_keypoints),
+                              config, report_dir)
+        return {**metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
-    return train_and_evaluate(run_config(args, category, variant), args.retrain, evaluate, save_train_minutes=True)
+    return train_and_evaluate(run_config(args, category, variant, seed), args.retrain, evaluate,
+                              save_train_minutes=True, checkpoint="last.pt")
 
 
-def write_tables(results: dict, args, out: Path) -> None:
-    categories = [c for c in args.categories if c in results]
-    config = run_config(args, categories[0], "soft")
-    subset = (f"first {config.max_models} models of the train and val splits" if config.max_models else "full splits")
-    lines = ["# Table 7: unsupervised keypoints (Skeleton Merger style) on KeypointNet, DAS (%) on the test split", "",
-             f"Budget: {config.epochs} epochs, backbone width {config.width}, batch {config.batch_size}, lr {config.lr}, "
-             f"{config.num_keypoints} keypoints, tau {config.tau_start} -> {config.tau_end} ({config.tau_schedule}), "
-             f"{subset}; checkpoint with the best val DAS, scored on the whole test split.",
-             "Paper column: Li et al. (2021), Table 7 — its numbers were not found in the sources available to "
-             "this project, so n/a.",
-             "", "| Method | " + " | ".join(f"{c} DAS (ours) | {c} DAS (paper) | {c} fwd / bwd | {c} mIoU@0.1"
-                                         for c in categories) + " |",
-             "|---|" + "---|---|---|---|" * len(categories)]
-    for variant in args.variants:
-        cells = []
-        for category in categories:
-            m = results[category].get(variant)
-            cells += [percent(m and m["das"]), percent(PAPER_DAS[variant][category]),
-                      "n/a" if m is None else f"{percent(m['das_forward'])} / {percent(m['das_backward'])}",
-                      percent(m and m["miou@0.1"])]
-        lines.append(f"| {variant_name(variant)} | " + " | ".join(cells) + " |")
-    minutes = {f"{c}/{v}": round(m.get("train_minutes", float("nan")), 1)
-               for c in categories for v, m in results[c].items()}
-    lines += ["", f"Wall time per run (minutes, training + test scoring, this session only): `{json.dumps(minutes)}`",
+def finished_runs(args) -> dict[tuple[str, str, int], dict]:
+    """``{(category, variant, seed): metrics}`` of the grid's runs scored with the grid's config."""
+    runs = {}
+    for category in args.categories:
+        for variant in args.variants:
+            for seed in args.seeds:
+                config = run_config(args, category, variant, seed)
+                report = Path(config.out) / config.run_name / "eval_test" / "metrics.json"
+                if report.is_file():
+                    saved = json.loads(report.read_text())
+                    if saved["config"] == config.to_dict():
+                        runs[category, variant, seed] = saved["metrics"]
+    return runs
+
+
+def summarize(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def mean_sd(cell: dict | None, key: str) -> str:
+    if cell is None:
+        return "missing"
+    stats = cell[key]
+    return percent(stats["mean"]) + ("" if stats["sd"] is None else f" ± {percent(stats['sd'])}")
+
+
+def protocol_line(config: TrainConfig) -> str:
+    subset = (f"first {config.max_models} models of the train and val splits" if config.max_models
+              else "all train models")
+    sigma = (f"σ_i from the {config.knn_k} nearest neighbours" if config.sigma == "knn"
+             else f"σ = {config.sigma} (normalised units)")
+    return (f"Protocol: {config.epochs} epochs, backbone width {config.width}, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.lr} ({config.lr_schedule}), {sigma}, {config.num_keypoints} keypoints, "
+            f"τ {config.tau_start} → {config.tau_end} ({config.tau_schedule}), {subset}, trained on KeypointNet's "
+            f"train clouds (Skeleton Merger trains on ShapeNet clouds); scored at the last epoch (no checkpoint "
+            f"selection with labels).")
+
+
+def write_tables(args, out: Path) -> None:
+    runs = finished_runs(args)
+    cells: dict[str, dict[str, dict]] = {}
+    for category in args.categories:
+        for variant in args.variants:
+            done = [runs[category, variant, s] for s in args.seeds if (category, variant, s) in runs]
+            if done:
+                cells.setdefault(category, {})[variant] = {k: summarize([m[k] for m in done]) for k in CELL_METRICS}
+    missing = [f"{c}/{variant_name(v)}/seed {s}" for c in args.categories for v in args.variants for s in args.seeds
+               if (c, v, s) not in runs]
+    config = run_config(args, args.categories[0], "soft", args.seeds[0])
+    shapes = {c: next(m["das_sm_shapes"] for (cc, _, _), m in runs.items() if cc == c)
+              for c in args.categories if any(key[0] == c for key in runs)}
+    devices = sorted({m.get("device", "?") for m in runs.values()})
+    lines = ["# Table 7: unsupervised keypoints (Skeleton Merger style) on KeypointNet, DAS (%)", "",
+             protocol_line(config), f"Seeds {args.seeds}; mean ± sd over the finished seeds (n per cell); "
+             f"machine: {', '.join(devices) or 'none yet'}.",
+             "- **DAS (SM)**: Skeleton Merger's published protocol — forward and backward over every annotated shape "
+             "of the category (" + ", ".join(f"{c}: {n}" for c, n in shapes.items()) + " shapes, all splits), "
+             "self-pairs included; the paper's Table 7 numbers \"follow\" this protocol (paper column).",
+             "- **DAS strict**: ordered pairs of distinct shapes of the test split only.",
+             "- **mIoU@0.1**: KeypointNet's keypoint IoU at geodesic distance 0.1 (10-NN graph), test split.", ""]
+    for category in args.categories:
+        lines += [f"## {category}", "", "| Method | seeds | DAS (SM) | DAS (SM), paper | SM fwd / bwd | "
+                  "DAS strict (test) | strict fwd / bwd | mIoU@0.1 (test) | minutes / run |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for variant in args.variants:
+            cell = cells.get(category, {}).get(variant)
+            lines.append(" | ".join([
+                f"| {variant_name(variant)}", "0" if cell is None else str(cell["das_sm"]["n"]),
+                mean_sd(cell, "das_sm"),
+                percent(PAPER_DAS[variant][category]) if category in PAPER_DAS[variant] else "n/a",
+                f"{mean_sd(cell, 'das_sm_forward')} / {mean_sd(cell, 'das_sm_backward')}", mean_sd(cell, "das"),
+                f"{mean_sd(cell, 'das_forward')} / {mean_sd(cell, 'das_backward')}", mean_sd(cell, "miou@0.1"),
+                "–" if cell is None else f"{cell['train_minutes']['mean']:.1f}"]) + " |")
+        lines.append("")
+    lines += ["Missing runs: " + ("; ".join(missing) if missing else "none") + ".",
               f"Per-run reports (metrics, gallery of test keypoints coloured by index) under "
-              f"`{display_path(args.runs)}/<category>_<variant>/eval_test/`."]
-    save_table(out, "table7", lines, {"config": config.to_dict(), "paper": PAPER_DAS, "results": results},
-               Path(args.runs) / f"{categories[0]}_ns30" / "eval_test" / "gallery.png")
+              f"`{display_path(args.runs)}/<category>_<variant>_s<seed>/eval_test/`."]
+    payload = {"protocol": protocol_line(config), "config": config.to_dict(), "paper": PAPER_DAS, "cells": cells,
+               "missing": missing, "runs": [{"category": c, "variant": v, "seed": s, "metrics": m}
+                                            for (c, v, s), m in sorted(runs.items())]}
+    gallery = run_config(args, args.categories[0], args.variants[-1], args.seeds[0]).run_name
+    save_table(out, "table7", lines, payload, Path(args.runs) / gallery / "eval_test" / "gallery.png")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    jobs = [(c, v) for c in args.categories for v in args.variants]
-    run_table(jobs, lambda category, variant: run_one(args, category, variant),
-              lambda results: write_tables(results, args, Path(args.results)), "table7 runs", "das", variant_name)
+    if not args.table_only:
+        jobs = [(c, (v, s)) for s in args.seeds for c in args.categories for v in args.variants]
+        run_table(jobs, lambda category, key: run_one(args, category, *key),
+                  lambda _: None if args.train_only else write_tables(args, Path(args.results)),
+                  "table7 runs", "das_sm", lambda key: f"{variant_name(key[0])}, seed {key[1]}")
+    else:
+        write_tables(args, Path(args.results))
     return 0
 
 
