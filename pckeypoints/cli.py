@@ -7,28 +7,35 @@
 - ``eval RUN_OR_CKPT [--split test] [--out DIR]``: metrics tables (markdown + JSON) and figures.
 - ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file.
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
+
+Every error a user can cause (bad file, config value, device, folder) prints one line and exits with 1;
+``--debug`` shows the traceback instead. Arguments and the device are checked before any data is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from .config import TrainConfig, config_fields
+from .errors import PCKeypointsError
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pckeypoints", description="Keypoints on point clouds with sampling-argmax.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model (supervised or unsupervised)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--config", help="TOML file of TrainConfig fields; flags override it")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
     train.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                        help="evaluate the best checkpoint on the test split at the end")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -46,14 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
     evaluate.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
     evaluate.add_argument("--data-root", help="KeypointNet folder (default: the run's, else $PCKP_DATA)")
-    evaluate.add_argument("--max-models", type=int, help="evaluate on the first n models only")
+    evaluate.add_argument("--max-models", type=positive_int, help="evaluate on the first n models only")
     evaluate.add_argument("--device", default="cpu")
 
     predict = commands.add_parser("predict", help="predict keypoints of a point cloud or mesh file")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("file", help=".pcd, .ply, .obj, ... (meshes are sampled uniformly on the surface)")
     predict.add_argument("-o", "--output", help="JSON output (default: print to stdout)")
-    predict.add_argument("--num-points", type=int, default=2048, help="points sampled from a mesh")
+    predict.add_argument("--num-points", type=positive_int, default=2048,
+                         help="points sampled from a mesh; bigger clouds are subsampled to this many")
     predict.add_argument("--device", default="cpu")
 
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
@@ -70,9 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
-    except ValueError as err:
-        print(f"pckeypoints {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # PCKeypointsError is a ValueError; OSError: files the user named
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"pckeypoints {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _train(args) -> int:
@@ -85,7 +103,8 @@ def _train(args) -> int:
             raise ValueError(f"--resume continues with the run's own config; drop {given or ['--config']}")
         run_dir = train(resume=args.resume, progress=args.progress)
     else:
-        run_dir = train(TrainConfig.from_toml(args.config, **overrides), progress=args.progress)
+        run_dir = train(TrainConfig.from_toml(args.config, **overrides), progress=args.progress,
+                        overwrite=args.overwrite)
     if _is_main_process():
         print(f"run: {run_dir}")
         if args.test:
@@ -95,8 +114,11 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    _report(args.checkpoint, args.split, Path(args.out) if args.out else run_dir / f"eval_{args.split}",
-            data_root=args.data_root, max_models=args.max_models, device=args.device)
+    out_dir = Path(args.out) if args.out else run_dir / f"eval_{args.split}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")
+    _report(args.checkpoint, args.split, out_dir, data_root=args.data_root, max_models=args.max_models,
+            device=args.device)
     return 0
 
 
@@ -105,15 +127,25 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
     from torch.utils.data import DataLoader
 
+    from .checkpoint import load_checkpoint
     from .data import collate_keypoints
-    from .training import load_checkpoint
+    from .training import resolve_device
 
+    device = resolve_device(device)
     task, model, config, checkpoint_state = load_checkpoint(checkpoint)
     changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models}.items() if v is not None}
     config = dataclasses.replace(config, **changes)
-    loader = DataLoader(task.dataset(config, split, train=False), config.batch_size, shuffle=False,
-                        collate_fn=collate_keypoints)
-    metrics = task.report(model.to(device), loader, config, out_dir)
+    dataset = task.dataset(config, split, train=False)
+    if len(dataset) == 0:
+        raise PCKeypointsError(f"the {split} split of {config.category} is empty")
+    loader = DataLoader(dataset, config.batch_size, shuffle=False, collate_fn=collate_keypoints)
+    created = not out_dir.exists()
+    try:
+        metrics = task.report(model.to(device), loader, config, out_dir, figures=_figures())
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     print(f"{config.mode} {config.category} {config.method}, epoch {checkpoint_state['epoch']}, {split} split:")
     for name, value in metrics.items():
         print(f"  {name:>16s}  {value:.4f}")
@@ -122,16 +154,25 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
 
 
 def _predict(args) -> int:
-    from .data import read_points
-    from .training import load_checkpoint
+    import numpy as np
 
+    from .checkpoint import load_checkpoint
+    from .data import read_points
+    from .data.transforms import subsample_cloud
+    from .training import resolve_device
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.is_dir():
+        raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
+    device = resolve_device(args.device)
     task, model, config, _ = load_checkpoint(args.checkpoint)
-    points = read_points(args.file, num_points=args.num_points)
-    result = task.predict(model.to(args.device), points, config)
+    points = subsample_cloud(read_points(args.file, num_points=args.num_points, dtype=np.float64), args.num_points)
+    result = task.predict(model.to(device), points, config)
     text = json.dumps(result, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-        print(f"{len(result['keypoints'])} keypoints -> {args.output}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+        print(f"{len(result['keypoints'])} keypoints -> {output}")
     else:
         print(text)
     return 0
@@ -143,6 +184,15 @@ def _viz(args) -> int:
     from viz import cli as viz_cli
 
     return viz_cli.run(args)
+
+
+def _figures():
+    """The :mod:`viz` module for report figures, or ``None`` (tables only) where it cannot be imported."""
+    try:
+        import viz
+    except ImportError:
+        return None
+    return viz
 
 
 def _is_main_process() -> bool:

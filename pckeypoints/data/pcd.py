@@ -21,15 +21,16 @@ _CLOUD_SUFFIXES = {".pcd", ".xyz", ".npy"}
 _MESH_SUFFIXES = {".ply", ".obj", ".off", ".stl"}
 
 
-def read_pcd(path: str | Path, return_rgb: bool = False):
+def read_pcd(path: str | Path, return_rgb: bool = False, dtype=np.float32):
     """Read a PCD file.
 
     Args:
         path: ``.pcd`` file with ``DATA ascii``, ``binary`` or ``binary_compressed`` (the latter through Open3D).
         return_rgb: also return the ``rgb``/``rgba`` field unpacked to ``(N, 3) uint8`` (white when absent).
+        dtype: of the returned points; ``np.float64`` keeps the precision of coordinates far from the origin.
 
     Returns:
-        ``points (N, 3) float32``, or ``(points, rgb)`` when ``return_rgb``.
+        ``points (N, 3) dtype``, or ``(points, rgb)`` when ``return_rgb``.
     """
     path = Path(path)
     try:
@@ -39,11 +40,11 @@ def read_pcd(path: str | Path, return_rgb: bool = False):
     header, data_start = _parse_header(raw, path)
     fields = header["FIELDS"]
     if header["DATA"] == "binary_compressed":
-        points, rgb = _read_with_open3d(path, header["POINTS"])
+        points, rgb = _read_with_open3d(path, header["POINTS"], dtype)
     else:
         columns = _read_ascii(raw[data_start:], header, path) if header["DATA"] == "ascii" else \
             _read_binary(raw[data_start:], header, path)
-        points = np.stack([columns[name] for name in "xyz"], axis=1).astype(np.float32)
+        points = np.stack([columns[name] for name in "xyz"], axis=1).astype(dtype)
         colour = next((name for name in ("rgb", "rgba") if name in fields), None)
         rgb = _unpack_rgb(columns[colour]) if colour else np.full((len(points), 3), 255, np.uint8)
     if not np.isfinite(points).all():
@@ -51,14 +52,14 @@ def read_pcd(path: str | Path, return_rgb: bool = False):
     return (points, rgb) if return_rgb else points
 
 
-def read_points(path: str | Path, num_points: int = 2048, seed: int = 0) -> np.ndarray:
-    """Read a point cloud, or sample one from a mesh, as ``(N, 3) float32``.
+def read_points(path: str | Path, num_points: int = 2048, seed: int = 0, dtype=np.float32) -> np.ndarray:
+    """Read a point cloud, or sample one from a mesh, as ``(N, 3) dtype``.
 
     Clouds (``.pcd``, ``.xyz``, ``.npy``, ``.ply`` without faces) are returned as is (all their points). Meshes
     (``.obj``, ``.off``, ``.stl``, ``.ply`` with faces) are sampled uniformly on the surface with trimesh:
     ``num_points`` points, reproducible through ``seed``.
     """
-    vertices, faces = read_geometry(path)
+    vertices, faces = read_geometry(path, dtype)
     if faces is None:
         return vertices
     if num_points < 1:
@@ -66,11 +67,11 @@ def read_points(path: str | Path, num_points: int = 2048, seed: int = 0) -> np.n
     import trimesh
 
     points, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False), num_points, seed=seed)
-    return np.asarray(points, dtype=np.float32)
+    return np.asarray(points, dtype=dtype)
 
 
-def read_geometry(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(vertices (V, 3) float32, faces (F, 3) int64)`` of a mesh, ``(points (N, 3) float32, None)`` of a cloud.
+def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(vertices (V, 3) dtype, faces (F, 3) int64)`` of a mesh, ``(points (N, 3) dtype, None)`` of a cloud.
 
     ``.pcd`` (see :func:`read_pcd`), ``.xyz`` (text, one ``x y z ...`` line per point), ``.npy`` (``(N, 3+)`` array;
     extra columns are ignored) and, through trimesh, ``.ply``, ``.obj``, ``.off``, ``.stl``.
@@ -81,7 +82,7 @@ def read_geometry(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ReadError(f"unsupported point cloud format {path.suffix!r} for {path}: "
                          f"expected {', '.join(sorted(_CLOUD_SUFFIXES | _MESH_SUFFIXES))}")
     if suffix == ".pcd":
-        return read_pcd(path), None
+        return read_pcd(path, dtype=dtype), None
     if not path.is_file():
         raise ReadError(f"cannot read point cloud {path}: no such file")
     faces = None
@@ -107,7 +108,7 @@ def read_geometry(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ReadError(f"{path} holds no 3D points")
     if not np.isfinite(vertices).all():
         raise ReadError(f"{path} has non-finite coordinates")
-    return vertices.astype(np.float32), faces
+    return vertices.astype(dtype), faces
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
@@ -198,11 +199,11 @@ def _unpack_rgb(packed: np.ndarray) -> np.ndarray:
     return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=1).astype(np.uint8)
 
 
-def _read_with_open3d(path: Path, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_with_open3d(path: Path, num_points: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     import open3d as o3d
 
     cloud = o3d.io.read_point_cloud(str(path), format="pcd", remove_nan_points=False, remove_infinite_points=False)
-    points = np.asarray(cloud.points, dtype=np.float32)
+    points = np.asarray(cloud.points, dtype=dtype)
     if len(points) != num_points:
         raise ReadError(f"corrupt PCD {path}: header says POINTS {num_points}, Open3D decoded {len(points)}")
     rgb = (np.asarray(cloud.colors) * 255).round().astype(np.uint8) if cloud.has_colors() else \

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["Compose", "Normalize", "RandomRotateUp", "Jitter", "RandomScale", "keypoints_at", "rotation_about_axis"]
+__all__ = ["Compose", "Normalize", "RandomRotateUp", "Jitter", "RandomScale", "keypoints_at", "rotation_about_axis",
+           "subsample_cloud"]
 
 Item = dict
 
@@ -36,17 +37,21 @@ class Compose:
 class Normalize:
     """Translate the cloud's centre to the origin and scale it to unit radius (farthest point at distance 1).
 
+    Centre and radius are computed, and the points moved, in float64, so that a cloud far from the origin
+    (coordinates ~1e6) loses no precision; ``center`` and ``scale`` keep the item's dtype.
+
     Args:
         center: ``"bbox"`` (default) centres the axis-aligned bounding box, ``"centroid"`` the mean point.
+        dtype: dtype of the normalised points (default: that of the input points).
     """
 
-    def __init__(self, center: str = "bbox"):
+    def __init__(self, center: str = "bbox", dtype: torch.dtype | None = None):
         if center not in ("bbox", "centroid"):
             raise ValueError(f"center must be 'bbox' or 'centroid', got {center!r}")
-        self.center = center
+        self.center, self.dtype = center, dtype
 
     def __call__(self, item: Item) -> Item:
-        points = item["points"]
+        points = item["points"].double()
         if self.center == "bbox":
             center = (points.amin(0) + points.amax(0)) / 2
         else:
@@ -54,9 +59,10 @@ class Normalize:
         radius = (points - center).norm(dim=1).amax()
         if not radius > 0:
             raise ValueError("cannot normalise a point cloud whose points all coincide")
-        item = _with_points(item, (points - center) / radius)
-        item["center"] = item["center"] + center * item["scale"]
-        item["scale"] = item["scale"] * radius
+        item = _with_points(item, ((points - center) / radius).to(self.dtype or item["points"].dtype))
+        scale = item["scale"].double()
+        item["center"] = (item["center"].double() + center * scale).to(item["center"].dtype)
+        item["scale"] = (scale * radius).to(item["scale"].dtype)
         return item
 
 
@@ -101,6 +107,23 @@ class Jitter:
         points = item["points"]
         noise = torch.randn(points.shape, generator=self.generator, dtype=points.dtype) * self.sigma
         return _with_points(item, points + noise.clamp(-self.clip, self.clip))
+
+
+def subsample_cloud(points, num_points: int, seed: int = 0, oversample: int = 4) -> torch.Tensor:
+    """At most ``num_points`` of ``points (N, 3)``, spread evenly over the cloud, as a tensor of its dtype.
+
+    Clouds of up to ``num_points`` points are returned whole. Bigger ones are first cut to a seeded random
+    subset of ``oversample * num_points`` points (O(N), cheap for millions of points), then reduced to
+    ``num_points`` by farthest point sampling, the even spread of the clouds models are trained on."""
+    from pointnet2 import furthest_point_sample
+
+    points = torch.as_tensor(points)
+    if len(points) <= num_points:
+        return points
+    if len(points) > oversample * num_points:
+        generator = torch.Generator().manual_seed(seed)
+        points = points[torch.randperm(len(points), generator=generator)[: oversample * num_points]]
+    return points[furthest_point_sample(points[None].contiguous(), num_points)[0]]
 
 
 def rotation_about_axis(angle: float, axis: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
