@@ -5,7 +5,7 @@ draws differentiable samples from the mixture p(y) = Σ_i π_i f_i(y): Gumbel-so
 w = softmax((log π + g) / τ) over the locations, one draw ε_i from every basis, and the weighted
 sum y = Σ_i w_i (y_i + ε_i). As τ → 0 the weights become one-hot and y is an exact mixture sample.
 
-Two samplers:
+Samplers:
 
 - ``"naive"``: the formula above, one basis draw per location and sample, ``(B, K, Ns, N, D)``
   noise; any basis kind.
@@ -13,15 +13,28 @@ Two samplers:
   independent is itself N(0, Σ_i w_i² σ_i²), so one draw per sample suffices. The Gumbel weights
   are processed in chunks of samples and recomputed in backward from the saved RNG state, so
   memory is O(B·K·N·chunk) instead of O(B·K·Ns·N).
+- ``"fused"`` (Gaussian bases, D <= 3): the same distribution from the kernels of
+  :mod:`pckeypoints.fused` (C++/OpenMP on the CPU, Triton on CUDA): one pass over the points per
+  sample with online softmax and counter-based Gumbel noise, never a ``(B, K, Ns, N)`` tensor.
+
+Every sampler subtracts the maximum of l + g before dividing by τ, so any τ > 0 is safe (τ → 0
+gives one-hot weights, never NaN). Only shapes are checked here (no host synchronisation); logit
+values are checked once per call by :class:`~pckeypoints.losses.KeypointLoss`.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 from torch import Tensor
 
+from . import fused
 from .basis import PointBasis
+from .errors import PCKeypointsError
+from .fused import rng
 
-SAMPLERS = ("auto", "naive", "gaussian")
+SAMPLERS = ("auto", "naive", "gaussian", "fused")
 
 
 def soft_argmax(logits: Tensor, basis: PointBasis) -> Tensor:
@@ -38,6 +51,14 @@ def gumbel(shape, like: Tensor, generator: torch.Generator | None = None) -> Ten
     """
     u = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
     return u.log_().neg_().log_().neg_()
+
+
+def gumbel_softmax(logits: Tensor, noise: Tensor, tau: float) -> Tensor:
+    """softmax((logits + noise) / τ) over the last axis, safe for any τ > 0: the maximum is
+    subtracted before dividing, and 1/τ is clamped to the dtype's largest value."""
+    t = logits + noise
+    t = t - t.amax(-1, keepdim=True).detach()
+    return t.mul_(min(1.0 / tau, torch.finfo(t.dtype).max)).softmax(-1)
 
 
 def sampling_argmax(
@@ -57,8 +78,9 @@ def sampling_argmax(
         num_samples: Ns samples per keypoint.
         tau: Gumbel-softmax temperature (> 0).
         generator: RNG for reproducible samples.
-        sampler: ``"naive"``, ``"gaussian"`` (low memory) or ``"auto"`` (``"gaussian"`` for
-            Gaussian bases).
+        sampler: ``"naive"``, ``"gaussian"`` (low memory), ``"fused"`` (kernels) or ``"auto"``
+            (``"fused"`` for Gaussian bases of D <= 3 when its kernel is available on the device,
+            else ``"gaussian"`` for Gaussian bases, else ``"naive"``).
         chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
             ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
             sample). Larger chunks mean fewer, bigger kernels.
@@ -66,25 +88,36 @@ def sampling_argmax(
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
     basis.check_logits(logits)
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if not tau > 0:
-        raise ValueError(f"temperature tau must be > 0, got {tau}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
+        raise PCKeypointsError(f"temperature tau must be a finite number > 0, got {tau!r}")
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "auto":
         sampler = "gaussian" if basis.kind == "gaussian" else "naive"
+        if sampler == "gaussian" and basis.dim <= fused.MAX_DIM and fused.available(logits.device):
+            sampler = "fused"
+    if sampler != "naive" and basis.kind != "gaussian":
+        raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
     logits = basis.mask_logits(logits)
     b, k, n = logits.shape
+    if sampler == "fused":
+        if basis.dim > fused.MAX_DIM or not fused.available(logits.device):
+            raise PCKeypointsError(
+                f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
+                "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'"
+            )
+        seed = rng.draw_seed(generator, logits.device)
+        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
     pos = basis.pos.expand(b, n, -1)
     scale = basis.scale.expand(b, n, -1)
     if sampler == "naive":
-        weights = (logits[:, :, None, :] + gumbel((b, k, num_samples, n), logits, generator)).div(tau).softmax(-1)
+        noise = gumbel((b, k, num_samples, n), logits, generator)
+        weights = gumbel_softmax(logits[:, :, None, :], noise, tau)
         noise = basis.unit_noise((b, k, num_samples, n, basis.dim), generator)
         offsets = torch.einsum("bksn,bksnd->bksd", weights, noise * scale[:, None, None])
         return torch.einsum("bksn,bnd->bksd", weights, pos) + offsets
-    if basis.kind != "gaussian":
-        raise ValueError(f"the low-memory sampler needs a Gaussian basis, got {basis.kind!r}")
     if chunk_size is None:
         chunk_size = max(1, (1 << 19) // (b * k * n))
     if generator is None:
@@ -159,5 +192,5 @@ def _chunk_weights(logits: Tensor, tau: float, count: int, generator: torch.Gene
     size; it is then laid out per cloud for batched matrix products.
     """
     b, k, n = logits.shape
-    z = gumbel((count, b, k, n), logits, generator).add_(logits).div_(tau)
-    return z.transpose(0, 1).reshape(b, count * k, n).softmax(-1)
+    w = gumbel_softmax(logits, gumbel((count, b, k, n), logits, generator), tau)
+    return w.transpose(0, 1).reshape(b, count * k, n)

@@ -5,7 +5,7 @@ Backends: ``"reference"`` (pure PyTorch, :mod:`pointnet2.reference`), ``"cpu"`` 
 ``"auto"`` (the extension matching the tensors' device). The choice comes from the ``backend`` argument of
 each op, else the ``POINTNET2_BACKEND`` environment variable, else ``"auto"``.
 
-Extensions are built with :func:`torch.utils.cpp_extension.load` on first use and cached in the default
+Extensions are built with :func:`load_extension` (:func:`torch.utils.cpp_extension.load`) on first use and cached in the default
 torch extensions directory, so later processes only load them (without ninja: a setuptools build, cached
 there too). Under ``"auto"`` a failed build falls back
 to the reference with one warning; an explicitly requested backend that cannot be built raises.
@@ -28,30 +28,39 @@ _CSRC = Path(__file__).resolve().parent / "csrc"
 _FLAGS = {"cxx": ["-O3", "-ffp-contract=off"], "nvcc": ["-O3"]}
 
 
-def _sources(device_type: str) -> list[str]:
+def _sources(device_type: str) -> list[Path]:
     names = ["pointnet2_cpu.cpp"] if device_type == "cpu" else ["pointnet2_cuda.cpp", "pointnet2_kernels.cu"]
-    return [str(_CSRC / n) for n in names]
+    return [_CSRC / n for n in names]
 
 
 @cache
 def _build(device_type: str) -> ModuleType:
+    return load_extension(f"pointnet2_{device_type}", tuple(_sources(device_type)))
+
+
+@cache
+def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...] = ()) -> ModuleType:
+    """JIT-build (or load from the torch extensions cache) the extension ``name`` from ``sources``
+    (``.cpp``, ``.cu``) with extra C++ ``cflags``; headers are found in the sources' folders. Raises
+    when the build fails."""
     from torch.utils import cpp_extension
 
-    name = f"pointnet2_{device_type}"
+    include = sorted({str(path.parent) for path in sources})
+    flags = {"cxx": _FLAGS["cxx"] + list(cflags), "nvcc": _FLAGS["nvcc"]}
     if not cpp_extension.is_ninja_available():
-        return _build_with_setuptools(name, device_type)
+        return _build_with_setuptools(name, sources, include, flags)
     return cpp_extension.load(
         name=name,
-        sources=_sources(device_type),
-        extra_cflags=_FLAGS["cxx"],
+        sources=[str(path) for path in sources],
+        extra_cflags=flags["cxx"],
         extra_cuda_cflags=_FLAGS["nvcc"],
-        extra_include_paths=[str(_CSRC)],
+        extra_include_paths=include,
     )
 
 
-def _build_with_setuptools(name: str, device_type: str) -> ModuleType:
+def _build_with_setuptools(name: str, sources: tuple[Path, ...], include: list[str], flags: dict) -> ModuleType:
     """Fallback for machines without ninja (which ``cpp_extension.load`` requires): a setuptools build,
-    cached under the torch extensions directory by a hash of the sources and the torch version."""
+    cached under the torch extensions directory by a hash of the source folders and the torch version."""
     import contextlib
     import hashlib
     import importlib.util
@@ -59,18 +68,20 @@ def _build_with_setuptools(name: str, device_type: str) -> ModuleType:
     from setuptools import setup
     from torch.utils import cpp_extension
 
-    digest = hashlib.sha1(torch.__version__.encode())
-    for path in sorted(_CSRC.iterdir()):
-        digest.update(path.read_bytes())
+    digest = hashlib.sha1((torch.__version__ + repr(flags)).encode())
+    for folder in include:
+        for path in sorted(Path(folder).iterdir()):
+            digest.update(path.read_bytes())
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
     build_dir = root / f"{name}_setuptools_{digest.hexdigest()[:12]}"
     if not any(build_dir.glob(f"{name}*.so")):
         build_dir.mkdir(parents=True, exist_ok=True)
-        kind = cpp_extension.CppExtension if device_type == "cpu" else cpp_extension.CUDAExtension
+        cuda = any(path.suffix == ".cu" for path in sources)
+        kind = cpp_extension.CUDAExtension if cuda else cpp_extension.CppExtension
         with contextlib.chdir(build_dir):  # keep setuptools away from any project files in the cwd
             setup(
                 name=name,
-                ext_modules=[kind(name, _sources(device_type), include_dirs=[str(_CSRC)], extra_compile_args=_FLAGS)],
+                ext_modules=[kind(name, [str(p) for p in sources], include_dirs=include, extra_compile_args=flags)],
                 cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=False)},
                 script_args=["-q", "build_ext", "--build-lib", str(build_dir), "--build-temp", str(build_dir / "tmp")],
             )

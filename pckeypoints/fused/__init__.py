@@ -1,0 +1,134 @@
+"""Fused Gaussian sampling-argmax: samples without a ``(B, K, Ns, N)`` tensor.
+
+A sample is y = Σ_i w_i y_i + sqrt(Σ_i w_i² σ_i²) ε with Gumbel-softmax weights w = softmax((l + g) / τ)
+(see :mod:`pckeypoints.argmax`). The kernels compute the two moments of every sample in one pass over
+the points (online softmax), drawing the Gumbel noise g from the counter-based hash of :mod:`.rng`,
+and regenerate it in the backward pass instead of saving it. Memory is O(B·K·Ns·D + B·K·N).
+
+Backends, picked by the tensors' device under ``"auto"``:
+
+- ``"cpu"``: C++/OpenMP (``csrc/sampling_argmax.cpp``, JIT-built and cached like pointnet2's ops).
+- ``"triton"``: Triton kernels for CUDA tensors (on CPU tensors with ``TRITON_INTERPRET=1``, for tests).
+- ``"reference"``: pure PyTorch (:mod:`.reference`), dense, any device.
+
+Every backend draws the same samples for the same seed (within float rounding).
+"""
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import reference, rng
+
+BACKENDS = ("auto", "cpu", "triton", "reference")
+MAX_DIM = 3
+
+
+def gaussian_samples(
+    logits: Tensor, pos: Tensor, var: Tensor, num_samples: int, tau: float, seed: Tensor, backend: str = "auto"
+) -> Tensor:
+    """Differentiable samples ``(B, K, Ns, D)`` of the Gaussian mixture Σ_i softmax(l)_i N(y_i, var_i).
+
+    Args:
+        logits: ``(B, K, N)``, -inf at padding.
+        pos, var: ``(Bp, N, D)`` centres and per-axis variances (Bp 1 or B, D <= 3).
+        num_samples: Ns.
+        tau: Gumbel-softmax temperature (> 0; any tiny τ is safe: the softmax subtracts its maximum
+            before dividing by τ).
+        seed: ``(2,)`` int64 from :func:`.rng.draw_seed`; equal seeds give equal samples.
+        backend: one of :data:`BACKENDS`.
+    """
+    inv_tau = 1.0 / tau
+    pos_t, var_t = pos.transpose(1, 2), var.transpose(1, 2)
+    kernels = resolve(backend, logits.device)
+    if kernels is None:
+        mean, variance = reference.gumbel_moments(logits, pos_t, var_t, seed, num_samples, inv_tau)
+    else:
+        mean, variance = _GumbelMoments.apply(
+            logits.contiguous(), pos_t.contiguous(), var_t.contiguous(), seed, num_samples, inv_tau, kernels
+        )
+    eps = rng.normal(seed, tuple(mean.shape), mean.dtype)
+    return mean + variance.sqrt() * eps
+
+
+def available(device: torch.device) -> bool:
+    """Whether ``"auto"`` has a fused kernel for tensors on ``device``."""
+    return resolve("auto", device) is not None
+
+
+def resolve(backend: str, device: torch.device) -> ModuleType | None:
+    """The kernels (``forward``, ``backward``) of ``backend`` on ``device``; None for the reference."""
+    if backend not in BACKENDS:
+        raise ValueError(f"fused backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return None
+    if backend == "auto":
+        if device.type == "cpu":
+            return _cpu_or_warn()
+        return _triton() if device.type == "cuda" else None
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"fused backend 'cpu' needs CPU tensors, got {device}")
+        return _cpu()
+    kernels = _triton()
+    if kernels is None:
+        raise ValueError("fused backend 'triton' needs the triton package")
+    return kernels
+
+
+@cache
+def _cpu() -> ModuleType:
+    from pointnet2._extension import load_extension
+
+    source = Path(__file__).parent / "csrc" / "sampling_argmax.cpp"
+    # -fno-trapping-math lets the compiler vectorise the branch-free selects of the float loops
+    return load_extension("pckeypoints_sampling_argmax", (source,), ("-fno-trapping-math",))
+
+
+@cache
+def _cpu_or_warn() -> ModuleType | None:
+    try:
+        return _cpu()
+    except Exception as err:  # no compiler, build error: sampling_argmax falls back to the Python sampler
+        warnings.warn(f"building the fused sampling-argmax CPU kernel failed ({type(err).__name__}: {err}); "
+                      "sampler='auto' uses the Python 'gaussian' sampler", RuntimeWarning, stacklevel=4)
+        return None
+
+
+@cache
+def _triton() -> ModuleType | None:
+    try:
+        from . import triton_kernels
+    except ImportError:
+        return None
+    return triton_kernels
+
+
+class _GumbelMoments(torch.autograd.Function):
+    """(mean, variance) ``(B, K, Ns, D)`` of each sample's weights; backward regenerates the noise."""
+
+    @staticmethod
+    def forward(ctx, logits, pos, var, seed, num_samples, inv_tau, kernels):
+        mean, variance, row_max, log_sum = kernels.forward(logits, pos, var, seed, num_samples, inv_tau)
+        ctx.save_for_backward(logits, pos, var, seed, mean, variance, row_max, log_sum)
+        ctx.inv_tau, ctx.kernels = inv_tau, kernels
+        return mean, variance
+
+    @staticmethod
+    def backward(ctx, grad_mean, grad_var):
+        logits, pos, var, seed, mean, variance, row_max, log_sum = ctx.saved_tensors
+        dot = (grad_mean * mean).sum(-1) + 2 * (grad_var * variance).sum(-1)
+        need_pos, need_var = ctx.needs_input_grad[1:3]
+        grad_logits, grad_pos, grad_var_basis = ctx.kernels.backward(
+            logits, pos, var, seed, ctx.inv_tau, row_max, log_sum, grad_mean.contiguous(), grad_var.contiguous(),
+            dot.contiguous(), need_pos, need_var,
+        )
+        if pos.shape[0] == 1:  # one basis broadcast over the batch
+            grad_pos = grad_pos.sum(0, keepdim=True) if need_pos else None
+            grad_var_basis = grad_var_basis.sum(0, keepdim=True) if need_var else None
+        return grad_logits, grad_pos if need_pos else None, grad_var_basis if need_var else None, None, None, None, None

@@ -1,0 +1,350 @@
+// Fused Gaussian sampling-argmax on the CPU: moments of Gumbel-softmax weights without a (B, K, Ns, N) tensor.
+//
+// For every sample (b, k, s): t_i = l_i + g_i with Gumbel noise g_i regenerated from the counter-based hash of
+// pckeypoints/fused/rng.py, weights w_i = softmax_i(t_i / tau), and in one pass over the N points (online softmax
+// in blocks of kBlock points: running max m, running sum S) the moments
+//   mean_d = sum_i w_i y_id,   var_d = sum_i w_i^2 sigma2_id.
+// The backward pass regenerates the same noise and walks each cloud's points once per sample. Logits (B, K, N);
+// positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel over samples (forward) and
+// over (cloud, block of points) (backward); every output element is summed by one task in a fixed order, so the
+// results do not depend on the thread count. float loops are branch-free with lane-wise partial sums so that they
+// vectorise (AVX-512/AVX2 clones, chosen at run time); double uses std::log / std::exp (gradcheck).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace {
+
+constexpr int64_t kBlock = 256;  // points per online-softmax block
+constexpr int kLanes = 16;       // independent partial sums per accumulator (vector lanes)
+
+// ---------------------------------------------------------------- counter-based RNG (same as rng.py)
+inline uint32_t mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x21f0aaadu;
+  x ^= x >> 15;
+  x *= 0x735a2d97u;
+  return x ^ (x >> 15);
+}
+
+struct Keys {
+  uint32_t a, b;
+};
+
+inline Keys sample_keys(const int64_t* seed, int64_t b, int64_t k, int64_t s) {
+  uint32_t h = mix(mix(static_cast<uint32_t>(seed[0])) ^ static_cast<uint32_t>(seed[1]));
+  h = mix(mix(mix(h ^ static_cast<uint32_t>(b)) ^ static_cast<uint32_t>(k)) ^ static_cast<uint32_t>(s));
+  return {h, mix(h ^ 0x9e3779b9u)};
+}
+
+// ---------------------------------------------------------------- branch-free float log and exp (Cephes)
+inline float as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline uint32_t as_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// Natural log of a positive normal float, ~1 ulp.
+inline float log_approx(float x) {
+  const uint32_t bits = as_bits(x);
+  float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 127);
+  float m = as_float((bits & 0x007fffffu) | 0x3f800000u);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? 0.5f * m : m;
+  e = big ? e + 1.0f : e;
+  const float f = m - 1.0f, z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y += e * -2.12194440e-4f;
+  y += -0.5f * z;
+  return (f + y) + e * 0.693359375f;
+}
+
+// exp(x) for x <= 88, exactly 0 below -87 (and for -inf), ~1 ulp.
+inline float exp_approx(float x) {
+  const bool under = x < -87.0f;
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest, branch-free
+  x = x - fx * 0.693359375f - fx * -2.12194440e-4f;
+  const float z = x * x;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  const float scale = as_float(static_cast<uint32_t>(static_cast<int32_t>(fx) + 127) << 23);
+  return under ? 0.0f : y * scale;
+}
+
+inline double log_approx(double x) { return std::log(x); }
+inline double exp_approx(double x) { return std::exp(x); }
+
+// Gumbel noise of point column i: -log(-log u), u = ((bits >> 8) + 0.5) 2^-24.
+template <typename T>
+inline T gumbel(uint32_t i, Keys key) {
+  const uint32_t bits = mix(mix(i ^ key.a) ^ key.b);
+  const T u = (static_cast<T>(static_cast<int32_t>(bits >> 8)) + T(0.5)) * T(5.9604644775390625e-08);
+  return -log_approx(-log_approx(u));
+}
+
+template <typename T>
+struct Args {
+  const T* logits;  // (B, K, N)
+  const T* pos;     // (Bp, D, N)
+  const T* var;     // (Bp, D, N)
+  const int64_t* seed;
+  int64_t B, K, Ns, N, pos_stride;  // pos_stride: D * N, or 0 when Bp = 1
+  T inv_tau;
+  // forward outputs (B, K, Ns, D) and (B, K, Ns)
+  T *mean, *variance, *max, *log_sum;
+  // backward inputs: forward's max and log_sum, (B, K, Ns); gradients (B, K, Ns, D) and dot (B, K, Ns)
+  const T *saved_max, *saved_log_sum, *grad_mean, *grad_var, *dot;
+  // backward outputs (B, K, N), (B, D, N)
+  T *grad_logits, *grad_pos, *grad_basis_var;
+};
+
+// Forward over samples r0..r1 (r = (b K + k) Ns + s).
+template <typename T, int D>
+[[gnu::always_inline]] inline void forward_samples(const Args<T>& a, int64_t r0, int64_t r1) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  alignas(64) T t[kBlock], e[kBlock];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t s = r % a.Ns, k = (r / a.Ns) % a.K, b = r / (a.Ns * a.K);
+    const Keys key = sample_keys(a.seed, b, k, s);
+    const T* logit = a.logits + (b * a.K + k) * a.N;
+    const T* pos = a.pos + b * a.pos_stride;
+    const T* var = a.var + b * a.pos_stride;
+    T m = kNegInf, sum[kLanes] = {}, p[D][kLanes] = {}, q[D][kLanes] = {};
+    for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
+      const int64_t n = std::min(kBlock, a.N - i0), full = n / kLanes * kLanes;
+      const int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
+      for (int64_t j = 0; j < n; ++j) t[j] = logit[i0 + j] + gumbel<T>(static_cast<uint32_t>(i0 + j), key);
+      for (int64_t j = n; j < padded; ++j) t[j] = kNegInf;
+      T lane_max[kLanes];
+      for (int l = 0; l < kLanes; ++l) lane_max[l] = kNegInf;
+      for (int64_t j = 0; j < padded; j += kLanes)
+        for (int l = 0; l < kLanes; ++l) lane_max[l] = std::max(lane_max[l], t[j + l]);
+      T block_max = kNegInf;
+      for (int l = 0; l < kLanes; ++l) block_max = std::max(block_max, lane_max[l]);
+      if (block_max == kNegInf) continue;  // only padded points so far
+      if (block_max > m) {  // rescale the running sums to the new maximum
+        const T c = exp_approx((m - block_max) * a.inv_tau), c2 = c * c;
+        for (int l = 0; l < kLanes; ++l) {
+          sum[l] *= c;
+          for (int d = 0; d < D; ++d) p[d][l] *= c, q[d][l] *= c2;
+        }
+        m = block_max;
+      }
+      for (int64_t j = 0; j < padded; ++j) e[j] = exp_approx((t[j] - m) * a.inv_tau);
+      for (int64_t j = 0; j < full; j += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const T w = e[j + l];
+          sum[l] += w;
+          for (int d = 0; d < D; ++d) {
+            p[d][l] += w * pos[d * a.N + i0 + j + l];
+            q[d][l] += w * w * var[d * a.N + i0 + j + l];
+          }
+        }
+      for (int64_t j = full; j < n; ++j) {
+        const int l = static_cast<int>(j % kLanes);
+        sum[l] += e[j];
+        for (int d = 0; d < D; ++d) {
+          p[d][l] += e[j] * pos[d * a.N + i0 + j];
+          q[d][l] += e[j] * e[j] * var[d * a.N + i0 + j];
+        }
+      }
+    }
+    T total = 0, pd[D] = {}, qd[D] = {};
+    for (int l = 0; l < kLanes; ++l) {
+      total += sum[l];
+      for (int d = 0; d < D; ++d) pd[d] += p[d][l], qd[d] += q[d][l];
+    }
+    for (int d = 0; d < D; ++d) {
+      a.mean[r * D + d] = pd[d] / total;
+      a.variance[r * D + d] = qd[d] / (total * total);
+    }
+    a.max[r] = m;
+    a.log_sum[r] = std::log(total);
+  }
+}
+
+// Backward over tasks c0..c1 (c = b * blocks + block): the points of one block of one cloud, all samples.
+//   dL/dw_i = sum_d gm_d y_id + 2 w_i sum_d gv_d sigma2_id,  dL/dl_i = w_i (dL/dw_i - dot) / tau,
+//   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments).
+template <typename T, int D>
+[[gnu::always_inline]] inline void backward_blocks(const Args<T>& a, int64_t c0, int64_t c1) {
+  const int64_t blocks = (a.N + kBlock - 1) / kBlock;
+  alignas(64) T acc[kBlock], weight[kBlock];
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t b = c / blocks, i0 = (c % blocks) * kBlock, n = std::min(kBlock, a.N - i0);
+    const T* pos = a.pos + b * a.pos_stride + i0;
+    const T* var = a.var + b * a.pos_stride + i0;
+    T* grad_pos = a.grad_pos ? a.grad_pos + b * D * a.N + i0 : nullptr;
+    T* grad_var = a.grad_basis_var ? a.grad_basis_var + b * D * a.N + i0 : nullptr;
+    for (int64_t k = 0; k < a.K; ++k) {
+      const T* logit = a.logits + (b * a.K + k) * a.N + i0;
+      std::fill(acc, acc + n, T(0));
+      for (int64_t s = 0; s < a.Ns; ++s) {
+        const int64_t r = (b * a.K + k) * a.Ns + s;
+        const Keys key = sample_keys(a.seed, b, k, s);
+        const T m = a.saved_max[r], log_sum = a.saved_log_sum[r], dot = a.dot[r];
+        T gm[D], gv[D];
+        for (int d = 0; d < D; ++d) gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
+        for (int64_t j = 0; j < n; ++j) {
+          const T t = logit[j] + gumbel<T>(static_cast<uint32_t>(i0 + j), key);
+          const T w = exp_approx((t - m) * a.inv_tau - log_sum);
+          T dw_pos = 0, dw_var = 0;
+          for (int d = 0; d < D; ++d) {
+            dw_pos += gm[d] * pos[d * a.N + j];
+            dw_var += gv[d] * var[d * a.N + j];
+          }
+          acc[j] += w * (dw_pos + 2 * w * dw_var - dot);
+          weight[j] = w;
+        }
+        for (int d = 0; d < D && grad_pos; ++d)
+          for (int64_t j = 0; j < n; ++j) grad_pos[d * a.N + j] += weight[j] * gm[d];
+        for (int d = 0; d < D && grad_var; ++d)
+          for (int64_t j = 0; j < n; ++j) grad_var[d * a.N + j] += weight[j] * weight[j] * gv[d];
+      }
+      T* out = a.grad_logits + (b * a.K + k) * a.N + i0;
+      for (int64_t j = 0; j < n; ++j) out[j] = acc[j] * a.inv_tau;
+    }
+  }
+}
+
+// float kernels compiled for AVX-512, AVX2 and baseline x86-64, picked at load time.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define PCKP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PCKP_CLONES
+#endif
+
+#define PCKP_FLOAT_KERNELS(D)                                                                                      \
+  PCKP_CLONES void forward_f##D(const Args<float>& a, int64_t lo, int64_t hi) { forward_samples<float, D>(a, lo, hi); } \
+  PCKP_CLONES void backward_f##D(const Args<float>& a, int64_t lo, int64_t hi) {                                   \
+    backward_blocks<float, D>(a, lo, hi);                                                                          \
+  }
+PCKP_FLOAT_KERNELS(1)
+PCKP_FLOAT_KERNELS(2)
+PCKP_FLOAT_KERNELS(3)
+
+using Kernel = void (*)(const Args<float>&, int64_t, int64_t);
+
+template <typename T>
+void run(bool forward, const Args<T>& a, int64_t D, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    static const Kernel fwd[] = {forward_f1, forward_f2, forward_f3};
+    static const Kernel bwd[] = {backward_f1, backward_f2, backward_f3};
+    (forward ? fwd : bwd)[D - 1](a, begin, end);
+  } else {
+    switch (D) {
+      case 1: return forward ? forward_samples<T, 1>(a, begin, end) : backward_blocks<T, 1>(a, begin, end);
+      case 2: return forward ? forward_samples<T, 2>(a, begin, end) : backward_blocks<T, 2>(a, begin, end);
+      default: return forward ? forward_samples<T, 3>(a, begin, end) : backward_blocks<T, 3>(a, begin, end);
+    }
+  }
+}
+
+template <typename T>
+Args<T> make_args(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
+                  const torch::Tensor& seed, int64_t Ns, double inv_tau) {
+  Args<T> a{};
+  a.logits = logits.data_ptr<T>();
+  a.pos = pos.data_ptr<T>();
+  a.var = var.data_ptr<T>();
+  a.seed = seed.data_ptr<int64_t>();
+  a.B = logits.size(0), a.K = logits.size(1), a.N = logits.size(2), a.Ns = Ns;
+  a.pos_stride = pos.size(0) == 1 ? 0 : pos.size(1) * pos.size(2);
+  a.inv_tau = static_cast<T>(std::min(inv_tau, static_cast<double>(std::numeric_limits<T>::max())));
+  return a;
+}
+
+void check_inputs(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
+                  const torch::Tensor& seed) {
+  TORCH_CHECK(logits.dim() == 3 && pos.dim() == 3 && pos.sizes() == var.sizes(), "fused sampling: bad shapes");
+  TORCH_CHECK(pos.size(1) >= 1 && pos.size(1) <= 3, "fused sampling supports 1 to 3 dimensions, got ", pos.size(1));
+  TORCH_CHECK(pos.size(2) == logits.size(2) && (pos.size(0) == 1 || pos.size(0) == logits.size(0)),
+              "fused sampling: positions do not match the logits");
+  TORCH_CHECK(logits.is_contiguous() && pos.is_contiguous() && var.is_contiguous() && seed.is_contiguous(),
+              "fused sampling: inputs must be contiguous");
+  TORCH_CHECK(seed.scalar_type() == torch::kLong && seed.numel() == 2, "fused sampling: seed must be (2,) int64");
+}
+
+// logits (B, K, N), pos and var (Bp, D, N), seed (2,) int64 ->
+// mean, variance (B, K, Ns, D), max, log_sum (B, K, Ns) of the online softmax.
+std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
+                                   const torch::Tensor& seed, int64_t Ns, double inv_tau) {
+  check_inputs(logits, pos, var, seed);
+  const int64_t B = logits.size(0), K = logits.size(1), D = pos.size(1);
+  auto mean = torch::empty({B, K, Ns, D}, logits.options());
+  auto variance = torch::empty_like(mean);
+  auto max = torch::empty({B, K, Ns}, logits.options());
+  auto log_sum = torch::empty_like(max);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fused_sampling_forward", [&] {
+    auto a = make_args<scalar_t>(logits, pos, var, seed, Ns, inv_tau);
+    a.mean = mean.data_ptr<scalar_t>(), a.variance = variance.data_ptr<scalar_t>();
+    a.max = max.data_ptr<scalar_t>(), a.log_sum = log_sum.data_ptr<scalar_t>();
+    at::parallel_for(0, B * K * Ns, 1, [&](int64_t r0, int64_t r1) { run<scalar_t>(true, a, D, r0, r1); });
+  });
+  return {mean, variance, max, log_sum};
+}
+
+// Vector-Jacobian product of forward's (mean, variance) with (grad_mean, grad_var), given forward's max, log_sum
+// and dot = sum_d grad_mean_d mean_d + 2 grad_var_d variance_d per sample. Returns grad_logits (B, K, N) and, when
+// asked for, grad_pos and grad_var of the basis (B, D, N) (undefined tensors otherwise).
+std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
+                                    const torch::Tensor& seed, double inv_tau, const torch::Tensor& max,
+                                    const torch::Tensor& log_sum, const torch::Tensor& grad_mean,
+                                    const torch::Tensor& grad_var, const torch::Tensor& dot, bool need_pos,
+                                    bool need_var) {
+  check_inputs(logits, pos, var, seed);
+  TORCH_CHECK(grad_mean.is_contiguous() && grad_var.is_contiguous() && dot.is_contiguous() && max.is_contiguous() &&
+                  log_sum.is_contiguous(),
+              "fused sampling: gradients must be contiguous");
+  const int64_t B = logits.size(0), N = logits.size(2), D = pos.size(1), Ns = max.size(2);
+  auto grad_logits = torch::empty_like(logits);
+  torch::Tensor grad_pos, grad_basis_var;
+  if (need_pos) grad_pos = torch::zeros({B, D, N}, logits.options());
+  if (need_var) grad_basis_var = torch::zeros({B, D, N}, logits.options());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fused_sampling_backward", [&] {
+    auto a = make_args<scalar_t>(logits, pos, var, seed, Ns, inv_tau);
+    a.saved_max = max.data_ptr<scalar_t>(), a.saved_log_sum = log_sum.data_ptr<scalar_t>();
+    a.grad_mean = grad_mean.data_ptr<scalar_t>(), a.grad_var = grad_var.data_ptr<scalar_t>();
+    a.dot = dot.data_ptr<scalar_t>();
+    a.grad_logits = grad_logits.data_ptr<scalar_t>();
+    a.grad_pos = need_pos ? grad_pos.data_ptr<scalar_t>() : nullptr;
+    a.grad_basis_var = need_var ? grad_basis_var.data_ptr<scalar_t>() : nullptr;
+    const int64_t tasks = B * ((N + kBlock - 1) / kBlock);
+    at::parallel_for(0, tasks, 1, [&](int64_t c0, int64_t c1) { run<scalar_t>(false, a, D, c0, c1); });
+  });
+  return {grad_logits, grad_pos, grad_basis_var};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward);
+  m.def("backward", &backward);
+}

@@ -1,0 +1,209 @@
+"""Triton kernels of the fused sampler (the GPU twin of ``csrc/sampling_argmax.cpp``).
+
+Same functions, arguments and results as the C++ extension: :func:`forward` computes the moments of
+every sample's Gumbel-softmax weights with an online softmax over tiles of points, :func:`backward`
+their vector-Jacobian product, regenerating the counter-based noise of :mod:`.rng`. Forward runs one
+program per (cloud, keypoint, tile of samples); backward one per (cloud, tile of points), looping
+over keypoints and samples, so every gradient element has one writer (no atomics, deterministic).
+Positions are limited to D <= 3 (three named accumulators). With ``TRITON_INTERPRET=1`` (set before
+this module is imported) the kernels run on CPU tensors, which is how the tests check them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK_N = 128  # points per tile
+BLOCK_S = 16  # samples per tile
+_FLOAT32_MAX = torch.finfo(torch.float32).max  # kernel scalars are float32
+
+
+@triton.jit
+def _mix(x):
+    """lowbias32 on uint32 lanes (see rng.py)."""
+    x = x ^ (x >> 16)
+    x = x * 0x21F0AAAD
+    x = x ^ (x >> 15)
+    x = x * 0x735A2D97
+    return x ^ (x >> 15)
+
+
+@triton.jit
+def _sample_keys(seed_ptr, b, k, s):
+    """Keys of samples s (uint32 vector) of cloud b, keypoint k."""
+    lo = tl.load(seed_ptr).to(tl.uint32)
+    hi = tl.load(seed_ptr + 1).to(tl.uint32)
+    h = _mix(_mix(lo) ^ hi)
+    h = _mix(_mix(_mix(h ^ tl.cast(b, tl.uint32)) ^ tl.cast(k, tl.uint32)) ^ s.to(tl.uint32))
+    return h, _mix(h ^ tl.full(h.shape, 0x9E3779B9, tl.uint32))
+
+
+@triton.jit
+def _perturbed(logit, i, key1, key2):
+    """t = l_i + Gumbel noise, ``(BLOCK_S, BLOCK_N)``, for samples (key1, key2) and points i."""
+    bits = _mix(_mix(i.to(tl.uint32)[None, :] ^ key1[:, None]) ^ key2[:, None])
+    u = ((bits >> 8).to(logit.dtype) + 0.5) * 5.9604644775390625e-08
+    return logit[None, :] - tl.log(-tl.log(u))
+
+
+@triton.jit
+def _forward_kernel(
+    logits_ptr, pos_ptr, var_ptr, seed_ptr, mean_ptr, variance_ptr, max_ptr, log_sum_ptr,
+    K, Ns, N, pos_stride, inv_tau,
+    D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    bk = tl.program_id(0)
+    b, k = bk // K, bk % K
+    s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    key1, key2 = _sample_keys(seed_ptr, b, k, s)
+    dtype = logits_ptr.dtype.element_ty
+    m = tl.full([BLOCK_S], float("-inf"), dtype)
+    total = tl.zeros([BLOCK_S], dtype)
+    p0, p1, p2 = tl.zeros([BLOCK_S], dtype), tl.zeros([BLOCK_S], dtype), tl.zeros([BLOCK_S], dtype)
+    q0, q1, q2 = tl.zeros([BLOCK_S], dtype), tl.zeros([BLOCK_S], dtype), tl.zeros([BLOCK_S], dtype)
+    pos_ptr += b * pos_stride
+    var_ptr += b * pos_stride
+    for i0 in range(0, N, BLOCK_N):
+        i = i0 + tl.arange(0, BLOCK_N)
+        inside = i < N
+        logit = tl.load(logits_ptr + bk * N + i, mask=inside, other=float("-inf"))
+        t = _perturbed(logit, i, key1, key2)
+        new_m = tl.maximum(m, tl.max(t, 1))
+        scale = tl.where(new_m > m, tl.exp((m - new_m) * inv_tau), 1.0)
+        e = tl.where(t > float("-inf"), tl.exp((t - new_m[:, None]) * inv_tau), 0.0)
+        e2 = e * e
+        total = total * scale + tl.sum(e, 1)
+        scale2 = scale * scale
+        y0 = tl.load(pos_ptr + i, mask=inside, other=0.0)
+        v0 = tl.load(var_ptr + i, mask=inside, other=0.0)
+        p0 = p0 * scale + tl.sum(e * y0[None, :], 1)
+        q0 = q0 * scale2 + tl.sum(e2 * v0[None, :], 1)
+        if D > 1:
+            y1 = tl.load(pos_ptr + N + i, mask=inside, other=0.0)
+            v1 = tl.load(var_ptr + N + i, mask=inside, other=0.0)
+            p1 = p1 * scale + tl.sum(e * y1[None, :], 1)
+            q1 = q1 * scale2 + tl.sum(e2 * v1[None, :], 1)
+        if D > 2:
+            y2 = tl.load(pos_ptr + 2 * N + i, mask=inside, other=0.0)
+            v2 = tl.load(var_ptr + 2 * N + i, mask=inside, other=0.0)
+            p2 = p2 * scale + tl.sum(e * y2[None, :], 1)
+            q2 = q2 * scale2 + tl.sum(e2 * v2[None, :], 1)
+        m = new_m
+    valid = s < Ns
+    r = bk * Ns + s
+    tl.store(max_ptr + r, m, mask=valid)
+    tl.store(log_sum_ptr + r, tl.log(total), mask=valid)
+    tl.store(mean_ptr + r * D, p0 / total, mask=valid)
+    tl.store(variance_ptr + r * D, q0 / (total * total), mask=valid)
+    if D > 1:
+        tl.store(mean_ptr + r * D + 1, p1 / total, mask=valid)
+        tl.store(variance_ptr + r * D + 1, q1 / (total * total), mask=valid)
+    if D > 2:
+        tl.store(mean_ptr + r * D + 2, p2 / total, mask=valid)
+        tl.store(variance_ptr + r * D + 2, q2 / (total * total), mask=valid)
+
+
+@triton.jit
+def _backward_kernel(
+    logits_ptr, pos_ptr, var_ptr, seed_ptr, max_ptr, log_sum_ptr, grad_mean_ptr, grad_var_ptr, dot_ptr,
+    grad_logits_ptr, grad_pos_ptr, grad_basis_var_ptr,
+    K, Ns, N, pos_stride, inv_tau,
+    D: tl.constexpr, NEED_POS: tl.constexpr, NEED_VAR: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    b = tl.program_id(0)
+    i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    inside = i < N
+    dtype = logits_ptr.dtype.element_ty
+    pos_ptr += b * pos_stride
+    var_ptr += b * pos_stride
+    y0 = tl.load(pos_ptr + i, mask=inside, other=0.0)
+    v0 = tl.load(var_ptr + i, mask=inside, other=0.0)
+    y1 = tl.load(pos_ptr + N + i, mask=inside & (D > 1), other=0.0)
+    v1 = tl.load(var_ptr + N + i, mask=inside & (D > 1), other=0.0)
+    y2 = tl.load(pos_ptr + 2 * N + i, mask=inside & (D > 2), other=0.0)
+    v2 = tl.load(var_ptr + 2 * N + i, mask=inside & (D > 2), other=0.0)
+    gy0, gy1, gy2 = tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype)
+    gv0, gv1, gv2 = tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype)
+    for k in range(K):
+        bk = b * K + k
+        logit = tl.load(logits_ptr + bk * N + i, mask=inside, other=float("-inf"))
+        acc = tl.zeros([BLOCK_N], dtype)
+        for s0 in range(0, Ns, BLOCK_S):
+            s = s0 + tl.arange(0, BLOCK_S)
+            valid = s < Ns
+            r = bk * Ns + s
+            key1, key2 = _sample_keys(seed_ptr, b, k, s)
+            m = tl.load(max_ptr + r, mask=valid, other=0.0)
+            log_sum = tl.load(log_sum_ptr + r, mask=valid, other=0.0)
+            dot = tl.load(dot_ptr + r, mask=valid, other=0.0)
+            gm0 = tl.load(grad_mean_ptr + r * D, mask=valid, other=0.0)
+            gs0 = tl.load(grad_var_ptr + r * D, mask=valid, other=0.0)
+            gm1 = tl.load(grad_mean_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
+            gs1 = tl.load(grad_var_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
+            gm2 = tl.load(grad_mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+            gs2 = tl.load(grad_var_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+            t = _perturbed(logit, i, key1, key2)
+            w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
+            w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
+            dw_pos = gm0[:, None] * y0[None, :] + gm1[:, None] * y1[None, :] + gm2[:, None] * y2[None, :]
+            dw_var = gs0[:, None] * v0[None, :] + gs1[:, None] * v1[None, :] + gs2[:, None] * v2[None, :]
+            acc += tl.sum(w * (dw_pos + 2 * w * dw_var - dot[:, None]), 0)
+            if NEED_POS:
+                gy0 += tl.sum(w * gm0[:, None], 0)
+                gy1 += tl.sum(w * gm1[:, None], 0)
+                gy2 += tl.sum(w * gm2[:, None], 0)
+            if NEED_VAR:
+                w2 = w * w
+                gv0 += tl.sum(w2 * gs0[:, None], 0)
+                gv1 += tl.sum(w2 * gs1[:, None], 0)
+                gv2 += tl.sum(w2 * gs2[:, None], 0)
+        tl.store(grad_logits_ptr + bk * N + i, acc * inv_tau, mask=inside)
+    out = b * D * N + i
+    if NEED_POS:
+        tl.store(grad_pos_ptr + out, gy0, mask=inside)
+        tl.store(grad_pos_ptr + out + N, gy1, mask=inside & (D > 1))
+        tl.store(grad_pos_ptr + out + 2 * N, gy2, mask=inside & (D > 2))
+    if NEED_VAR:
+        tl.store(grad_basis_var_ptr + out, gv0, mask=inside)
+        tl.store(grad_basis_var_ptr + out + N, gv1, mask=inside & (D > 1))
+        tl.store(grad_basis_var_ptr + out + 2 * N, gv2, mask=inside & (D > 2))
+
+
+def forward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples: int, inv_tau: float,
+            block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor]:
+    """logits (B, K, N), pos and var (Bp, D, N), seed (2,) int64 -> mean, variance (B, K, Ns, D),
+    max, log_sum (B, K, Ns); as the C++ ``forward``."""
+    b, k, n = logits.shape
+    d = pos.shape[1]
+    mean = logits.new_empty(b, k, num_samples, d)
+    variance = torch.empty_like(mean)
+    row_max, log_sum = logits.new_empty(b, k, num_samples), logits.new_empty(b, k, num_samples)
+    grid = (b * k, triton.cdiv(num_samples, block_s))
+    _forward_kernel[grid](
+        logits, pos, var, seed, mean, variance, row_max, log_sum,
+        k, num_samples, n, 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX),
+        D=d, BLOCK_S=block_s, BLOCK_N=block_n,
+    )
+    return [mean, variance, row_max, log_sum]
+
+
+def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float, row_max: Tensor,
+             log_sum: Tensor, grad_mean: Tensor, grad_var: Tensor, dot: Tensor, need_pos: bool, need_var: bool,
+             block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor | None]:
+    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``."""
+    b, k, n = logits.shape
+    d = pos.shape[1]
+    grad_logits = torch.empty_like(logits)
+    grad_pos = logits.new_empty(b, d, n) if need_pos else None
+    grad_basis_var = logits.new_empty(b, d, n) if need_var else None
+    grid = (b, triton.cdiv(n, block_n))
+    _backward_kernel[grid](
+        logits, pos, var, seed, row_max, log_sum, grad_mean, grad_var, dot,
+        grad_logits, grad_logits if grad_pos is None else grad_pos,
+        grad_logits if grad_basis_var is None else grad_basis_var,
+        k, row_max.shape[2], n, 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX),
+        D=d, NEED_POS=need_pos, NEED_VAR=need_var, BLOCK_S=block_s, BLOCK_N=block_n,
+    )
+    return [grad_logits, grad_pos, grad_basis_var]
