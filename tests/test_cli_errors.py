@@ -1,0 +1,103 @@
+"""Every error a user can cause is one line on stderr (exit 1) and is found before any data is loaded; a
+command that fails early leaves no files (issue 11 defects 2, 3, 5, 6)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pckeypoints.checkpoint import save_checkpoint
+from pckeypoints.cli import main
+from pckeypoints.config import TrainConfig
+from pckeypoints.tasks import get_task
+
+CONFIG = TrainConfig(num_keypoints=4, width=0.25, hidden_channels=16)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint({"model": get_task("supervised").build_model(CONFIG).state_dict(), "config": CONFIG.to_dict(),
+                     "epoch": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cloud") / "cloud.xyz"
+    np.savetxt(path, np.random.default_rng(0).uniform(-0.5, 0.5, (300, 3)))
+    return path
+
+
+def one_line_error(capsys, argv: list[str], *expected: str) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_output_into_a_missing_folder_is_created(checkpoint, cloud, tmp_path):
+    out = tmp_path / "new" / "deeper" / "kp.json"
+    assert main(["predict", str(checkpoint), str(cloud), "-o", str(out)]) == 0
+    assert len(json.loads(out.read_text())["keypoints"]) == 4
+
+
+def test_output_paths_of_the_wrong_kind(checkpoint, cloud, tmp_path, capsys):
+    one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(tmp_path)], "is a folder")
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, ["eval", str(checkpoint), "--out", str(tmp_path / "file")], "is a file, not a folder")
+    one_line_error(capsys, ["train", "--out", str(tmp_path / "file"), "--data-root", str(tmp_path / "none")],
+                   "is a file, not a folder")
+
+
+def test_bad_toml_value(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'epochs = "three"\nout = "{tmp_path / "runs"}"\n')
+    one_line_error(capsys, ["train", "--config", str(config)], "c.toml", "epochs must be an integer")
+    with pytest.raises(ValueError, match="epochs"):
+        main(["--debug", "train", "--config", str(config)])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_before_any_data(checkpoint, cloud, tmp_path, capsys):
+    # the data root does not exist: the device error must come first
+    one_line_error(capsys, ["train", "--device", "cuda", "--data-root", str(tmp_path / "none"),
+                            "--out", str(tmp_path / "runs")], "device 'cuda' is unavailable")
+    one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "--device", "cuda"], "unavailable")
+    one_line_error(capsys, ["eval", str(checkpoint), "--device", "cuda:0", "--out", str(tmp_path / "ev")],
+                   "unavailable")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("flags, problem", [(["--method", "foo"], "method must be one of"),
+                                            (["--max-models", "0"], "max_models must be >= 1"),
+                                            (["--sampler", "fancy"], "sampler must be one of"),
+                                            (["--name", "../x"], "name must be a folder name")])
+def test_bad_flags_fail_before_loading_and_leave_nothing(tmp_path, capsys, flags, problem):
+    one_line_error(capsys, ["train", "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "runs"),
+                            *flags], problem)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_max_models_zero_leaves_nothing(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", str(checkpoint), "--max-models", "0", "--out", str(tmp_path / "ev")])
+    assert "must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_damaged_checkpoints_are_one_line(cloud, tmp_path, capsys):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04junk" * 50)
+    for name, problem in (("empty.pt", "empty (0 bytes)"), ("junk.pt", "not a pckeypoints checkpoint")):
+        path = str(tmp_path / name)
+        one_line_error(capsys, ["predict", path, str(cloud)], path, problem)
+        one_line_error(capsys, ["eval", path], path, problem)
+        one_line_error(capsys, ["train", "--resume", path], path, problem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "junk.pt"]
