@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .validation import check_cloud
+
 #: Largest number of distance entries computed at once by the nearest-neighbour search.
 _CHUNK_ENTRIES = 1 << 24
 
@@ -31,15 +33,6 @@ class CompositeChamfer(NamedTuple):
 
     reconstruction_to_input: Tensor
     input_to_reconstruction: Tensor
-
-
-def _check_cloud(x: Tensor, name: str) -> None:
-    if x.dim() != 3 or x.shape[-1] != 3:
-        raise ValueError(f"{name} must be (B, N, 3), got shape {tuple(x.shape)}")
-    if x.shape[1] == 0:
-        raise ValueError(f"{name} is an empty cloud (N = 0)")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite coordinates")
 
 
 def _nearest_indices(x: Tensor, y: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
@@ -72,8 +65,8 @@ def _squared_distance(x: Tensor, y: Tensor, index: Tensor) -> Tensor:
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
-    _check_cloud(x, "x")
-    _check_cloud(y, "y")
+    check_cloud(x, "x", batched=True)
+    check_cloud(y, "y", batched=True)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
 
@@ -124,7 +117,7 @@ def composite_chamfer_distance(
     Returns:
         :class:`CompositeChamfer` with both directions, ``(B,)`` each.
     """
-    _check_cloud(points, "points")
+    check_cloud(points, "points", batched=True)
     if parts.dim() != 4 or parts.shape[-1] != 3 or parts.shape[0] != points.shape[0] or 0 in parts.shape[1:3]:
         raise ValueError(f"parts must be (B={points.shape[0]}, P, M, 3) with P, M >= 1, got shape {tuple(parts.shape)}")
     if activations.shape != parts.shape[:2]:
@@ -133,7 +126,7 @@ def composite_chamfer_distance(
         raise ValueError("activations must lie in [0, 1]")
     b, p, m, _ = parts.shape
     flat = parts.reshape(b, p * m, 3)
-    _check_cloud(flat, "parts")
+    check_cloud(flat, "parts", batched=True)
     to_parts, to_input = _nearest_indices(points, flat, groups=p)  # (B, N, P), (B, P·M)
     rec_dist = _squared_distance(flat, points, to_input.unsqueeze(-1)).add(eps).sqrt().view(b, p, m)
     reconstruction_to_input = (rec_dist.mean(-1) * activations).mean(-1)

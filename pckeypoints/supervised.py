@@ -26,6 +26,7 @@ from .metrics import snap_to_points, within_radius_probability
 from .metrics.summary import CURVE_THRESHOLDS, keypoint_records, records_metrics
 from .models import KeypointDetector
 from .readouts import read_out
+from .validation import check_cloud
 from .config import TrainConfig
 
 
@@ -121,12 +122,7 @@ class SupervisedTask:
 def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple[KeypointMaps, Tensor, Tensor]:
     """The maps of ``model`` (eval mode, no gradient) on one cloud ``points (N, 3)``, normalised as in
     training; returns ``(maps, center (3,), scale ())`` with original = normalised · scale + center."""
-    if points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"points must be (N, 3), got shape {tuple(points.shape)}")
-    if len(points) <= config.knn_k:
-        raise ValueError(f"need more than {config.knn_k} points, got {len(points)}")
-    if not points.isfinite().all():
-        raise ValueError("points contain NaN or infinite coordinates")
+    check_cloud(points, min_points=config.knn_k + 1)
     # centre and scale in float64 (clouds far from the origin), then the float32 the model takes
     item = transforms.Normalize(dtype=torch.float32)({
         "points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),

@@ -33,6 +33,18 @@ class PinholeCamera:
         return uvw[:, :2] / uvw[:, 2:3]
 
 
+def check_points(name: str, value, allow_empty: bool = False) -> np.ndarray:
+    """The one validator of viz: ``value`` as a finite ``(M, 3)`` float64 array, else a ValueError naming it."""
+    p = np.asarray(value, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (M, 3), got {p.shape}")
+    if len(p) == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty: shape {p.shape}, need at least one point")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or infinite values (drop missing keypoints with their mask)")
+    return p
+
+
 def look_at_bbox(points, width: int, height: int, azimuth: float = 35.0, elevation: float = 25.0,
                  fov: float = 40.0, margin: float = 1.05) -> PinholeCamera:
     """Camera that frames the bounding sphere of ``points`` (y is up).
@@ -45,11 +57,7 @@ def look_at_bbox(points, width: int, height: int, azimuth: float = 35.0, elevati
         fov: field of view in degrees along the image's shorter side.
         margin: >= 1, extra room around the bounding sphere.
     """
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3 or len(p) == 0:
-        raise ValueError(f"points must have shape (N, 3) with N >= 1, got {p.shape}")
-    if not np.isfinite(p).all():
-        raise ValueError("points contains NaN or infinite values")
+    p = check_points("points", points)
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if not -89.0 <= elevation <= 89.0:

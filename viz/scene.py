@@ -7,6 +7,7 @@ import numpy as np
 import open3d as o3d
 from open3d.visualization import rendering
 
+from viz.camera import check_points
 from viz.colors import CLOUD_GREY, ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_colors
 
 
@@ -17,18 +18,6 @@ class SceneGeometry:
     name: str
     geometry: o3d.geometry.Geometry3D
     material: rendering.MaterialRecord
-
-
-def check_points(name: str, value, allow_empty: bool = False) -> np.ndarray:
-    """Validate an (M, 3) finite array and return it as float64."""
-    p = np.asarray(value, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (M, 3), got {p.shape}")
-    if len(p) == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty")
-    if not np.isfinite(p).all():
-        raise ValueError(f"{name} contains NaN or infinite values (drop missing keypoints with their mask)")
-    return p
 
 
 def _material(shader: str, point_size: float = 0.0, line_width: float = 0.0) -> rendering.MaterialRecord:
