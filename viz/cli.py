@@ -54,17 +54,43 @@ def _shared_model(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return item["points"].numpy(), item["keypoints"].numpy()[mask], np.flatnonzero(mask)
 
 
-def _predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(keypoints (K, 3), semantic ids (K,)) from a ``pckeypoints predict`` JSON file."""
-    with open(path) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or "keypoints" not in data:
-        raise ValueError(f"{path}: expected a JSON object with a 'keypoints' list")
-    keypoints = np.asarray(data["keypoints"], dtype=np.float64).reshape(-1, 3)
-    ids = np.asarray(data.get("semantic_ids", range(len(keypoints))), dtype=np.int64)
-    if ids.shape != (len(keypoints),):
-        raise ValueError(f"{path}: {len(keypoints)} keypoints but {ids.size} semantic_ids")
-    return keypoints, ids
+def read_keypoints_json(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(keypoints (K, 3) float64, semantic ids (K,) int64)`` from a ``pckeypoints predict`` JSON file:
+    ``{"keypoints": [[x, y, z], ...], "semantic_ids": [...]}`` (ids default to 0..K-1). Every problem is a
+    :class:`~pckeypoints.errors.ReadError` naming the file."""
+    from pckeypoints.errors import ReadError
+
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except OSError as err:
+        raise ReadError(f"cannot read keypoints {path}: {err.strerror or err}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ReadError(f"keypoints {path} is not valid JSON ({str(err)[:100]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keypoints"), list):
+        raise ReadError(f"keypoints {path}: expected a JSON object with a 'keypoints' list of [x, y, z]")
+    rows = data["keypoints"]
+    if not all(isinstance(row, list) and len(row) == 3 and all(_is_number(v) for v in row) for row in rows):
+        raise ReadError(f"keypoints {path}: 'keypoints' must be a list of [x, y, z] number triples, e.g. "
+                        f"[[0.1, 0.2, 0.3]], not a flat list or other values")
+    keypoints = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    if not np.isfinite(keypoints).all():
+        raise ReadError(f"keypoints {path} has non-finite coordinates")
+    ids = data.get("semantic_ids", list(range(len(keypoints))))
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ReadError(f"keypoints {path}: 'semantic_ids' must be a list of integers")
+    if len(ids) != len(keypoints):
+        raise ReadError(f"keypoints {path}: {len(keypoints)} keypoints but {len(ids)} semantic_ids")
+    if len(set(ids)) != len(ids):
+        raise ReadError(f"keypoints {path}: repeated semantic_ids")
+    try:
+        return keypoints, np.asarray(ids, dtype=np.int64)
+    except OverflowError:
+        raise ReadError(f"keypoints {path}: 'semantic_ids' out of range") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: int | None,
@@ -79,10 +105,10 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
 
     from pckeypoints.argmax import sampling_argmax
     from pckeypoints.supervised import run_on_cloud
-    from pckeypoints.training import load_checkpoint
+    from pckeypoints.checkpoint import load_checkpoint
 
     task, model, config, _ = load_checkpoint(path)
-    cloud = torch.as_tensor(points, dtype=torch.float32)
+    cloud = torch.as_tensor(points, dtype=torch.float64)
     prediction = task.predict(model, cloud, config)
     view = {"keypoints": np.asarray(prediction["keypoints"]), "semantic_ids": np.asarray(prediction["semantic_ids"]),
             "mode": config.mode, "category": config.category, "log_probs": None, "samples": None}
@@ -131,15 +157,18 @@ def run(args) -> int:
         return 2
     if args.pcd is not None:
         from pckeypoints.data import read_points
+        from pckeypoints.data.transforms import subsample_cloud
 
-        points, truth, truth_ids = read_points(args.pcd), None, None
+        points, truth, truth_ids = read_points(args.pcd, dtype=np.float64), None, None
+        if args.checkpoint:  # the model sees what predict shows it
+            points = subsample_cloud(points, 2048).numpy()
     else:
         points, truth, truth_ids = _shared_model(args)
 
     keypoints, ids, pred, probs, samples = truth, truth_ids, None, None, None
     predicted = None
     if args.keypoints:
-        predicted, predicted_ids = _predictions(args.keypoints)
+        predicted, predicted_ids = read_keypoints_json(args.keypoints)
     elif args.checkpoint:
         view = _model_view(args.checkpoint, points, args.map, args.samples, args.seed)
         probs, samples = view["log_probs"], view["samples"]

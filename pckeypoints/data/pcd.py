@@ -6,6 +6,7 @@ corruption (bad header, missing ``x y z`` fields, wrong ``POINTS`` count, trunca
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ __all__ = ["read_geometry", "read_pcd", "read_points"]
 _HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 _NUMPY_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8",
                 ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8"}
+_NOT_TEXT = re.compile(rb"[^\t\r\x20-\x7e]")  # bytes that cannot be in a PCD header line
 _CLOUD_SUFFIXES = {".pcd", ".xyz", ".npy"}
 _MESH_SUFFIXES = {".ply", ".obj", ".off", ".stl"}
 
@@ -117,13 +119,16 @@ def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
         end = raw.find(b"\n", offset)
         if end < 0:
             raise ReadError(f"corrupt PCD {path}: header ends before a DATA line")
-        line = raw[offset:end].decode("ascii", errors="replace").strip()
+        if _NOT_TEXT.search(raw, offset, end):
+            raise ReadError(f"corrupt PCD {path}: binary data in the header (not a PCD file?)")
+        line = raw[offset:end].decode("ascii").strip()
         offset = end + 1
         if not line or line.startswith("#"):
             continue
         key, *values = line.split()
         if key.upper() not in _HEADER_KEYS:
-            raise ReadError(f"corrupt PCD {path}: unknown header line {line!r}")
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise ReadError(f"corrupt PCD {path}: unknown header line {shown!r}")
         header[key.upper()] = values
     try:
         fields = header["FIELDS"]
@@ -200,7 +205,9 @@ def _unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def _read_with_open3d(path: Path, num_points: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    import open3d as o3d
+    from ..extras import require
+
+    o3d = require("open3d", f"reading the binary_compressed PCD {path}")
 
     cloud = o3d.io.read_point_cloud(str(path), format="pcd", remove_nan_points=False, remove_infinite_points=False)
     points = np.asarray(cloud.points, dtype=dtype)
