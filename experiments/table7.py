@@ -98,18 +98,22 @@ def run_one(args, category: str, variant: str, seed: int) -> dict:
                               save_train_minutes=True, checkpoint="last.pt")
 
 
-def finished_runs(args) -> dict[tuple[str, str, int], dict]:
-    """``{(category, variant, seed): metrics}`` of the grid's runs scored with the grid's config."""
-    runs = {}
-    for category in args.categories:
-        for variant in args.variants:
-            for seed in args.seeds:
-                config = run_config(args, category, variant, seed)
-                report = Path(config.out) / config.run_name / "eval_test" / "metrics.json"
-                if report.is_file():
-                    saved = json.loads(report.read_text())
-                    if saved["config"] == config.to_dict():
-                        runs[category, variant, seed] = saved["metrics"]
+def grid(args) -> list[tuple[str, str, int]]:
+    return [(c, v, s) for s in args.seeds for c in args.categories for v in args.variants]
+
+
+def recorded_runs(args) -> list[dict]:
+    """Every run recorded in ``--results``'s ``table7.json`` (earlier sessions, any protocol), updated with the
+    scored runs of the grid's run folders; entries ``{"category", "variant", "seed", "config", "metrics"}``."""
+    previous = Path(args.results) / "table7.json"
+    runs = [r for r in json.loads(previous.read_text())["runs"] if "config" in r] if previous.is_file() else []
+    for category, variant, seed in grid(args):
+        config = run_config(args, category, variant, seed)
+        report = Path(config.out) / config.run_name / "eval_test" / "metrics.json"
+        if report.is_file():
+            saved = json.loads(report.read_text())
+            runs = [r for r in runs if r["config"] != saved["config"]]
+            runs.append({"category": category, "variant": variant, "seed": seed, **saved})
     return runs
 
 
@@ -130,15 +134,24 @@ def protocol_line(config: TrainConfig) -> str:
               else "all train models")
     sigma = (f"σ_i from the {config.knn_k} nearest neighbours" if config.sigma == "knn"
              else f"σ = {config.sigma} (normalised units)")
+    schedule = (f"halved every {config.lr_step_epochs} epochs" if config.lr_schedule == "step"
+                else config.lr_schedule)
     return (f"Protocol: {config.epochs} epochs, backbone width {config.width}, batch {config.batch_size}, "
-            f"{config.optimizer} lr {config.lr} ({config.lr_schedule}), {sigma}, {config.num_keypoints} keypoints, "
+            f"{config.optimizer} lr {config.lr} ({schedule}), weight decay {config.weight_decay}, {sigma}, "
+            f"{config.num_keypoints} keypoints, "
             f"τ {config.tau_start} → {config.tau_end} ({config.tau_schedule}), {subset}, trained on KeypointNet's "
             f"train clouds (Skeleton Merger trains on ShapeNet clouds); scored at the last epoch (no checkpoint "
             f"selection with labels).")
 
 
 def write_tables(args, out: Path) -> None:
-    runs = finished_runs(args)
+    recorded = recorded_runs(args)
+    wanted = {json.dumps(run_config(args, *key).to_dict(), sort_keys=True): key for key in grid(args)}
+    runs = {}  # (category, variant, seed) -> metrics, of the runs trained with the grid's config
+    for run in recorded:
+        key = wanted.get(json.dumps(run["config"], sort_keys=True))
+        if key is not None:
+            runs[key] = run["metrics"]
     cells: dict[str, dict[str, dict]] = {}
     for category in args.categories:
         for variant in args.variants:
@@ -177,8 +190,7 @@ def write_tables(args, out: Path) -> None:
               f"Per-run reports (metrics, gallery of test keypoints coloured by index) under "
               f"`{display_path(args.runs)}/<category>_<variant>_s<seed>/eval_test/`."]
     payload = {"protocol": protocol_line(config), "config": config.to_dict(), "paper": PAPER_DAS, "cells": cells,
-               "missing": missing, "runs": [{"category": c, "variant": v, "seed": s, "metrics": m}
-                                            for (c, v, s), m in sorted(runs.items())]}
+               "missing": missing, "runs": recorded}
     gallery = run_config(args, args.categories[0], args.variants[-1], args.seeds[0]).run_name
     save_table(out, "table7", lines, payload, Path(args.runs) / gallery / "eval_test" / "gallery.png")
 
@@ -188,7 +200,7 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if not args.table_only:
-        jobs = [(c, (v, s)) for s in args.seeds for c in args.categories for v in args.variants]
+        jobs = [(c, (v, s)) for c, v, s in grid(args)]
         run_table(jobs, lambda category, key: run_one(args, category, *key),
                   lambda _: None if args.train_only else write_tables(args, Path(args.results)),
                   "table7 runs", "das_sm", lambda key: f"{variant_name(key[0])}, seed {key[1]}")
