@@ -22,7 +22,7 @@ from .basis import PointBasis
 from .errors import PCKeypointsError
 from .head import KeypointHead, KeypointMaps, KeypointReadout, RaggedKeypointMaps
 from .losses import KeypointLoss
-from .neighbors import knn
+from .neighbors import knn, knn_graph
 from .schedules import ConstantTau, CosineTau, ExponentialTau, LinearTau, TemperatureSchedule, make_schedule
 from .validation import check_cloud
 
@@ -37,7 +37,7 @@ _LAZY = {
 
 __all__ = [
     "ConstantTau", "CosineTau", "ExponentialTau", "KeypointHead", "KeypointLoss", "KeypointMaps", "KeypointReadout",
-    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "knn",
+    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "knn", "knn_graph",
     "make_schedule", "sampling_argmax", "soft_argmax", *_LAZY,
 ]
 

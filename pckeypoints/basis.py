@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ._compat import renamed_argument
 from .errors import PCKeypointsError
-from .neighbors import knn
+from .neighbors import knn, knn_graph
 from .validation import check_batch_index, check_cloud, check_finite
 
 KINDS = ("gaussian", "uniform", "triangular")
@@ -129,21 +129,14 @@ class PointBasis:
         if fixed_sigma is not None:
             return cls(dense, float(fixed_sigma), "gaussian", mask, validate=validate)
         if batch is None:
-            if pos.shape[1] <= k:
-                raise PCKeypointsError(
-                    f"every cloud needs more than k={k} points for the neighbour σ, got N = {pos.shape[1]}"
-                )
-            sig = knn_mean_distance(pos, k)
-        else:
-            if validate:
-                counts = torch.bincount(batch)
-                counts = counts[counts > 0]
-                if (counts <= k).any():
-                    raise PCKeypointsError(
-                        f"every cloud needs more than k={k} points for the neighbour σ, smallest has {int(counts.min())}"
-                    )
-            sig = knn_mean_distance(_pad_far(dense, mask), k).masked_fill(~mask, 1.0)
-        sig = sig.mul_(factor).clamp_(min=min_sigma)
+            smallest = pos.shape[1]
+        else:  # a value check: counting the clouds' points reads batch
+            smallest = int(torch.bincount(batch)[batch.unique_consecutive()].min()) if validate else k + 1
+        if smallest <= k:
+            raise PCKeypointsError(f"every cloud needs more than k={k} points for the neighbour σ, smallest has {smallest}")
+        if batch is not None:
+            return cls.from_graph(pos, knn_graph(pos, k, batch), batch, factor, min_sigma, validate=False)
+        sig = knn_mean_distance(pos, k).mul_(factor).clamp_(min=min_sigma)
         return cls(dense, sig.unsqueeze(-1), "gaussian", mask, validate=False)
 
     @classmethod
@@ -310,12 +303,3 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
     from torch_geometric.utils import to_dense_batch
 
     return to_dense_batch(pos, batch)
-
-
-def _pad_far(dense: Tensor, mask: Tensor) -> Tensor:
-    """``dense`` with its padding moved beyond every cloud's diameter, so no real point has a padding
-    point among its neighbours (each cloud has more than k points)."""
-    hi = dense.masked_fill(~mask[..., None], -math.inf).amax(dim=(0, 1))  # (D,)
-    lo = dense.masked_fill(~mask[..., None], math.inf).amin(dim=(0, 1))
-    far = hi.amax() + (hi - lo).amax() * math.sqrt(dense.shape[-1]) + 1
-    return torch.where(mask[..., None], dense, far)

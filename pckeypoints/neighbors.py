@@ -11,6 +11,7 @@ nearest first, on any device and needs no torch-cluster:
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from .errors import PCKeypointsError
 
-__all__ = ["Neighbors", "knn"]
+__all__ = ["Neighbors", "knn", "knn_graph"]
 
 #: CPU searches with more query-point pairs per cloud than this use a k-d tree.
 KDTREE_ENTRIES = 1 << 24
@@ -61,6 +62,50 @@ def knn(query: Tensor, points: Tensor, k: int) -> Neighbors:
         dist2, index = knn3(points, query, k)
         return Neighbors(dist2.sqrt(), index)
     return _brute_force(query, points, k)
+
+
+def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
+    """PyG-style k-NN graph of ragged points: ``edge_index (2, N·k)`` with an edge j -> i from each of
+    the k nearest points j of point i in its cloud (source = neighbour, target = point, as PyG's
+    ``knn_graph``), nearest first; ``loop=False`` leaves each point itself out.
+
+    Args:
+        x: ``(N, D)`` points or features of all clouds.
+        k: neighbours per point (every cloud needs more than k points, ``loop``: at least k).
+        batch: ``(N,)`` sorted cloud index of each point (``None``: one cloud).
+
+    Examples:
+        >>> x = torch.tensor([[0.0], [1.0], [3.0], [10.0], [11.0]])
+        >>> knn_graph(x, k=1, batch=torch.tensor([0, 0, 0, 1, 1])).tolist()
+        [[1, 0, 1, 4, 3], [0, 1, 2, 3, 4]]
+    """
+    if x.dim() != 2:
+        raise PCKeypointsError(f"x must be (N, D), got shape {tuple(x.shape)}")
+    if batch is None:
+        batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    from torch_geometric.utils import to_dense_batch
+
+    dense, mask = to_dense_batch(x.detach(), batch)  # (B, N_max, D)
+    start = torch.cumsum(mask.sum(1), 0) - mask.sum(1)  # (B,) first row of each cloud
+    # Padding goes beyond every cloud's diameter, so no real point has a padding point among its
+    # k (+ 1) nearest while each cloud holds more than k points.
+    index = knn(dense, pad_far(dense, mask), k + (not loop)).index  # (B, N_max, k')
+    index = (index + start[:, None, None])[mask]  # (N, k') rows of x
+    if not loop:  # drop the point itself, or the farthest where exact duplicates hid it
+        own = index == torch.arange(x.shape[0], device=x.device)[:, None]
+        own[:, -1] |= ~own.any(1)
+        index = index[~own].view(x.shape[0], k)
+    target = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
+    return torch.stack([index.reshape(-1), target])
+
+
+def pad_far(dense: Tensor, mask: Tensor) -> Tensor:
+    """``dense (B, N, D)`` with its padding (``mask`` False) moved to one point farther from every
+    real point than the diameter of all of them, so that k-NN searches never pick it."""
+    hi = dense.masked_fill(~mask[..., None], -math.inf).amax(dim=(0, 1))  # (D,)
+    lo = dense.masked_fill(~mask[..., None], math.inf).amin(dim=(0, 1))
+    far = hi.amax() + (hi - lo).amax() * math.sqrt(dense.shape[-1]) + 1
+    return torch.where(mask[..., None], dense, far)
 
 
 def _kdtree(query: Tensor, points: Tensor, k: int) -> Neighbors:

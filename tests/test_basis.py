@@ -129,3 +129,25 @@ def test_knn_backends_agree_with_brute_force():
         assert torch.equal(got.index, ref.indices) and torch.allclose(got.distance, ref.values)
     tree = neighbors._kdtree(query, points, 4)  # large CPU searches
     assert torch.equal(tree.index, expected.indices) and torch.allclose(tree.distance, expected.values)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_knn_graph_is_pygs_graph_per_cloud(loop):
+    from pckeypoints.neighbors import knn_graph
+
+    g = torch.Generator().manual_seed(4)
+    sizes = [30, 12, 21]
+    x = torch.rand(sum(sizes), 5, generator=g)  # any dimension (DGCNN features)
+    x[3] = x[2]  # an exact duplicate
+    batch = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    edge_index = knn_graph(x, 4, batch, loop=loop)
+    assert edge_index.shape == (2, 4 * sum(sizes))
+    for i in range(len(x)):
+        source = edge_index[0, edge_index[1] == i]
+        same = (batch == batch[i]).nonzero().squeeze(1)
+        d = (x[same] - x[i]).norm(dim=-1)
+        if not loop:
+            d[same == i] = float("inf")
+        expected = d.topk(4, largest=False).values
+        assert torch.allclose((x[source] - x[i]).norm(dim=-1), expected, atol=1e-6)
+        assert bool((batch[source] == batch[i]).all()) and (loop or i not in source.tolist())
