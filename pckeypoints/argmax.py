@@ -172,7 +172,7 @@ class _GaussianSampling(torch.autograd.Function):
             grad_var.baddbmm_(w.square().transpose(1, 2), a)
             dw -= (dw * w).sum(-1, keepdim=True)
             grad_logits += dw.mul_(w).view(b, c, k, n).sum(1)
-        grad_logits /= ctx.tau
+        grad_logits *= min(1.0 / ctx.tau, torch.finfo(grad_logits.dtype).max)
         grad_scale = grad_var.mul_(scale)  # dL/dσ = 2σ · dL/dσ², and a carries 2 · dL/dvariance
         return (
             grad_logits,

@@ -47,7 +47,7 @@ BASES = {
 @pytest.mark.parametrize(
     "name, sampler",
     [("uniform grid", "naive"), ("triangular grid", "naive"), ("gaussian grid", "naive"), ("gaussian grid", "gaussian"),
-     ("cloud", "naive"), ("cloud", "gaussian")],
+     ("gaussian grid", "fused"), ("cloud", "naive"), ("cloud", "gaussian"), ("cloud", "fused")],
 )
 def test_low_temperature_samples_have_the_mixture_moments(name, sampler):
     basis = BASES[name]()
@@ -62,12 +62,13 @@ def test_low_temperature_samples_have_the_mixture_moments(name, sampler):
     assert torch.allclose(v, var, rtol=0.06), (v, var)
 
 
-def test_low_memory_sampler_matches_naive_in_mean_and_variance():
+@pytest.mark.parametrize("sampler", ["gaussian", "fused"])
+def test_gaussian_samplers_match_naive_in_mean_and_variance(sampler):
     basis = cloud_basis(4, b=1, n=16)
     logits = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(6))
     kw = dict(num_samples=40000, tau=0.7)
     naive = sampling_argmax(logits, basis, generator=torch.Generator().manual_seed(1), sampler="naive", **kw).double()
-    fast = sampling_argmax(logits, basis, generator=torch.Generator().manual_seed(2), sampler="gaussian", **kw).double()
+    fast = sampling_argmax(logits, basis, generator=torch.Generator().manual_seed(2), sampler=sampler, **kw).double()
     se = (naive.var(2) / kw["num_samples"]).sqrt()
     assert ((naive.mean(2) - fast.mean(2)).abs() < 5 * 2**0.5 * se).all()
     assert torch.allclose(naive.var(2), fast.var(2), rtol=0.05)
@@ -82,7 +83,7 @@ def test_low_memory_sampler_is_chunk_invariant_and_reproducible():
     assert torch.allclose(run(7), run(3), atol=1e-6)
 
 
-@pytest.mark.parametrize("sampler", ["naive", "gaussian"])
+@pytest.mark.parametrize("sampler", ["naive", "gaussian", "fused"])
 def test_sampler_gradients_pass_gradcheck(sampler):
     g = torch.Generator().manual_seed(7)
     pos = torch.rand(2, 6, 3, dtype=torch.float64, generator=g, requires_grad=True)
@@ -94,6 +95,19 @@ def test_sampler_gradients_pass_gradcheck(sampler):
         return sampling_argmax(logits, basis, 5, 0.8, torch.Generator().manual_seed(3), sampler, chunk_size=2)
 
     assert torch.autograd.gradcheck(f, (logits, pos, scale))
+
+
+@pytest.mark.parametrize("sampler", ["naive", "gaussian", "fused"])
+@pytest.mark.parametrize("tau", [1e-45, 1e-300])
+def test_tiny_temperature_gives_finite_samples_and_gradients(sampler, tau):
+    basis = cloud_basis(6, b=2, n=30)
+    logits = torch.randn(2, 3, 30, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    samples = sampling_argmax(logits, basis, 4, tau, torch.Generator().manual_seed(3), sampler)
+    samples.sum().backward()
+    assert torch.isfinite(samples).all() and torch.isfinite(logits.grad).all()
+    # one-hot weights: every sample lies within a few σ of one of the points
+    nearest = (samples[..., None, :] - basis.pos[:, None, None]).norm(dim=-1).amin(-1)  # (B, K, Ns)
+    assert (nearest < 6 * basis.scale.max() * 3**0.5).all()
 
 
 def test_low_memory_gradient_with_padding():
@@ -111,11 +125,13 @@ def test_low_memory_gradient_with_padding():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(logits=torch.full((1, 2, 12), float("nan"))), "NaN"),
         (dict(logits=torch.randn(1, 2, 11)), "do not match"),
         (dict(logits=torch.randn(2, 12)), r"\(B, K, N\)"),
         (dict(num_samples=0), "num_samples"),
+        (dict(num_samples=2.5), "num_samples must be an integer"),
         (dict(tau=0.0), "tau"),
+        (dict(tau=float("nan")), "tau"),
+        (dict(tau=float("inf")), "tau"),
         (dict(sampler="fast"), "sampler"),
     ],
 )
@@ -125,9 +141,10 @@ def test_bad_input_raises_clear_value_error(kwargs, match):
         sampling_argmax(**args)
 
 
-def test_low_memory_sampler_rejects_grids_of_other_kinds():
+@pytest.mark.parametrize("sampler", ["gaussian", "fused"])
+def test_gaussian_samplers_reject_grids_of_other_kinds(sampler):
     with pytest.raises(ValueError, match="Gaussian"):
-        sampling_argmax(torch.randn(1, 1, 5), PointBasis.grid((5,)), 3, 1.0, sampler="gaussian")
+        sampling_argmax(torch.randn(1, 1, 5), PointBasis.grid((5,)), 3, 1.0, sampler=sampler)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

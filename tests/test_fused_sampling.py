@@ -1,0 +1,172 @@
+"""The fused sampler (pckeypoints.fused): counter RNG, C++ and Triton kernels against the dense reference."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pckeypoints import fused
+from pckeypoints.argmax import sampling_argmax
+from pckeypoints.basis import PointBasis
+from pckeypoints.fused import gaussian_samples, rng
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lowbias32(x: int) -> int:
+    """The mix round on plain Python ints (an independent implementation of rng.mix)."""
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+
+
+def test_mix_matches_plain_integer_arithmetic():
+    values = [0, 1, 2, 12345, 0x7FFFFFFF, 0x80000000, 0xDEADBEEF, 0xFFFFFFFF]
+    assert rng.mix(torch.tensor(values)).tolist() == [lowbias32(v) for v in values]
+
+
+def test_gumbel_noise_is_a_function_of_seed_and_index():
+    seed = torch.tensor([7, 9])
+    g = rng.gumbel(seed, (2, 3, 4, 50), torch.float64)
+    # one entry by hand: keys of (b, k, s) = (1, 2, 3), column 17
+    h = lowbias32(lowbias32(7) ^ 9)
+    h = lowbias32(lowbias32(lowbias32(h ^ 1) ^ 2) ^ 3)
+    bits = lowbias32(lowbias32(17 ^ h) ^ lowbias32(h ^ 0x9E3779B9))
+    u = ((bits >> 8) + 0.5) * 2.0**-24
+    assert g[1, 2, 3, 17].item() == pytest.approx(-math.log(-math.log(u)), rel=1e-12)
+    # a prefix of the samples or points draws the same noise
+    assert torch.equal(rng.gumbel(seed, (2, 3, 2, 20), torch.float64), g[:, :, :2, :20])
+
+
+def test_gumbel_and_normal_noise_have_the_right_moments():
+    seed = torch.tensor([1, 2])
+    g = rng.gumbel(seed, (4, 5, 100, 500), torch.float64)
+    assert g.mean().item() == pytest.approx(0.5772156649, abs=0.01)  # Euler-Mascheroni
+    assert g.var().item() == pytest.approx(math.pi**2 / 6, rel=0.02)
+    eps = rng.normal(seed, (50, 40, 100, 3), torch.float64)
+    assert abs(eps.mean().item()) < 0.01 and eps.var().item() == pytest.approx(1.0, rel=0.02)
+
+
+def problem(dtype=torch.float64, b=2, k=3, n=300, d=3, shared_basis=False, padded=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, k, n, dtype=dtype, generator=g)
+    if padded:
+        logits[-1, :, n - 37 :] = float("-inf")  # a ragged cloud's padding
+    bp = 1 if shared_basis else b
+    pos = torch.rand(bp, n, d, dtype=dtype, generator=g)
+    var = 0.01 + 0.05 * torch.rand(bp, n, d, dtype=dtype, generator=g)
+    return logits.requires_grad_(), pos.requires_grad_(), var.requires_grad_()
+
+
+def samples_and_grads(backend, logits, pos, var, num_samples=5, tau=0.5, seed=(123, 456)):
+    y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    return (y, *torch.autograd.grad((y * weights).sum(), (logits, pos, var)))
+
+
+needs_cpu_kernel = pytest.mark.skipif(not fused.available(torch.device("cpu")), reason="C++ kernel did not build")
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("d, shared", [(3, False), (2, True), (1, False)])
+def test_cpu_kernel_matches_the_reference(dtype, tol, d, shared):
+    inputs = problem(dtype, d=d, shared_basis=shared)
+    for got, want in zip(samples_and_grads("cpu", *inputs), samples_and_grads("reference", *inputs)):
+        assert torch.allclose(got, want, rtol=tol, atol=tol)
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_passes_gradcheck():
+    logits, pos, var = problem(torch.float64, b=2, k=2, n=40, padded=True)
+    f = lambda l, p, v: gaussian_samples(l, p, v, 3, 0.7, torch.tensor([5, 6]), "cpu")
+    assert torch.autograd.gradcheck(f, (logits, pos, var))
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_does_not_depend_on_the_thread_count():
+    inputs = problem(torch.float32, b=3, k=4, n=1000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = samples_and_grads("cpu", *inputs, num_samples=7)
+        torch.set_num_threads(3)
+        three = samples_and_grads("cpu", *inputs, num_samples=7)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, three))
+
+
+@needs_cpu_kernel
+def test_same_seed_same_samples_and_samples_do_not_depend_on_their_count():
+    basis = PointBasis(torch.rand(2, 100, 3), 0.02)
+    logits = torch.randn(2, 4, 100)
+    run = lambda ns, seed: sampling_argmax(logits, basis, ns, 0.3, torch.Generator().manual_seed(seed), "fused")
+    assert torch.equal(run(6, 1), run(6, 1))
+    assert not torch.allclose(run(6, 1), run(6, 2))
+    seed = rng.draw_seed(torch.Generator().manual_seed(1), torch.device("cpu"))
+    few = gaussian_samples(logits, basis.pos, basis.variance, 2, 0.3, seed, "cpu")
+    assert torch.equal(few, gaussian_samples(logits, basis.pos, basis.variance, 6, 0.3, seed, "cpu")[:, :, :2])
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("tau", [1e-45, 1e-300])
+def test_tiny_temperature_gives_one_hot_weights_not_nan(tau):
+    logits, pos, var = problem(torch.float32, padded=True)
+    y, *grads = samples_and_grads("cpu", logits, pos, var, tau=tau)
+    assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
+    # one-hot weights: the moments are those of one point, the Gumbel argmax
+    t = logits[:, :, None, :].detach() + rng.gumbel(torch.tensor([123, 456]), (2, 3, 5, 300), torch.float32)
+    picked = pos.detach().expand(2, -1, -1).gather(1, t.argmax(-1).flatten(1)[..., None].expand(-1, -1, 3))
+    spread = 4 * var.detach().max().sqrt()
+    assert ((y.flatten(1, 2) - picked).abs() < spread).all()
+
+
+# Triton reads TRITON_INTERPRET when it is imported, so the interpreted kernels run in a subprocess.
+TRITON_RUN = """
+import sys, torch
+from pckeypoints.fused import triton_kernels as kernels
+inputs = torch.load(sys.argv[1])
+results = []
+for block_n, block_s in [(128, 16), (32, 4)]:  # results do not depend on the tiling
+    fwd = kernels.forward(*inputs["forward"], block_n, block_s)
+    bwd = kernels.backward(*inputs["backward"][:5], fwd[2], fwd[3], *inputs["backward"][5:], block_n, block_s)
+    results.append(fwd + bwd)
+torch.save(results, sys.argv[2])
+"""
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
+    pytest.importorskip("triton")
+    logits, pos, var = (x.detach() for x in problem(dtype, b=2, k=2, n=200, shared_basis=dtype == torch.float32))
+    seed, inv_tau = torch.tensor([3, 4]), 1 / 0.4
+    pos, var = pos.transpose(1, 2).contiguous(), var.transpose(1, 2).contiguous()
+    cpu = fused.resolve("cpu", torch.device("cpu"))
+    fwd = cpu.forward(logits, pos, var, seed, 5, inv_tau)
+    grads = [torch.randn_like(fwd[0]), torch.randn_like(fwd[1]), torch.randn_like(fwd[2])]
+    bwd = cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], *grads, True, True)
+    inputs = {"forward": (logits, pos, var, seed, 5, inv_tau),
+              "backward": (logits, pos, var, seed, inv_tau, *grads, True, True)}
+    torch.save(inputs, tmp_path / "in.pt")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", TRITON_RUN, tmp_path / "in.pt", tmp_path / "out.pt"], env=env, check=True)
+    results = torch.load(tmp_path / "out.pt")
+    assert len(results) == 2
+    for got in results:
+        assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, fwd + bwd))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fused.available(torch.device("cuda"))), reason="needs CUDA + triton")
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_triton_kernels_on_cuda_match_the_reference(dtype, tol):
+    inputs = [x.detach().cuda().requires_grad_() for x in problem(dtype, b=2, k=3, n=700)]
+    got = samples_and_grads("triton", *inputs, num_samples=20)
+    want = samples_and_grads("reference", *inputs, num_samples=20)
+    assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, want))
