@@ -1,0 +1,393 @@
+"""Does sampling-argmax give better keypoints? Methods × categories × seeds, every readout, calibration.
+
+Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``),
+one run per (category, method, seed), scores each on the test split with every readout of
+:mod:`pckeypoints.readouts`, and writes ``experiments/results/evidence/``: one ``runs/<protocol>/<run>.npz``
+of per-keypoint records per run (distances, geodesic distances, confidences), ``evidence.json`` (every
+run's metrics, every table's numbers) and ``table6.md`` with mean ± sd over seeds, paired bootstrap CIs of
+sampling − soft, readouts, calibration, plus reliability diagrams. Finished runs are skipped, interrupted
+ones resumed, and the tables are rebuilt from whatever ``.npz`` files exist (from any machine).
+
+    python experiments/evidence.py all --protocol cpu --jobs 2            # this 2-core CPU: soft vs sampling, 3 seeds
+    python experiments/evidence.py all --protocol best --methods soft sampling30 --jobs 12   # one GPU (gpu_evidence.sh)
+    python experiments/evidence.py tables                                   # rebuild the tables only
+
+Methods: ``soft``, ``soft+var``, ``soft+js``, ``discrete``, ``samplingN`` (sampling-argmax with N samples).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "experiments" / "results" / "evidence"
+CONFIGS = ROOT / "experiments" / "configs"
+METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30")
+METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js": "soft-argmax + JS",
+                "discrete": "discrete expectation", "sampling1": "sampling, Ns = 1", "sampling5": "sampling, Ns = 5",
+                "sampling10": "sampling, Ns = 10", "sampling30": "sampling, Ns = 30"}
+#: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
+PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 41.6, "bed": 39.2},
+                "soft+js": {"bathtub": 42.7, "bed": 43.9}, "discrete": {"bathtub": None, "bed": None},
+                "sampling1": {"bathtub": 43.0, "bed": 41.2}, "sampling5": {"bathtub": 42.4, "bed": 43.8},
+                "sampling10": {"bathtub": 45.5, "bed": 41.7}, "sampling30": {"bathtub": 45.1, "bed": 47.5}}
+PROTOCOLS = {
+    "cpu": "reduced CPU protocol: width 0.25, 30 epochs, AdamW lr 5e-3 cosine, batch 16, σ from 8-NN, Ns ≤ 10",
+    "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
+    "best-knn": "project's best with σ from 8-NN (σ ablation)",
+    "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
+}
+READOUTS = ("expectation", "snapped", "top", "mode")
+THRESHOLD = 0.01
+BOOTSTRAP = 2000
+
+
+def method_overrides(method: str) -> dict:
+    if method.startswith("sampling"):
+        return {"method": "sampling", "num_samples": int(method.removeprefix("sampling"))}
+    return {"method": method}
+
+
+def run_name(category: str, method: str, seed: int) -> str:
+    return f"{category}_{method}_s{seed}"
+
+
+# ---------------------------------------------------------------------------------------------- running
+def train_command(args, category: str, method: str, seed: int) -> list[str] | None:
+    """The ``pckeypoints train`` command that starts or resumes a run, or ``None`` if it is finished."""
+    from pckeypoints.checkpoint import read_checkpoint
+
+    run_dir = Path(args.runs) / args.protocol / run_name(category, method, seed)
+    if (run_dir / "last.pt").is_file():
+        state, config = read_checkpoint(run_dir / "last.pt")
+        if state["epoch"] >= config.epochs:
+            return None
+        return [sys.executable, "-m", "pckeypoints", "train", "--resume", str(run_dir), "--no-test", "--no-progress"]
+    overrides = {**method_overrides(method), "category": category, "seed": seed,
+                 "name": run_name(category, method, seed), "out": str(Path(args.runs) / args.protocol),
+                 "data_root": args.data_root, "max_models": args.max_models, "epochs": args.epochs,
+                 "device": args.device}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
+    return [sys.executable, "-m", "pckeypoints", "train", "--config", str(CONFIGS / f"evidence_{args.protocol}.toml"),
+            *flags, "--no-test", "--no-progress"]
+
+
+def run_jobs(commands: list[tuple[str, list[str]]], jobs: int, log_dir: Path) -> list[str]:
+    """Run ``(name, command)`` pairs, ``jobs`` at a time, one thread each (OMP_NUM_THREADS=1); returns the
+    names that failed. Each command's output goes to ``log_dir/<name>.log``."""
+    from tqdm.auto import tqdm
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    failed = []
+    bar = tqdm(total=len(commands), desc="runs")
+
+    def one(item):
+        name, command = item
+        with open(log_dir / f"{name}.log", "a") as log:
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        if code:
+            failed.append(name)
+            tqdm.write(f"   {name} failed (exit {code}), see {log_dir / (name + '.log')}")
+        bar.update()
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(one, commands))
+    bar.close()
+    return failed
+
+
+def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -> None:
+    """Score ``run_dir``'s best checkpoint on the test split; write the per-keypoint records to ``out``."""
+    import dataclasses
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pckeypoints.data import collate_keypoints
+    from pckeypoints.checkpoint import load_checkpoint
+
+    task, model, config, checkpoint = load_checkpoint(run_dir)
+    if data_root:
+        config = dataclasses.replace(config, data_root=data_root)
+    loader = DataLoader(task.dataset(config, "test", train=False), config.batch_size, collate_fn=collate_keypoints)
+    device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    metrics = task.report(model.to(device), loader, config, run_dir / "eval_test")
+    saved = torch.load(run_dir / "eval_test" / "records.pt", weights_only=False)
+    records = {k: v.numpy().astype(np.int32 if k in ("cloud", "keypoint") else np.float32)
+               for k, v in saved["records"].items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": config.to_dict(), "epoch": checkpoint["epoch"], "metrics": metrics, "model_id": saved["model_id"]}
+    np.savez_compressed(out, meta=np.array(json.dumps(meta)), **{k.replace("/", "__"): v for k, v in records.items()})
+
+
+def load_records(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(meta, records)`` of one run's ``.npz``."""
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        records = {k.replace("__", "/"): data[k] for k in data.files if k != "meta"}
+    return meta, records
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def correct(records: dict[str, np.ndarray], readout: str, geodesic: bool) -> np.ndarray:
+    """Per keypoint 0/1: Euclidean ``d <= t``, or KeypointNet's geodesic ``d < t``."""
+    if geodesic:
+        return (records[f"geo/{readout}"] < THRESHOLD).astype(np.float64)
+    return (records[f"dist/{readout}"] <= THRESHOLD).astype(np.float64)
+
+
+def paired_bootstrap(a: list[dict], b: list[dict], readout: str, geodesic: bool, seed: int = 0) -> tuple[float, float, float]:
+    """Difference of PCK (b − a, in %) with its 95 % bootstrap CI: per keypoint the correctness is averaged
+    over seeds, test models are resampled with replacement."""
+    def seed_mean(runs):
+        return np.mean([correct(r, readout, geodesic) for r in runs], axis=0)
+
+    for runs in (a, b):
+        if any(len(r["cloud"]) != len(a[0]["cloud"]) or (r["cloud"] != a[0]["cloud"]).any() for r in runs):
+            raise ValueError("runs were scored on different test keypoints")
+    diff = seed_mean(b) - seed_mean(a)
+    clouds = a[0]["cloud"]
+    num_clouds = clouds.max() + 1
+    per_cloud_sum = np.bincount(clouds, diff, num_clouds)
+    per_cloud_count = np.bincount(clouds, minlength=num_clouds).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_clouds, size=(BOOTSTRAP, num_clouds))
+    weights = np.stack([np.bincount(d, minlength=num_clouds) for d in draws])  # (BOOTSTRAP, clouds)
+    stats = (weights @ per_cloud_sum) / (weights @ per_cloud_count)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return 100 * diff.mean(), 100 * low, 100 * high
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = 100 * np.mean(values)
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def collect(results: Path) -> dict:
+    """``{protocol: {category: {method: [(meta, records) per seed, sorted by seed]}}}`` of every ``.npz``."""
+    runs: dict = {}
+    for path in sorted((results / "runs").glob("*/*.npz")):
+        category, method, seed = path.stem.rsplit("_", 2)
+        runs.setdefault(path.parent.name, {}).setdefault(category, {}).setdefault(method, []).append(
+            (int(seed.removeprefix("s")), *load_records(path)))
+    return {p: {c: {m: [(meta, rec) for _, meta, rec in sorted(v, key=lambda x: x[0])] for m, v in ms.items()}
+                for c, ms in cs.items()} for p, cs in runs.items()}
+
+
+def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], dict]:
+    """Markdown lines and JSON numbers of one protocol."""
+    categories = [c for c in ("bathtub", "bed") if c in runs] + sorted(set(runs) - {"bathtub", "bed"})
+    methods = [m for m in METHODS if any(m in runs[c] for c in categories)]
+    numbers: dict = {"description": PROTOCOLS.get(protocol, protocol), "cells": {}, "paired": {}, "calibration": {}}
+    lines = [f"## Protocol `{protocol}`: {PROTOCOLS.get(protocol, protocol)}", ""]
+
+    def seeds(c, m):
+        return runs[c].get(m, [])
+
+    # main table
+    lines += ["PCK@0.01 (%) on the test split, mean ± sd over seeds (n = seeds). **Euclidean**: the expectation "
+              "(soft-argmax) within 0.01. **Geodesic**: KeypointNet's benchmark metric, the expectation snapped to "
+              "its nearest cloud point, geodesic distance on the cloud's 20-NN graph < 0.01. Paper: Li et al. "
+              "Table 6 (its protocol does not say which distance).", "",
+              "| method | " + " | ".join(f"{c} Euclidean | {c} geodesic | {c} paper | n" for c in categories) + " |",
+              "|---|" + "---|---|---|---|" * len(categories)]
+    for m in methods:
+        cells = []
+        for c in categories:
+            rs = seeds(c, m)
+            euclid = [correct(r, "expectation", False).mean() for _, r in rs]
+            geo = [correct(r, "expectation", True).mean() for _, r in rs]
+            paper = PAPER_TABLE6.get(m, {}).get(c)
+            cells += [mean_sd(euclid), mean_sd(geo), "–" if paper is None else f"{paper:.1f}", str(len(rs))]
+            numbers["cells"].setdefault(c, {})[m] = {"euclidean": euclid, "geodesic": geo, "paper": paper,
+                                                     "seeds": [meta["config"]["seed"] for meta, _ in rs]}
+        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    missing = [f"{c}/{m}" for c in categories for m in METHODS if not seeds(c, m)]
+    lines += ["", f"Missing cells (not run under this protocol yet): {', '.join(missing) or 'none'}.", ""]
+
+    # readouts
+    lines += ["### Readouts: PCK@0.01 (%) by how the keypoint is read from the map (Euclidean / geodesic)", "",
+              "| method | " + " | ".join(f"{c} {r}" for c in categories for r in READOUTS) + " |",
+              "|---|" + "---|" * (len(categories) * len(READOUTS))]
+    for m in methods:
+        cells = []
+        for c in categories:
+            for r in READOUTS:
+                rs = seeds(c, m)
+                e = [correct(x, r, False).mean() for _, x in rs]
+                g = [correct(x, r, True).mean() for _, x in rs]
+                cells.append("–" if not rs else f"{100 * np.mean(e):.1f} / {100 * np.mean(g):.1f}")
+                numbers.setdefault("readouts", {}).setdefault(c, {}).setdefault(m, {})[r] = {"euclidean": e, "geodesic": g}
+        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # paired differences
+    samplers = [m for m in methods if m.startswith("sampling")]
+    if "soft" in methods and samplers:
+        lines += ["### Sampling − soft-argmax: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
+                  "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
+                  f"are resampled with replacement ({BOOTSTRAP} draws). A CI above 0 means sampling wins.", "",
+                  "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in categories) + " |",
+                  "|---|---|" + "---|---|" * len(categories)]
+        for m in samplers:
+            for r in READOUTS:
+                cells = []
+                for c in categories:
+                    shared = min(len(seeds(c, "soft")), len(seeds(c, m)))
+                    for geodesic in (False, True):
+                        if not shared:
+                            cells.append("–")
+                            continue
+                        soft = [x for _, x in seeds(c, "soft")[:shared]]
+                        samp = [x for _, x in seeds(c, m)[:shared]]
+                        d, lo, hi = paired_bootstrap(soft, samp, r, geodesic)
+                        cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+                        numbers["paired"].setdefault(c, {}).setdefault(m, {})[f"{r}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
+                lines.append(f"| {METHOD_NAMES[m]} − soft | {r} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    # calibration
+    lines += ["### Calibration (expectation readout)", "",
+              "r: Pearson correlation of the map's peak max π with correctness (the paper's Table 3 measure; "
+              "r cont.: with exp(-d²/2·0.01²)). P(within): the mixture's own probability that the target lies "
+              "within 0.01 of the estimate, against the actual Euclidean PCK; ECE (10 bins) and Brier of that "
+              "probability. Mean over seeds.", "",
+              "| method | " + " | ".join(f"{c} r | {c} r cont. | {c} mean P(within) | {c} PCK | {c} ECE | {c} Brier"
+                                        for c in categories) + " |",
+              "|---|" + "---|" * (6 * len(categories))]
+    for m in methods:
+        cells = []
+        for c in categories:
+            rs = seeds(c, m)
+            if not rs:
+                cells += ["–"] * 6
+                continue
+            keys = ("calibration_r", "calibration_r_continuous", "mean_within/expectation", "pck@0.01/expectation",
+                    "ece/expectation", "brier/expectation")
+            values = {k: float(np.nanmean([meta["metrics"][k] for meta, _ in rs])) for k in keys}
+            numbers["calibration"].setdefault(c, {})[m] = values
+            cells += [f"{values[keys[0]]:.3f}", f"{values[keys[1]]:.3f}", f"{values[keys[2]]:.3f}",
+                      f"{values[keys[3]]:.3f}", f"{values[keys[4]]:.3f}", f"{values[keys[5]]:.3f}"]
+        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    figure = plot_reliability(protocol, runs, categories, methods, plots)
+    lines += ["", f"Reliability diagrams: `{figure.name}`.", ""]
+    return lines, numbers
+
+
+def plot_reliability(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path:
+    """One panel per category: accuracy against the predicted P(within 0.01) in 10 bins, all seeds pooled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from pckeypoints.metrics import reliability_bins
+
+    fig, axes = plt.subplots(1, len(categories), figsize=(4.5 * len(categories), 4.2), squeeze=False)
+    for ax, c in zip(axes[0], categories):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        for m in methods:
+            rs = runs[c].get(m, [])
+            if not rs:
+                continue
+            conf = torch.from_numpy(np.concatenate([r["within/expectation"] for _, r in rs]).astype(np.float64))
+            hit = torch.from_numpy(np.concatenate([correct(r, "expectation", False) for _, r in rs]))
+            mean_conf, accuracy, count = reliability_bins(conf, hit)
+            used = count > 0
+            ax.plot(mean_conf[used], accuracy[used], marker="o", ms=4, label=METHOD_NAMES[m])
+        ax.set(title=f"{c} ({protocol})", xlabel="predicted P(target within 0.01)", ylabel="fraction correct",
+               xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"reliability_{protocol}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_tables(results: Path) -> None:
+    runs = collect(results)
+    lines = ["# Evidence: supervised keypoints on KeypointNet (Table 6 protocol family)", "",
+             "Generated by `experiments/evidence.py tables` from the per-run records in `runs/`; every number "
+             "below is in `evidence.json`.", ""]
+    numbers = {}
+    for protocol in [p for p in PROTOCOLS if p in runs] + sorted(set(runs) - set(PROTOCOLS)):
+        protocol_lines, numbers[protocol] = protocol_tables(protocol, runs[protocol], results)
+        lines += protocol_lines
+    absent = [p for p in PROTOCOLS if p not in runs]
+    if absent:
+        lines += [f"Protocols with no runs yet: {', '.join(f'`{p}` ({PROTOCOLS[p]})' for p in absent)}.", ""]
+    per_run = {p: {c: {m: [meta for meta, _ in rs] for m, rs in cs.items()} for c, cs in ps.items()}
+               for p, ps in runs.items()}
+    (results / "table6.md").write_text("\n".join(lines) + "\n")
+    (results / "evidence.json").write_text(json.dumps({"tables": numbers, "runs": per_run}, indent=1, default=float))
+    print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("train", "evaluate", "tables", "all"))
+    parser.add_argument("--protocol", default="cpu", help="experiments/configs/evidence_<protocol>.toml")
+    parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
+    parser.add_argument("--methods", nargs="+", default=["soft", "sampling10"], choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "evidence"), help="folder of the training runs")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the records and tables")
+    parser.add_argument("--data-root", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, help="override the protocol's epochs (smoke runs)")
+    parser.add_argument("--max-models", type=int, help="first n models of each split (smoke runs)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = Path(args.results)
+    if not (CONFIGS / f"evidence_{args.protocol}.toml").is_file():
+        raise SystemExit(f"evidence.py: no protocol config {CONFIGS / f'evidence_{args.protocol}.toml'}")
+    grid = [(c, m, s) for s in args.seeds for c in args.categories for m in args.methods]
+    failed = []
+    if args.step in ("train", "all"):
+        commands = [(run_name(*job), cmd) for job in grid if (cmd := train_command(args, *job)) is not None]
+        print(f"evidence.py: {len(grid) - len(commands)} of {len(grid)} runs finished, training {len(commands)}")
+        failed += run_jobs(commands, args.jobs, Path(args.runs) / args.protocol / "logs")
+    if args.step in ("evaluate", "all"):
+        todo = []
+        for job in grid:
+            name = run_name(*job)
+            run_dir, out = Path(args.runs) / args.protocol / name, results / "runs" / args.protocol / f"{name}.npz"
+            if name not in failed and (run_dir / "last.pt").is_file() and not out.is_file() and train_command(args, *job) is None:
+                todo.append((name, [sys.executable, __file__, "_evaluate", str(run_dir), str(out), args.data_root or "",
+                                    args.device]))
+        print(f"evidence.py: evaluating {len(todo)} runs")
+        failed += run_jobs(todo, args.jobs, Path(args.runs) / args.protocol / "logs")
+    if args.step in ("tables", "all"):
+        write_tables(results)
+    if failed:
+        print(f"evidence.py: {len(failed)} failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_evaluate":
+        evaluate_run(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] or None, sys.argv[5])
+        sys.exit(0)
+    sys.exit(main())

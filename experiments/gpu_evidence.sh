@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Evidence runs (experiments/evidence.py) on a lent GPU machine, one part per call of <= 9 minutes.
+#
+#   bash experiments/gpu_evidence.sh pack     # here, once: KeypointNet bathtub/bed -> .kpn/kpn.tgz (ignored)
+#   run(command="bash experiments/gpu_evidence.sh 1", carry=[".kpn", "runs/evidence"], timeout_s=560)
+#   tar xzf <files_at>/evidence_part1.tgz     # here: merge the records, then
+#   python experiments/evidence.py tables     # rebuild experiments/results/evidence/table6.md
+#
+# Every run of a part trains at once on the one GPU, one process each with OMP_NUM_THREADS=1 (12 runs of
+# 100 epochs took 334 s on an H200). A part cut off by its time limit keeps what finished: its unfinished
+# runs' folders come back in the same archive (runs/evidence/...), and carrying runs/evidence into the
+# next call resumes them. The GPU machines have no torch-cluster: σ from k-NN (part 6) uses pointnet2's kNN.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part=${1:?usage: gpu_evidence.sh pack | PART (1-7)}
+if [ "$part" = pack ]; then
+  src=${PCKP_DATA:-../shared/data/keypointnet}
+  mkdir -p .kpn
+  tar czf .kpn/kpn.tgz -C "$src" annotations/bathtub.json annotations/bed.json splits pcds/02808440 pcds/02818832
+  grep -qx '.kpn/' .gitignore || echo '.kpn/' >> .gitignore
+  du -h .kpn/kpn.tgz; exit 0
+fi
+case $part in
+  1) protocol=best;     methods="soft sampling30" ;;
+  2) protocol=best;     methods="soft+var soft+js" ;;
+  3) protocol=best;     methods="discrete sampling10" ;;
+  4) protocol=best;     methods="sampling1 sampling5" ;;
+  5) protocol=paper;    methods="soft sampling30" ;;
+  6) protocol=best-knn; methods="soft sampling30" ;;
+  7) protocol=table7 ;;
+  *) echo "gpu_evidence.sh: unknown part $part" >&2; exit 2 ;;
+esac
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PCKP_DATA=/tmp/kpn
+mkdir -p /tmp/kpn && tar xzf .kpn/kpn.tgz -C /tmp/kpn || { echo "gpu_evidence.sh: run 'pack' first" >&2; exit 1; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# build the CUDA extension once before a dozen processes want it
+python3 -c "import torch, pointnet2.ops as o; o.furthest_point_sample(torch.rand(1, 64, 3, device='cuda'), 8)" || exit 1
+limit=${EVIDENCE_SECONDS:-480}
+if [ "$protocol" = table7 ]; then
+  timeout "$limit" python3 experiments/table7.py --config experiments/configs/table7_gpu.toml --device cuda \
+    --variants soft 1 5 10 30 --seeds 0 1 2 --jobs 15 --runs runs/evidence/table7 \
+    --results experiments/results/evidence
+  status=$?
+  outputs="experiments/results/evidence/table7.md experiments/results/evidence/table7.json"
+else
+  timeout "$limit" python3 experiments/evidence.py all --protocol "$protocol" --methods $methods \
+    --seeds 0 1 2 --jobs 12 --device cuda
+  status=$?
+  outputs="experiments/results/evidence"
+fi
+unfinished=$(for d in runs/evidence/*/*/; do [ -f "$d/last.pt" ] && [ ! -f "$d/eval_test/records.pt" ] && echo "$d"; done)
+[ -n "${OUT:-}" ] && tar czf "$OUT/evidence_part$part.tgz" $outputs $(for d in $unfinished; do echo "$d"last.pt "$d"log.csv; done)
+echo "gpu_evidence.sh: part $part ($protocol) exit $status"
+exit $status
