@@ -1,4 +1,4 @@
-"""Run a keypoint detector over a dataset and collect what every metric needs, in dataset units.
+"""Inference: a keypoint model on one cloud or over a dataset, in the dataset's own units.
 
 For each cloud and keypoint: the estimate of every :mod:`~pckeypoints.readouts` readout, the map's peak
 probability, and for every readout the mixture's own probability that the target lies within the PCK
@@ -8,12 +8,17 @@ turns the result into numbers.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
+from .data import transforms
+from .head import KeypointMaps
 from .metrics.calibration import within_radius_probability
+from .metrics.geodesic import snap_to_points
 from .readouts import READOUTS, read_out
+from .validation import check_cloud
 
 #: The PCK threshold of the tables, in dataset units (KeypointNet's PCK@0.01).
 THRESHOLD = 0.01
@@ -60,3 +65,47 @@ def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, 
             "within": {r: torch.cat(v) for r, v in within.items()},
             "model_id": model_ids}
 
+
+
+def collect_predictions(model: nn.Module, loader: DataLoader, progress: bool = False) -> dict:
+    """:func:`collect_readouts` of the expectation alone, flattened: ``pred (M, K, 3)`` soft-argmax keypoints,
+    ``confidence (M, K)`` peak probabilities, ``target``, ``mask``, ``points``, ``point_index``, ``model_id``."""
+    collected = collect_readouts(model, loader, ("expectation",), progress=progress)
+    return {**collected, "pred": collected["pred"]["expectation"], "confidence": collected["peak"]}
+
+
+def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple[KeypointMaps, Tensor, Tensor]:
+    """The maps of ``model`` (eval mode, no gradient) on one cloud ``points (N, 3)``, normalised as in
+    training; returns ``(maps, center (3,), scale ())`` with original = normalised · scale + center."""
+    check_cloud(points, min_points=config.knn_k + 1)
+    # centre and scale in float64 (clouds far from the origin), then the float32 the model takes
+    item = transforms.Normalize(dtype=torch.float32)({
+        "points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
+        "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3, dtype=torch.float64),
+        "scale": torch.tensor(1.0, dtype=torch.float64)})
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        output = model.eval()(item["points"][None].to(device))
+    return getattr(output, "maps", output), item["center"], item["scale"]
+
+
+def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, threshold: float = THRESHOLD) -> dict:
+    """Keypoints of one cloud ``points (N, 3)`` by ``config.readout``, as a JSON-ready dict: ``keypoints``,
+    ``semantic_ids``, ``readout``, ``confidence`` (the map's probability that the keypoint lies within
+    ``threshold`` of the estimate), ``peak`` (its largest point probability) and ``snapped`` (the nearest
+    cloud points)."""
+    points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
+    maps, center, scale = run_on_cloud(model, points, config)
+    probs = maps.probabilities
+    estimate = read_out(probs, maps.basis, config.readout)
+    sigma = maps.basis.scale[..., 0]
+    confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, threshold / float(scale))[0]
+    keypoints = estimate[0].cpu().double() * scale + center
+    return {
+        "keypoints": keypoints.tolist(),
+        "semantic_ids": list(range(len(keypoints))),
+        "readout": config.readout,
+        "confidence": confidence.cpu().tolist(),
+        "peak": probs[0].amax(-1).cpu().tolist(),
+        "snapped": points[snap_to_points(keypoints, points)].tolist(),
+    }

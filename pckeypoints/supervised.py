@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from .data import KeypointFolder, KeypointNet, transforms
-from .head import KeypointMaps
+from .config import TrainConfig
+from .data.from_config import dataset_from_config, source_of
+from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
 from .losses import KeypointLoss
-from .evaluation import THRESHOLD, collect_readouts
-from .metrics import snap_to_points, within_radius_probability
 from .metrics.summary import CURVE_THRESHOLDS, keypoint_records, records_metrics
 from .models import KeypointDetector
-from .readouts import read_out
-from .validation import check_cloud
-from .config import TrainConfig
-
+from .report import gallery_items, metrics_markdown
 
 
 class SupervisedTask:
@@ -37,21 +31,14 @@ class SupervisedTask:
     monitor = "pck@0.01"
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
-        augment = _augmentation(config) if train else None
-        if config.data is not None:
-            dataset = KeypointFolder(config.data, split, normalize=True, transform=augment)
-        else:
-            dataset = KeypointNet(config.data_root, config.category, split, normalize=True, transform=augment)
-        if config.max_models is not None and config.max_models < len(dataset):
-            dataset = Subset(dataset, range(config.max_models))
-        return dataset
+        return dataset_from_config(config, split, train)
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
-        num_keypoints = int(_keypointnet(dataset).num_keypoints)
+        num_keypoints = int(source_of(dataset).num_keypoints)
         if config.num_keypoints not in (None, num_keypoints):
             raise ValueError(f"{config.category} has {num_keypoints} semantic keypoints, config asks for "
                              f"{config.num_keypoints}")
-        category = _keypointnet(dataset).category if config.data is not None else config.category  # the folder's name
+        category = source_of(dataset).category if config.data is not None else config.category  # the folder's name
         return dataclasses.replace(config, num_keypoints=num_keypoints, category=category)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
@@ -100,87 +87,5 @@ class SupervisedTask:
         return metrics
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
-        """Keypoints of one cloud by ``config.readout``; ``confidence`` is the map's probability that the
-        keypoint lies within :data:`THRESHOLD` of the estimate, ``peak`` its largest point probability."""
-        points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
-        maps, center, scale = run_on_cloud(model, points, config)
-        probs = maps.probabilities
-        estimate = read_out(probs, maps.basis, config.readout)
-        sigma = maps.basis.scale[..., 0]
-        confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, THRESHOLD / float(scale))[0]
-        keypoints = estimate[0].cpu().double() * scale + center
-        return {
-            "keypoints": keypoints.tolist(),
-            "semantic_ids": list(range(len(keypoints))),
-            "readout": config.readout,
-            "confidence": confidence.cpu().tolist(),
-            "peak": probs[0].amax(-1).cpu().tolist(),
-            "snapped": points[snap_to_points(keypoints, points.double())].tolist(),
-        }
-
-
-def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple[KeypointMaps, Tensor, Tensor]:
-    """The maps of ``model`` (eval mode, no gradient) on one cloud ``points (N, 3)``, normalised as in
-    training; returns ``(maps, center (3,), scale ())`` with original = normalised · scale + center."""
-    check_cloud(points, min_points=config.knn_k + 1)
-    # centre and scale in float64 (clouds far from the origin), then the float32 the model takes
-    item = transforms.Normalize(dtype=torch.float32)({
-        "points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
-        "point_index": torch.zeros(0, dtype=torch.long), "center": torch.zeros(3, dtype=torch.float64),
-        "scale": torch.tensor(1.0, dtype=torch.float64)})
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        output = model.eval()(item["points"][None].to(device))
-    return getattr(output, "maps", output), item["center"], item["scale"]
-
-
-def _augmentation(config: TrainConfig):
-    steps = []
-    if config.rotate:
-        steps.append(transforms.RandomRotateUp())
-    if (config.scale_lo, config.scale_hi) != (1.0, 1.0):
-        steps.append(transforms.RandomScale(config.scale_lo, config.scale_hi))
-    if config.jitter > 0:
-        steps.append(transforms.Jitter(config.jitter, clip=5 * config.jitter))
-    return transforms.Compose(steps) if steps else None
-
-
-def _keypointnet(dataset: Dataset) -> KeypointNet:
-    return dataset.dataset if isinstance(dataset, Subset) else dataset
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
-def collect_predictions(model: nn.Module, loader: DataLoader, progress: bool = False) -> dict:
-    """:func:`~pckeypoints.evaluation.collect_readouts` of the expectation alone, flattened: ``pred (M, K, 3)``
-    soft-argmax keypoints, ``confidence (M, K)`` peak probabilities, ``target``, ``mask``, ``points``,
-    ``point_index`` and ``model_id``."""
-    collected = collect_readouts(model, loader, ("expectation",), progress=progress)
-    return {**collected, "pred": collected["pred"]["expectation"], "confidence": collected["peak"]}
-
-
-def metrics_markdown(title: str, metrics: dict[str, float]) -> str:
-    """The metrics of one model as a markdown table."""
-    def fmt(value: float) -> str:
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-
-    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {fmt(value)} |" for name, value in metrics.items()]
-    return "\n".join(lines) + "\n"
-
-
-def gallery_items(predictions: dict, readout: str, count: int) -> list[dict]:
-    """Up to ``count`` clouds of :func:`~pckeypoints.evaluation.collect_readouts` with their annotated and
-    ``readout`` keypoints, for :func:`viz.render_gallery`."""
-    items = []
-    for i in range(min(count, len(predictions["model_id"]))):
-        mask = predictions["mask"][i]
-        pred = predictions["pred"][readout][i]
-        error = (pred - predictions["target"][i])[mask].norm(dim=-1)
-        items.append({
-            "points": predictions["points"][i].numpy(),
-            "keypoints": predictions["target"][i][mask].numpy(),
-            "pred": pred[mask].numpy(),
-            "semantic_ids": np.flatnonzero(mask.numpy()),
-            "title": f"{predictions['model_id'][i][:8]} PCK {float((error <= THRESHOLD).double().mean()):.2f}",
-        })
-    return items
+        """See :func:`~pckeypoints.evaluation.predict_keypoints`."""
+        return predict_keypoints(model, points, config)

@@ -29,7 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .metrics import dual_alignment_score, keypoint_miou
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
-from .supervised import SupervisedTask, collect_predictions, metrics_markdown
+from .data.from_config import dataset_from_config
+from .evaluation import collect_predictions, predict_keypoints
+from .report import metrics_markdown
 from .config import TrainConfig
 
 METHODS = ("soft", "sampling")
@@ -49,7 +51,7 @@ class UnsupervisedTask:
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
         """The same normalised KeypointNet items and augmentations as the supervised task."""
-        return SupervisedTask().dataset(config, split, train)
+        return dataset_from_config(config, split, train)
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
         if config.method not in METHODS:
@@ -80,12 +82,11 @@ class UnsupervisedTask:
         return {"neg_reconstruction": -reconstruction_loss(model, loader, config),
                 **unsupervised_metrics(collect_predictions(model, loader))}
 
-    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path) -> dict[str, float]:
+    def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
+               figures=None) -> dict[str, float]:
         """:meth:`evaluate`'s metrics plus ``das_sm`` (with ``_forward``, ``_backward``) over every annotated shape
         of the category; writes ``metrics.md``/``metrics.json`` and ``gallery.png`` (keypoints of the first 8
         clouds of ``loader``, coloured by index: aligned keypoints share a colour across shapes) in ``out_dir``."""
-        import viz
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected = collect_predictions(model, loader)
@@ -103,12 +104,13 @@ class UnsupervisedTask:
             "semantic_ids": list(range(config.num_keypoints)),
             "title": collected["model_id"][i][:8],
         } for i in range(min(8, len(collected["model_id"])))]
-        viz.render_gallery(items, out_dir / "gallery.png", if_available=True)
+        if figures is not None:
+            figures.render_gallery(items, out_dir / "gallery.png", if_available=True)
         return metrics
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """As the supervised task's: the soft-argmax keypoints, their peak probabilities as confidence."""
-        return SupervisedTask().predict(model, points, config)
+        return predict_keypoints(model, points, config)
 
 
 def reconstruction_objective(points: Tensor, output, loss_weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
@@ -139,13 +141,13 @@ def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfi
 
 
 def _annotations(collected: dict) -> list[tuple[Tensor, Tensor]]:
-    """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.supervised.collect_predictions`."""
+    """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.evaluation.collect_predictions`."""
     target, mask = collected["target"], collected["mask"]
     return [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(target))]
 
 
 def skeleton_merger_das(collected: dict) -> dict[str, float]:
-    """DAS with self-pairs (Skeleton Merger's published evaluation) of :func:`~pckeypoints.supervised.
+    """DAS with self-pairs (Skeleton Merger's published evaluation) of :func:`~pckeypoints.evaluation.
     collect_predictions` run on every annotated shape of a category: ``das_sm``, ``das_sm_forward``,
     ``das_sm_backward``."""
     alignment = dual_alignment_score(collected["pred"], _annotations(collected), self_pairs=True)
@@ -153,7 +155,7 @@ def skeleton_merger_das(collected: dict) -> dict[str, float]:
 
 
 def unsupervised_metrics(collected: dict) -> dict[str, float]:
-    """From :func:`pckeypoints.supervised.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
+    """From :func:`pckeypoints.evaluation.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
     dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
     keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
     if len(collected["pred"]) < 2:

@@ -104,7 +104,7 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
     import torch
 
     from pckeypoints.argmax import sampling_argmax
-    from pckeypoints.supervised import run_on_cloud
+    from pckeypoints.evaluation import run_on_cloud
     from pckeypoints.checkpoint import load_checkpoint
 
     task, model, config, _ = load_checkpoint(path)
