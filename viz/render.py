@@ -105,9 +105,7 @@ def render_keypoints(points, keypoints=None, semantic_ids=None, png=None, pred=N
         (H, W', 3) uint8 RGB image, or None when shown interactively.
     """
     if png is None and has_display():
-        import open3d as o3d
-
-        from viz.scene import build_scene
+        from viz.scene import build_scene, o3d
 
         scene = build_scene(points, keypoints, semantic_ids, pred, probs, samples)
         o3d.visualization.draw_geometries([item.geometry for item in scene], width=width, height=height)

@@ -4,30 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
-from open3d.visualization import rendering
 
+from pckeypoints.extras import require
 from viz.camera import check_points
 from viz.colors import CLOUD_GREY, ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_colors
+
+o3d = require("open3d", "drawing scenes")
 
 
 @dataclass
 class SceneGeometry:
-    """One named geometry with the unlit material it is rendered with."""
+    """One named geometry, with the pixel size of its points or lines (0: not a cloud or line set)."""
 
     name: str
     geometry: o3d.geometry.Geometry3D
-    material: rendering.MaterialRecord
-
-
-def _material(shader: str, point_size: float = 0.0, line_width: float = 0.0) -> rendering.MaterialRecord:
-    material = rendering.MaterialRecord()
-    material.shader = shader
-    if point_size:
-        material.point_size = point_size
-    if line_width:
-        material.line_width = line_width
-    return material
+    point_size: float = 0.0
+    line_width: float = 0.0
 
 
 def _cloud(points: np.ndarray, colors: np.ndarray) -> o3d.geometry.PointCloud:
@@ -74,7 +66,7 @@ def build_scene(points, keypoints=None, semantic_ids=None, pred=None, probs=None
         if probs.shape != (len(points),):
             raise ValueError(f"probs must have shape ({len(points)},) like the points, got {probs.shape}")
         point_colors = probability_colors(probs)
-    scene = [SceneGeometry("cloud", _cloud(points, point_colors), _material("defaultUnlit", point_size))]
+    scene = [SceneGeometry("cloud", _cloud(points, point_colors), point_size=point_size)]
 
     if keypoints is None:
         if pred is not None or semantic_ids is not None:
@@ -86,23 +78,20 @@ def build_scene(points, keypoints=None, semantic_ids=None, pred=None, probs=None
             raise ValueError(f"semantic_ids must have shape ({len(keypoints)},), got {ids.shape}")
         colors = semantic_colors(ids) / 255.0
         if len(keypoints):
-            scene.append(SceneGeometry("keypoints", _markers(keypoints, colors, radius, "sphere"),
-                                       _material("defaultUnlit")))
+            scene.append(SceneGeometry("keypoints", _markers(keypoints, colors, radius, "sphere")))
         if pred is not None:
             pred = check_points("pred", pred, allow_empty=True)
             if pred.shape != keypoints.shape:
                 raise ValueError(f"pred must have the keypoints' shape {keypoints.shape}, got {pred.shape}")
             if len(pred):
-                scene.append(SceneGeometry("pred", _markers(pred, colors, radius, "octahedron"),
-                                           _material("defaultUnlit")))
+                scene.append(SceneGeometry("pred", _markers(pred, colors, radius, "octahedron")))
                 lines = o3d.geometry.LineSet(
                     o3d.utility.Vector3dVector(np.concatenate([keypoints, pred])),
                     o3d.utility.Vector2iVector(np.stack([np.arange(len(pred)), np.arange(len(pred)) + len(pred)], 1)))
                 lines.paint_uniform_color(ERROR_RED)
-                scene.append(SceneGeometry("errors", lines, _material("unlitLine", line_width=3.0)))
+                scene.append(SceneGeometry("errors", lines, line_width=3.0))
 
     if samples is not None:
         samples = check_points("samples", samples)
-        scene.append(SceneGeometry("samples", _cloud(samples, np.asarray(SAMPLE_MAGENTA)),
-                                   _material("defaultUnlit", point_size=point_size + 2)))
+        scene.append(SceneGeometry("samples", _cloud(samples, np.asarray(SAMPLE_MAGENTA)), point_size=point_size))
     return scene
