@@ -193,8 +193,12 @@ def _check_values(config: TrainConfig) -> None:
             raise ConfigError(f"config field sigma must be 'knn' or a number, got {c.sigma!r}") from None
     if not _DEVICE.fullmatch(c.device):
         raise ConfigError(f"config field device must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
-    if c.name is not None and (not c.name or c.name in (".", "..") or "/" in c.name or "\\" in c.name):
+    if c.name is not None and (not c.name or c.name in (".", "..") or "/" in c.name or "\\" in c.name
+                               or not c.name.isprintable()):
         raise ConfigError(f"config field name must be a folder name (no path separators), got {c.name!r}")
+    for name in ("category", "out", "data_root"):
+        if "\x00" in (getattr(c, name) or ""):
+            raise ConfigError(f"config field {name} must not contain a NUL character")
     at_least = {"epochs": 1, "batch_size": 1, "num_samples": 1, "eval_every": 1, "knn_k": 1, "hidden_channels": 1,
                 "num_keypoints": 1, "max_models": 1, "num_workers": 0, "seed": 0}
     positive = ("tau_start", "tau_end", "lr", "width", "radius_scale", "target_sigma", "scale_lo", "sigma")

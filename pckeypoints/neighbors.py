@@ -1,13 +1,14 @@
 """Nearest neighbours: the one k-NN search of pckeypoints.
 
 :func:`knn` serves the basis σ (:meth:`~pckeypoints.basis.PointBasis.from_points`), the geodesic k-NN
-graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geodesic`). It is exact,
-nearest first, on any device and needs no torch-cluster:
+graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geodesic`). It is exact
+(up to rounding), nearest first, on any device and needs no torch-cluster or pyg-lib:
 
 - 3-D points: :func:`pointnet2.ops.knn` (C++/OpenMP on the CPU, a CUDA kernel on GPUs, ties to the
   smaller index), except large CPU searches (Q · N above :data:`KDTREE_ENTRIES`), which a SciPy
   k-d tree answers in O((N + Q) log N);
-- other dimensions: brute force in PyTorch, in chunks of queries.
+- other dimensions (e.g. DGCNN's feature space): ``torch.cdist`` (matrix-product distances) and
+  ``topk``, in chunks of queries.
 """
 from __future__ import annotations
 
@@ -123,8 +124,7 @@ def _brute_force(query: Tensor, points: Tensor, k: int) -> Neighbors:
     step = max(1, KDTREE_ENTRIES // (query.shape[0] * points.shape[1]))
     dist, index = [], []
     for s in range(0, query.shape[1], step):
-        d2 = (query[:, s : s + step, None] - points[:, None]).square().sum(-1)  # (B, q, N)
-        d2, i = d2.sort(dim=-1, stable=True)
-        dist.append(d2[..., :k].sqrt())
-        index.append(i[..., :k])
+        d, i = torch.cdist(query[:, s : s + step], points).topk(k, dim=-1, largest=False, sorted=True)
+        dist.append(d)
+        index.append(i)
     return Neighbors(torch.cat(dist, 1), torch.cat(index, 1))
