@@ -105,6 +105,18 @@ def _build_or_warn(device_type: str) -> ModuleType | None:
         return None
 
 
+@torch.compiler.assume_constant_result
+def use_reference(backend: str | None, device: torch.device) -> bool:
+    """Whether ops on ``device`` under ``backend`` run the pure-PyTorch reference (a constant for
+    ``torch.compile``: the choice, and any build, happen once at trace time)."""
+    return resolve(backend, device) is None
+
+
+def extension(device: torch.device) -> ModuleType:
+    """The extension module of ``device``'s type (built on first use)."""
+    return _build(device.type)
+
+
 def resolve(backend: str | None, device: torch.device) -> ModuleType | None:
     """Extension module for ``backend`` on ``device``, or None for the pure-PyTorch reference."""
     name = backend if backend is not None else os.environ.get(ENV_VAR, "auto")

@@ -62,10 +62,10 @@ class SetAbstraction(nn.Module):
 
     def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
         """xyz (B, N, 3), features (B, C, N) or None -> centres (B, M, 3), features (B, out_channels, M)."""
-        new_xyz = gather_points(xyz, furthest_point_sample(xyz, self.npoint))
+        new_xyz = gather_points(xyz, furthest_point_sample(xyz, self.npoint, validate=False))
         pooled = []
         for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
-            grouped, counts = ball_query_group(xyz, new_xyz, features, radius, nsample)
+            grouped, counts = ball_query_group(xyz, new_xyz, features, radius, nsample, validate=False)
             h = mlp(grouped)  # (B, C', M, S)
             valid = torch.arange(nsample, device=h.device) < counts.unsqueeze(-1)  # (B, M, S)
             h = h.masked_fill(~valid.unsqueeze(1), float("-inf")).amax(dim=-1)
@@ -97,7 +97,7 @@ class FeaturePropagation(nn.Module):
 
     def forward(self, xyz: Tensor, coarse_xyz: Tensor, skip: Tensor | None, coarse_features: Tensor) -> Tensor:
         """xyz (B, n, 3), coarse_xyz (B, m, 3), skip (B, C1, n) or None, coarse_features (B, C2, m) -> (B, C', n)."""
-        h = three_nn_interpolate(xyz, coarse_xyz, coarse_features)
+        h = three_nn_interpolate(xyz, coarse_xyz, coarse_features, validate=False)
         return self.mlp(h if skip is None else torch.cat([h, skip], dim=1))
 
 

@@ -26,6 +26,11 @@ bit in the forward pass):
 * **knn** is nearest first, ties to the smaller index; **three_nn_interpolate** weights the (up to) 3
   nearest known points by ``1 / max(d^2, 1e-10)``, normalised, as in PointNet++ and PyG's
   ``knn_interpolate``.
+* **Validation**: shapes, dtypes and devices are always checked (no data is read); ``validate=True``
+  also rejects NaN/infinite coordinates, a full pass and, on a GPU, a host synchronisation, so the
+  modules call the ops with ``validate=False`` inside a training step.
+* **Dispatcher**: the C++/CUDA kernels are the ops ``torch.ops.pointnet2.*`` (:mod:`pointnet2._library`)
+  with fake kernels and registered backward passes, so ``torch.compile`` traces through them.
 * **Gradients**: :func:`ball_query_group` back-propagates into ``features``, ``xyz`` and ``new_xyz`` (a
   scatter-add; neighbour selection is piecewise constant); :func:`three_nn_interpolate` into
   ``known_feats`` only (interpolation weights are treated as constants). The CPU backward is
@@ -35,30 +40,52 @@ bit in the forward pass):
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from pointnet2 import reference
-from pointnet2._extension import resolve
+from pointnet2 import _library, reference
+from pointnet2._extension import use_reference
 
-__all__ = ["ball_query", "ball_query_group", "furthest_point_sample", "knn", "three_nn_interpolate"]
+__all__ = ["BallQuery", "Grouped", "KNN", "ball_query", "ball_query_group", "furthest_point_sample", "knn",
+           "three_nn_interpolate"]
 
 
-def _check_points(name: str, points: Tensor) -> None:
+class BallQuery(NamedTuple):
+    """idx (B, M, nsample) long, -1 in empty balls; counts (B, M) int32 distinct neighbours."""
+
+    idx: Tensor
+    counts: Tensor
+
+
+class Grouped(NamedTuple):
+    """grouped (B, 3 + C, M, nsample) offsets and features; counts (B, M) int32 distinct neighbours."""
+
+    grouped: Tensor
+    counts: Tensor
+
+
+class KNN(NamedTuple):
+    """dist2 and idx (B, M, k) of the k nearest points, nearest first."""
+
+    dist2: Tensor
+    idx: Tensor
+
+
+def _check_points(name: str, points: Tensor, validate: bool) -> None:
     if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"{name} must be a (B, N, 3) tensor, got {getattr(points, 'shape', type(points))}")
     if points.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must be float32 or float64, got {points.dtype}")
     if points.shape[1] == 0:
         raise ValueError(f"{name} holds no points (N=0)")
-    if not torch.isfinite(points).all():
+    if validate and not torch.isfinite(points).all():
         raise ValueError(f"{name} contains NaN or infinite coordinates")
 
 
-def _check_pair(name: str, points: Tensor, ref_name: str, ref: Tensor) -> None:
-    _check_points(name, points)
+def _check_pair(name: str, points: Tensor, ref_name: str, ref: Tensor, validate: bool) -> None:
+    _check_points(name, points, validate)
     if points.shape[0] != ref.shape[0]:
         raise ValueError(f"{name} has batch size {points.shape[0]} but {ref_name} has {ref.shape[0]}")
     if points.dtype != ref.dtype or points.device != ref.device:
@@ -81,74 +108,34 @@ def _check_count(name: str, value: int, low: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-class _BallQueryGroup(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, xyz, new_xyz, features, radius, nsample, ext):
-        grouped, idx, counts = ext.ball_query_group(xyz, new_xyz, features, radius, nsample)
-        ctx.save_for_backward(idx)
-        ctx.ext, ctx.num_points = ext, xyz.shape[1]
-        ctx.mark_non_differentiable(counts)
-        return grouped, counts
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_grouped, _grad_counts):
-        (idx,) = ctx.saved_tensors
-        need_xyz, need_new_xyz, need_features = ctx.needs_input_grad[:3]
-        grad_xyz = grad_new_xyz = grad_features = None
-        if need_xyz or need_features:
-            grad_in = ctx.ext.group_backward(grad_grouped.contiguous(), idx, ctx.num_points)  # (B, 3 + C, N)
-            grad_xyz = grad_in[:, :3].transpose(1, 2) if need_xyz else None
-            grad_features = grad_in[:, 3:] if need_features else None
-        if need_new_xyz:
-            filled = (idx >= 0).unsqueeze(1).to(grad_grouped.dtype)  # (B, 1, M, S)
-            grad_new_xyz = -(grad_grouped[:, :3] * filled).sum(-1).transpose(1, 2)
-        return grad_xyz, grad_new_xyz, grad_features, None, None, None
-
-
-class _Interpolate(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, features, idx, weight, ext):
-        ctx.save_for_backward(idx, weight)
-        ctx.ext, ctx.num_known = ext, features.shape[2]
-        return ext.interpolate(features, idx, weight)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        idx, weight = ctx.saved_tensors
-        grad = ctx.ext.interpolate_backward(grad_out.contiguous(), idx, weight, ctx.num_known)
-        return grad, None, None, None
-
-
-def furthest_point_sample(xyz: Tensor, m: int, *, backend: str | None = None) -> Tensor:
-    """Indices (B, m) long of ``m`` farthest-point samples of xyz (B, N, 3), starting at index 0."""
-    _check_points("xyz", xyz)
-    _check_count("m", m)
-    ext = resolve(backend, xyz.device)
-    xyz = xyz.detach().contiguous()
-    return reference.furthest_point_sample(xyz, m) if ext is None else ext.furthest_point_sample(xyz, m)
-
-
-def _check_ball(xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int) -> None:
-    _check_points("xyz", xyz)
-    _check_pair("new_xyz", new_xyz, "xyz", xyz)
+def _check_ball(xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, validate: bool) -> None:
+    _check_points("xyz", xyz, validate)
+    _check_pair("new_xyz", new_xyz, "xyz", xyz, validate)
     _check_count("nsample", nsample)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
         raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
 
 
+def furthest_point_sample(xyz: Tensor, m: int, *, backend: str | None = None, validate: bool = True) -> Tensor:
+    """Indices (B, m) long of ``m`` farthest-point samples of xyz (B, N, 3), starting at index 0."""
+    _check_points("xyz", xyz, validate)
+    _check_count("m", m)
+    xyz = xyz.detach().contiguous()
+    if use_reference(backend, xyz.device):
+        return reference.furthest_point_sample(xyz, m)
+    return _library.furthest_point_sample(xyz, m)
+
+
 def ball_query(
-    xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, *, backend: str | None = None
-) -> tuple[Tensor, Tensor]:
-    """First ``nsample`` neighbours within ``radius``: idx (B, M, nsample) long (-1 in empty balls), counts (B, M)."""
-    _check_ball(xyz, new_xyz, radius, nsample)
-    ext = resolve(backend, xyz.device)
+    xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, *, backend: str | None = None, validate: bool = True
+) -> BallQuery:
+    """First ``nsample`` neighbours within ``radius`` of each centre (see :class:`BallQuery`)."""
+    _check_ball(xyz, new_xyz, radius, nsample, validate)
     xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
-    if ext is None:
-        return reference.ball_query(xyz, new_xyz, radius, nsample)
-    _, idx, counts = ext.ball_query_group(xyz, new_xyz, None, float(radius), nsample)
-    return idx.long(), counts
+    if use_reference(backend, xyz.device):
+        return BallQuery(*reference.ball_query(xyz, new_xyz, radius, nsample))
+    _, idx, counts = _library.ball_query_group(xyz, new_xyz, None, float(radius), nsample)
+    return BallQuery(idx.long(), counts)
 
 
 def ball_query_group(
@@ -159,7 +146,8 @@ def ball_query_group(
     nsample: int,
     *,
     backend: str | None = None,
-) -> tuple[Tensor, Tensor]:
+    validate: bool = True,
+) -> Grouped:
     """Fused ball query + grouping.
 
     Args:
@@ -170,43 +158,45 @@ def ball_query_group(
         nsample: slots per ball (>= 1).
 
     Returns:
-        grouped (B, 3 + C, M, nsample): neighbour minus centre, then neighbour features (C = 0 without
-        features); counts (B, M) int32: distinct neighbours per ball, the remaining slots are padding.
+        :class:`Grouped`: grouped (B, 3 + C, M, nsample): neighbour minus centre, then neighbour features
+        (C = 0 without features); counts (B, M) int32: distinct neighbours per ball, the remaining slots are
+        padding.
     """
-    _check_ball(xyz, new_xyz, radius, nsample)
+    _check_ball(xyz, new_xyz, radius, nsample, validate)
     if features is not None:
         _check_features("features", features, "xyz", xyz)
-    ext = resolve(backend, xyz.device)
-    if ext is None:
-        return reference.ball_query_group(xyz, new_xyz, features, radius, nsample)
+    if use_reference(backend, xyz.device):
+        return Grouped(*reference.ball_query_group(xyz, new_xyz, features, radius, nsample))
     features = None if features is None else features.contiguous()
-    return _BallQueryGroup.apply(xyz.contiguous(), new_xyz.contiguous(), features, float(radius), nsample, ext)
+    grouped, _, counts = _library.ball_query_group(xyz.contiguous(), new_xyz.contiguous(), features, float(radius),
+                                                   nsample)
+    return Grouped(grouped, counts)
 
 
-def knn(xyz: Tensor, new_xyz: Tensor, k: int, *, backend: str | None = None) -> tuple[Tensor, Tensor]:
-    """k nearest points of xyz (B, N, 3) to each query new_xyz (B, M, 3): dist2 and idx (B, M, k), nearest first."""
-    _check_points("xyz", xyz)
-    _check_pair("new_xyz", new_xyz, "xyz", xyz)
+def knn(xyz: Tensor, new_xyz: Tensor, k: int, *, backend: str | None = None, validate: bool = True) -> KNN:
+    """k nearest points of xyz (B, N, 3) to each query new_xyz (B, M, 3) (see :class:`KNN`)."""
+    _check_points("xyz", xyz, validate)
+    _check_pair("new_xyz", new_xyz, "xyz", xyz, validate)
     _check_count("k", k)
     if k > xyz.shape[1]:
         raise ValueError(f"k={k} exceeds the number of points N={xyz.shape[1]}")
-    ext = resolve(backend, xyz.device)
     xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
-    return reference.knn(xyz, new_xyz, k) if ext is None else tuple(ext.knn(xyz, new_xyz, k))
+    if use_reference(backend, xyz.device):
+        return KNN(*reference.knn(xyz, new_xyz, k))
+    return KNN(*_library.knn(xyz, new_xyz, k))
 
 
 def three_nn_interpolate(
-    unknown: Tensor, known: Tensor, known_feats: Tensor, *, backend: str | None = None
+    unknown: Tensor, known: Tensor, known_feats: Tensor, *, backend: str | None = None, validate: bool = True
 ) -> Tensor:
     """Features (B, C, n) at unknown (B, n, 3), inverse-distance weighted from the 3 nearest of known (B, m, 3).
 
     known_feats is (B, C, m); fewer than 3 known points use all of them.
     """
-    _check_points("known", known)
-    _check_pair("unknown", unknown, "known", known)
+    _check_points("known", known, validate)
+    _check_pair("unknown", unknown, "known", known, validate)
     _check_features("known_feats", known_feats, "known", known)
-    ext = resolve(backend, known.device)
-    if ext is None:
+    if use_reference(backend, known.device):
         return reference.three_nn_interpolate(unknown, known, known_feats)
-    dist2, idx = ext.knn(known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
-    return _Interpolate.apply(known_feats.contiguous(), idx, reference.interpolation_weights(dist2), ext)
+    dist2, idx = _library.knn(known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
+    return _library.interpolate(known_feats.contiguous(), idx, reference.interpolation_weights(dist2))

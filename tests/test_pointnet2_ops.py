@@ -189,6 +189,63 @@ def test_three_nn_interpolate_gradcheck():
     assert torch.allclose(cpu, ref)
 
 
+# ---------------------------------------------------------------- dispatcher ops and torch.compile
+
+
+def test_dispatcher_ops_pass_opcheck():
+    """Schemas, fake kernels and autograd registration of torch.ops.pointnet2.* (torch.library.opcheck)."""
+    from pointnet2 import _library
+
+    xyz = make_cloud("clustered", N=60, dtype=torch.float64)
+    new_xyz = centres_for(xyz, 8)
+    feats = torch.randn(2, 3, 60, dtype=torch.float64)
+    dist2, idx = _library.knn(xyz, new_xyz, 3)
+    weight = reference.interpolation_weights(dist2)
+    cases = [
+        (_library.furthest_point_sample, (xyz, 8)),
+        (_library.ball_query_group, (xyz.requires_grad_(), new_xyz.requires_grad_(), feats.requires_grad_(), 0.2, 6)),
+        (_library.ball_query_group, (xyz, new_xyz, None, 0.2, 6)),
+        (_library.knn, (xyz.detach(), new_xyz.detach(), 3)),
+        (_library.interpolate, (torch.randn(2, 4, 60, dtype=torch.float64, requires_grad=True), idx, weight)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_named_tuple_results():
+    xyz = make_cloud("random", N=50)
+    new_xyz = xyz[:, :5]
+    result = ops.knn(xyz, new_xyz, 4, backend="cpu")
+    assert isinstance(result, ops.KNN) and torch.equal(result.idx[..., 0], torch.arange(5).expand(2, 5))
+    ball = ops.ball_query(xyz, new_xyz, 0.3, 8, backend="cpu")
+    assert isinstance(ball, ops.BallQuery) and ball.idx.shape == (2, 5, 8) and ball.counts.shape == (2, 5)
+    grouped = ops.ball_query_group(xyz, new_xyz, None, 0.3, 8, backend="cpu")
+    assert isinstance(grouped, ops.Grouped) and torch.equal(grouped.counts, ball.counts)
+
+
+def test_validate_false_skips_only_the_value_check():
+    xyz = make_cloud("random", N=20)
+    nan_xyz = xyz.clone()
+    nan_xyz[0, 3, 1] = float("nan")
+    assert ops.furthest_point_sample(nan_xyz, 4, validate=False).shape == (2, 4)  # no data read, no sync
+    with pytest.raises(ValueError, match="N=0"):
+        ops.furthest_point_sample(torch.zeros(2, 0, 3), 4, validate=False)  # shapes are still checked
+
+
+def test_backbone_compiles_without_graph_breaks_and_matches_eager():
+    from pointnet2.modules import PointNet2Seg
+
+    torch.manual_seed(0)
+    model = PointNet2Seg(0, 16, width=0.25)
+    xyz = make_cloud("random", N=600)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # traces through torch.ops.pointnet2
+    out, expect = compiled(xyz), model(xyz)
+    assert torch.allclose(out, expect, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    expect_grads = torch.autograd.grad(expect.square().sum(), list(model.parameters()))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, expect_grads))
+
+
 # ---------------------------------------------------------------- bad input and backend selection
 
 
