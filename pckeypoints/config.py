@@ -23,7 +23,7 @@ __all__ = ["TrainConfig", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS"
 
 #: Training modes (the tasks of :data:`pckeypoints.tasks.TASKS`).
 MODES = ("supervised", "unsupervised")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "step")  # step: halved every lr_step_epochs (the paper's)
 OPTIMIZERS = ("adamw", "sgd")
 SPLITS = ("train", "val", "test")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -41,6 +41,7 @@ class TrainConfig:
     method: str = "sampling"
     metric: str = "l1"
     num_samples: int = 30
+    readout: str = "expectation"  # keypoint estimate from a map at test time (pckeypoints.readouts.READOUTS)
     sampler: str = "auto"  # sampling-argmax sampler: "auto" (= "gaussian" for point clouds), "naive" or "gaussian"
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
@@ -63,6 +64,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
     lr_schedule: str = "cosine"
+    lr_step_epochs: int = 10  # lr_schedule "step": the lr halves every this many epochs
     # data
     data_root: str | None = None
     data: str | None = None  # folder of your own annotated models (pckeypoints.data.folder); None: KeypointNet
@@ -177,12 +179,13 @@ def _check_types(config: TrainConfig) -> None:
 
 def _check_values(config: TrainConfig) -> None:
     from .argmax import SAMPLERS
+    from .readouts import READOUTS
     from .losses import METHODS, METRICS
 
     c = config
     choices = {"mode": MODES, "method": METHODS, "metric": METRICS, "sampler": SAMPLERS,
                "tau_schedule": tuple(SCHEDULES), "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-               "eval_split": SPLITS}
+               "eval_split": SPLITS, "readout": READOUTS}
     for name, allowed in choices.items():
         if getattr(c, name) not in allowed:
             raise ConfigError(f"config field {name} must be one of {tuple(allowed)}, got {getattr(c, name)!r}")
@@ -199,8 +202,8 @@ def _check_values(config: TrainConfig) -> None:
     for name in ("category", "out", "data_root"):
         if "\x00" in (getattr(c, name) or ""):
             raise ConfigError(f"config field {name} must not contain a NUL character")
-    at_least = {"epochs": 1, "batch_size": 1, "num_samples": 1, "eval_every": 1, "knn_k": 1, "hidden_channels": 1,
-                "num_keypoints": 1, "max_models": 1, "num_workers": 0, "seed": 0}
+    at_least = {"epochs": 1, "batch_size": 1, "num_samples": 1, "eval_every": 1, "lr_step_epochs": 1, "knn_k": 1,
+                "hidden_channels": 1, "num_keypoints": 1, "max_models": 1, "num_workers": 0, "seed": 0}
     positive = ("tau_start", "tau_end", "lr", "width", "radius_scale", "target_sigma", "scale_lo", "sigma")
     non_negative = ("reg_weight", "weight_decay", "jitter")
     for name in at_least.keys() | set(positive) | set(non_negative):

@@ -150,6 +150,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.lr_schedule == "cosine":
         lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
+    elif config.lr_schedule == "step":
+        lr_schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=0.5)
     else:
         lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     tau_schedule = make_schedule(config.tau_schedule, config.tau_start, config.tau_end, config.epochs)

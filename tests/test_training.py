@@ -71,6 +71,14 @@ def test_detector_shapes_and_bad_input():
 
 
 # ---------------------------------------------------------------------------------------------- training
+def test_step_lr_schedule_halves_every_lr_step_epochs(data_root, tmp_path):
+    config = tiny_config(data_root, tmp_path, method="soft", epochs=3, lr=4e-3, lr_schedule="step", lr_step_epochs=2,
+                         max_models=2, eval_every=100)
+    run = train(config, progress=False)
+    rows = [r for r in csv.DictReader(open(run / "log.csv")) if r["split"] == "train"]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([4e-3, 4e-3, 2e-3])
+
+
 def test_train_writes_logs_and_checkpoints(data_root, tmp_path):
     run = train(tiny_config(data_root, tmp_path, epochs=1), progress=False)
     assert {"last.pt", "best.pt", "log.csv", "tensorboard"} <= {p.name for p in run.iterdir()}
