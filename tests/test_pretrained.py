@@ -73,7 +73,7 @@ def test_float16_export_when_float32_is_too_large(tmp_path, tiny_run):
 def test_commands_take_a_name(registry, tiny_run, tmp_path, monkeypatch, capsys):
     run, boxes = tiny_run
     out = tmp_path / "kp.json"
-    assert main(["predict", "boxes", str(boxes / "models" / "box03.xyz"), "-o", str(out)]) == 0
+    assert main(["predict", "boxes", str(boxes / "models" / "box01.xyz"), "-o", str(out)]) == 0
     assert np.asarray(json.loads(out.read_text())["keypoints"]).shape == (8, 3)
     assert main(["eval", "boxes", "--split", "test", "--out", str(tmp_path / "eval")]) == 0
     assert "pck@0.01" in (tmp_path / "eval" / "metrics.md").read_text()
