@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", help="KeypointNet folder (default: the run's, else $PCKP_DATA)")
     evaluate.add_argument("--max-models", type=positive_int, help="evaluate on the first n models only")
     evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--readout", help="headline keypoint estimate: expectation, snapped, top or mode "
+                          "(default: the run's)")
 
     predict = commands.add_parser("predict", help="predict keypoints of a point cloud or mesh file")
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--num-points", type=positive_int, default=2048,
                          help="points sampled from a mesh; bigger clouds are subsampled to this many")
     predict.add_argument("--device", default="cpu")
+    predict.add_argument("--readout", help="keypoint estimate from each map: expectation, snapped, top or mode "
+                         "(default: the run's)")
 
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
     try:
@@ -118,12 +122,12 @@ def _eval(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")
     _report(args.checkpoint, args.split, out_dir, data_root=args.data_root, max_models=args.max_models,
-            device=args.device)
+            device=args.device, readout=args.readout)
     return 0
 
 
 def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None, max_models: int | None = None,
-            device: str = "cpu") -> dict[str, float]:
+            device: str = "cpu", readout: str | None = None) -> dict[str, float]:
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
     from torch.utils.data import DataLoader
 
@@ -133,7 +137,8 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
 
     device = resolve_device(device)
     task, model, config, checkpoint_state = load_checkpoint(checkpoint)
-    changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models}.items() if v is not None}
+    changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models, "readout": readout}.items()
+               if v is not None}
     config = dataclasses.replace(config, **changes)
     dataset = task.dataset(config, split, train=False)
     if len(dataset) == 0:
@@ -166,6 +171,8 @@ def _predict(args) -> int:
         raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
     device = resolve_device(args.device)
     task, model, config, _ = load_checkpoint(args.checkpoint)
+    if args.readout is not None:
+        config = dataclasses.replace(config, readout=args.readout)
     points = subsample_cloud(read_points(args.file, num_points=args.num_points, dtype=np.float64), args.num_points)
     result = task.predict(model.to(device), points, config)
     text = json.dumps(result, indent=2)
