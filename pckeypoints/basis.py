@@ -168,10 +168,11 @@ class PointBasis:
         flat = pos.detach().reshape(-1, pos.shape[-1])
         if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
             raise PCKeypointsError(f"edge_index must be (2, E) long, got {edge_index.dtype} {tuple(edge_index.shape)}")
-        src, dst = edge_index[:, edge_index[0] != edge_index[1]]
-        length = (flat[src] - flat[dst]).norm(dim=-1)
+        src, dst = edge_index
+        other = (src != dst).to(flat.dtype)  # self-loops count neither length nor degree
+        length = (flat[src] - flat[dst]).norm(dim=-1) * other
         total = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device).index_add_(0, dst, length)
-        degree = torch.zeros_like(total).index_add_(0, dst, torch.ones_like(length))
+        degree = torch.zeros_like(total).index_add_(0, dst, other)
         if validate and (degree == 0).any():
             raise PCKeypointsError(f"point {int((degree == 0).nonzero()[0])} has no incoming edge in edge_index")
         sig = (total / degree.clamp(min=1)).mul_(factor).clamp_(min=min_sigma)

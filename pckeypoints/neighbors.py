@@ -95,7 +95,7 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
     if not loop:  # drop the point itself, or the farthest where exact duplicates hid it
         own = index == torch.arange(x.shape[0], device=x.device)[:, None]
         own[:, -1] |= ~own.any(1)
-        index = index[~own].view(x.shape[0], k)
+        index = index.gather(1, own.byte().argsort(dim=1, stable=True)[:, :k])  # own entry last, then cut
     target = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
     return torch.stack([index.reshape(-1), target])
 

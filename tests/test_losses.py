@@ -114,3 +114,57 @@ def test_bad_targets_raise():
         discrete_expectation(logits, basis, target[:, :2], mask)
     with pytest.raises(ValueError, match="method"):
         KeypointLoss("argmax")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda t, m: (t, m.long()), r"mask must be bool \(2, 3\).*torch.int64"),
+        (lambda t, m: (t, m[:, :2]), r"mask must be bool \(2, 3\).*\(2, 2\)"),
+        (lambda t, m: (t[:, :, 0], m), r"target must be \(B, K=3, 3\) keypoints, got shape \(2, 3\)"),
+        (lambda t, m: (t[:, :, :2], m), r"target must be \(B, K=3, 3\)"),
+        (lambda t, m: (t[:1], m[:1]), "batch size"),
+    ],
+)
+def test_keypoint_loss_names_bad_masks_and_targets(change, match):
+    logits, basis, target, mask = problem()
+    target, mask = change(target, mask)
+    for method in ("soft", "sampling"):
+        with pytest.raises(ValueError, match=match):
+            KeypointLoss(method, num_samples=2)(logits, basis, target, mask, tau=1.0)
+
+
+def test_tau_is_a_call_argument_and_the_attribute_is_deprecated():
+    logits, basis, target, mask = problem()
+    loss = KeypointLoss("sampling", num_samples=4)
+    with pytest.raises(ValueError, match="tau=schedule.value"):
+        loss(logits, basis, target, mask)
+    by_call = loss(logits, basis, target, mask, torch.Generator().manual_seed(0), tau=0.5)
+    with pytest.warns(DeprecationWarning, match="pass tau to each call"):
+        loss.tau = 0.5
+    assert torch.equal(loss(logits, basis, target, mask, torch.Generator().manual_seed(0)), by_call)
+    with pytest.raises(ValueError, match="num_samples"):
+        KeypointLoss("sampling", num_samples=2.5)
+
+
+@pytest.mark.parametrize("method", [
+    "soft+js",
+    pytest.param("sampling", marks=pytest.mark.xfail(strict=True, reason="sampling_argmax (H4) still checks the "
+                                                                          "logits' values on every call")),
+])
+def test_with_validate_false_a_training_step_runs_no_value_check(monkeypatch, method):
+    from pckeypoints import validation
+    from pckeypoints.models import KeypointDetector
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a value check ran")
+
+    for module in ("pckeypoints.validation", "pckeypoints.basis", "pckeypoints.losses"):
+        monkeypatch.setattr(f"{module}.check_finite", forbidden)
+    torch.manual_seed(0)
+    model = KeypointDetector(3, width=0.25, hidden_channels=16, validate=False)
+    loss_fn = KeypointLoss(method, num_samples=2, validate=False)
+    maps = model(torch.rand(2, 64, 3))
+    loss_fn(maps.logits, maps.basis, torch.rand(2, 3, 3), torch.ones(2, 3, dtype=torch.bool), tau=1.0).backward()
+    with pytest.raises(AssertionError, match="a value check ran"):  # the default validates, once per call
+        KeypointDetector(3, width=0.25, hidden_channels=16)(torch.rand(2, 64, 3))
