@@ -8,10 +8,11 @@ in two protocols, Skeleton Merger's published one (self-pairs, every annotated s
 the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1 on the test split.
 Writes ``table7.{md,json}`` (mean ± sd over seeds per cell, every run's metrics, the missing runs) into
 ``--results``. Finished runs are reused and interrupted ones resumed; ``--train-only`` runs train in parallel
-processes and ``--table-only`` then writes the table from every finished run of the grid.
+processes (``--jobs N`` starts them) and ``--table-only`` writes the table from every scored run of the grid.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python experiments/table7.py --variants soft 10   # CPU protocol
-    python experiments/table7.py --config experiments/configs/table7_gpu.toml --device cuda ...  # see the config
+    nice -n 10 env OMP_NUM_THREADS=1 python experiments/table7.py --variants soft 10   # CPU protocol, 3 seeds
+    python experiments/table7.py --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
+        --runs /tmp/runs7 --results experiments/results/evidence/gpu   # one GPU, the paper's protocol
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="first n models of the train and val splits; 0 = all (default: the config's)")
     parser.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time, each in its own process with one thread (OMP_NUM_THREADS=1)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--train-only", action="store_true", help="train and score the runs, write no table")
     mode.add_argument("--table-only", action="store_true", help="train nothing: table of the finished runs")
@@ -196,9 +199,20 @@ def write_tables(args, out: Path) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.jobs > 1 and not args.table_only:
+        from evidence import run_jobs
+
+        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1", "--train-only"]
+        runs = [(run_config(args, c, v, s).run_name, command + ["--categories", c, "--variants", v, "--seeds", str(s)])
+                for c, v, s in grid(args)]
+        failed = run_jobs(runs, args.jobs, Path(args.runs) / "logs")
+        if not args.train_only:
+            write_tables(args, Path(args.results))
+        return 1 if failed else 0
     if not args.table_only:
         jobs = [(c, (v, s)) for c, v, s in grid(args)]
         run_table(jobs, lambda category, key: run_one(args, category, *key),
