@@ -42,6 +42,7 @@ def read_pcd(path: str | Path, return_rgb: bool = False, dtype=np.float32):
     header, data_start = _parse_header(raw, path)
     fields = header["FIELDS"]
     if header["DATA"] == "binary_compressed":
+        _check_compressed(raw[data_start:], header, path)
         points, rgb = _read_with_open3d(path, header["POINTS"], dtype)
     else:
         columns = _read_ascii(raw[data_start:], header, path) if header["DATA"] == "ascii" else \
@@ -68,7 +69,12 @@ def read_points(path: str | Path, num_points: int = 2048, seed: int = 0, dtype=n
         raise ReadError(f"num_points must be positive, got {num_points}")
     import trimesh
 
-    points, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False), num_points, seed=seed)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        area = mesh.area
+    if not (np.isfinite(area) and area > 0):
+        raise ReadError(f"{path}: cannot sample its surface (total area {area})")
+    points, _ = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
     return np.asarray(points, dtype=dtype)
 
 
@@ -98,7 +104,8 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
         import trimesh
 
         try:
-            geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False)
+            with np.errstate(all="ignore"):  # out-of-range values: caught below as non-finite
+                geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False)
         except Exception as err:  # trimesh raises many exception types for corrupt files
             raise ReadError(f"cannot read {path}: {err}") from err
         if isinstance(geometry, trimesh.Scene):
@@ -108,9 +115,14 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
             faces = np.asarray(geometry.faces, dtype=np.int64)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
         raise ReadError(f"{path} holds no 3D points")
+    with np.errstate(over="ignore"):
+        vertices = vertices.astype(dtype)
     if not np.isfinite(vertices).all():
-        raise ReadError(f"{path} has non-finite coordinates")
-    return vertices.astype(dtype), faces
+        raise ReadError(f"{path} has non-finite coordinates (or ones too large for {np.dtype(dtype).name})")
+    if faces is not None and (faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0
+                              or faces.max() >= len(vertices)):
+        raise ReadError(f"{path} has faces that are not triangles of its {len(vertices)} vertices")
+    return vertices, faces
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
@@ -148,6 +160,8 @@ def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
         raise ReadError(f"corrupt PCD {path}: unknown DATA {data!r}")
     if num_points < 0:
         raise ReadError(f"corrupt PCD {path}: negative POINTS {num_points}")
+    if min(count) < 1:
+        raise ReadError(f"corrupt PCD {path}: COUNT {' '.join(map(str, count))} has a value below 1")
     for name, t, s in zip(fields, types, size):
         if (t, s) not in _NUMPY_TYPES:
             raise ReadError(f"corrupt PCD {path}: field {name} has unsupported TYPE {t} SIZE {s}")
@@ -181,15 +195,34 @@ def _read_ascii(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]:
     columns = {}
     for name, start, dtype in _columns(header):
         column = values[:, start]
-        # Packed colours written as floats in ASCII keep their bit pattern only in float32.
-        columns[name] = column.astype(np.float32) if dtype == "<f4" else column.astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values: caught as non-finite x y z
+            # Packed colours written as floats in ASCII keep their bit pattern only in float32.
+            columns[name] = column.astype(np.float32) if dtype == "<f4" else column.astype(dtype)
     return columns
 
 
+def _row_type(header: dict, path: Path) -> np.dtype:
+    """The numpy record type of one point of a binary PCD."""
+    try:
+        return np.dtype([(f"{name}_{i}", _NUMPY_TYPES[(t, s)], (c,))
+                         for i, (name, t, s, c) in enumerate(zip(header["FIELDS"], header["TYPE"], header["SIZE"],
+                                                                 header["COUNT"]))])
+    except (ValueError, OverflowError) as err:
+        raise ReadError(f"corrupt PCD {path}: impossible field layout ({err})") from None
+
+
+def _check_compressed(body: bytes, header: dict, path: Path) -> None:
+    """The sizes before LZF data must fit the file and the header, before Open3D decodes it."""
+    if len(body) < 8:
+        raise ReadError(f"corrupt PCD {path}: binary_compressed data is truncated")
+    compressed, uncompressed = np.frombuffer(body[:8], "<u4")
+    if compressed > len(body) - 8 or uncompressed != header["POINTS"] * _row_type(header, path).itemsize:
+        raise ReadError(f"corrupt PCD {path}: binary_compressed sizes {compressed}/{uncompressed} do not fit "
+                        f"the file ({len(body) - 8} bytes) and header ({header['POINTS']} points)")
+
+
 def _read_binary(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]:
-    dtype = np.dtype([(f"{name}_{i}", _NUMPY_TYPES[(t, s)], (c,))
-                      for i, (name, t, s, c) in enumerate(zip(header["FIELDS"], header["TYPE"], header["SIZE"],
-                                                              header["COUNT"]))])
+    dtype = _row_type(header, path)
     expected = header["POINTS"] * dtype.itemsize
     if len(body) < expected:
         raise ReadError(f"corrupt PCD {path}: binary data has {len(body)} bytes, {header['POINTS']} points need "
