@@ -17,8 +17,8 @@ step() { printf '\n==> %s\n' "$*"; }
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
   || { echo "setup.sh: Python >= 3.11 required" >&2; exit 1; }
 
-# Debian packages Open3D's OffscreenRenderer needs to render headless (Mesa EGL/Vulkan).
-GL_PKGS=(libvulkan1 mesa-vulkan-drivers libgl1-mesa-dri libegl-mesa0 libgl1-mesa-glx libgbm1 libusb-1.0-0)
+# Debian packages Open3D needs to import and to render headless (Mesa's EGL and OpenGL drivers).
+GL_PKGS=(libgl1-mesa-dri libegl1 libegl-mesa0 libgl1-mesa-glx libgbm1 libusb-1.0-0)
 if [ "${PCKP_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${GL_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -2,7 +2,7 @@
 
 ``render_keypoints`` draws a cloud with keypoints (spheres coloured by semantic id), predictions
 with error lines, a probability map and sampled keypoints; it renders headless through Open3D's
-``OffscreenRenderer`` or opens a window when a display exists.
+legacy ``Visualizer`` in a hidden window (EGL without a display) or opens a window when a display exists.
 """
 from viz.camera import PinholeCamera, look_at_bbox
 from viz.colors import PALETTE, probability_colors, semantic_colors
