@@ -44,13 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from ..errors import ReadError
-from .keypointnet import SPLITS
+from .keypointnet import SPLITS, KeypointClouds
 from .pcd import read_geometry
-from .transforms import Normalize, keypoints_at
+from .transforms import Normalize
 
 __all__ = ["KeypointFolder", "KEYPOINT_FILES", "SPLIT_FILE"]
 
@@ -76,7 +74,7 @@ class _Model:
     keypoints: tuple[_Keypoint, ...]
 
 
-class KeypointFolder(Dataset):
+class KeypointFolder(KeypointClouds):
     """Annotated clouds or meshes of one folder (format in the module docstring), items as :class:`KeypointNet`'s.
 
     Args:
@@ -119,28 +117,10 @@ class KeypointFolder(Dataset):
             raise ReadError(f"{self.root}: split {split!r} has no models")
         self.model_ids = [m.model_id for m in chosen]
         self.files = [m.file for m in chosen]
-        self._clouds = [clouds[m.model_id][0] for m in chosen]
-        self._point_index = []
+        self._clouds, self._point_index = [], []
         for model in chosen:
-            index = np.full(self.num_keypoints, -1, dtype=np.int64)
-            index[[k.semantic_id for k in model.keypoints]] = clouds[model.model_id][1]
-            self._point_index.append(index)
-
-    def __len__(self) -> int:
-        return len(self.model_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        points = torch.from_numpy(self._clouds[i].copy())
-        point_index = torch.from_numpy(self._point_index[i].copy())
-        mask = point_index >= 0
-        item = {"points": points, "keypoints": keypoints_at(points, point_index, mask), "mask": mask,
-                "point_index": point_index, "center": torch.zeros(3), "scale": torch.tensor(1.0),
-                "model_id": self.model_ids[i], "class_id": self.class_id}
-        if self.normalize is not None:
-            item = self.normalize(item)
-        if self.transform is not None:
-            item = self.transform(item)
-        return item
+            cloud, point_index = clouds[model.model_id]
+            self.add_cloud(cloud, [k.semantic_id for k in model.keypoints], point_index)
 
     def __repr__(self) -> str:
         return (f"KeypointFolder(root={str(self.root)!r}, split={self.split!r}, models={len(self)}, "

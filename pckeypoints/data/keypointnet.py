@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .pcd import read_pcd
 from .transforms import Normalize, keypoints_at
 
-__all__ = ["CATEGORIES", "KeypointNet", "collate_keypoints", "data_root"]
+__all__ = ["CATEGORIES", "KeypointClouds", "KeypointNet", "collate_keypoints", "data_root"]
 
 #: KeypointNet category name -> ShapeNet synset id.
 CATEGORIES = {
@@ -40,7 +40,45 @@ def data_root() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "keypointnet"
 
 
-class KeypointNet(Dataset):
+class KeypointClouds(Dataset):
+    """Base of the keypoint datasets: clouds in memory, each with the point index of every semantic keypoint.
+
+    Subclasses set ``model_ids``, ``class_id``, ``num_keypoints``, ``normalize`` and ``transform``, and
+    add each cloud with :meth:`add_cloud`; items are built here (format in :class:`KeypointNet`).
+    """
+
+    def add_cloud(self, cloud: np.ndarray, semantic_ids, point_index) -> None:
+        """Append ``cloud (N, 3)`` whose keypoint ``semantic_ids[j]`` is its point ``point_index[j]``."""
+        index = np.full(self.num_keypoints, -1, dtype=np.int64)
+        index[semantic_ids] = point_index
+        self._clouds.append(cloud)
+        self._point_index.append(index)
+
+    def __len__(self) -> int:
+        return len(self.model_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        points = torch.from_numpy(self._clouds[i].copy())
+        point_index = torch.from_numpy(self._point_index[i].copy())
+        mask = point_index >= 0
+        item = {
+            "points": points,
+            "keypoints": keypoints_at(points, point_index, mask),
+            "mask": mask,
+            "point_index": point_index,
+            "center": torch.zeros(3),
+            "scale": torch.tensor(1.0),
+            "model_id": self.model_ids[i],
+            "class_id": self.class_id,
+        }
+        if self.normalize is not None:
+            item = self.normalize(item)
+        if self.transform is not None:
+            item = self.transform(item)
+        return item
+
+
+class KeypointNet(KeypointClouds):
     """Point clouds of one KeypointNet category with their keypoints ordered by semantic id.
 
     Args:
@@ -88,33 +126,7 @@ class KeypointNet(Dataset):
             cloud = _load_cloud(cloud_file)
             xyz, ids, point_index, _ = models[model_id]
             _check_keypoints(cloud, xyz, point_index, cloud_file, annotation_file)
-            index = np.full(self.num_keypoints, -1, dtype=np.int64)
-            index[ids] = point_index
-            self._clouds.append(cloud)
-            self._point_index.append(index)
-
-    def __len__(self) -> int:
-        return len(self.model_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        points = torch.from_numpy(self._clouds[i].copy())
-        point_index = torch.from_numpy(self._point_index[i].copy())
-        mask = point_index >= 0
-        item = {
-            "points": points,
-            "keypoints": keypoints_at(points, point_index, mask),
-            "mask": mask,
-            "point_index": point_index,
-            "center": torch.zeros(3),
-            "scale": torch.tensor(1.0),
-            "model_id": self.model_ids[i],
-            "class_id": self.class_id,
-        }
-        if self.normalize is not None:
-            item = self.normalize(item)
-        if self.transform is not None:
-            item = self.transform(item)
-        return item
+            self.add_cloud(cloud, ids, point_index)
 
     def __repr__(self) -> str:
         return (f"KeypointNet(category={self.category!r}, split={self.split!r}, models={len(self)}, "
