@@ -127,16 +127,8 @@ class KeypointReadout(nn.Module):
             return PointBasis.from_graph(pos, edge_index, batch, validate=validate)
         return PointBasis.from_points(pos, batch, k=self.knn_k, fixed_sigma=self.fixed_sigma, validate=validate)
 
-    def forward(
-        self,
-        logits: Tensor,
-        pos: Tensor,
-        batch: Tensor | None = None,
-        *,
-        edge_index: Tensor | None = None,
-        basis: PointBasis | None = None,
-        validate: bool = True,
-    ) -> KeypointMaps | RaggedKeypointMaps:
+    def forward(self, logits: Tensor, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None,
+                basis: PointBasis | None = None, validate: bool = True) -> KeypointMaps | RaggedKeypointMaps:
         if basis is None:
             basis = self.basis(pos, batch, edge_index, validate)
         if batch is None:
@@ -241,15 +233,8 @@ class KeypointHead(nn.Module):
         if hasattr(self.mlp, "reset_parameters"):
             self.mlp.reset_parameters()
 
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor | None = None,
-        *,
-        edge_index: Tensor | None = None,
-        basis: PointBasis | None = None,
-    ) -> KeypointMaps | RaggedKeypointMaps:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None,
+                basis: PointBasis | None = None) -> KeypointMaps | RaggedKeypointMaps:
         expected = pos.shape[:-1] + (() if self.in_channels is None else (self.in_channels,))
         if x.shape[:-1] != pos.shape[:-1] or (self.in_channels is not None and x.shape[-1] != self.in_channels):
             raise PCKeypointsError(f"features {tuple(x.shape)} must be {tuple(expected)} to match pos {tuple(pos.shape)}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._compat import renamed_argument
-from ..errors import PCKeypointsError
 from ..head import KeypointHead, KeypointMaps
 from ..validation import check_cloud
 
@@ -24,8 +22,9 @@ class KeypointDetector(nn.Module):
         radius_scale: multiplies the backbone's ball radii (2 for clouds of unit radius).
         feature_channels: per-point feature channels between backbone and head.
         hidden_channels: hidden width of the head's MLP.
-        knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given); ``k`` is its old name.
-        fixed_sigma: fixed basis σ; ``sigma`` is its old name.
+        knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given).
+        fixed_sigma: fixed basis σ.
+        deprecated: ``k`` and ``sigma``, the old names of ``knn_k`` and ``fixed_sigma``.
         validate: check that the points are finite on every call (shapes are always checked).
 
     Examples:
@@ -46,21 +45,16 @@ class KeypointDetector(nn.Module):
         knn_k: int | None = None,
         fixed_sigma: float | None = None,
         validate: bool = True,
-        *,
-        k: int | None = None,
-        sigma: float | None = None,
+        **deprecated,
     ):
         super().__init__()
         from pointnet2.modules import PointNet2Seg
 
-        knn_k = renamed_argument(knn_k, k, "k", "knn_k")
-        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
-        if num_keypoints < 1:
-            raise PCKeypointsError(f"num_keypoints must be >= 1, got {num_keypoints}")
         self.backbone = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        # The detector validates its input once; the head then skips its own value checks.
+        # The head checks num_keypoints and the old names k, sigma; it skips its own value checks
+        # because the detector validates its input once.
         self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
-                                 fixed_sigma=fixed_sigma, validate=False)
+                                 fixed_sigma=fixed_sigma, validate=False, **deprecated)
         self.validate = validate
 
     @property
