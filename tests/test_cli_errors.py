@@ -100,4 +100,6 @@ def test_damaged_checkpoints_are_one_line(cloud, tmp_path, capsys):
         one_line_error(capsys, ["predict", path, str(cloud)], path, problem)
         one_line_error(capsys, ["eval", path], path, problem)
         one_line_error(capsys, ["train", "--resume", path], path, problem)
+        one_line_error(capsys, ["viz", str(cloud), "--checkpoint", path, "--png", str(tmp_path / "v.png")], path,
+                       problem)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "junk.pt"]
