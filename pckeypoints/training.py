@@ -91,21 +91,24 @@ def _seed(seed: int, epoch: int, rank: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- logging
 class _CsvLog:
-    """``log.csv``: one row per (epoch, split) with the union of all logged columns."""
+    """``log.csv``: one row per (epoch, split) with the union of all logged columns, rewritten atomically."""
 
     def __init__(self, path: Path, keep_before_epoch: int):
         self.path, self.rows = path, []
         if keep_before_epoch > 0 and path.is_file():
             with open(path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_before_epoch]
+                self.rows = [r for r in csv.DictReader(f)
+                             if (r.get("epoch") or "").isdigit() and int(r["epoch"]) < keep_before_epoch]
 
     def write(self, epoch: int, split: str, values: dict[str, float]) -> None:
         self.rows.append({"epoch": epoch, "split": split, **values})
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        with open(self.path, "w", newline="") as f:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.replace(tmp, self.path)
 
 
 # ---------------------------------------------------------------------------------------------- loop

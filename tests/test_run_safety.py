@@ -2,6 +2,7 @@
 run never overwrites an old one; a run that fails before its first checkpoint leaves nothing behind."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -121,12 +122,17 @@ def test_new_runs_never_overwrite(data_root, reference, tmp_path):
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
 
 
-def test_resume_removes_reports_of_replaced_checkpoints(data_root, tmp_path):
+def test_resume_removes_stale_reports_and_torn_log_rows(data_root, tmp_path):
     run = train(tiny(data_root, tmp_path), progress=False, stop_after=1)
     (run / "eval_test").mkdir()
     (run / "eval_test" / "metrics.json").write_text("{}")
+    with open(run / "log.csv", "a") as f:
+        f.write("1,tra")  # a row torn by a kill (log.csv itself is now replaced atomically)
     train(resume=run, progress=False)
     assert not (run / "eval_test").exists()
+    with open(run / "log.csv", newline="") as f:
+        rows = [(r["epoch"], r["split"]) for r in csv.DictReader(f)]
+    assert rows == [("0", "train"), ("0", "val"), ("1", "train"), ("1", "val")]
 
 
 def test_failure_before_the_first_checkpoint_leaves_nothing(data_root, tmp_path, monkeypatch):
