@@ -47,7 +47,7 @@ def test_tables_from_records(tmp_path):
                                 "pck@0.01/expectation", "ece/expectation", "brier/expectation")}
     for method, dist in (("soft", [0.0, 1.0] * 3), ("sampling10", [0.0] * 6)):
         for seed in (0, 1):
-            path = tmp_path / "runs" / "cpu" / f"bathtub_{method}_s{seed}.npz"
+            path = tmp_path / "records" / "cpu" / f"bathtub_{method}_s{seed}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"config": {"seed": seed}, "metrics": metrics, "epoch": 30, "model_id": ["a", "b", "c"]}
             np.savez_compressed(path, meta=np.array(json.dumps(meta)),
