@@ -41,7 +41,7 @@ class TrainConfig:
     method: str = "sampling"
     metric: str = "l1"
     num_samples: int = 30
-    readout: str = "expectation"  # keypoint estimate from a map at test time (pckeypoints.readouts.READOUTS)
+    readout: str = "snapped"  # test-time estimate (pckeypoints.readouts): best on experiments/results/evidence
     sampler: str = "auto"  # sampling-argmax sampler: "auto" (= "gaussian" for point clouds), "naive" or "gaussian"
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
