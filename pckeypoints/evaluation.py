@@ -1,9 +1,10 @@
 """Inference: a keypoint model on one cloud or over a dataset, in the dataset's own units.
 
-For each cloud and keypoint: the estimate of every :mod:`~pckeypoints.readouts` readout, the map's peak
-probability, and for every readout the mixture's own probability that the target lies within the PCK
-radius of it (:func:`~pckeypoints.metrics.within_radius_probability`). :mod:`pckeypoints.metrics.summary`
-turns the result into numbers.
+:func:`collect_readouts` gathers, for each cloud and keypoint, the estimate of every
+:mod:`~pckeypoints.readouts` readout, the map's peak probability, and for every readout the mixture's own
+probability that the target lies within the PCK radius of it
+(:func:`~pckeypoints.metrics.within_radius_probability`); :mod:`pckeypoints.metrics.summary` turns that
+into numbers. :func:`predict_keypoints` does the same for one cloud of any size or position.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ THRESHOLD = 0.01
 
 @torch.no_grad()
 def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, ...] = READOUTS,
-                        threshold: float = THRESHOLD, progress: bool = False) -> dict:
+                     threshold: float = THRESHOLD, progress: bool = False) -> dict:
     """Run ``model`` over ``loader``: a detector returning :class:`~pckeypoints.head.KeypointMaps`, or a
     model whose output has such ``maps``.
 
@@ -64,7 +65,6 @@ def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, 
             "pred": {r: torch.cat(v) for r, v in pred.items()},
             "within": {r: torch.cat(v) for r, v in within.items()},
             "model_id": model_ids}
-
 
 
 def collect_predictions(model: nn.Module, loader: DataLoader, progress: bool = False) -> dict:
