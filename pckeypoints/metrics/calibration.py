@@ -56,12 +56,10 @@ def within_radius_probability(center: Tensor, probs: Tensor, pos: Tensor, sigma:
     r = torch.as_tensor(radius, dtype=torch.float64, device=center.device).reshape(-1, 1, 1)
     m = torch.cdist(center, pos.expand(center.shape[0], -1, -1))  # (B, K, N)
     s = sigma.expand(center.shape[0], -1)[:, None, :]
-    normal = torch.distributions.Normal(torch.zeros((), dtype=torch.float64, device=center.device), 1.0)
-    phi = lambda x: normal.log_prob(x).exp()  # noqa: E731
     tiny = m < 1e-6 * s
     m_safe = torch.where(tiny, s, m)
-    off = (normal.cdf((r - m_safe) / s) - normal.cdf((-r - m_safe) / s)
-           - s / m_safe * (phi((r - m_safe) / s) - phi((r + m_safe) / s)))
+    a, b = (r - m_safe) / s, (r + m_safe) / s
+    off = torch.special.ndtr(a) - torch.special.ndtr(-b) - s / m_safe * (_normal_pdf(a) - _normal_pdf(b))
     at_center = torch.erf(r / (s * math.sqrt(2))) - math.sqrt(2 / math.pi) * (r / s) * torch.exp(-(r / s).square() / 2)
     inside = torch.where(tiny, at_center, off).clamp(0, 1)
     return (probs * inside).sum(-1).clamp(0, 1)
@@ -94,6 +92,10 @@ def brier_score(confidence: Tensor, correct: Tensor) -> float:
     """Mean squared difference between the predicted probability of being correct and the outcome."""
     confidence, correct = _pair(confidence, correct, min_count=1)
     return float((confidence - correct).square().mean())
+
+
+def _normal_pdf(x: Tensor) -> Tensor:
+    return torch.exp(-0.5 * x.square()) / math.sqrt(2 * math.pi)
 
 
 def _pair(confidence: Tensor, correct: Tensor, min_count: int) -> tuple[Tensor, Tensor]:
