@@ -226,12 +226,13 @@ class KeypointHead(nn.Module):
         return self.readout.fixed_sigma
 
     def reset_parameters(self) -> None:
-        """Re-initialise every parameter of ``mlp``."""
-        for module in self.mlp.modules():
-            if module is not self.mlp and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        """Re-initialise ``mlp``: its own ``reset_parameters`` if it has one (a PyG ``MLP``), else its layers'."""
         if hasattr(self.mlp, "reset_parameters"):
             self.mlp.reset_parameters()
+            return
+        for module in self.mlp.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None,
                 basis: PointBasis | None = None) -> KeypointMaps | RaggedKeypointMaps:

@@ -19,16 +19,17 @@ import torch
 from torch import Tensor
 
 from .basis import PointBasis
+from .neighbors import knn, pad_far
 
 READOUTS = ("expectation", "snapped", "top", "mode")
 
 
 def nearest_point(query: Tensor, basis: PointBasis) -> Tensor:
     """Index ``(B, K)`` of the real basis point nearest to each ``query (B, K, D)``."""
-    dist = torch.cdist(query, basis.pos.expand(query.shape[0], -1, -1))  # (B, K, N)
+    pos = basis.pos.expand(query.shape[0], -1, -1)
     if basis.mask is not None:
-        dist = dist.masked_fill(~basis.mask[:, None, :], math.inf)
-    return dist.argmin(-1)
+        pos = pad_far(pos, basis.mask)
+    return knn(query, pos, 1).index[..., 0]
 
 
 def gather_points(index: Tensor, basis: PointBasis) -> Tensor:

@@ -53,7 +53,7 @@ def check_cloud(
         raise PCKeypointsError(f"{name} must be {layout}, got shape {shape}")
     if shape[-2] < min_points:
         what = "an empty cloud (N = 0)" if shape[-2] == 0 else f"N = {shape[-2]} points"
-        raise PCKeypointsError(f"{name} has {what}; need at least {min_points}")
+        raise PCKeypointsError(f"{name} has {what}; need more than {min_points - 1}")
     if validate:
         check_finite(points, name, "coordinates")
 
