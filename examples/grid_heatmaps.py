@@ -68,9 +68,8 @@ def train(kind: str, steps: int, batch_size: int = 16, lr: float = 3e-3, tau: fl
         if step == steps:
             break
         images, centres = spots(batch_size, generator)
-        loss = loss_fn(model(images), basis, centres, generator=generator, tau=tau)
         optimizer.zero_grad()
-        loss.backward()
+        loss_fn(model(images), basis, centres, generator=generator, tau=tau).backward()  # same loss, any basis kind
         optimizer.step()
     return errors
 
