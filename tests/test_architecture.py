@@ -100,10 +100,7 @@ def test_no_import_cycle_in_pckeypoints_pointnet2_viz():
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("pckeypoints") and m not in VIZ_USERS))
-def test_the_library_never_imports_viz(name, request):
-    if name == "pckeypoints.unsupervised":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="its report still calls viz: a plotting callback "
-                                                                  "is the lead's split of supervised/unsupervised"))
+def test_the_library_never_imports_viz(name):
     assert not {m for m in imported_modules(name, module_level=False) if m.split(".")[0] == "viz"}
 
 
