@@ -135,3 +135,17 @@ def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
         task.predict(model, torch.full((100, 3), float("nan")), config)
     with pytest.raises(ValueError, match="more than"):
         task.predict(model, torch.rand(5, 3), config)
+
+
+def test_checkpoints_of_the_conv_layout_still_load(tmp_path):
+    """Weights saved when PointNet++'s MLPs were 1x1 convolutions, (C_out, C_in, 1[, 1]), load into today's
+    linear layers (C_out, C_in) unchanged."""
+    config = TrainConfig(num_keypoints=4, width=0.25, hidden_channels=16)
+    model = SupervisedTask().build_model(config)
+    old = {name: value[..., None, None] if name.startswith("backbone") and value.dim() == 2 else value
+           for name, value in model.state_dict().items()}
+    assert any(v.dim() == 4 for v in old.values())
+    torch.save({"model": old, "config": config.to_dict()}, tmp_path / "old.pt")
+    _, loaded, _, _ = load_checkpoint(tmp_path / "old.pt")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
