@@ -4,12 +4,24 @@
 with error lines, a probability map and sampled keypoints; it renders headless through Open3D's
 legacy ``Visualizer`` in a hidden window (EGL without a display) or opens a window when a display exists.
 """
-from viz.camera import PinholeCamera, look_at_bbox
-from viz.colors import PALETTE, probability_colors, semantic_colors
-from viz.plots import plot_calibration, plot_pck_curves, plot_training_curves, render_gallery
-from viz.render import render_image, render_keypoints
+import importlib
 
-__all__ = [
-    "PALETTE", "PinholeCamera", "look_at_bbox", "plot_calibration", "plot_pck_curves", "plot_training_curves",
-    "probability_colors", "render_gallery", "render_image", "render_keypoints", "semantic_colors",
-]
+#: Public name -> its module, imported on first use (``pckeypoints viz`` renders without loading matplotlib's
+#: figures, the reports plot without Open3D).
+_EXPORTS = {
+    "PALETTE": "viz.colors", "PinholeCamera": "viz.camera", "look_at_bbox": "viz.camera",
+    "plot_calibration": "viz.plots", "plot_pck_curves": "viz.plots", "plot_training_curves": "viz.plots",
+    "probability_colors": "viz.colors", "render_gallery": "viz.plots", "render_image": "viz.render",
+    "render_keypoints": "viz.render", "semantic_colors": "viz.colors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'viz' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
