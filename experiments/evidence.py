@@ -158,7 +158,7 @@ def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
     hit = (dist <= THRESHOLD).double()
     peak = torch.from_numpy(records["peak"].astype(np.float64))
     within = torch.from_numpy(records["within/expectation"].astype(np.float64))
-    return {"r_peak": calibration_correlation(peak, hit),
+    return {"mean_peak": float(peak.mean()), "r_peak": calibration_correlation(peak, hit),
             "r_peak_continuous": calibration_correlation(peak, torch.exp(-dist.square() / (2 * THRESHOLD**2))),
             "mean_within": float(within.mean()), "pck": float(hit.mean()),
             "ece": expected_calibration_error(within, hit), "brier": brier_score(within, hit),
@@ -286,19 +286,19 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
 
     # calibration
     lines += ["### Calibration (expectation readout)", "",
-              "r peak: Pearson correlation of the map's peak max π with correctness (the paper's Table 3 measure; "
+              "peak: the map's mean max π; r peak: its Pearson correlation with correctness (the paper's Table 3 measure; "
               "r cont.: with exp(-d²/2·0.01²)). P(within): the mixture's own probability that the target lies "
               "within 0.01 of the estimate (`confidence` of `pckeypoints predict`): its mean against the actual "
               "Euclidean PCK, its ECE (10 bins), Brier score and Pearson r with correctness. Mean over seeds.", "",
-              "| method | " + " | ".join(f"{c} r peak | {c} r cont. | {c} mean P(within) | {c} PCK | {c} ECE | "
+              "| method | " + " | ".join(f"{c} peak | {c} r peak | {c} r cont. | {c} mean P(within) | {c} PCK | {c} ECE | "
                                         f"{c} Brier | {c} r P(within)" for c in categories) + " |",
-              "|---|" + "---|" * (7 * len(categories))]
+              "|---|" + "---|" * (8 * len(categories))]
     for m in methods:
         cells = []
         for c in categories:
             rs = seeds(c, m)
             if not rs:
-                cells += ["–"] * 7
+                cells += ["–"] * 8
                 continue
             rows = [calibration_row(r) for _, r in rs]
             values = {name: nan_mean([row[name] for row in rows]) for name in rows[0]}
