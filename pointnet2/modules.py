@@ -1,8 +1,9 @@
 """PointNet++ building blocks and a per-point feature backbone (dense layout).
 
 Set abstraction (single- and multi-scale grouping), feature propagation and :class:`PointNet2Seg`.
-Internally features are channels-first ``(B, C, N)`` like the ops; :class:`PointNet2Seg` takes and returns
-channels-last ``(B, N, C)``. Default radii assume clouds normalised to a sphere of radius ~0.5 (KeypointNet);
+Between blocks features are channels-first ``(B, C, N)`` like the ops; the pointwise MLPs run channels-last
+(``nn.Linear`` on ``(..., C)``, faster on the CPU than 1x1 convolutions); :class:`PointNet2Seg` takes and
+returns channels-last ``(B, N, C)``. Default radii assume clouds normalised to a sphere of radius ~0.5 (KeypointNet);
 ``radius_scale`` rescales them.
 """
 
@@ -15,16 +16,32 @@ from torch import Tensor, nn
 
 from pointnet2.ops import ball_query_group, furthest_point_sample, three_nn_interpolate
 
-__all__ = ["FeaturePropagation", "GlobalSetAbstraction", "PointNet2Seg", "SetAbstraction", "shared_mlp"]
+__all__ = ["FeaturePropagation", "GlobalSetAbstraction", "PointNet2Seg", "SetAbstraction", "SharedMLP"]
 
 
-def shared_mlp(channels: Sequence[int], dim: int = 2) -> nn.Sequential:
-    """Pointwise (1x1 conv) MLP with BatchNorm + ReLU after every layer; ``dim`` 1 for (B, C, N), 2 for (B, C, M, S)."""
-    conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dim == 1 else (nn.Conv2d, nn.BatchNorm2d)
-    layers: list[nn.Module] = []
-    for c_in, c_out in zip(channels[:-1], channels[1:]):
-        layers += [conv(c_in, c_out, 1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+class SharedMLP(nn.Sequential):
+    """Pointwise MLP on channels-last features ``(..., C_in) -> (..., C_out)``: Linear (no bias), BatchNorm
+    over the channels and ReLU after every layer.
+
+    Loads the state dicts of the former 1x1-convolution layers (weights ``(out, in, 1[, 1])``).
+    """
+
+    def __init__(self, channels: Sequence[int]):
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+        self._register_load_state_dict_pre_hook(_squeeze_conv_weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+
+
+def _squeeze_conv_weights(state_dict, prefix, *_args) -> None:
+    """Turn 1x1-convolution weights ``(out, in, 1, ...)`` under ``prefix`` into Linear weights ``(out, in)``."""
+    for key, value in state_dict.items():
+        if key.startswith(prefix) and key.endswith("weight") and value.dim() > 2 and value.shape[2:].numel() == 1:
+            state_dict[key] = value.flatten(1)
 
 
 def gather_points(xyz: Tensor, idx: Tensor) -> Tensor:
@@ -57,7 +74,7 @@ class SetAbstraction(nn.Module):
         if not (len(radii) == len(nsamples) == len(mlps) >= 1):
             raise ValueError("radii, nsamples and mlps need one entry per scale")
         self.npoint, self.radii, self.nsamples = npoint, list(radii), list(nsamples)
-        self.mlps = nn.ModuleList(shared_mlp([3 + in_channels, *mlp]) for mlp in mlps)
+        self.mlps = nn.ModuleList(SharedMLP([3 + in_channels, *mlp]) for mlp in mlps)
         self.out_channels = sum(mlp[-1] for mlp in mlps)
 
     def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -66,11 +83,11 @@ class SetAbstraction(nn.Module):
         pooled = []
         for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
             grouped, counts = ball_query_group(xyz, new_xyz, features, radius, nsample, validate=False)
-            h = mlp(grouped)  # (B, C', M, S)
+            h = mlp(grouped.permute(0, 2, 3, 1))  # (B, M, S, C')
             valid = torch.arange(nsample, device=h.device) < counts.unsqueeze(-1)  # (B, M, S)
-            h = h.masked_fill(~valid.unsqueeze(1), float("-inf")).amax(dim=-1)
-            pooled.append(torch.where(counts.unsqueeze(1) > 0, h, 0.0))
-        return new_xyz, torch.cat(pooled, dim=1)
+            h = h.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=2)
+            pooled.append(torch.where(counts.unsqueeze(-1) > 0, h, 0.0))
+        return new_xyz, torch.cat(pooled, dim=-1).transpose(1, 2)
 
 
 class GlobalSetAbstraction(nn.Module):
@@ -78,13 +95,13 @@ class GlobalSetAbstraction(nn.Module):
 
     def __init__(self, in_channels: int, mlp: Sequence[int]):
         super().__init__()
-        self.mlp = shared_mlp([3 + in_channels, *mlp], dim=1)
+        self.mlp = SharedMLP([3 + in_channels, *mlp])
         self.out_channels = mlp[-1]
 
     def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
         """xyz (B, N, 3), features (B, C, N) or None -> centre (B, 1, 3), features (B, out_channels, 1)."""
         h = xyz.transpose(1, 2) if features is None else torch.cat([xyz.transpose(1, 2), features], dim=1)
-        return xyz.new_zeros(xyz.shape[0], 1, 3), self.mlp(h).amax(dim=-1, keepdim=True)
+        return xyz.new_zeros(xyz.shape[0], 1, 3), self.mlp(h.transpose(1, 2)).amax(dim=1).unsqueeze(-1)
 
 
 class FeaturePropagation(nn.Module):
@@ -92,13 +109,14 @@ class FeaturePropagation(nn.Module):
 
     def __init__(self, in_channels: int, mlp: Sequence[int]):
         super().__init__()
-        self.mlp = shared_mlp([in_channels, *mlp], dim=1)
+        self.mlp = SharedMLP([in_channels, *mlp])
         self.out_channels = mlp[-1]
 
     def forward(self, xyz: Tensor, coarse_xyz: Tensor, skip: Tensor | None, coarse_features: Tensor) -> Tensor:
         """xyz (B, n, 3), coarse_xyz (B, m, 3), skip (B, C1, n) or None, coarse_features (B, C2, m) -> (B, C', n)."""
         h = three_nn_interpolate(xyz, coarse_xyz, coarse_features, validate=False)
-        return self.mlp(h if skip is None else torch.cat([h, skip], dim=1))
+        h = h if skip is None else torch.cat([h, skip], dim=1)
+        return self.mlp(h.transpose(1, 2)).transpose(1, 2)
 
 
 class PointNet2Seg(nn.Module):
@@ -139,7 +157,8 @@ class PointNet2Seg(nn.Module):
         self.fp3 = FeaturePropagation(self.sa3.out_channels + self.sa2.out_channels, ch(128, 128))
         self.fp2 = FeaturePropagation(self.fp3.out_channels + self.sa1.out_channels, ch(128, 128))
         self.fp1 = FeaturePropagation(self.fp2.out_channels + 3 + in_channels, ch(128, 128))
-        self.head = nn.Conv1d(self.fp1.out_channels, out_channels, 1)
+        self.head = nn.Linear(self.fp1.out_channels, out_channels)
+        self._register_load_state_dict_pre_hook(_squeeze_conv_weights)  # checkpoints of the Conv1d head
 
     def forward(self, xyz: Tensor, features: Tensor | None = None) -> Tensor:
         """xyz (B, N, 3), features (B, N, in_channels) or None -> (B, N, out_channels)."""
@@ -158,4 +177,4 @@ class PointNet2Seg(nn.Module):
         h = self.fp2(xyz1, xyz2, f1, h)
         skip0 = xyz.transpose(1, 2) if f0 is None else torch.cat([xyz.transpose(1, 2), f0], dim=1)
         h = self.fp1(xyz, xyz1, skip0, h)
-        return self.head(h).transpose(1, 2)
+        return self.head(h.transpose(1, 2))

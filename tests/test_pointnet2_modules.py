@@ -46,7 +46,7 @@ def test_set_abstraction_pools_distinct_neighbours():
     for b, m in [(0, 0), (0, 7), (1, 15)]:
         nbr = idx[b, m, : counts[b, m]]
         x = torch.cat([xyz[b, nbr] - new_xyz[b, m], feats[b, :, nbr].T], dim=1)  # (count, 5)
-        expected = sa.mlps[0](x.T[None, :, None, :])[0, :, 0].amax(dim=-1)
+        expected = sa.mlps[0](x).amax(dim=0)  # channels-last MLP over the distinct neighbours
         assert torch.allclose(pooled[b, :, m], expected, atol=1e-6)
 
 
@@ -102,3 +102,18 @@ def test_pyg_adapter_unequal_sizes_equal_per_cloud():
     assert torch.allclose(out, alone, atol=1e-5)
     with pytest.raises(ValueError, match="sorted"):
         pyg.RaggedPointNet2(model)(None, torch.cat(clouds), batch.flip(0))
+
+
+def test_checkpoints_of_the_former_1x1_convolutions_load():
+    """State dicts with Conv2d/Conv1d weights (out, in, 1[, 1]) load into the Linear layers unchanged."""
+    torch.manual_seed(0)
+    model = PointNet2Seg(0, 16, width=0.25).eval()
+    conv_style = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("weight") and value.dim() == 2:
+            value = value[..., None] if key.startswith("head") else value[..., None, None]
+        conv_style[key] = value.clone()
+    fresh = PointNet2Seg(0, 16, width=0.25).eval()
+    fresh.load_state_dict(conv_style)
+    xyz = torch.rand(2, 300, 3) - 0.5
+    assert torch.equal(fresh(xyz), model(xyz))
