@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one run on a lent GPU machine (torch with CUDA, no torch-cluster):
-# pointnet2's CUDA tests and benchmark, the CUDA sampling-argmax test and the argmax benchmark.
+# pointnet2's CUDA tests and benchmark, the CUDA sampling-argmax tests (Triton fused kernels against the
+# reference), the argmax benchmark and the training-step benchmark (width 1, eager and compiled).
 #   bash experiments/gpu_check.sh     # results -> experiments/results/*_cuda.*, and $OUT if set
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -8,8 +9,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
 bash experiments/gpu_pointnet2.sh || status=1
 echo; echo "==> sampling-argmax on CUDA"
-timeout 120 python3 -m pytest -q -rs tests/test_argmax.py -k cuda || status=1
+timeout 300 python3 -m pytest -q -rs tests/test_argmax.py tests/test_fused_sampling.py -k cuda || status=1
 (cd experiments && timeout 120 python3 bench_argmax.py --device cuda) || status=1
+echo; echo "==> training step on CUDA"
+(cd experiments && timeout 420 python3 bench_train.py --device cuda --width 1 --compile) || status=1
 [ -n "${OUT:-}" ] && cp experiments/results/*_cuda.* "$OUT"/ 2>/dev/null
 echo "gpu_check.sh: exit status $status"
 exit $status

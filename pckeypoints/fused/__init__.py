@@ -70,7 +70,7 @@ def resolve(backend: str, device: torch.device) -> ModuleType | None:
     if backend == "auto":
         if device.type == "cpu":
             return _cpu_or_warn()
-        return _triton() if device.type == "cuda" else None
+        return _checked_triton(device) if device.type == "cuda" else None
     if backend == "cpu":
         if device.type != "cpu":
             raise ValueError(f"fused backend 'cpu' needs CPU tensors, got {device}")
@@ -108,6 +108,33 @@ def _triton() -> ModuleType | None:
     except ImportError:
         return None
     return triton_kernels
+
+
+@cache
+def _checked_triton(device: torch.device) -> ModuleType | None:
+    """The Triton kernels if they compile and match the reference on a small problem on ``device``
+    (checked once per process), else None with a warning: ``"auto"`` then uses the Python sampler."""
+    kernels = _triton()
+    if kernels is None:
+        return None
+    g = torch.Generator(device).manual_seed(0)
+    logits = torch.randn(2, 3, 200, device=device, generator=g, requires_grad=True)
+    pos = torch.rand(2, 3, 200, device=device, generator=g)
+    var = torch.full_like(pos, 1e-3)
+    seed = torch.tensor([1, 2], device=device)
+    try:
+        got = _GumbelMoments.apply(logits, pos, var, seed, 5, 2.0, kernels)[0]
+        want = reference.gumbel_moments(logits, pos, var, seed, 5, 2.0)[0]
+        grads = [torch.autograd.grad(y.square().sum(), logits)[0] for y in (got, want)]
+        ok = torch.allclose(got, want, rtol=1e-3, atol=1e-4) and torch.allclose(*grads, rtol=1e-3, atol=1e-4)
+        error = "" if ok else "results differ from the reference"
+    except Exception as err:  # a Triton or driver version that cannot compile the kernels
+        error = f"{type(err).__name__}: {err}"
+    if error:
+        warnings.warn(f"the fused Triton sampling-argmax kernels failed their check on {device} ({error}); "
+                      "sampler='auto' uses the Python 'gaussian' sampler", RuntimeWarning, stacklevel=4)
+        return None
+    return kernels
 
 
 class _GumbelMoments(torch.autograd.Function):
