@@ -41,7 +41,8 @@ def model_card(name: str, entry: dict, config: dict) -> str:
         "",
         f"- **Protocol**: {entry['protocol']}",
         f"- **Seeds**: {entry['seeds']}",
-        f"- **Test PCK@0.01**: {100 * entry['test_pck']:.1f} % on the {entry['test_models']} models of the "
+        f"- **Test PCK@0.01** (Euclidean, `{config['readout']}` readout): {100 * entry['test_pck']:.1f} % on the "
+        f"{entry['test_models']} models of the "
         f"official KeypointNet test split; {100 * entry['first20_pck']:.1f} % on its first {FIRST}",
         f"- **Date**: {entry['date']}",
         f"- **File**: `{entry['file']}`, {entry['bytes'] / 2**20:.2f} MiB, {entry['dtype']} weights, "
