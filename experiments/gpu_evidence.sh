@@ -6,13 +6,17 @@
 #   tar xzf <files_at>/evidence_part1.tgz     # here: merge the records, then
 #   python experiments/evidence.py tables     # rebuild experiments/results/evidence/table6.md
 #
+# Parts: 1-4 the `best` protocol (1: soft, sampling30; 2: soft+var, soft+js; 3: discrete, sampling10;
+# 4: sampling1, sampling5), 5 the `paper` protocol (soft, sampling30), 6 `best-knn` (σ ablation: soft,
+# sampling30), 7-9 Table 7 (soft and Ns 10; Ns 30; Ns 1 and 5), each for bathtub and bed, seeds 0-2.
+#
 # Every run of a part trains at once on the one GPU, one process each with OMP_NUM_THREADS=1 (12 runs of
 # 100 epochs took 334 s on an H200). A part cut off by its time limit keeps what finished: its unfinished
 # runs' folders come back in the same archive (runs/evidence/...), and carrying runs/evidence into the
 # next call resumes them. The GPU machines have no torch-cluster: σ from k-NN (part 6) uses pointnet2's kNN.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: gpu_evidence.sh pack | PART (1-7)}
+part=${1:?usage: gpu_evidence.sh pack | PART (1-9)}
 if [ "$part" = pack ]; then
   src=${PCKP_DATA:-../shared/data/keypointnet}
   mkdir -p .kpn
@@ -27,7 +31,9 @@ case $part in
   4) protocol=best;     methods="sampling1 sampling5" ;;
   5) protocol=paper;    methods="soft sampling30" ;;
   6) protocol=best-knn; methods="soft sampling30" ;;
-  7) protocol=table7 ;;
+  7) protocol=table7;   variants="soft 10" ;;
+  8) protocol=table7;   variants="30" ;;
+  9) protocol=table7;   variants="1 5" ;;
   *) echo "gpu_evidence.sh: unknown part $part" >&2; exit 2 ;;
 esac
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PCKP_DATA=/tmp/kpn
@@ -37,9 +43,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, pointnet2.ops as o; o.furthest_point_sample(torch.rand(1, 64, 3, device='cuda'), 8)" || exit 1
 limit=${EVIDENCE_SECONDS:-480}
 if [ "$protocol" = table7 ]; then
+  # Table 7 (unsupervised, the paper's protocol): runs are scored when they finish; a cut-off run is lost
   timeout "$limit" python3 experiments/table7.py --config experiments/configs/table7_gpu.toml --device cuda \
-    --variants soft 1 5 10 30 --seeds 0 1 2 --jobs 15 --runs runs/evidence/table7 \
-    --results experiments/results/evidence
+    --variants $variants --seeds 0 1 2 --jobs 12 --runs runs/evidence/table7 --results experiments/results/evidence
   status=$?
   outputs="experiments/results/evidence/table7.md experiments/results/evidence/table7.json"
 else
@@ -48,7 +54,8 @@ else
   status=$?
   outputs="experiments/results/evidence"
 fi
-unfinished=$(for d in runs/evidence/*/*/; do [ -f "$d/last.pt" ] && [ ! -f "$d/eval_test/records.pt" ] && echo "$d"; done)
+unfinished=$(for d in runs/evidence/*/*/; do case $d in runs/evidence/table7/*) continue;; esac
+  [ -f "$d/last.pt" ] && [ ! -f "$d/eval_test/records.pt" ] && echo "$d"; done)
 [ -n "${OUT:-}" ] && tar czf "$OUT/evidence_part$part.tgz" $outputs $(for d in $unfinished; do echo "$d"last.pt "$d"log.csv; done)
 echo "gpu_evidence.sh: part $part ($protocol) exit $status"
 exit $status
