@@ -4,7 +4,8 @@
 
 Each size is a bathtub of the shared KeypointNet data, repeated with Gaussian jitter (σ 0.002) up to N points
 and written as an ASCII PCD; the command runs in a fresh process (import, checkpoint load, PCD parse,
-subsampling to ``--num-points 2048``, model) and reports its wall time and peak resident memory (``ru_maxrss``);
+subsampling to ``--num-points 2048``, model) and reports its wall time, CPU time (user + system: the wall
+time it needs on idle cores, at most, when the shared machine is busy) and peak resident memory (``ru_maxrss``);
 clouds up to ``--whole-up-to`` points are also run whole (``--num-points N``, the model on every point, as
 ``predict`` did before it subsampled). Without
 ``--checkpoint`` a tiny model is trained first (1 epoch, 8 models, width 0.25): the model's cost does not
@@ -34,7 +35,9 @@ t0 = time.perf_counter()
 from pckeypoints.cli import main
 code = main(sys.argv[1:])
 wall = time.perf_counter() - t0
-print(json.dumps({"code": code, "seconds": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"code": code, "seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "peak_mb": usage.ru_maxrss / 1024}))
 """
 
 
@@ -95,7 +98,9 @@ def main() -> None:
                         for _ in range(args.repeat)]
                 rows.append({"points": size, "file_mb": round(cloud.stat().st_size / 2**20, 1),
                              "model_points": min(size, model_points),
-                             "seconds": min(r["seconds"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
+                             "seconds": min(r["seconds"] for r in runs),
+                             "cpu_seconds": min(r["cpu_seconds"] for r in runs),
+                             "peak_mb": max(r["peak_mb"] for r in runs),
                              "keypoints": len(json.loads((tmp / "kp.json").read_text())["keypoints"])})
                 print(rows[-1], flush=True)
     write_results("bench_predict", rows, {"threads": args.threads, "repeat": args.repeat, "format": "ascii pcd",
