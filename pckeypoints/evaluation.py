@@ -47,7 +47,7 @@ def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, 
         maps = getattr(output, "maps", output)
         probs, basis = maps.probabilities, maps.basis
         scale, center = batch["scale"].double(), batch["center"].double()
-        sigma = basis.scale[..., 0].expand(probs.shape[0], -1)
+        sigma = basis.bandwidth[..., 0].expand(probs.shape[0], -1)
         for readout in readouts:
             estimate = read_out(probs, basis, readout)
             pred[readout].append(estimate.cpu().double() * scale[:, None, None] + center[:, None])
@@ -98,7 +98,7 @@ def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, thr
     maps, center, scale = run_on_cloud(model, points, config)
     probs = maps.probabilities
     estimate = read_out(probs, maps.basis, config.readout)
-    sigma = maps.basis.scale[..., 0]
+    sigma = maps.basis.bandwidth[..., 0]
     confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, threshold / float(scale))[0]
     keypoints = estimate[0].cpu().double() * scale + center
     return {

@@ -56,7 +56,7 @@ def mixture_mode(probs: Tensor, basis: PointBasis, candidates: int = 5, steps: i
     top = probs.topk(min(candidates, n), dim=-1).indices  # (B, K, M)
     pos = basis.pos.expand(b, -1, -1)
     y = pos.gather(1, top.reshape(b, -1, 1).expand(-1, -1, pos.shape[-1])).view(b, k, -1, pos.shape[-1])
-    inv_var = basis.scale[..., 0].expand(b, n).square().reciprocal()  # (B, N), isotropic σ_i
+    inv_var = basis.bandwidth[..., 0].expand(b, n).square().reciprocal()  # (B, N), isotropic σ_i
     for _ in range(steps):
         weights = (_log_components(y, probs, basis) + inv_var.log()[:, None, None]).softmax(-1)  # (B, K, M, N)
         y = weights @ pos[:, None]
@@ -80,7 +80,7 @@ def read_out(probs: Tensor, basis: PointBasis, readout: str = "expectation") -> 
 def _log_components(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:
     """log(π_i N(y; y_i, σ_i² I)) ``(B, K, Q, N)`` for ``y (B, K, Q, D)``; -inf at padding and π_i = 0."""
     b, n, d = probs.shape[0], probs.shape[-1], y.shape[-1]
-    sigma = basis.scale[..., 0].expand(b, n)  # (B, N)
+    sigma = basis.bandwidth[..., 0].expand(b, n)  # (B, N)
     sq = torch.cdist(y.flatten(1, 2), basis.pos.expand(b, -1, -1)).square().view(*y.shape[:3], n)
     log_norm = -d * (sigma.log() + 0.5 * math.log(2 * math.pi))  # (B, N)
     return probs.log()[:, :, None] - sq / (2 * sigma.square()[:, None, None]) + log_norm[:, None, None]
