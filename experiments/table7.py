@@ -177,7 +177,7 @@ def write_tables(args, out: Path) -> None:
              "- **mIoU@0.1**: KeypointNet's keypoint IoU at geodesic distance 0.1 (10-NN graph), test split.", ""]
     for category in args.categories:
         lines += [f"## {category}", "", "| Method | seeds | DAS (SM) | DAS (SM), paper | SM fwd / bwd | "
-                  "DAS strict (test) | strict fwd / bwd | mIoU@0.1 (test) | minutes / run |",
+                  "DAS strict (test) | strict fwd / bwd | mIoU@0.1 (test) | wall min / run |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for variant in args.variants:
             cell = cells.get(category, {}).get(variant)
