@@ -111,10 +111,9 @@ def sampling_argmax(
         seed = rng.draw_seed(generator, logits.device)
         return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
     pos = basis.pos.expand(b, n, -1)
-    scale = basis.scale.expand(b, n, -1)
+    scale = basis.bandwidth.expand(b, n, -1)
     if sampler == "naive":
-        noise = gumbel((b, k, num_samples, n), logits, generator)
-        weights = gumbel_softmax(logits[:, :, None, :], noise, tau)
+        weights = gumbel_softmax(logits[:, :, None, :], gumbel((b, k, num_samples, n), logits, generator), tau)
         noise = basis.unit_noise((b, k, num_samples, n, basis.dim), generator)
         offsets = torch.einsum("bksn,bksnd->bksd", weights, noise * scale[:, None, None])
         return torch.einsum("bksn,bnd->bksd", weights, pos) + offsets

@@ -107,7 +107,7 @@ def test_tiny_temperature_gives_finite_samples_and_gradients(sampler, tau):
     assert torch.isfinite(samples).all() and torch.isfinite(logits.grad).all()
     # one-hot weights: every sample lies within a few σ of one of the points
     nearest = (samples[..., None, :] - basis.pos[:, None, None]).norm(dim=-1).amin(-1)  # (B, K, Ns)
-    assert (nearest < 6 * basis.scale.max() * 3**0.5).all()
+    assert (nearest < 6 * basis.bandwidth.max() * 3**0.5).all()
 
 
 def test_low_memory_gradient_with_padding():
