@@ -26,8 +26,9 @@ class Task(Protocol):
 
     monitor: str
 
-    def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
-        """Items of ``split`` (``"train"``, ``"val"``, ``"test"``); ``train`` adds the augmentations.
+    def dataset(self, config: TrainConfig, split: str | None, train: bool) -> Dataset:
+        """Items of ``split`` (``"train"``, ``"val"``, ``"test"``, or ``None`` for every annotated model);
+        ``train`` adds the augmentations.
         Items are dicts batched by :func:`pckeypoints.data.collate_keypoints`."""
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
