@@ -34,7 +34,10 @@ step "torch 2.13.0 (CPU build)"
 "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || $PIP torch==2.13.0 numpy==2.4.6
 
+# torch-cluster has only a source release: its compile (about 5 minutes on 2 cores) runs in the background
+# while the other dependencies install; the wheel is cached, so later set-ups only install it.
 step "torch-cluster (built from source, wheel cached in $CACHE/wheels)"
+build=""
 if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
   mkdir -p "$CACHE/wheels"
   if ! $PIP --no-index --find-links "$CACHE/wheels" torch-cluster==1.6.3 2>/dev/null; then
@@ -42,20 +45,25 @@ if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
     # its sources two at a time (~5.5 instead of ~10.5 minutes on 2 cores).
     jobs=$(nproc 2>/dev/null || echo 2)
     cfg=$(mktemp --suffix=.cfg); printf '[build_ext]\nparallel = %s\n' "$jobs" >"$cfg"
-    echo "    compiling torch-cluster with $jobs jobs (about 5 minutes on 2 cores; a dot every 30 s)..."
-    # the ticker stops by itself when this script ends (also on Ctrl-C, which background jobs ignore)
-    ( while kill -0 $$ 2>/dev/null; do sleep 30; printf '.'; done ) & ticker=$!
+    echo "    compiling torch-cluster with $jobs jobs in the background (about 5 minutes on 2 cores)..."
     DIST_EXTRA_CONFIG="$cfg" $PY -m pip wheel --disable-pip-version-check -q --no-build-isolation \
-      --no-deps -w "$CACHE/wheels" torch-cluster==1.6.3 || { kill $ticker; rm -f "$cfg"; false; }
-    kill $ticker; rm -f "$cfg"; echo
-    $PIP --no-index --find-links "$CACHE/wheels" torch-cluster==1.6.3
+      --no-deps -w "$CACHE/wheels" torch-cluster==1.6.3 > "$cfg.log" 2>&1 &
+    build=$!
   fi
-  "$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
 fi
 
 step "Python dependencies (exact versions; pyproject.toml declares the ranges)"
 $PIP torch-geometric==2.8.1 numpy==2.4.6 scipy==1.17.1 open3d==0.20.0 trimesh==5.2.0 matplotlib==3.11.2 \
   pillow==13.0.0 tqdm==4.70.1 tensorboard==2.21.0 pytest==9.0.3 hypothesis==6.155.2
+
+if [ -n "$build" ]; then
+  step "waiting for the torch-cluster compile (a dot every 30 s)"
+  while kill -0 "$build" 2>/dev/null; do sleep 30; kill -0 "$build" 2>/dev/null && printf '.'; done; echo
+  wait "$build" || { cat "$cfg.log" >&2; rm -f "$cfg" "$cfg.log"; echo "setup.sh: torch-cluster failed to build" >&2; exit 1; }
+  rm -f "$cfg" "$cfg.log"
+  $PIP --no-index --find-links "$CACHE/wheels" torch-cluster==1.6.3
+fi
+"$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
 
 step "pckeypoints (editable)"
 $PIP --no-build-isolation --no-deps -e .
