@@ -69,6 +69,7 @@ def sampling_argmax(
     generator: torch.Generator | None = None,
     sampler: str = "auto",
     chunk_size: int | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """Differentiable samples from the mixture defined by ``logits`` over ``basis``.
 
@@ -84,10 +85,12 @@ def sampling_argmax(
         chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
             ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
             sample). Larger chunks mean fewer, bigger kernels.
+        validate: check that the logits are finite (a full pass; a training step that checked its
+            inputs once passes False).
     Returns:
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
-    basis.check_logits(logits)
+    basis.check_logits(logits, validate)
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):

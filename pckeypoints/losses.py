@@ -228,7 +228,7 @@ class KeypointLoss(nn.Module):
             tau = self._tau if tau is None else tau
             if tau is None:
                 raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
-            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler)
+            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False)
             return expectation_of_error(samples, target, mask, self.metric, validate=False)
         if self.method == "discrete":
             return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)

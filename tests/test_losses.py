@@ -147,11 +147,7 @@ def test_tau_is_a_call_argument_and_the_attribute_is_deprecated():
         KeypointLoss("sampling", num_samples=2.5)
 
 
-@pytest.mark.parametrize("method", [
-    "soft+js",
-    pytest.param("sampling", marks=pytest.mark.xfail(strict=True, reason="sampling_argmax (H4) still checks the "
-                                                                          "logits' values on every call")),
-])
+@pytest.mark.parametrize("method", ["soft+js", "sampling"])
 def test_with_validate_false_a_training_step_runs_no_value_check(monkeypatch, method):
     from pckeypoints import validation
     from pckeypoints.models import KeypointDetector
