@@ -105,15 +105,11 @@ def _build_or_warn(device_type: str) -> ModuleType | None:
         return None
 
 
+@torch.compiler.assume_constant_result
 def use_reference(backend: str | None, device: torch.device) -> bool:
     """Whether ops on ``device`` under ``backend`` run the pure-PyTorch reference (a constant for
     ``torch.compile``: the choice, and any build, happen once at trace time)."""
     return resolve(backend, device) is None
-
-
-# What torch.compiler.assume_constant_result(use_reference) does, without importing torch._dynamo (1.2 s
-# of every command's start-up); tests/test_pointnet2_ops.py checks that the decorator still sets this flag.
-use_reference._dynamo_marked_constant = True
 
 
 def extension(device: torch.device) -> ModuleType:

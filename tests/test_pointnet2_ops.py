@@ -232,20 +232,6 @@ def test_validate_false_skips_only_the_value_check():
         ops.furthest_point_sample(torch.zeros(2, 0, 3), 4, validate=False)  # shapes are still checked
 
 
-def test_use_reference_carries_the_assume_constant_result_flag():
-    """_extension marks use_reference by hand (importing torch._dynamo costs 1.2 s of start-up): the flag
-    must be the one torch.compiler.assume_constant_result sets."""
-    from pointnet2 import _extension
-
-    def probe():
-        return True
-
-    marked = torch.compiler.assume_constant_result(probe)
-    flags = {name for name in vars(marked) if "dynamo" in name}
-    assert flags == {"_dynamo_marked_constant"} and marked._dynamo_marked_constant is True
-    assert _extension.use_reference._dynamo_marked_constant is True
-
-
 def test_backbone_compiles_without_graph_breaks_and_matches_eager():
     from pointnet2.modules import PointNet2Seg
 
