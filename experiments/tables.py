@@ -1,4 +1,4 @@
-"""Train-or-reuse runs and result tables shared by ``table6.py`` and ``table7.py``."""
+"""Train-or-reuse runs and result tables of ``table7.py`` (``evidence.py`` has its own parallel runner)."""
 from __future__ import annotations
 
 import argparse
