@@ -10,11 +10,10 @@ time and 1.5x the memory.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from benchutil import RESULTS, best_time, peak_bytes, write_results
+from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
 from pckeypoints.argmax import sampling_argmax, soft_argmax
 from pckeypoints.basis import PointBasis
 from pckeypoints.losses import error_of_expectation, expectation_of_error
@@ -22,14 +21,7 @@ from pckeypoints.losses import error_of_expectation, expectation_of_error
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--keypoints", type=int, default=16)
-    p.add_argument("--points", type=int, default=2048)
-    p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--clock", choices=["wall", "process"], default="wall",
-                   help="process: CPU time of this process (one-thread CPU runs on a busy machine)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    add_problem_arguments(p, batch=8)
     args = p.parse_args()
     dev, (b, k, n) = args.device, (args.batch, args.keypoints, args.points)
     torch.manual_seed(0)

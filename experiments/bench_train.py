@@ -13,28 +13,20 @@ Target: sampling-argmax at Ns = 30 within 1.15x the soft-argmax step.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from benchutil import RESULTS, best_time, peak_bytes, write_results
+from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
 from pckeypoints.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--points", type=int, default=2048)
-    p.add_argument("--keypoints", type=int, default=16)
+    add_problem_arguments(p, batch=16)
     p.add_argument("--width", type=float, default=0.25, help="backbone width (1 on a GPU)")
     p.add_argument("--samplers", default="naive,gaussian,fused")
     p.add_argument("--compile", action="store_true", help="also time the detector under torch.compile")
-    p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--clock", choices=["wall", "process"], default="wall",
-                   help="process: CPU time of this process (one-thread CPU runs on a busy machine)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = p.parse_args()
     dev, (b, n, k) = args.device, (args.batch, args.points, args.keypoints)
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Timing, peak memory and result tables shared by the ``bench_*.py`` scripts."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -10,6 +11,19 @@ from typing import Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_problem_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
+    """The flags of the map benchmarks: ``--device``, ``--batch`` (default ``batch``), ``--points``,
+    ``--keypoints``, ``--quick``, ``--clock`` and ``--out``."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--points", type=int, default=2048)
+    parser.add_argument("--keypoints", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--clock", choices=["wall", "process"], default="wall",
+                        help="process: CPU time of this process (one-thread CPU runs on a busy machine)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
 
 
 def sync(device: str) -> None:
