@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .config import MODES, TrainConfig
 from .errors import CheckpointError, ConfigError
@@ -150,13 +150,16 @@ def _load_weights(model: nn.Module, weights: dict, config: TrainConfig, path: Pa
     they fit, if another one)."""
     expected = model.state_dict()
     if weights.keys() == expected.keys():
-        weights = {name: _migrate(value, expected[name].shape) for name, value in weights.items()}
-        for name, value in weights.items():
-            if value.shape != expected[name].shape:
-                raise CheckpointError(f"{path} is damaged or foreign: weight {name} has shape {tuple(value.shape)}, "
-                                      f"the model of its config expects {tuple(expected[name].shape)}")
-        model.load_state_dict(weights)
-        return
+        try:  # modules convert the layouts of older versions in their load hooks
+            model.load_state_dict(weights)
+            return
+        except RuntimeError as err:
+            for name, value in weights.items():
+                if value.shape != expected[name].shape:
+                    raise CheckpointError(f"{path} is damaged or foreign: weight {name} has shape "
+                                          f"{tuple(value.shape)}, the model of its config expects "
+                                          f"{tuple(expected[name].shape)}") from None
+            raise CheckpointError(f"{path}: its weights do not load ({err})") from None
     for other in MODES:
         if other != config.mode and _weights_fit(other, config, weights):
             raise CheckpointError(f"{path} holds weights written by the {other} mode, but its config says "
@@ -165,14 +168,6 @@ def _load_weights(model: nn.Module, weights: dict, config: TrainConfig, path: Pa
     raise CheckpointError(f"{path}: its weights do not fit the {config.mode} model of its config "
                           f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. "
                           f"{unexpected[:1]})")
-
-
-def _migrate(value: Tensor, shape: torch.Size) -> Tensor:
-    """``value`` in the layout of an older version, converted to ``shape`` where that is known: PointNet++'s
-    1x1 convolutions ``(C_out, C_in, 1[, 1])`` are now linear layers ``(C_out, C_in)``."""
-    if value.dim() > 2 and set(value.shape[2:]) == {1} and value.shape[:2] == shape:
-        return value.reshape(shape)
-    return value
 
 
 def _weights_fit(mode: str, config: TrainConfig, weights: dict) -> bool:
