@@ -141,28 +141,26 @@ def load_records(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 # ---------------------------------------------------------------------------------------------- statistics
 def correct(records: dict[str, np.ndarray], readout: str, geodesic: bool) -> np.ndarray:
-    """Per keypoint 0/1: Euclidean ``d <= t``, or KeypointNet's geodesic ``d < t``."""
-    if geodesic:
-        return (records[f"geo/{readout}"] < THRESHOLD).astype(np.float64)
-    return (records[f"dist/{readout}"] <= THRESHOLD).astype(np.float64)
+    """Per keypoint 0/1 (:func:`pckeypoints.metrics.summary.is_correct`)."""
+    from pckeypoints.metrics.summary import is_correct
+
+    return is_correct(records, readout, geodesic, THRESHOLD).astype(np.float64)
 
 
 def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
-    """Calibration of one run's expectation readout: Pearson r of the peak π with correctness (binary and
-    exp(-d²/2t²)), and the within-radius probability's mean, ECE, Brier score and r, beside the PCK."""
+    """Calibration of one run's expectation readout: the peak π's mean and Pearson r with correctness
+    (binary and exp(-d²/2t²)), and the within-radius probability's mean, ECE, Brier score and r, beside
+    the PCK (:func:`pckeypoints.metrics.summary.records_metrics`)."""
     import torch
 
-    from pckeypoints.metrics import brier_score, calibration_correlation, expected_calibration_error
+    from pckeypoints.metrics.summary import records_metrics
 
-    dist = torch.from_numpy(records["dist/expectation"].astype(np.float64))
-    hit = (dist <= THRESHOLD).double()
-    peak = torch.from_numpy(records["peak"].astype(np.float64))
-    within = torch.from_numpy(records["within/expectation"].astype(np.float64))
-    return {"mean_peak": float(peak.mean()), "r_peak": calibration_correlation(peak, hit),
-            "r_peak_continuous": calibration_correlation(peak, torch.exp(-dist.square() / (2 * THRESHOLD**2))),
-            "mean_within": float(within.mean()), "pck": float(hit.mean()),
-            "ece": expected_calibration_error(within, hit), "brier": brier_score(within, hit),
-            "r_within": calibration_correlation(within, hit)}
+    metrics = records_metrics({k: torch.from_numpy(v.astype(np.float64)) for k, v in records.items()
+                               if k == "peak" or k.endswith("/expectation")}, "expectation", THRESHOLD)
+    names = {"mean_peak": "mean_confidence", "r_peak": "calibration_r", "r_peak_continuous": "calibration_r_continuous",
+             "mean_within": "mean_within/expectation", "pck": "pck@0.01/expectation", "ece": "ece/expectation",
+             "brier": "brier/expectation", "r_within": "r_within/expectation"}
+    return {name: metrics[key] for name, key in names.items()}
 
 
 def paired_bootstrap(a: list[dict], b: list[dict], readout: str, geodesic: bool, seed: int = 0) -> tuple[float, float, float]:

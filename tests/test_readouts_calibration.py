@@ -117,6 +117,7 @@ def test_keypoint_metrics_against_hand_computed_values():
     c, y = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([1.0, 1.0, 0.0])
     assert metrics["calibration_r"] == pytest.approx(calibration_correlation(c, y))
     assert metrics["brier/expectation"] == pytest.approx((0.1**2 + 0.5**2 + 0.1**2) / 3)
+    assert metrics["r_within/expectation"] == pytest.approx(calibration_correlation(c, y))  # within = peak here
 
 
 def test_official_geodesic_pck_is_strict_on_the_20nn_graph():

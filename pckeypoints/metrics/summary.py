@@ -18,7 +18,8 @@ from torch import Tensor
 from .calibration import brier_score, calibration_correlation, expected_calibration_error
 from .geodesic import cloud_geodesics, snap_to_points
 
-__all__ = ["CURVE_THRESHOLDS", "OFFICIAL_GRAPH_K", "keypoint_metrics", "keypoint_records", "records_metrics"]
+__all__ = ["CURVE_THRESHOLDS", "OFFICIAL_GRAPH_K", "is_correct", "keypoint_metrics", "keypoint_records",
+           "records_metrics"]
 
 #: Thresholds of the PCK curve (KeypointNet's range), dataset units.
 CURVE_THRESHOLDS = torch.linspace(0, 0.1, 11, dtype=torch.float64)
@@ -49,23 +50,33 @@ def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL
     return records
 
 
+def is_correct(records: dict, readout: str, geodesic: bool = False, threshold: float = 0.01):
+    """Per keypoint of :func:`keypoint_records` (tensors or arrays): Euclidean ``d <= t``, or KeypointNet's
+    geodesic ``d < t``."""
+    if geodesic:
+        return records[f"geo/{readout}"] < threshold
+    return records[f"dist/{readout}"] <= threshold
+
+
 def records_metrics(records: dict[str, Tensor], default: str = "expectation", threshold: float = 0.01) -> dict[str, float]:
-    """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, ``ece/r``, ``brier/r``;
-    for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``, ``geo_pck@t``,
-    ``mean_error``, and the peak-π calibration ``calibration_r`` / ``calibration_r_continuous``."""
+    """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, and of its
+    within-radius probability ``mean_within/r``, ``ece/r``, ``brier/r`` and ``r_within/r`` (Pearson r with
+    correctness); for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``,
+    ``geo_pck@t``, ``mean_error``, the mean peak π ``mean_confidence`` and its Pearson r with correctness,
+    ``calibration_r`` (binary) and ``calibration_r_continuous`` (exp(-d²/2t²))."""
     readouts = [name.split("/", 1)[1] for name in records if name.startswith("dist/")]
     t = f"{threshold:.2f}"
     metrics: dict[str, float] = {}
     for readout in readouts:
-        dist = records[f"dist/{readout}"]
-        correct = dist <= threshold
+        correct = is_correct(records, readout, threshold=threshold)
         metrics[f"pck@{t}/{readout}"] = float(correct.double().mean())
         if f"geo/{readout}" in records:
-            metrics[f"geo_pck@{t}/{readout}"] = float((records[f"geo/{readout}"] < threshold).double().mean())
+            metrics[f"geo_pck@{t}/{readout}"] = float(is_correct(records, readout, True, threshold).double().mean())
         within = records[f"within/{readout}"]
         metrics[f"mean_within/{readout}"] = float(within.mean())
         metrics[f"ece/{readout}"] = expected_calibration_error(within, correct)
         metrics[f"brier/{readout}"] = brier_score(within, correct)
+        metrics[f"r_within/{readout}"] = calibration_correlation(within, correct)
     dist = records[f"dist/{default}"]
     metrics.update({f"pck@{c:.2f}": float((dist <= c).double().mean()) for c in CURVE_THRESHOLDS})
     if f"geo/{default}" in records:
