@@ -42,7 +42,7 @@ class TrainConfig:
     metric: str = "l1"
     num_samples: int = 30
     readout: str = "snapped"  # test-time estimate (pckeypoints.readouts): best on experiments/results/evidence
-    sampler: str = "auto"  # sampling-argmax sampler: "auto" (= "gaussian" for point clouds), "naive" or "gaussian"
+    sampler: str = "auto"  # sampling-argmax sampler: "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian" or "fused"
     tau_schedule: str = "exponential"
     tau_start: float = 1.0
     tau_end: float = 0.1

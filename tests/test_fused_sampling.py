@@ -37,7 +37,7 @@ def test_gumbel_noise_is_a_function_of_seed_and_index():
     h = lowbias32(lowbias32(7) ^ 9)
     h = lowbias32(lowbias32(lowbias32(h ^ 1) ^ 2) ^ 3)
     bits = lowbias32(lowbias32(17 ^ h) ^ lowbias32(h ^ 0x9E3779B9))
-    u = ((bits >> 8) + 0.5) * 2.0**-24
+    u = ((bits >> 9) + 0.5) * 2.0**-23
     assert g[1, 2, 3, 17].item() == pytest.approx(-math.log(-math.log(u)), rel=1e-12)
     # a prefix of the samples or points draws the same noise
     assert torch.equal(rng.gumbel(seed, (2, 3, 2, 20), torch.float64), g[:, :, :2, :20])
@@ -50,6 +50,19 @@ def test_gumbel_and_normal_noise_have_the_right_moments():
     assert g.var().item() == pytest.approx(math.pi**2 / 6, rel=0.02)
     eps = rng.normal(seed, (50, 40, 100, 3), torch.float64)
     assert abs(eps.mean().item()) < 0.01 and eps.var().item() == pytest.approx(1.0, rel=0.02)
+
+
+# Sample 12 of (b, k) = (0, 0) under this seed draws the largest 24-bit word at column 33: u = 1 in float32
+# under the first formula (u = ((bits >> 8) + 0.5) 2^-24), whose Gumbel noise was infinite.
+EXTREME_SEED = (843, 3)
+
+
+def test_the_largest_random_word_gives_finite_noise():
+    keys = rng.row_keys(torch.tensor(EXTREME_SEED), torch.tensor(0), torch.tensor(0), torch.tensor(12))
+    assert rng.mix(rng.mix(torch.tensor(33) ^ keys[0]) ^ keys[1]).item() >> 8 == 2**24 - 1
+    g = rng.gumbel(torch.tensor(EXTREME_SEED), (1, 1, 13, 34), torch.float32)
+    assert torch.isfinite(g).all()
+    assert g[0, 0, 12, 33].item() == pytest.approx(-math.log(-math.log(1 - 2**-24)), rel=1e-3)
 
 
 def problem(dtype=torch.float64, b=2, k=3, n=300, d=3, shared_basis=False, padded=True, seed=0):
@@ -77,8 +90,9 @@ needs_cpu_kernel = pytest.mark.skipif(not fused.available(torch.device("cpu")), 
 @pytest.mark.parametrize("d, shared", [(3, False), (2, True), (1, False)])
 def test_cpu_kernel_matches_the_reference(dtype, tol, d, shared):
     inputs = problem(dtype, d=d, shared_basis=shared)
-    for got, want in zip(samples_and_grads("cpu", *inputs), samples_and_grads("reference", *inputs)):
-        assert torch.allclose(got, want, rtol=tol, atol=tol)
+    for got, want in zip(samples_and_grads("cpu", *inputs, num_samples=13, seed=EXTREME_SEED),
+                         samples_and_grads("reference", *inputs, num_samples=13, seed=EXTREME_SEED)):
+        assert torch.isfinite(want).all() and torch.allclose(got, want, rtol=tol, atol=tol)
 
 
 @needs_cpu_kernel
@@ -146,13 +160,13 @@ torch.save(results, sys.argv[2])
 def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
     pytest.importorskip("triton")
     logits, pos, var = (x.detach() for x in problem(dtype, b=2, k=2, n=200, shared_basis=dtype == torch.float32))
-    seed, inv_tau = torch.tensor([3, 4]), 1 / 0.4
+    seed, inv_tau = torch.tensor(EXTREME_SEED), 1 / 0.4
     pos, var = pos.transpose(1, 2).contiguous(), var.transpose(1, 2).contiguous()
     cpu = fused.resolve("cpu", torch.device("cpu"))
-    fwd = cpu.forward(logits, pos, var, seed, 5, inv_tau)
+    fwd = cpu.forward(logits, pos, var, seed, 13, inv_tau)
     grads = [torch.randn_like(fwd[0]), torch.randn_like(fwd[1]), torch.randn_like(fwd[2])]
     bwd = cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], *grads, True, True)
-    inputs = {"forward": (logits, pos, var, seed, 5, inv_tau),
+    inputs = {"forward": (logits, pos, var, seed, 13, inv_tau),
               "backward": (logits, pos, var, seed, inv_tau, *grads, True, True)}
     torch.save(inputs, tmp_path / "in.pt")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}

@@ -40,10 +40,11 @@ def gaussian_samples(
         num_samples: Ns.
         tau: Gumbel-softmax temperature (> 0; any tiny τ is safe: the softmax subtracts its maximum
             before dividing by τ).
-        seed: ``(2,)`` int64 from :func:`.rng.draw_seed`; equal seeds give equal samples.
+        seed: ``(2,)`` int64 from :func:`.rng.draw_seed`, on any device; equal seeds give equal samples.
         backend: one of :data:`BACKENDS`.
     """
     inv_tau = 1.0 / tau
+    seed = seed.to(logits.device)  # the kernels read it on the logits' device
     pos_t, var_t = pos.transpose(1, 2), var.transpose(1, 2)
     kernels = resolve(backend, logits.device)
     if kernels is None:

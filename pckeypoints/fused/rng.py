@@ -10,7 +10,9 @@ The hash is a keyed chain of ``mix`` rounds (the "lowbias32" integer finaliser, 
     h    = mix(mix(mix(mix(mix(seed_lo) ^ seed_hi) ^ b) ^ k) ^ s)      # per sample (b, k, s)
     key1, key2 = h, mix(h ^ 0x9E3779B9)
     bits = mix(mix(column ^ key1) ^ key2)                              # per point column
-    u    = ((bits >> 8) + 0.5) · 2^-24                                  # in (0, 1), never 0 or 1
+    u    = ((bits >> 9) + 0.5) · 2^-23                                  # in (0, 1), never 0 or 1
+
+(23 bits, not 24: in float32 (2^24 - 1) + 0.5 rounds to 2^24, which would make u = 1 and the Gumbel noise infinite.)
 
 Column ``i < 2^31`` gives the Gumbel noise of point i; columns ``2^31 + 2d, 2^31 + 2d + 1`` give the
 Box-Muller pair of the sample's Gaussian draw on axis d.
@@ -60,7 +62,7 @@ def row_keys(seed: Tensor, b: Tensor, k: Tensor, s: Tensor) -> tuple[Tensor, Ten
 def uniform(keys: tuple[Tensor, Tensor], column: Tensor, dtype: torch.dtype) -> Tensor:
     """U(0, 1) draws of ``column`` (int64) under ``keys``, broadcast, in ``dtype``."""
     bits = mix(mix(column ^ keys[0]) ^ keys[1])
-    return ((bits >> 8).to(dtype) + 0.5) * 2.0**-24
+    return ((bits >> 9).to(dtype) + 0.5) * 2.0**-23  # exact in float32: at most 1 - 2^-24
 
 
 def _sample_keys(seed: Tensor, b: int, k: int, s: int) -> tuple[Tensor, Tensor]:

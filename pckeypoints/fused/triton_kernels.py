@@ -44,7 +44,7 @@ def _sample_keys(seed_ptr, b, k, s):
 def _perturbed(logit, i, key1, key2):
     """t = l_i + Gumbel noise, ``(BLOCK_S, BLOCK_N)``, for samples (key1, key2) and points i."""
     bits = _mix(_mix(i.to(tl.uint32)[None, :] ^ key1[:, None]) ^ key2[:, None])
-    u = ((bits >> 8).to(logit.dtype) + 0.5) * 5.9604644775390625e-08
+    u = ((bits >> 9).to(logit.dtype) + 0.5) * 1.1920928955078125e-07
     return logit[None, :] - tl.log(-tl.log(u))
 
 

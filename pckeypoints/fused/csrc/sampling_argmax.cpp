@@ -101,11 +101,11 @@ inline float exp_approx(float x) {
 inline double log_approx(double x) { return std::log(x); }
 inline double exp_approx(double x) { return std::exp(x); }
 
-// Gumbel noise of point column i: -log(-log u), u = ((bits >> 8) + 0.5) 2^-24.
+// Gumbel noise of point column i: -log(-log u), u = ((bits >> 9) + 0.5) 2^-23 (exact in float).
 template <typename T>
 inline T gumbel(uint32_t i, Keys key) {
   const uint32_t bits = mix(mix(i ^ key.a) ^ key.b);
-  const T u = (static_cast<T>(static_cast<int32_t>(bits >> 8)) + T(0.5)) * T(5.9604644775390625e-08);
+  const T u = (static_cast<T>(static_cast<int32_t>(bits >> 9)) + T(0.5)) * T(1.1920928955078125e-07);
   return -log_approx(-log_approx(u));
 }
 
