@@ -47,6 +47,9 @@ PROTOCOLS = {
     "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
+#: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
+#: comparison; + JS: the strongest baseline here)
+PAIRED_BASELINES = ("soft", "soft+js")
 READOUTS = ("expectation", "snapped", "top", "mode")
 THRESHOLD = 0.01
 BOOTSTRAP = 2000
@@ -257,29 +260,31 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     lines.append("")
 
-    # paired differences
+    # paired differences: every sampler against each baseline that was run
     samplers = [m for m in methods if m.startswith("sampling")]
-    if "soft" in methods and samplers:
-        lines += ["### Sampling − soft-argmax: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
+    pairs = [(base, m) for base in PAIRED_BASELINES if base in methods for m in samplers]
+    if pairs:
+        lines += ["### Sampling − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
                   "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
                   f"are resampled with replacement ({BOOTSTRAP} draws). A CI above 0 means sampling wins.", "",
                   "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in categories) + " |",
                   "|---|---|" + "---|---|" * len(categories)]
-        for m in samplers:
+        for base, m in pairs:
             for r in READOUTS:
                 cells = []
                 for c in categories:
-                    shared = min(len(seeds(c, "soft")), len(seeds(c, m)))
+                    shared = min(len(seeds(c, base)), len(seeds(c, m)))
                     for geodesic in (False, True):
                         if not shared:
                             cells.append("–")
                             continue
-                        soft = [x for _, x in seeds(c, "soft")[:shared]]
-                        samp = [x for _, x in seeds(c, m)[:shared]]
-                        d, lo, hi = paired_bootstrap(soft, samp, r, geodesic)
+                        baseline_runs = [x for _, x in seeds(c, base)[:shared]]
+                        sampler_runs = [x for _, x in seeds(c, m)[:shared]]
+                        d, lo, hi = paired_bootstrap(baseline_runs, sampler_runs, r, geodesic)
                         cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
-                        numbers["paired"].setdefault(c, {}).setdefault(m, {})[f"{r}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
-                lines.append(f"| {METHOD_NAMES[m]} − soft | {r} | " + " | ".join(cells) + " |")
+                        key = m if base == "soft" else f"{m} - {base}"
+                        numbers["paired"].setdefault(c, {}).setdefault(key, {})[f"{r}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
+                lines.append(f"| {METHOD_NAMES[m]} − {METHOD_NAMES[base]} | {r} | " + " | ".join(cells) + " |")
         lines.append("")
 
     # calibration

@@ -55,7 +55,7 @@ def test_tables_from_records(tmp_path):
     evidence.write_tables(tmp_path)
     table = (tmp_path / "table6.md").read_text()
     assert "| soft-argmax | 50.0 ± 0.0 | 50.0 ± 0.0 | 43.6 | 2 |" in table
-    assert "| sampling, Ns = 10 − soft | expectation | +50.0 [+50.0, +50.0] | +50.0 [+50.0, +50.0] |" in table
+    assert "| sampling, Ns = 10 − soft-argmax | expectation | +50.0 [+50.0, +50.0] | +50.0 [+50.0, +50.0] |" in table
     numbers = json.loads((tmp_path / "evidence.json").read_text())
     assert numbers["tables"]["cpu"]["cells"]["bathtub"]["sampling10"]["euclidean"] == [1.0, 1.0]
     assert (tmp_path / "reliability_cpu.png").is_file()
