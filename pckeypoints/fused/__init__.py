@@ -49,12 +49,12 @@ def gaussian_samples(
     kernels = resolve(backend, logits.device)
     if kernels is None:
         mean, variance = reference.gumbel_moments(logits, pos_t, var_t, seed, num_samples, inv_tau)
-    else:
-        mean, variance = _GumbelMoments.apply(
+        noise = rng.normal(seed, tuple(mean.shape), mean.dtype)
+    else:  # the kernels draw the normal noise too: one launch instead of a few hundred small ops
+        mean, variance, noise = _GumbelMoments.apply(
             logits.contiguous(), pos_t.contiguous(), var_t.contiguous(), seed, num_samples, inv_tau, kernels
         )
-    eps = rng.normal(seed, tuple(mean.shape), mean.dtype)
-    return mean + variance.sqrt() * eps
+    return mean + variance.sqrt() * noise
 
 
 def available(device: torch.device) -> bool:
@@ -124,10 +124,11 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
     var = torch.full_like(pos, 1e-3)
     seed = torch.tensor([1, 2], device=device)
     try:
-        got = _GumbelMoments.apply(logits, pos, var, seed, 5, 2.0, kernels)[0]
+        got, _, noise = _GumbelMoments.apply(logits, pos, var, seed, 5, 2.0, kernels)
         want = reference.gumbel_moments(logits, pos, var, seed, 5, 2.0)[0]
         grads = [torch.autograd.grad(y.square().sum(), logits)[0] for y in (got, want)]
-        ok = torch.allclose(got, want, rtol=1e-3, atol=1e-4) and torch.allclose(*grads, rtol=1e-3, atol=1e-4)
+        ok = (torch.allclose(got, want, rtol=1e-3, atol=1e-4) and torch.allclose(*grads, rtol=1e-3, atol=1e-4)
+              and torch.allclose(noise, rng.normal(seed, tuple(noise.shape), noise.dtype), rtol=1e-3, atol=1e-4))
         error = "" if ok else "results differ from the reference"
     except Exception as err:  # a Triton or driver version that cannot compile the kernels
         error = f"{type(err).__name__}: {err}"
@@ -139,17 +140,19 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
 
 
 class _GumbelMoments(torch.autograd.Function):
-    """(mean, variance) ``(B, K, Ns, D)`` of each sample's weights; backward regenerates the noise."""
+    """(mean, variance) ``(B, K, Ns, D)`` of each sample's weights and its standard normal draw (no
+    gradient); backward regenerates the Gumbel noise."""
 
     @staticmethod
     def forward(ctx, logits, pos, var, seed, num_samples, inv_tau, kernels):
-        mean, variance, row_max, log_sum = kernels.forward(logits, pos, var, seed, num_samples, inv_tau)
+        mean, variance, row_max, log_sum, noise = kernels.forward(logits, pos, var, seed, num_samples, inv_tau)
         ctx.save_for_backward(logits, pos, var, seed, mean, variance, row_max, log_sum)
         ctx.inv_tau, ctx.kernels = inv_tau, kernels
-        return mean, variance
+        ctx.mark_non_differentiable(noise)
+        return mean, variance, noise
 
     @staticmethod
-    def backward(ctx, grad_mean, grad_var):
+    def backward(ctx, grad_mean, grad_var, _grad_noise):
         logits, pos, var, seed, mean, variance, row_max, log_sum = ctx.saved_tensors
         dot = (grad_mean * mean).sum(-1) + 2 * (grad_var * variance).sum(-1)
         need_pos, need_var = ctx.needs_input_grad[1:3]

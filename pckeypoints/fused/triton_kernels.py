@@ -41,16 +41,31 @@ def _sample_keys(seed_ptr, b, k, s):
 
 
 @triton.jit
+def _uniform(column, key1, key2, dtype: tl.constexpr):
+    """U(0, 1) draws of uint32 ``column`` under the keys (all broadcast together)."""
+    bits = _mix(_mix(column ^ key1) ^ key2)
+    return ((bits >> 9).to(dtype) + 0.5) * 1.1920928955078125e-07
+
+
+@triton.jit
 def _perturbed(logit, i, key1, key2):
     """t = l_i + Gumbel noise, ``(BLOCK_S, BLOCK_N)``, for samples (key1, key2) and points i."""
-    bits = _mix(_mix(i.to(tl.uint32)[None, :] ^ key1[:, None]) ^ key2[:, None])
-    u = ((bits >> 9).to(logit.dtype) + 0.5) * 1.1920928955078125e-07
+    u = _uniform(i.to(tl.uint32)[None, :], key1[:, None], key2[:, None], logit.dtype)
     return logit[None, :] - tl.log(-tl.log(u))
 
 
 @triton.jit
+def _normal(d: tl.constexpr, key1, key2, dtype: tl.constexpr):
+    """Standard normal draws of axis d of samples (key1, key2): Box-Muller on columns 2^31 + 2d, + 1."""
+    column = tl.full(key1.shape, 0x80000000 + 2 * d, tl.uint32)
+    u1 = _uniform(column, key1, key2, dtype)
+    u2 = _uniform(column + 1, key1, key2, dtype)
+    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
+
+
+@triton.jit
 def _forward_kernel(
-    logits_ptr, pos_ptr, var_ptr, seed_ptr, mean_ptr, variance_ptr, max_ptr, log_sum_ptr,
+    logits_ptr, pos_ptr, var_ptr, seed_ptr, mean_ptr, variance_ptr, noise_ptr, max_ptr, log_sum_ptr,
     K, Ns, N, pos_stride, inv_tau,
     D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -97,12 +112,15 @@ def _forward_kernel(
     tl.store(log_sum_ptr + r, tl.log(total), mask=valid)
     tl.store(mean_ptr + r * D, p0 / total, mask=valid)
     tl.store(variance_ptr + r * D, q0 / (total * total), mask=valid)
+    tl.store(noise_ptr + r * D, _normal(0, key1, key2, dtype), mask=valid)
     if D > 1:
         tl.store(mean_ptr + r * D + 1, p1 / total, mask=valid)
         tl.store(variance_ptr + r * D + 1, q1 / (total * total), mask=valid)
+        tl.store(noise_ptr + r * D + 1, _normal(1, key1, key2, dtype), mask=valid)
     if D > 2:
         tl.store(mean_ptr + r * D + 2, p2 / total, mask=valid)
         tl.store(variance_ptr + r * D + 2, q2 / (total * total), mask=valid)
+        tl.store(noise_ptr + r * D + 2, _normal(2, key1, key2, dtype), mask=valid)
 
 
 @triton.jit
@@ -174,19 +192,19 @@ def _backward_kernel(
 def forward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples: int, inv_tau: float,
             block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor]:
     """logits (B, K, N), pos and var (Bp, D, N), seed (2,) int64 -> mean, variance (B, K, Ns, D),
-    max, log_sum (B, K, Ns); as the C++ ``forward``."""
+    max, log_sum (B, K, Ns), noise (B, K, Ns, D); as the C++ ``forward``."""
     b, k, n = logits.shape
     d = pos.shape[1]
     mean = logits.new_empty(b, k, num_samples, d)
-    variance = torch.empty_like(mean)
+    variance, noise = torch.empty_like(mean), torch.empty_like(mean)
     row_max, log_sum = logits.new_empty(b, k, num_samples), logits.new_empty(b, k, num_samples)
     grid = (b * k, triton.cdiv(num_samples, block_s))
     _forward_kernel[grid](
-        logits, pos, var, seed, mean, variance, row_max, log_sum,
+        logits, pos, var, seed, mean, variance, noise, row_max, log_sum,
         k, num_samples, n, 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX),
         D=d, BLOCK_S=block_s, BLOCK_N=block_n,
     )
-    return [mean, variance, row_max, log_sum]
+    return [mean, variance, row_max, log_sum, noise]
 
 
 def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float, row_max: Tensor,

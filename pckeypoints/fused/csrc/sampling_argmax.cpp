@@ -3,7 +3,8 @@
 // For every sample (b, k, s): t_i = l_i + g_i with Gumbel noise g_i regenerated from the counter-based hash of
 // pckeypoints/fused/rng.py, weights w_i = softmax_i(t_i / tau), and in one pass over the N points (online softmax
 // in blocks of kBlock points: running max m, running sum S) the moments
-//   mean_d = sum_i w_i y_id,   var_d = sum_i w_i^2 sigma2_id.
+//   mean_d = sum_i w_i y_id,   var_d = sum_i w_i^2 sigma2_id,
+// and the sample's standard normal draw eps_d (its value is mean + sqrt(var) eps).
 // The backward pass regenerates the same noise and walks each cloud's points once per sample. Logits (B, K, N);
 // positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel over samples (forward) and
 // over (cloud, block of points) (backward); every output element is summed by one task in a fixed order, so the
@@ -101,12 +102,25 @@ inline float exp_approx(float x) {
 inline double log_approx(double x) { return std::log(x); }
 inline double exp_approx(double x) { return std::exp(x); }
 
-// Gumbel noise of point column i: -log(-log u), u = ((bits >> 9) + 0.5) 2^-23 (exact in float).
+// U(0, 1) draw of a column: u = ((bits >> 9) + 0.5) 2^-23 (exact in float, never 0 or 1).
+template <typename T>
+inline T uniform(uint32_t column, Keys key) {
+  const uint32_t bits = mix(mix(column ^ key.a) ^ key.b);
+  return (static_cast<T>(static_cast<int32_t>(bits >> 9)) + T(0.5)) * T(1.1920928955078125e-07);
+}
+
+// Gumbel noise of point column i: -log(-log u).
 template <typename T>
 inline T gumbel(uint32_t i, Keys key) {
-  const uint32_t bits = mix(mix(i ^ key.a) ^ key.b);
-  const T u = (static_cast<T>(static_cast<int32_t>(bits >> 9)) + T(0.5)) * T(1.1920928955078125e-07);
-  return -log_approx(-log_approx(u));
+  return -log_approx(-log_approx(uniform<T>(i, key)));
+}
+
+// Standard normal draw of axis d of a sample (Box-Muller on columns 2^31 + 2d and 2^31 + 2d + 1, as rng.normal).
+template <typename T>
+inline T normal(int d, Keys key) {
+  const uint32_t column = 0x80000000u + 2u * static_cast<uint32_t>(d);
+  const T u1 = uniform<T>(column, key), u2 = uniform<T>(column + 1u, key);
+  return std::sqrt(T(-2) * std::log(u1)) * std::cos(T(6.283185307179586) * u2);
 }
 
 template <typename T>
@@ -118,7 +132,7 @@ struct Args {
   int64_t B, K, Ns, N, pos_stride;  // pos_stride: D * N, or 0 when Bp = 1
   T inv_tau;
   // forward outputs (B, K, Ns, D) and (B, K, Ns)
-  T *mean, *variance, *max, *log_sum;
+  T *mean, *variance, *noise, *max, *log_sum;
   // backward inputs: forward's max and log_sum, (B, K, Ns); gradients (B, K, Ns, D) and dot (B, K, Ns)
   const T *saved_max, *saved_log_sum, *grad_mean, *grad_var, *dot;
   // backward outputs (B, K, N), (B, D, N)
@@ -184,6 +198,7 @@ template <typename T, int D>
     for (int d = 0; d < D; ++d) {
       a.mean[r * D + d] = pd[d] / total;
       a.variance[r * D + d] = qd[d] / (total * total);
+      a.noise[r * D + d] = normal<T>(d, key);
     }
     a.max[r] = m;
     a.log_sum[r] = std::log(total);
@@ -293,7 +308,8 @@ void check_inputs(const torch::Tensor& logits, const torch::Tensor& pos, const t
 }
 
 // logits (B, K, N), pos and var (Bp, D, N), seed (2,) int64 ->
-// mean, variance (B, K, Ns, D), max, log_sum (B, K, Ns) of the online softmax.
+// mean, variance (B, K, Ns, D), max, log_sum (B, K, Ns) of the online softmax, and each sample's standard
+// normal draw (B, K, Ns, D).
 std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
                                    const torch::Tensor& seed, int64_t Ns, double inv_tau) {
   check_inputs(logits, pos, var, seed);
@@ -302,13 +318,15 @@ std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Ten
   auto variance = torch::empty_like(mean);
   auto max = torch::empty({B, K, Ns}, logits.options());
   auto log_sum = torch::empty_like(max);
+  auto noise = torch::empty_like(mean);
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fused_sampling_forward", [&] {
     auto a = make_args<scalar_t>(logits, pos, var, seed, Ns, inv_tau);
     a.mean = mean.data_ptr<scalar_t>(), a.variance = variance.data_ptr<scalar_t>();
+    a.noise = noise.data_ptr<scalar_t>();
     a.max = max.data_ptr<scalar_t>(), a.log_sum = log_sum.data_ptr<scalar_t>();
     at::parallel_for(0, B * K * Ns, 1, [&](int64_t r0, int64_t r1) { run<scalar_t>(true, a, D, r0, r1); });
   });
-  return {mean, variance, max, log_sum};
+  return {mean, variance, max, log_sum, noise};
 }
 
 // Vector-Jacobian product of forward's (mean, variance) with (grad_mean, grad_var), given forward's max, log_sum
