@@ -2,7 +2,8 @@
 
 Each op runs the extension of its tensors' device (:func:`pointnet2._extension.extension`), has a fake
 (meta) kernel giving its output shapes, so ``torch.compile`` traces through it, and the differentiable
-ones register their backward (itself made of ops). Inputs are assumed valid and contiguous: the checks
+ones register their backward (itself made of ops). :func:`call` is how :mod:`pointnet2.ops` runs them: eager
+inference skips the dispatcher. Inputs are assumed valid and contiguous: the checks
 live in :mod:`pointnet2.ops`.
 """
 
@@ -119,3 +120,13 @@ def _interpolate_backward(ctx, grad_out):
 
 
 interpolate.register_autograd(_interpolate_backward, setup_context=_interpolate_setup)
+
+
+def call(name: str, *args):
+    """Run op ``name`` (``torch.ops.pointnet2.<name>``) on ``args``: through the dispatcher while compiling or
+    when a gradient is needed, else the extension directly, as inference needs neither, and a custom op's
+    first call imports torch._dynamo (~1.2 s)."""
+    needs_grad = torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    if torch.compiler.is_compiling() or needs_grad:
+        return getattr(torch.ops.pointnet2, name)(*args)
+    return getattr(extension(args[0].device), name)(*args)

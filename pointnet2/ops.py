@@ -30,7 +30,8 @@ bit in the forward pass):
   also rejects NaN/infinite coordinates, a full pass and, on a GPU, a host synchronisation, so the
   modules call the ops with ``validate=False`` inside a training step.
 * **Dispatcher**: the C++/CUDA kernels are the ops ``torch.ops.pointnet2.*`` (:mod:`pointnet2._library`)
-  with fake kernels and registered backward passes, so ``torch.compile`` traces through them.
+  with fake kernels and registered backward passes, so ``torch.compile`` traces through them; eager
+  calls that need no gradient (inference) run the extension directly.
 * **Gradients**: :func:`ball_query_group` back-propagates into ``features``, ``xyz`` and ``new_xyz`` (a
   scatter-add; neighbour selection is piecewise constant); :func:`three_nn_interpolate` into
   ``known_feats`` only (interpolation weights are treated as constants). The CPU backward is
@@ -123,7 +124,7 @@ def furthest_point_sample(xyz: Tensor, m: int, *, backend: str | None = None, va
     xyz = xyz.detach().contiguous()
     if use_reference(backend, xyz.device):
         return reference.furthest_point_sample(xyz, m)
-    return _library.furthest_point_sample(xyz, m)
+    return _library.call("furthest_point_sample", xyz, m)
 
 
 def ball_query(
@@ -134,7 +135,7 @@ def ball_query(
     xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
     if use_reference(backend, xyz.device):
         return BallQuery(*reference.ball_query(xyz, new_xyz, radius, nsample))
-    _, idx, counts = _library.ball_query_group(xyz, new_xyz, None, float(radius), nsample)
+    _, idx, counts = _library.call("ball_query_group", xyz, new_xyz, None, float(radius), nsample)
     return BallQuery(idx.long(), counts)
 
 
@@ -168,8 +169,8 @@ def ball_query_group(
     if use_reference(backend, xyz.device):
         return Grouped(*reference.ball_query_group(xyz, new_xyz, features, radius, nsample))
     features = None if features is None else features.contiguous()
-    grouped, _, counts = _library.ball_query_group(xyz.contiguous(), new_xyz.contiguous(), features, float(radius),
-                                                   nsample)
+    grouped, _, counts = _library.call("ball_query_group", xyz.contiguous(), new_xyz.contiguous(), features,
+                                       float(radius), nsample)
     return Grouped(grouped, counts)
 
 
@@ -183,7 +184,7 @@ def knn(xyz: Tensor, new_xyz: Tensor, k: int, *, backend: str | None = None, val
     xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
     if use_reference(backend, xyz.device):
         return KNN(*reference.knn(xyz, new_xyz, k))
-    return KNN(*_library.knn(xyz, new_xyz, k))
+    return KNN(*_library.call("knn", xyz, new_xyz, k))
 
 
 def three_nn_interpolate(
@@ -198,5 +199,5 @@ def three_nn_interpolate(
     _check_features("known_feats", known_feats, "known", known)
     if use_reference(backend, known.device):
         return reference.three_nn_interpolate(unknown, known, known_feats)
-    dist2, idx = _library.knn(known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
-    return _library.interpolate(known_feats.contiguous(), idx, reference.interpolation_weights(dist2))
+    dist2, idx = _library.call("knn", known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
+    return _library.call("interpolate", known_feats.contiguous(), idx, reference.interpolation_weights(dist2))

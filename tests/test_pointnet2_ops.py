@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,18 @@ def test_three_nn_interpolate_gradcheck():
 
 
 # ---------------------------------------------------------------- dispatcher ops and torch.compile
+
+
+def test_import_leaves_dynamo_out_and_marks_the_backend_choice_constant():
+    """torch._dynamo costs ~1.2 s to import, so pointnet2 marks use_reference as
+    @torch.compiler.assume_constant_result does, by hand: the two must agree."""
+    code = "import sys, pointnet2.ops, pckeypoints; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
+    marked = torch.compiler.assume_constant_result(lambda: None)
+    assert vars(marked) == {"_dynamo_marked_constant": True}
+    assert _extension.use_reference._dynamo_marked_constant is True
 
 
 def test_dispatcher_ops_pass_opcheck():

@@ -9,14 +9,17 @@ clouds in pieces).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse
 import torch
-from scipy.sparse.csgraph import dijkstra
 
 from ..neighbors import knn
 from ..validation import check_cloud
 from .pck import Thresholds, check_keypoints, pck_from_distances
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 __all__ = ["cloud_geodesics", "geodesic_distance", "geodesic_pck", "knn_graph", "snap_to_points"]
 
@@ -27,6 +30,8 @@ def knn_graph(points: torch.Tensor | np.ndarray, k: int = 10) -> scipy.sparse.cs
     Use with ``directed=False`` in ``scipy.sparse.csgraph`` to get the symmetric graph; zero-length edges between
     duplicate points are kept as explicit zeros, which csgraph treats as edges.
     """
+    import scipy.sparse  # here, not at import: SciPy's sparse module takes ~0.2 s to load
+
     points = _as_cloud(points)
     n = len(points)
     if k < 1:
@@ -45,6 +50,8 @@ def knn_graph(points: torch.Tensor | np.ndarray, k: int = 10) -> scipy.sparse.cs
 def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | np.ndarray,
                     k: int = 10) -> torch.Tensor:
     """Geodesic distances ``(M, N)`` from the points indexed by ``sources (M,)`` to every point of ``points (N, 3)``."""
+    from scipy.sparse.csgraph import dijkstra
+
     points = _as_cloud(points)
     sources = np.asarray(torch.as_tensor(sources).cpu(), dtype=np.int64).reshape(-1)
     if len(sources) and (sources.min() < 0 or sources.max() >= len(points)):
