@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of pckeypoints into the current Python (3.11) on a fresh Debian machine.
-#   bash scripts/setup.sh
+#   bash scripts/setup.sh                  # the package, its dependencies and the [viz] extra
+#   bash scripts/setup.sh --with-cluster   # also the [cluster] extra, torch-cluster: a source build of about
+#                                          # 5.5 minutes on 2 cores (cached), which only the tests' and the
+#                                          # PointNet++ benchmark's comparisons use
 # Environment:
 #   PCKP_CACHE   where built wheels are cached between clones (default ~/.cache/pckeypoints);
 #                only an optimisation: a missing or empty cache rebuilds from source.
@@ -8,6 +11,13 @@
 set -Eeuo pipefail
 trap 'echo "setup.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
+WITH_CLUSTER=0
+for arg in "$@"; do
+  case $arg in
+    --with-cluster) WITH_CLUSTER=1 ;;
+    *) echo "setup.sh: unknown argument $arg (usage: setup.sh [--with-cluster])" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PIP="$PY -m pip install --disable-pip-version-check -q"
@@ -36,9 +46,9 @@ step "torch 2.13.0 (CPU build)"
 
 # torch-cluster has only a source release: its compile (about 5 minutes on 2 cores) runs in the background
 # while the other dependencies install; the wheel is cached, so later set-ups only install it.
-step "torch-cluster (built from source, wheel cached in $CACHE/wheels)"
 build=""
-if ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
+if [ "$WITH_CLUSTER" = 1 ]; then step "torch-cluster (built from source, wheel cached in $CACHE/wheels)"; fi
+if [ "$WITH_CLUSTER" = 1 ] && ! "$PY" -c 'import torch_cluster' 2>/dev/null; then
   mkdir -p "$CACHE/wheels"
   if ! $PIP --no-index --find-links "$CACHE/wheels" torch-cluster==1.6.3 2>/dev/null; then
     # torch-cluster's setup.py ignores MAX_JOBS; setuptools' build_ext `parallel` compiles
@@ -63,9 +73,11 @@ if [ -n "$build" ]; then
   rm -f "$cfg" "$cfg.log"
   $PIP --no-index --find-links "$CACHE/wheels" torch-cluster==1.6.3
 fi
-"$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
+if [ "$WITH_CLUSTER" = 1 ]; then
+  "$PY" -c 'import torch_cluster' || { echo "setup.sh: torch_cluster does not import" >&2; exit 1; }
+fi
 
 step "pckeypoints (editable)"
 $PIP --no-build-isolation --no-deps -e .
-"$PY" -c 'import pckeypoints, pointnet2, torch_cluster, torch_geometric, open3d, trimesh'
+"$PY" -c 'import pckeypoints, pointnet2, torch_geometric, open3d, trimesh'
 echo "setup.sh: done"
