@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,14 @@ def test_setup_script_pins_satisfy_the_declared_ranges():
     for name, pinned in pins.items():
         if name in declared:
             assert declared[name].specifier.contains(pinned, prereleases=True), (name, pinned)
+
+
+def test_setup_script_builds_torch_cluster_only_when_asked():
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    assert 'if [ "$WITH_CLUSTER" = 1 ] && ! "$PY" -c \'import torch_cluster\'' in script
+    assert "bash scripts/setup.sh --with-cluster" in (ROOT / ".ci" / "run").read_text()
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "--bogus"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown argument --bogus" in out.stderr
 
 
 def test_installed_versions_satisfy_the_declared_ranges():
