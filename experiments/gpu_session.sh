@@ -24,5 +24,7 @@ wait $checks; echo "gpu_session.sh: checks done at ${SECONDS}s (exit $?)"
 EVIDENCE_SECONDS=$((deadline - SECONDS - 45)) bash experiments/gpu_evidence.sh "$part"
 echo "gpu_session.sh: evidence done at ${SECONDS}s"
 left=$((deadline - SECONDS))
-[ "$left" -gt 20 ] && (cd experiments && timeout "$left" python3 bench_train.py --device cuda --width 1 --quick --out "$out")
+if [ "$left" -gt 20 ]; then
+  (cd experiments && timeout "$left" python3 bench_train.py --device cuda --width 1 --quick --out "$out")
+fi
 echo "gpu_session.sh: done at ${SECONDS}s"

@@ -199,5 +199,6 @@ def three_nn_interpolate(
     _check_features("known_feats", known_feats, "known", known)
     if use_reference(backend, known.device):
         return reference.three_nn_interpolate(unknown, known, known_feats)
-    dist2, idx = _library.call("knn", known.detach().contiguous(), unknown.detach().contiguous(), min(3, known.shape[1]))
+    known_xyz, unknown_xyz = known.detach().contiguous(), unknown.detach().contiguous()
+    dist2, idx = _library.call("knn", known_xyz, unknown_xyz, min(3, known.shape[1]))
     return _library.call("interpolate", known_feats.contiguous(), idx, reference.interpolation_weights(dist2))
