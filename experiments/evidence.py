@@ -43,6 +43,7 @@ PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 
                 "sampling10": {"bathtub": 45.5, "bed": 41.7}, "sampling30": {"bathtub": 45.1, "bed": 47.5}}
 PROTOCOLS = {
     "cpu": "reduced CPU protocol: width 0.25, 30 epochs, AdamW lr 5e-3 cosine, batch 16, σ from 8-NN, Ns ≤ 10",
+    "cpu-fused": "the cpu protocol with the fused sampler (C++ kernel) instead of the Python Gaussian one",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
     "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
