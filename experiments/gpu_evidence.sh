@@ -60,5 +60,10 @@ fi
 unfinished=$(for d in runs/evidence/*/*/; do case $d in runs/evidence/table7/*) continue;; esac
   [ -f "$d/last.pt" ] && [ ! -f "$d/eval_test/records.pt" ] && echo "$d"; done)
 [ -n "${OUT:-}" ] && tar czf "$OUT/evidence_part$part.tgz" $outputs $(for d in $unfinished; do echo "$d"last.pt "$d"log.csv; done)
+# part 2's soft-argmax + JS checkpoints (the best method) come back too, to ship as pretrained models
+# (experiments/ship_pretrained.py); one archive per category keeps each file under the 16 MiB a file may take
+if [ "$part" = 2 ] && [ -n "${OUT:-}" ]; then
+  for c in bathtub bed; do tar czf "$OUT/best_softjs_$c.tgz" runs/evidence/best/"$c"_soft+js_s*/best.pt; done
+fi
 echo "gpu_evidence.sh: part $part ($protocol) exit $status"
 exit $status
