@@ -2,6 +2,7 @@
 # A whole lent-GPU session in one call: the extension build with the Triton sampling-argmax checks and
 # bench_argmax beside it (they need no pointnet2), one evidence part (experiments/gpu_evidence.sh), then
 # bench_train eager with the seconds left before the deadline.
+#   bash experiments/gpu_evidence.sh pack     # here, once
 #   run(command="bash experiments/gpu_session.sh 1 560", carry=[".kpn"], timeout_s=590)
 # $OUT gets: evidence_partN.tgz, gpu_checks.log, gpu_session.log, bench_{argmax,train}_cuda.{json,md}.
 set -uo pipefail
