@@ -1,6 +1,7 @@
 """Does sampling-argmax give better keypoints? Methods × categories × seeds, every readout, calibration.
 
-Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``),
+Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``,
+or a variant of one, :data:`VARIANTS`),
 one run per (category, method, seed), scores each on the test split with every readout of
 :mod:`pckeypoints.readouts`, and writes ``experiments/results/evidence/``: one ``records/<protocol>/<run>.npz``
 of per-keypoint records per run (distances, geodesic distances, confidences), ``evidence.json`` (every
@@ -48,12 +49,20 @@ PROTOCOLS = {
     "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
+#: protocols that are another one's config with a few fields changed: name -> (base protocol, fields)
+VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "best-knn": ("best", {"sigma": "knn", "knn_k": 8})}
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
 READOUTS = ("expectation", "snapped", "top", "mode")
 THRESHOLD = 0.01
 BOOTSTRAP = 2000
+
+
+def protocol_config(protocol: str) -> tuple[Path, dict]:
+    """The config file of ``protocol`` and the fields its variant changes (none for a base protocol)."""
+    base, fields = VARIANTS.get(protocol, (protocol, {}))
+    return CONFIGS / f"evidence_{base}.toml", fields
 
 
 def method_overrides(method: str) -> dict:
@@ -77,12 +86,13 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
         if state["epoch"] >= config.epochs:
             return None
         return [sys.executable, "-m", "pckeypoints", "train", "--resume", str(run_dir), "--no-test", "--no-progress"]
-    overrides = {**method_overrides(method), "category": category, "seed": seed,
+    config_file, variant = protocol_config(args.protocol)
+    overrides = {**variant, **method_overrides(method), "category": category, "seed": seed,
                  "name": run_name(category, method, seed), "out": str(Path(args.runs) / args.protocol),
                  "data_root": args.data_root, "max_models": args.max_models, "epochs": args.epochs,
                  "device": args.device}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
-    return [sys.executable, "-m", "pckeypoints", "train", "--config", str(CONFIGS / f"evidence_{args.protocol}.toml"),
+    return [sys.executable, "-m", "pckeypoints", "train", "--config", str(config_file),
             *flags, "--no-test", "--no-progress"]
 
 
@@ -284,7 +294,8 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
                         d, lo, hi = paired_bootstrap(baseline_runs, sampler_runs, r, geodesic)
                         cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
                         key = m if base == "soft" else f"{m} - {base}"
-                        numbers["paired"].setdefault(c, {}).setdefault(key, {})[f"{r}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
+                        metric = f"{r}/{'geodesic' if geodesic else 'euclidean'}"
+                        numbers["paired"].setdefault(c, {}).setdefault(key, {})[metric] = [d, lo, hi, shared]
                 lines.append(f"| {METHOD_NAMES[m]} − {METHOD_NAMES[base]} | {r} | " + " | ".join(cells) + " |")
         lines.append("")
 
@@ -370,7 +381,8 @@ def write_tables(results: Path) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "evaluate", "tables", "all"))
-    parser.add_argument("--protocol", default="cpu", help="experiments/configs/evidence_<protocol>.toml")
+    parser.add_argument("--protocol", default="cpu",
+                        help="experiments/configs/evidence_<protocol>.toml, or a VARIANTS key")
     parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
     parser.add_argument("--methods", nargs="+", default=["soft", "sampling10"], choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -387,8 +399,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
-    if not (CONFIGS / f"evidence_{args.protocol}.toml").is_file():
-        raise SystemExit(f"evidence.py: no protocol config {CONFIGS / f'evidence_{args.protocol}.toml'}")
+    config_file = protocol_config(args.protocol)[0]
+    if not config_file.is_file():
+        raise SystemExit(f"evidence.py: no protocol config {config_file}")
     grid = [(c, m, s) for s in args.seeds for c in args.categories for m in args.methods]
     failed = []
     if args.step in ("train", "all"):

@@ -1,4 +1,5 @@
 """experiments/evidence.py: the paired bootstrap and the tables on hand-made per-keypoint records."""
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -59,3 +60,21 @@ def test_tables_from_records(tmp_path):
     numbers = json.loads((tmp_path / "evidence.json").read_text())
     assert numbers["tables"]["cpu"]["cells"]["bathtub"]["sampling10"]["euclidean"] == [1.0, 1.0]
     assert (tmp_path / "reliability_cpu.png").is_file()
+
+
+@pytest.mark.parametrize("protocol", sorted(evidence.VARIANTS))
+def test_variant_protocols_train_their_base_config_with_their_fields(tmp_path, protocol):
+    from pckeypoints.cli import build_parser
+    from pckeypoints.config import TrainConfig, config_fields
+
+    base, fields = evidence.VARIANTS[protocol]
+    args = argparse.Namespace(runs=str(tmp_path), protocol=protocol, data_root=None, max_models=None, epochs=None,
+                              device="auto")
+    command = evidence.train_command(args, "bathtub", "sampling10", 0)
+    parsed = build_parser().parse_args(command[3:])
+    config = TrainConfig.from_toml(parsed.config, **{name: getattr(parsed, name) for name, _, _ in config_fields()})
+    plain = TrainConfig.from_toml(ROOT / "experiments" / "configs" / f"evidence_{base}.toml")
+    assert Path(parsed.config).name == f"evidence_{base}.toml"
+    assert all(getattr(config, name) == value for name, value in fields.items())
+    assert any(getattr(plain, name) != value for name, value in fields.items())
+    assert (config.method, config.num_samples, config.category, config.seed) == ("sampling", 10, "bathtub", 0)
