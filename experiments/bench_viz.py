@@ -11,6 +11,8 @@
    ``pckeypoints viz FILE --png`` and ``pckeypoints viz FILE --model MODEL --png``; the first call, then the
    best and median of ``repeat`` more. ``MODEL`` defaults to the shipped ``bathtub``, else the quick-start
    run ``runs/bathtub_small``; the row is left out when neither exists.
+3. What the command's time goes to: the wall time of each big import in a fresh process (best of
+   ``repeat + 1``), after the modules it needs anyway (``torch`` before ``torch._dynamo`` and Triton).
 
 Times are wall seconds and CPU seconds (user + system, all threads of the process): on a shared machine
 the CPU time is what an idle one would take as wall time. Writes ``experiments/results/bench_viz.json``
@@ -100,6 +102,19 @@ print(json.dumps({"code": code, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_
 """
 
 
+_IMPORT = """
+import importlib, json, sys, time
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+start = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+#: import -> modules loaded before it (what the viz command has loaded by then anyway)
+IMPORTS = {"torch": (), "open3d": (), "dash": ("plotly.graph_objects",), "plotly.graph_objects": (),
+           "torch._dynamo": ("torch",), "triton": ("torch",)}
+
+
 def _run(code: str, *args: str) -> tuple[dict, float]:
     """(the JSON the child prints last, wall seconds) of ``python -c code args``."""
     start = time.perf_counter()
@@ -154,6 +169,10 @@ def main() -> None:
                              "next_median_s": statistics.median(walls[1:]), "first_cpu_s": cpu[0],
                              "next_best_cpu_s": min(cpu[1:]), "peak_mb": max(result["peak_mb"] for result, _ in runs)})
 
+    import_rows = [{"import": name, "after": " ".join(before) or "-",
+                    "best_s": min(_run(_IMPORT, name, *before)[0]["seconds"] for _ in range(args.repeat + 1))}
+                   for name, before in IMPORTS.items()]
+
     config = {"size": [WIDTH, HEIGHT], "repeat": args.repeat, "cloud": Path(cloud).name, "model": model,
               "load_average": os.getloadavg()[0]}
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
@@ -162,7 +181,10 @@ def main() -> None:
     lines += markdown_table(list(render_rows[0]), [[fmt(v) for v in row.values()] for row in render_rows])
     lines += ["", "The command, end to end in a fresh process (Python start, imports, model, render):", ""]
     lines += markdown_table(list(cli_rows[0]), [[fmt(v) for v in row.values()] for row in cli_rows])
-    save_results(RESULTS, "bench_viz", {"config": config, "render": render_rows, "cli": cli_rows},
+    lines += ["", "Imports, each in a fresh process after the modules named:", ""]
+    lines += markdown_table(list(import_rows[0]), [[fmt(v) for v in row.values()] for row in import_rows])
+    save_results(RESULTS, "bench_viz", {"config": config, "render": render_rows, "cli": cli_rows,
+                                        "imports": import_rows},
                  "\n".join(lines) + "\n")
 
 
