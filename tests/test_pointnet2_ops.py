@@ -195,16 +195,35 @@ def test_three_nn_interpolate_gradcheck():
 
 def test_inference_leaves_dynamo_out_and_marks_the_backend_choice_constant():
     """torch._dynamo costs ~1.2 s to import: importing pointnet2 and running an op without gradient must
-    not load it, so use_reference is marked as @torch.compiler.assume_constant_result does, by hand."""
+    not load it, so use_reference is marked as @torch.compiler.assume_constant_result does, by hand. A built
+    extension loads from its folder without the builder (cpp_extension and setuptools, ~0.1 s)."""
+    _extension.extension(torch.device("cpu"))  # built (or loaded) here, so the child only loads it
     code = ("import sys, torch, pointnet2.ops as ops, pckeypoints\n"
-            "ops.ball_query_group(torch.rand(1, 64, 3), torch.rand(1, 8, 3), None, 0.3, 4)\n"
-            "print('torch._dynamo' in sys.modules)")
+            "ops.ball_query_group(torch.rand(1, 64, 3), torch.rand(1, 8, 3), None, 0.3, 4, backend='cpu')\n"
+            "print(*[m in sys.modules for m in ('torch._dynamo', 'torch.utils.cpp_extension', 'setuptools')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["False", "False", "False"]
     marked = torch.compiler.assume_constant_result(lambda: None)
     assert vars(marked) == {"_dynamo_marked_constant": True}
     assert _extension.use_reference._dynamo_marked_constant is True
+
+
+def test_extension_build_folder_follows_every_source_file_and_flag(tmp_path, monkeypatch):
+    """A header edit or a new flag must give a new build folder, else a stale extension would load."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "op.cpp").write_text("#include \"op.h\"\n")
+    (src / "op.h").write_text("// v1\n")
+    flags = {"cxx": ["-O3"], "nvcc": []}
+    first = _extension._build_dir("op", [str(src)], flags)
+    assert first.parent == tmp_path / "cache" and first.name.startswith("op_")
+    assert _extension._build_dir("op", [str(src)], flags) == first
+    (src / "op.h").write_text("// v2\n")
+    second = _extension._build_dir("op", [str(src)], flags)
+    assert second != first
+    assert _extension._build_dir("op", [str(src)], {"cxx": ["-O2"], "nvcc": []}) != second
 
 
 def test_dispatcher_ops_pass_opcheck():
