@@ -5,7 +5,7 @@ graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geod
 (up to rounding), nearest first, on any device and needs no torch-cluster or pyg-lib:
 
 - 3-D points: :func:`pointnet2.ops.knn` (C++/OpenMP on the CPU, a CUDA kernel on GPUs, ties to the
-  smaller index), except large CPU searches (Q · N above :data:`KDTREE_ENTRIES`), which a SciPy
+  smaller index), except large CPU searches (B · Q · N above :data:`KDTREE_ENTRIES`), which a SciPy
   k-d tree answers in O((N + Q) log N);
 - other dimensions (e.g. DGCNN's feature space): ``torch.cdist`` (matrix-product distances) and
   ``topk``, in chunks of queries.
@@ -23,9 +23,12 @@ from .errors import PCKeypointsError
 
 __all__ = ["Neighbors", "knn", "knn_graph"]
 
-#: CPU searches with more query-point pairs per cloud than this use a k-d tree (1 thread, 8 clouds, k = 9:
-#: it overtakes pointnet2's brute-force kNN from N = 512 on, and at N = 2048 takes 27 ms against 56 ms).
-KDTREE_ENTRIES = 1 << 18
+#: CPU searches with more query-point pairs than this (over the batch) use a k-d tree. At N = Q = 2048, k = 9,
+#: 1 thread, it takes 3.6 ms a cloud against 7.7 ms brute force, but importing SciPy's spatial module takes
+#: ~0.15 s: the tree pays from a few clouds on (a training batch), not for one cloud (``predict``, ``viz``).
+KDTREE_ENTRIES = 1 << 24
+#: Query-point pairs per ``torch.cdist`` chunk of the brute-force search in other dimensions.
+CDIST_ENTRIES = 1 << 18
 
 
 class Neighbors(NamedTuple):
@@ -56,7 +59,7 @@ def knn(query: Tensor, points: Tensor, k: int) -> Neighbors:
     dtype = torch.promote_types(query.dtype, points.dtype)
     query, points = query.detach().to(dtype), points.detach().to(dtype)
     b, q, d = query.shape
-    if points.device.type == "cpu" and q * points.shape[1] > KDTREE_ENTRIES:
+    if points.device.type == "cpu" and b * q * points.shape[1] > KDTREE_ENTRIES:
         return _kdtree(query, points, k)
     if d == 3:
         from pointnet2.ops import knn as knn3
@@ -122,7 +125,7 @@ def _kdtree(query: Tensor, points: Tensor, k: int) -> Neighbors:
 
 
 def _brute_force(query: Tensor, points: Tensor, k: int) -> Neighbors:
-    step = max(1, KDTREE_ENTRIES // (query.shape[0] * points.shape[1]))
+    step = max(1, CDIST_ENTRIES // (query.shape[0] * points.shape[1]))
     dist, index = [], []
     for s in range(0, query.shape[1], step):
         d, i = torch.cdist(query[:, s : s + step], points).topk(k, dim=-1, largest=False, sorted=True)
