@@ -105,14 +105,17 @@ print(json.dumps({"code": code, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_
 _IMPORT = """
 import importlib, json, sys, time
 for name in sys.argv[2:]:
-    importlib.import_module(name)
+    if name.startswith("-"):  # hidden: importing it raises ImportError
+        sys.modules[name[1:]] = None
+    else:
+        importlib.import_module(name)
 start = time.perf_counter()
 importlib.import_module(sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
-#: import -> modules loaded before it (what the viz command has loaded by then anyway)
-IMPORTS = {"torch": (), "open3d": (), "dash": ("plotly.graph_objects",), "plotly.graph_objects": (),
-           "torch._dynamo": ("torch",), "triton": ("torch",)}
+#: (import, modules loaded before it (what the viz command has loaded by then anyway), "-M": M hidden)
+IMPORTS = [("torch", ()), ("open3d", ()), ("open3d", ("-IPython",)), ("dash", ("plotly.graph_objects",)),
+           ("plotly.graph_objects", ()), ("torch._dynamo", ("torch",)), ("triton", ("torch",))]
 
 
 def _run(code: str, *args: str) -> tuple[dict, float]:
@@ -171,7 +174,7 @@ def main() -> None:
 
     import_rows = [{"import": name, "after": " ".join(before) or "-",
                     "best_s": min(_run(_IMPORT, name, *before)[0]["seconds"] for _ in range(args.repeat + 1))}
-                   for name, before in IMPORTS.items()]
+                   for name, before in IMPORTS]
 
     config = {"size": [WIDTH, HEIGHT], "repeat": args.repeat, "cloud": Path(cloud).name, "model": model,
               "load_average": os.getloadavg()[0]}
@@ -181,7 +184,8 @@ def main() -> None:
     lines += markdown_table(list(render_rows[0]), [[fmt(v) for v in row.values()] for row in render_rows])
     lines += ["", "The command, end to end in a fresh process (Python start, imports, model, render):", ""]
     lines += markdown_table(list(cli_rows[0]), [[fmt(v) for v in row.values()] for row in cli_rows])
-    lines += ["", "Imports, each in a fresh process after the modules named:", ""]
+    lines += ["", "Imports, each in a fresh process after the modules named (-M: with M hidden, as `viz` hides IPython "
+              "from Open3D's Dash):", ""]
     lines += markdown_table(list(import_rows[0]), [[fmt(v) for v in row.values()] for row in import_rows])
     save_results(RESULTS, "bench_viz", {"config": config, "render": render_rows, "cli": cli_rows,
                                         "imports": import_rows},

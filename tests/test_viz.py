@@ -183,6 +183,23 @@ def test_render_gallery_tiles(offscreen, bathtub, tmp_path):
     assert _png_size(path) == (2 * 160, 2 * (120 + 24))
 
 
+def test_cli_loads_open3d_without_notebook_support():
+    """The viz command hides IPython while Open3D (and Dash) load, and leaves it importable afterwards."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("IPython") is None or importlib.util.find_spec("open3d") is None:
+        pytest.skip("needs IPython (what Dash would load) and Open3D")
+    code = ("import sys\nfrom viz.cli import _without_notebook_support\n"
+            "with _without_notebook_support():\n    import open3d\n"
+            "print('IPython' in sys.modules, 'open3d.visualization' in sys.modules)\n"
+            "import IPython\nprint(IPython.get_ipython is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["False", "True", "True"]
+
+
 def test_cli_renders_a_shared_model_with_predictions(offscreen, bathtub, tmp_path):
     import argparse
     import json
