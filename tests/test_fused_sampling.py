@@ -33,14 +33,40 @@ def test_mix_matches_plain_integer_arithmetic():
 def test_gumbel_noise_is_a_function_of_seed_and_index():
     seed = torch.tensor([7, 9])
     g = rng.gumbel(seed, (2, 3, 4, 50), torch.float64)
-    # one entry by hand: keys of (b, k, s) = (1, 2, 3), column 17
+    # one entry by hand: sample (b, k, s) = (1, 2, 3) at point 17 reads the cloud's noise of sample 3
+    # (keys of (1, 0, 3)) at column (17 + 2 * 50 // 3) mod 50 = 0
     h = lowbias32(lowbias32(7) ^ 9)
-    h = lowbias32(lowbias32(lowbias32(h ^ 1) ^ 2) ^ 3)
-    bits = lowbias32(lowbias32(17 ^ h) ^ lowbias32(h ^ 0x9E3779B9))
+    h = lowbias32(lowbias32(lowbias32(h ^ 1) ^ 0) ^ 3)
+    bits = lowbias32(lowbias32(0 ^ h) ^ lowbias32(h ^ 0x9E3779B9))
     u = ((bits >> 9) + 0.5) * 2.0**-23
     assert g[1, 2, 3, 17].item() == pytest.approx(-math.log(-math.log(u)), rel=1e-12)
-    # a prefix of the samples or points draws the same noise
-    assert torch.equal(rng.gumbel(seed, (2, 3, 2, 20), torch.float64), g[:, :, :2, :20])
+    # a prefix of the samples draws the same noise
+    assert torch.equal(rng.gumbel(seed, (2, 3, 2, 50), torch.float64), g[:, :, :2])
+
+
+def test_keypoints_read_shifted_windows_of_their_clouds_noise():
+    """Keypoint k's noise is keypoint 0's rolled by floor(k N / K): the same values (so i.i.d. Gumbel over
+    the points), never the same window for two keypoints, different for other clouds and samples."""
+    g = rng.gumbel(torch.tensor([3, 4]), (2, 5, 3, 40), torch.float64)
+    for k in range(5):
+        assert torch.equal(g[:, k], g[:, 0].roll(-(k * 40 // 5), dims=-1))
+        assert all(not torch.equal(g[:, k], g[:, j]) for j in range(k))
+    assert not torch.equal(g[0], g[1]) and not torch.equal(g[:, :, 0], g[:, :, 1])
+
+
+def test_keypoints_sharing_noise_draw_uncorrelated_samples():
+    """Two keypoints with the same broad map on a cloud in random order: with shared (shifted) noise their
+    samples are still uncorrelated across seeds, as with independent noise."""
+    g = torch.Generator().manual_seed(0)
+    basis = PointBasis(torch.rand(1, 400, 3, generator=g), 0.01)
+    logits = torch.randn(1, 1, 400, generator=g).expand(1, 2, 400)
+    y = torch.stack([gaussian_samples(logits, basis.pos, basis.variance, 50, 0.3, torch.tensor([seed, 1]),
+                                      "reference")[0] for seed in range(40)])  # (40 seeds, K = 2, 50, 3)
+    first, second = y[:, 0].reshape(-1, 3), y[:, 1].reshape(-1, 3)
+    for d in range(3):
+        r = torch.corrcoef(torch.stack([first[:, d], second[:, d]]))[0, 1].item()
+        assert abs(r) < 0.1  # 2000 pairs: the standard error of r is ~0.022
+    assert first[:, 0].std() > 0.2  # broad maps: each keypoint's samples spread over the cloud
 
 
 def test_gumbel_and_normal_noise_have_the_right_moments():

@@ -14,8 +14,12 @@ The hash is a keyed chain of ``mix`` rounds (the "lowbias32" integer finaliser, 
 
 (23 bits, not 24: in float32 (2^24 - 1) + 0.5 rounds to 2^24, which would make u = 1 and the Gumbel noise infinite.)
 
-Column ``i < 2^31`` gives the Gumbel noise of point i; columns ``2^31 + 2d, 2^31 + 2d + 1`` give the
-Box-Muller pair of the sample's Gaussian draw on axis d.
+Columns ``2^31 + 2d, 2^31 + 2d + 1`` give the Box-Muller pair of sample (b, k, s)'s Gaussian draw on axis d.
+Columns ``c < 2^31`` under the keys of (b, 0, s) give the Gumbel noise of sample s of cloud b, which the
+cloud's K keypoints share: keypoint k reads point i's noise from column ``(i + ⌊k N / K⌋) mod N``
+(:func:`noise_columns`). So the kernels draw it once per (cloud, sample), not once per keypoint; each
+keypoint's noise is still i.i.d. Gumbel over its points (its samples have exactly their distribution), and
+different keypoints read it at different shifts (distinct while K <= N).
 """
 from __future__ import annotations
 
@@ -71,11 +75,18 @@ def _sample_keys(seed: Tensor, b: int, k: int, s: int) -> tuple[Tensor, Tensor]:
     return row_keys(seed.long(), idx(b, 0), idx(k, 1), idx(s, 2))
 
 
+def noise_columns(num_keypoints: int, num_points: int, device: torch.device | None = None) -> Tensor:
+    """``(K, N)`` int64: the column of its cloud's shared noise that keypoint k reads for point i,
+    ``(i + ⌊k N / K⌋) mod N``."""
+    k = torch.arange(num_keypoints, device=device)[:, None]
+    return (torch.arange(num_points, device=device) + k * num_points // num_keypoints) % num_points
+
+
 def gumbel(seed: Tensor, shape: tuple[int, int, int, int], dtype: torch.dtype) -> Tensor:
     """Gumbel noise -log(-log u) ``(B, K, Ns, N)`` of every sample and point (the reference of the
-    fused kernels, which never hold it)."""
+    fused kernels, which never hold it): keypoint k's window on its cloud's shared noise."""
     b, k, s, n = shape
-    u = uniform(_sample_keys(seed, b, k, s), torch.arange(n, device=seed.device), dtype)
+    u = uniform(_sample_keys(seed, b, 1, s), noise_columns(k, n, seed.device)[:, None, :], dtype)
     return u.log().neg_().log_().neg_()
 
 

@@ -2,7 +2,8 @@
 
 Same functions, arguments and results as the C++ extension: :func:`forward` computes the moments of
 every sample's Gumbel-softmax weights with an online softmax over tiles of points, :func:`backward`
-their vector-Jacobian product, regenerating the counter-based noise of :mod:`.rng`. Forward runs one
+their vector-Jacobian product, regenerating the counter-based noise of :mod:`.rng` (each keypoint
+reads its window on the cloud's shared noise). Forward runs one
 program per (cloud, keypoint, tile of samples); backward one per (cloud, tile of points), looping
 over keypoints and samples, so every gradient element has one writer (no atomics, deterministic).
 Positions are limited to D <= 3 (three named accumulators). With ``TRITON_INTERPRET=1`` (set before
@@ -48,9 +49,9 @@ def _uniform(column, key1, key2, dtype: tl.constexpr):
 
 
 @triton.jit
-def _perturbed(logit, i, key1, key2):
-    """t = l_i + Gumbel noise, ``(BLOCK_S, BLOCK_N)``, for samples (key1, key2) and points i."""
-    u = _uniform(i.to(tl.uint32)[None, :], key1[:, None], key2[:, None], logit.dtype)
+def _perturbed(logit, column, key1, key2):
+    """t = l_i + Gumbel noise, ``(BLOCK_S, BLOCK_N)``, for samples (key1, key2) and the points' noise columns."""
+    u = _uniform(column.to(tl.uint32)[None, :], key1[:, None], key2[:, None], logit.dtype)
     return logit[None, :] - tl.log(-tl.log(u))
 
 
@@ -72,7 +73,8 @@ def _forward_kernel(
     bk = tl.program_id(0)
     b, k = bk // K, bk % K
     s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
-    key1, key2 = _sample_keys(seed_ptr, b, k, s)
+    noise1, noise2 = _sample_keys(seed_ptr, b, 0, s)  # the cloud's Gumbel noise, shared by its keypoints
+    shift = tl.cast(k, tl.int64) * N // K
     dtype = logits_ptr.dtype.element_ty
     m = tl.full([BLOCK_S], float("-inf"), dtype)
     total = tl.zeros([BLOCK_S], dtype)
@@ -84,7 +86,7 @@ def _forward_kernel(
         i = i0 + tl.arange(0, BLOCK_N)
         inside = i < N
         logit = tl.load(logits_ptr + bk * N + i, mask=inside, other=float("-inf"))
-        t = _perturbed(logit, i, key1, key2)
+        t = _perturbed(logit, (i + shift) % N, noise1, noise2)
         new_m = tl.maximum(m, tl.max(t, 1))
         scale = tl.where(new_m > m, tl.exp((m - new_m) * inv_tau), 1.0)
         e = tl.where(t > float("-inf"), tl.exp((t - new_m[:, None]) * inv_tau), 0.0)
@@ -108,6 +110,7 @@ def _forward_kernel(
         m = new_m
     valid = s < Ns
     r = bk * Ns + s
+    key1, key2 = _sample_keys(seed_ptr, b, k, s)
     tl.store(max_ptr + r, m, mask=valid)
     tl.store(log_sum_ptr + r, tl.log(total), mask=valid)
     tl.store(mean_ptr + r * D, p0 / total, mask=valid)
@@ -147,12 +150,13 @@ def _backward_kernel(
     for k in range(K):
         bk = b * K + k
         logit = tl.load(logits_ptr + bk * N + i, mask=inside, other=float("-inf"))
+        column = (i + tl.cast(k, tl.int64) * N // K) % N
         acc = tl.zeros([BLOCK_N], dtype)
         for s0 in range(0, Ns, BLOCK_S):
             s = s0 + tl.arange(0, BLOCK_S)
             valid = s < Ns
             r = bk * Ns + s
-            key1, key2 = _sample_keys(seed_ptr, b, k, s)
+            key1, key2 = _sample_keys(seed_ptr, b, 0, s)
             m = tl.load(max_ptr + r, mask=valid, other=0.0)
             log_sum = tl.load(log_sum_ptr + r, mask=valid, other=0.0)
             dot = tl.load(dot_ptr + r, mask=valid, other=0.0)
@@ -162,7 +166,7 @@ def _backward_kernel(
             gs1 = tl.load(grad_var_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
             gm2 = tl.load(grad_mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
             gs2 = tl.load(grad_var_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
-            t = _perturbed(logit, i, key1, key2)
+            t = _perturbed(logit, column, key1, key2)
             w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
             w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
             dw_pos = gm0[:, None] * y0[None, :] + gm1[:, None] * y1[None, :] + gm2[:, None] * y2[None, :]

@@ -5,11 +5,14 @@
 // in blocks of kBlock points: running max m, running sum S) the moments
 //   mean_d = sum_i w_i y_id,   var_d = sum_i w_i^2 sigma2_id,
 // and the sample's standard normal draw eps_d (its value is mean + sqrt(var) eps).
-// The backward pass regenerates the same noise and walks each cloud's points once per sample. Logits (B, K, N);
-// positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel over samples (forward) and
-// over (cloud, block of points) (backward); every output element is summed by one task in a fixed order, so the
-// results do not depend on the thread count. float loops are branch-free with lane-wise partial sums so that they
-// vectorise (AVX-512/AVX2 clones, chosen at run time); double uses std::log / std::exp (gradcheck).
+// A cloud's keypoints share the noise of sample s, each reading it at its own cyclic shift (rng.py): both passes
+// draw it once per (cloud, sample) into a buffer of 2N values and read keypoint k's window from it, so the hash
+// and the two logarithms cost 1/K per weight, which is left with one exp. The backward pass regenerates the
+// noise. Logits (B, K, N); positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel
+// over (cloud, sample) (forward) and over clouds (backward); every output element is summed by one task in a
+// fixed order, so the results do not depend on the thread count. float loops are branch-free with lane-wise
+// partial sums so that they vectorise (AVX-512/AVX2 clones, chosen at run time); double uses std::log / std::exp
+// (gradcheck).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -19,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace {
 
@@ -115,6 +119,16 @@ inline T gumbel(uint32_t i, Keys key) {
   return -log_approx(-log_approx(uniform<T>(i, key)));
 }
 
+// First column of keypoint k's window on its cloud's shared noise: floor(k N / K) (rng.noise_columns).
+inline int64_t noise_shift(int64_t k, int64_t K, int64_t N) { return k * N / K; }
+
+// noise[i] = noise[N + i] = Gumbel noise of column i < N under key: every keypoint's window is contiguous.
+template <typename T>
+inline void fill_noise(T* __restrict noise, int64_t N, Keys key) {
+  for (int64_t i = 0; i < N; ++i) noise[i] = gumbel<T>(static_cast<uint32_t>(i), key);
+  std::copy(noise, noise + N, noise + N);
+}
+
 // Standard normal draw of axis d of a sample (Box-Muller on columns 2^31 + 2d and 2^31 + 2d + 1, as rng.normal).
 template <typename T>
 inline T normal(int d, Keys key) {
@@ -139,112 +153,120 @@ struct Args {
   T *grad_logits, *grad_pos, *grad_basis_var;
 };
 
-// Forward over samples r0..r1 (r = (b K + k) Ns + s).
+// Forward over tasks t0..t1 (t = b Ns + s): cloud b's noise of sample s, then the sample of every keypoint.
 template <typename T, int D>
-[[gnu::always_inline]] inline void forward_samples(const Args<T>& a, int64_t r0, int64_t r1) {
+[[gnu::always_inline]] inline void forward_samples(const Args<T>& a, int64_t t0, int64_t t1) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   alignas(64) T t[kBlock], e[kBlock];
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t s = r % a.Ns, k = (r / a.Ns) % a.K, b = r / (a.Ns * a.K);
-    const Keys key = sample_keys(a.seed, b, k, s);
-    const T* logit = a.logits + (b * a.K + k) * a.N;
+  std::vector<T> noise(2 * a.N);
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t s = task % a.Ns, b = task / a.Ns;
+    fill_noise(noise.data(), a.N, sample_keys(a.seed, b, 0, s));
     const T* pos = a.pos + b * a.pos_stride;
     const T* var = a.var + b * a.pos_stride;
-    T m = kNegInf, sum[kLanes] = {}, p[D][kLanes] = {}, q[D][kLanes] = {};
-    for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
-      const int64_t n = std::min(kBlock, a.N - i0), full = n / kLanes * kLanes;
-      const int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
-      for (int64_t j = 0; j < n; ++j) t[j] = logit[i0 + j] + gumbel<T>(static_cast<uint32_t>(i0 + j), key);
-      for (int64_t j = n; j < padded; ++j) t[j] = kNegInf;
-      T lane_max[kLanes];
-      for (int l = 0; l < kLanes; ++l) lane_max[l] = kNegInf;
-      for (int64_t j = 0; j < padded; j += kLanes)
-        for (int l = 0; l < kLanes; ++l) lane_max[l] = std::max(lane_max[l], t[j + l]);
-      T block_max = kNegInf;
-      for (int l = 0; l < kLanes; ++l) block_max = std::max(block_max, lane_max[l]);
-      if (block_max == kNegInf) continue;  // only padded points so far
-      if (block_max > m) {  // rescale the running sums to the new maximum
-        const T c = exp_approx((m - block_max) * a.inv_tau), c2 = c * c;
-        for (int l = 0; l < kLanes; ++l) {
-          sum[l] *= c;
-          for (int d = 0; d < D; ++d) p[d][l] *= c, q[d][l] *= c2;
+    for (int64_t k = 0; k < a.K; ++k) {
+      const int64_t r = (b * a.K + k) * a.Ns + s;
+      const T* logit = a.logits + (b * a.K + k) * a.N;
+      const T* g = noise.data() + noise_shift(k, a.K, a.N);
+      T m = kNegInf, sum[kLanes] = {}, p[D][kLanes] = {}, q[D][kLanes] = {};
+      for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
+        const int64_t n = std::min(kBlock, a.N - i0), full = n / kLanes * kLanes;
+        const int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
+        for (int64_t j = 0; j < n; ++j) t[j] = logit[i0 + j] + g[i0 + j];
+        for (int64_t j = n; j < padded; ++j) t[j] = kNegInf;
+        T lane_max[kLanes];
+        for (int l = 0; l < kLanes; ++l) lane_max[l] = kNegInf;
+        for (int64_t j = 0; j < padded; j += kLanes)
+          for (int l = 0; l < kLanes; ++l) lane_max[l] = std::max(lane_max[l], t[j + l]);
+        T block_max = kNegInf;
+        for (int l = 0; l < kLanes; ++l) block_max = std::max(block_max, lane_max[l]);
+        if (block_max == kNegInf) continue;  // only padded points so far
+        if (block_max > m) {  // rescale the running sums to the new maximum
+          const T c = exp_approx((m - block_max) * a.inv_tau), c2 = c * c;
+          for (int l = 0; l < kLanes; ++l) {
+            sum[l] *= c;
+            for (int d = 0; d < D; ++d) p[d][l] *= c, q[d][l] *= c2;
+          }
+          m = block_max;
         }
-        m = block_max;
-      }
-      for (int64_t j = 0; j < padded; ++j) e[j] = exp_approx((t[j] - m) * a.inv_tau);
-      for (int64_t j = 0; j < full; j += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-          const T w = e[j + l];
-          sum[l] += w;
+        for (int64_t j = 0; j < padded; ++j) e[j] = exp_approx((t[j] - m) * a.inv_tau);
+        for (int64_t j = 0; j < full; j += kLanes)
+          for (int l = 0; l < kLanes; ++l) {
+            const T w = e[j + l];
+            sum[l] += w;
+            for (int d = 0; d < D; ++d) {
+              p[d][l] += w * pos[d * a.N + i0 + j + l];
+              q[d][l] += w * w * var[d * a.N + i0 + j + l];
+            }
+          }
+        for (int64_t j = full; j < n; ++j) {
+          const int l = static_cast<int>(j % kLanes);
+          sum[l] += e[j];
           for (int d = 0; d < D; ++d) {
-            p[d][l] += w * pos[d * a.N + i0 + j + l];
-            q[d][l] += w * w * var[d * a.N + i0 + j + l];
+            p[d][l] += e[j] * pos[d * a.N + i0 + j];
+            q[d][l] += e[j] * e[j] * var[d * a.N + i0 + j];
           }
         }
-      for (int64_t j = full; j < n; ++j) {
-        const int l = static_cast<int>(j % kLanes);
-        sum[l] += e[j];
-        for (int d = 0; d < D; ++d) {
-          p[d][l] += e[j] * pos[d * a.N + i0 + j];
-          q[d][l] += e[j] * e[j] * var[d * a.N + i0 + j];
-        }
       }
+      T total = 0, pd[D] = {}, qd[D] = {};
+      for (int l = 0; l < kLanes; ++l) {
+        total += sum[l];
+        for (int d = 0; d < D; ++d) pd[d] += p[d][l], qd[d] += q[d][l];
+      }
+      const Keys key = sample_keys(a.seed, b, k, s);
+      for (int d = 0; d < D; ++d) {
+        a.mean[r * D + d] = pd[d] / total;
+        a.variance[r * D + d] = qd[d] / (total * total);
+        a.noise[r * D + d] = normal<T>(d, key);
+      }
+      a.max[r] = m;
+      a.log_sum[r] = std::log(total);
     }
-    T total = 0, pd[D] = {}, qd[D] = {};
-    for (int l = 0; l < kLanes; ++l) {
-      total += sum[l];
-      for (int d = 0; d < D; ++d) pd[d] += p[d][l], qd[d] += q[d][l];
-    }
-    for (int d = 0; d < D; ++d) {
-      a.mean[r * D + d] = pd[d] / total;
-      a.variance[r * D + d] = qd[d] / (total * total);
-      a.noise[r * D + d] = normal<T>(d, key);
-    }
-    a.max[r] = m;
-    a.log_sum[r] = std::log(total);
   }
 }
 
-// Backward over tasks c0..c1 (c = b * blocks + block): the points of one block of one cloud, all samples.
+// Backward over clouds b0..b1, sample by sample (the cloud's noise of sample s, then every keypoint):
 //   dL/dw_i = sum_d gm_d y_id + 2 w_i sum_d gv_d sigma2_id,  dL/dl_i = w_i (dL/dw_i - dot) / tau,
 //   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments).
+// The gradients arrive zeroed and are summed over samples in place.
 template <typename T, int D>
-[[gnu::always_inline]] inline void backward_blocks(const Args<T>& a, int64_t c0, int64_t c1) {
-  const int64_t blocks = (a.N + kBlock - 1) / kBlock;
-  alignas(64) T acc[kBlock], weight[kBlock];
-  for (int64_t c = c0; c < c1; ++c) {
-    const int64_t b = c / blocks, i0 = (c % blocks) * kBlock, n = std::min(kBlock, a.N - i0);
-    const T* pos = a.pos + b * a.pos_stride + i0;
-    const T* var = a.var + b * a.pos_stride + i0;
-    T* grad_pos = a.grad_pos ? a.grad_pos + b * D * a.N + i0 : nullptr;
-    T* grad_var = a.grad_basis_var ? a.grad_basis_var + b * D * a.N + i0 : nullptr;
-    for (int64_t k = 0; k < a.K; ++k) {
-      const T* logit = a.logits + (b * a.K + k) * a.N + i0;
-      std::fill(acc, acc + n, T(0));
-      for (int64_t s = 0; s < a.Ns; ++s) {
+[[gnu::always_inline]] inline void backward_clouds(const Args<T>& a, int64_t b0, int64_t b1) {
+  alignas(64) T weight[kBlock];
+  std::vector<T> noise(2 * a.N);
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* pos = a.pos + b * a.pos_stride;
+    const T* var = a.var + b * a.pos_stride;
+    T* grad_pos = a.grad_pos ? a.grad_pos + b * D * a.N : nullptr;
+    T* grad_var = a.grad_basis_var ? a.grad_basis_var + b * D * a.N : nullptr;
+    for (int64_t s = 0; s < a.Ns; ++s) {
+      fill_noise(noise.data(), a.N, sample_keys(a.seed, b, 0, s));
+      for (int64_t k = 0; k < a.K; ++k) {
         const int64_t r = (b * a.K + k) * a.Ns + s;
-        const Keys key = sample_keys(a.seed, b, k, s);
+        const T* logit = a.logits + (b * a.K + k) * a.N;
+        const T* g = noise.data() + noise_shift(k, a.K, a.N);
+        T* out = a.grad_logits + (b * a.K + k) * a.N;
         const T m = a.saved_max[r], log_sum = a.saved_log_sum[r], dot = a.dot[r];
         T gm[D], gv[D];
         for (int d = 0; d < D; ++d) gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
-        for (int64_t j = 0; j < n; ++j) {
-          const T t = logit[j] + gumbel<T>(static_cast<uint32_t>(i0 + j), key);
-          const T w = exp_approx((t - m) * a.inv_tau - log_sum);
-          T dw_pos = 0, dw_var = 0;
-          for (int d = 0; d < D; ++d) {
-            dw_pos += gm[d] * pos[d * a.N + j];
-            dw_var += gv[d] * var[d * a.N + j];
+        for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
+          const int64_t n = std::min(kBlock, a.N - i0);
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t i = i0 + j;
+            const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
+            T dw_pos = 0, dw_var = 0;
+            for (int d = 0; d < D; ++d) {
+              dw_pos += gm[d] * pos[d * a.N + i];
+              dw_var += gv[d] * var[d * a.N + i];
+            }
+            out[i] += w * (dw_pos + 2 * w * dw_var - dot) * a.inv_tau;
+            weight[j] = w;
           }
-          acc[j] += w * (dw_pos + 2 * w * dw_var - dot);
-          weight[j] = w;
+          for (int d = 0; d < D && grad_pos; ++d)
+            for (int64_t j = 0; j < n; ++j) grad_pos[d * a.N + i0 + j] += weight[j] * gm[d];
+          for (int d = 0; d < D && grad_var; ++d)
+            for (int64_t j = 0; j < n; ++j) grad_var[d * a.N + i0 + j] += weight[j] * weight[j] * gv[d];
         }
-        for (int d = 0; d < D && grad_pos; ++d)
-          for (int64_t j = 0; j < n; ++j) grad_pos[d * a.N + j] += weight[j] * gm[d];
-        for (int d = 0; d < D && grad_var; ++d)
-          for (int64_t j = 0; j < n; ++j) grad_var[d * a.N + j] += weight[j] * weight[j] * gv[d];
       }
-      T* out = a.grad_logits + (b * a.K + k) * a.N + i0;
-      for (int64_t j = 0; j < n; ++j) out[j] = acc[j] * a.inv_tau;
     }
   }
 }
@@ -259,7 +281,7 @@ template <typename T, int D>
 #define PCKP_FLOAT_KERNELS(D)                                                                                      \
   PCKP_CLONES void forward_f##D(const Args<float>& a, int64_t lo, int64_t hi) { forward_samples<float, D>(a, lo, hi); } \
   PCKP_CLONES void backward_f##D(const Args<float>& a, int64_t lo, int64_t hi) {                                   \
-    backward_blocks<float, D>(a, lo, hi);                                                                          \
+    backward_clouds<float, D>(a, lo, hi);                                                                          \
   }
 PCKP_FLOAT_KERNELS(1)
 PCKP_FLOAT_KERNELS(2)
@@ -275,9 +297,9 @@ void run(bool forward, const Args<T>& a, int64_t D, int64_t begin, int64_t end) 
     (forward ? fwd : bwd)[D - 1](a, begin, end);
   } else {
     switch (D) {
-      case 1: return forward ? forward_samples<T, 1>(a, begin, end) : backward_blocks<T, 1>(a, begin, end);
-      case 2: return forward ? forward_samples<T, 2>(a, begin, end) : backward_blocks<T, 2>(a, begin, end);
-      default: return forward ? forward_samples<T, 3>(a, begin, end) : backward_blocks<T, 3>(a, begin, end);
+      case 1: return forward ? forward_samples<T, 1>(a, begin, end) : backward_clouds<T, 1>(a, begin, end);
+      case 2: return forward ? forward_samples<T, 2>(a, begin, end) : backward_clouds<T, 2>(a, begin, end);
+      default: return forward ? forward_samples<T, 3>(a, begin, end) : backward_clouds<T, 3>(a, begin, end);
     }
   }
 }
@@ -324,7 +346,7 @@ std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Ten
     a.mean = mean.data_ptr<scalar_t>(), a.variance = variance.data_ptr<scalar_t>();
     a.noise = noise.data_ptr<scalar_t>();
     a.max = max.data_ptr<scalar_t>(), a.log_sum = log_sum.data_ptr<scalar_t>();
-    at::parallel_for(0, B * K * Ns, 1, [&](int64_t r0, int64_t r1) { run<scalar_t>(true, a, D, r0, r1); });
+    at::parallel_for(0, B * Ns, 1, [&](int64_t t0, int64_t t1) { run<scalar_t>(true, a, D, t0, t1); });
   });
   return {mean, variance, max, log_sum, noise};
 }
@@ -342,7 +364,7 @@ std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Te
                   log_sum.is_contiguous(),
               "fused sampling: gradients must be contiguous");
   const int64_t B = logits.size(0), N = logits.size(2), D = pos.size(1), Ns = max.size(2);
-  auto grad_logits = torch::empty_like(logits);
+  auto grad_logits = torch::zeros_like(logits);
   torch::Tensor grad_pos, grad_basis_var;
   if (need_pos) grad_pos = torch::zeros({B, D, N}, logits.options());
   if (need_var) grad_basis_var = torch::zeros({B, D, N}, logits.options());
@@ -354,8 +376,7 @@ std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Te
     a.grad_logits = grad_logits.data_ptr<scalar_t>();
     a.grad_pos = need_pos ? grad_pos.data_ptr<scalar_t>() : nullptr;
     a.grad_basis_var = need_var ? grad_basis_var.data_ptr<scalar_t>() : nullptr;
-    const int64_t tasks = B * ((N + kBlock - 1) / kBlock);
-    at::parallel_for(0, tasks, 1, [&](int64_t c0, int64_t c1) { run<scalar_t>(false, a, D, c0, c1); });
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run<scalar_t>(false, a, D, b0, b1); });
   });
   return {grad_logits, grad_pos, grad_basis_var};
 }
