@@ -15,7 +15,9 @@ Samplers:
   memory is O(B·K·N·chunk) instead of O(B·K·Ns·N).
 - ``"fused"`` (Gaussian bases, D <= 3): the same distribution from the kernels of
   :mod:`pckeypoints.fused` (C++/OpenMP on the CPU, Triton on CUDA): one pass over the points per
-  sample with online softmax and counter-based Gumbel noise, never a ``(B, K, Ns, N)`` tensor.
+  sample with online softmax and counter-based Gumbel noise, never a ``(B, K, Ns, N)`` tensor. A
+  cloud's keypoints read each sample's noise at different shifts (:mod:`pckeypoints.fused.rng`): each
+  keypoint's samples have exactly their distribution, other random numbers than the other samplers'.
 
 Every sampler subtracts the maximum of l + g before dividing by τ, so any τ > 0 is safe (τ → 0
 gives one-hot weights, never NaN). Only shapes are checked here (no host synchronisation); logit
