@@ -44,13 +44,17 @@ PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 
                 "sampling10": {"bathtub": 45.5, "bed": 41.7}, "sampling30": {"bathtub": 45.1, "bed": 47.5}}
 PROTOCOLS = {
     "cpu": "reduced CPU protocol: width 0.25, 30 epochs, AdamW lr 5e-3 cosine, batch 16, σ from 8-NN, Ns ≤ 10",
-    "cpu-fused": "the cpu protocol with the fused sampler (C++ kernel) instead of the Python Gaussian one",
+    "cpu-fused": "the cpu protocol with the fused sampler (C++ kernel) instead of the Python Gaussian one; "
+                 "its records come from the kernel that drew every keypoint its own noise (up to ced17c4)",
+    "cpu-fused-shared": "cpu-fused again with the kernel whose keypoints share each sample's noise at "
+                        "different shifts (from 7037b20 on: what cpu-fused trains now)",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
     "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
 #: protocols that are another one's config with a few fields changed: name -> (base protocol, fields)
-VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "best-knn": ("best", {"sigma": "knn", "knn_k": 8})}
+VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "cpu-fused-shared": ("cpu", {"sampler": "fused"}),
+            "best-knn": ("best", {"sigma": "knn", "knn_k": 8})}
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
