@@ -3,9 +3,9 @@
 Same functions, arguments and results as the C++ extension: :func:`forward` computes the moments of
 every sample's Gumbel-softmax weights with an online softmax over tiles of points, :func:`backward`
 their vector-Jacobian product, regenerating the counter-based noise of :mod:`.rng` (each keypoint
-reads its window on the cloud's shared noise). Forward runs one
-program per (cloud, keypoint, tile of samples); backward one per (cloud, tile of points), looping
-over keypoints and samples, so every gradient element has one writer (no atomics, deterministic).
+reads its window on the cloud's shared noise). Forward runs one program per (cloud, keypoint, tile of
+samples); backward one per (cloud, tile of points), looping over keypoints and samples, so every
+gradient element has one writer (no atomics, deterministic).
 Positions are limited to D <= 3 (three named accumulators). With ``TRITON_INTERPRET=1`` (set before
 this module is imported) the kernels run on CPU tensors, which is how the tests check them.
 """
