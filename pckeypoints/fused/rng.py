@@ -86,7 +86,7 @@ def gumbel(seed: Tensor, shape: tuple[int, int, int, int], dtype: torch.dtype) -
     """Gumbel noise -log(-log u) ``(B, K, Ns, N)`` of every sample and point (the reference of the
     fused kernels, which never hold it): keypoint k's window on its cloud's shared noise."""
     b, k, s, n = shape
-    cloud_keys = _sample_keys(seed, b, 1, s)  # (B, 1, Ns, 1): keypoint 0's keys, whose columns all share
+    cloud_keys = _sample_keys(seed, b, 1, s)  # (B, 1, Ns, 1): keypoint 0's, read by every keypoint
     u = uniform(cloud_keys, noise_columns(k, n, seed.device)[:, None, :], dtype)
     return u.log().neg_().log_().neg_()
 
