@@ -13,7 +13,8 @@
 # Every run of a part trains at once on the one GPU, one process each with OMP_NUM_THREADS=1 (on an H200:
 # part 1, 12 runs of 100 epochs, trained and scored in 281 s; part 2 in under 200 s). A part cut off by its
 # time limit keeps what finished: its unfinished runs' folders come back in the same archive
-# (runs/evidence/...), and carrying runs/evidence into the next call resumes them. The GPU machines have no torch-cluster: σ from k-NN (part 6) uses pointnet2's kNN.
+# (runs/evidence/...), and carrying runs/evidence into the next call resumes them. The GPU machines have
+# no torch-cluster: σ from k-NN (part 6) uses pointnet2's kNN.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:?usage: gpu_evidence.sh pack | PART (1-9)}

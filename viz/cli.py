@@ -147,7 +147,7 @@ def _flag_error(args) -> str | None:
 @contextlib.contextmanager
 def _without_notebook_support():
     """Hide IPython while Open3D loads in a command-line process: Open3D imports Dash (for ``draw_plotly``),
-    whose Jupyter support imports IPython and ipykernel when they are installed (~0.2 s of the ~0.75 s
+    whose Jupyter support imports IPython and ipykernel when they are installed (0.2-0.4 s of a 0.75-0.9 s
     import, ``experiments/bench_viz.py``), and a command line has no notebook. Does nothing where IPython is
     already loaded."""
     if "IPython" in sys.modules:
