@@ -94,9 +94,22 @@ def test_the_walker_sees_relative_and_absolute_imports():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_no_import_cycle_in_pckeypoints_pointnet2_viz():
-    graph = {name: imported_modules(name, module_level=True) for name in MODULES}
+@pytest.mark.parametrize("module_level", [True, False])
+def test_no_import_cycle_in_pckeypoints_pointnet2_viz(module_level):
+    """No cycle among the imports that run on import, nor among all imports (inside functions too, and the
+    tasks that :func:`pckeypoints.tasks.get_task` imports by name)."""
+    from pckeypoints.tasks import TASKS
+
+    graph = {name: imported_modules(name, module_level) for name in MODULES}
+    if not module_level:
+        graph["pckeypoints.tasks"] |= {target.split(":")[0] for target in TASKS.values()}
     assert find_cycle(graph) is None
+
+
+def test_a_cycle_through_a_function_level_import_is_found():
+    graph = {name: imported_modules(name, module_level=False) for name in MODULES}
+    graph["pckeypoints.config"] = graph["pckeypoints.config"] | {"pckeypoints.checkpoint"}  # checkpoint imports config
+    assert find_cycle(graph) is not None
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("pckeypoints") and m not in VIZ_USERS))
