@@ -54,7 +54,7 @@ PROTOCOLS = {
 }
 #: protocols that are another one's config with a few fields changed: name -> (base protocol, fields)
 VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "cpu-fused-shared": ("cpu", {"sampler": "fused"}),
-            "best-knn": ("best", {"sigma": "knn", "knn_k": 8})}
+            "best-knn": ("best", {"basis": "knn", "knn_k": 8, "sigma": None})}
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
@@ -87,15 +87,16 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
     run_dir = Path(args.runs) / args.protocol / run_name(category, method, seed)
     if (run_dir / "last.pt").is_file():
         state, config = read_checkpoint(run_dir / "last.pt")
-        if state["epoch"] >= config.epochs:
+        if state["epoch"] >= config.optim.epochs:
             return None
         return [sys.executable, "-m", "pckeypoints", "train", "--resume", str(run_dir), "--no-test", "--no-progress"]
     config_file, variant = protocol_config(args.protocol)
-    overrides = {**variant, **method_overrides(method), "category": category, "seed": seed,
+    overrides = {**method_overrides(method), "category": category, "seed": seed,
                  "name": run_name(category, method, seed), "out": str(Path(args.runs) / args.protocol),
                  "data_root": args.data_root, "max_models": args.max_models, "epochs": args.epochs,
                  "device": args.device}
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
+    flags = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in variant.items()]  # None: unset
+    flags += [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
     return [sys.executable, "-m", "pckeypoints", "train", "--config", str(config_file),
             *flags, "--no-test", "--no-progress"]
 
@@ -127,25 +128,17 @@ def run_jobs(commands: list[tuple[str, list[str]]], jobs: int, log_dir: Path) ->
 
 def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -> None:
     """Score ``run_dir``'s best checkpoint on the test split; write the per-keypoint records to ``out``."""
-    import dataclasses
-
     import torch
-    from torch.utils.data import DataLoader
 
-    from pckeypoints.data import collate_keypoints
-    from pckeypoints.checkpoint import load_checkpoint
+    from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
 
-    task, model, config, checkpoint = load_checkpoint(run_dir)
-    if data_root:
-        config = dataclasses.replace(config, data_root=data_root)
-    loader = DataLoader(task.dataset(config, "test", train=False), config.batch_size, collate_fn=collate_keypoints)
-    device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    metrics = task.report(model.to(device), loader, config, run_dir / "eval_test")
+    result = evaluate_checkpoint(run_dir, "test", device, run_dir / "eval_test", data_root=data_root or None)
     saved = torch.load(run_dir / "eval_test" / "records.pt", weights_only=False)
     records = {k: v.numpy().astype(np.int32 if k in ("cloud", "keypoint") else np.float32)
                for k, v in saved["records"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": config.to_dict(), "epoch": checkpoint["epoch"], "metrics": metrics, "model_id": saved["model_id"]}
+    meta = {"config": result.config.to_dict(), "epoch": result.epoch, "metrics": result.metrics,
+            "model_id": saved["model_id"]}
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **{k.replace("/", "__"): v for k, v in records.items()})
 
 

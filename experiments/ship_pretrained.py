@@ -10,16 +10,13 @@ on the whole KeypointNet test split and on its first 20 models (what ``tests/tes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
-from pckeypoints.checkpoint import load_checkpoint
-from pckeypoints.data import collate_keypoints
-from pckeypoints.pretrained import REGISTRY, export_model
+from pckeypoints.checkpoint import export_model, load_checkpoint
+from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.pretrained import REGISTRY
 
 #: Models of the test split behind the card's quick-check number.
 FIRST = 20
@@ -27,32 +24,32 @@ FIRST = 20
 
 def test_pck(name: str, max_models: int | None) -> tuple[float, int]:
     """(PCK@0.01, number of models) of the shipped model ``name`` on the first ``max_models`` test models."""
-    task, model, config, _ = load_checkpoint(name)
-    dataset = task.dataset(dataclasses.replace(config, max_models=max_models), "test", train=False)
-    loader = DataLoader(dataset, config.batch_size, collate_fn=collate_keypoints)
-    return task.evaluate(model, loader, config)["pck@0.01"], len(dataset)
+    result = evaluate_checkpoint(name, "test", max_models=max_models)
+    return result.metrics["pck@0.01"], result.num_models
 
 
 def model_card(name: str, entry: dict, config: dict) -> str:
-    keys = ("method", "num_samples", "epochs", "batch_size", "lr", "lr_schedule", "width", "sigma", "readout",
-            "rotate", "jitter", "scale_lo", "scale_hi")
+    keys = ("loss.method", "loss.num_samples", "optim.epochs", "optim.batch_size", "optim.lr", "optim.lr_schedule",
+            "model.width", "model.basis", "model.knn_k", "model.sigma", "eval.readout", "augment.rotate",
+            "augment.jitter", "augment.scale_lo", "augment.scale_hi")
+    value = {key: config[key.split(".")[0]][key.split(".")[1]] for key in keys}
     return "\n".join([
         f"# {name}: {entry['category']} keypoint detector",
         "",
         f"- **Protocol**: {entry['protocol']}",
         f"- **Seeds**: {entry['seeds']}",
-        f"- **Test PCK@0.01** (Euclidean, `{config['readout']}` readout): {100 * entry['test_pck']:.1f} % on the "
+        f"- **Test PCK@0.01** (Euclidean, `{value['eval.readout']}` readout): {100 * entry['test_pck']:.1f} % on the "
         f"{entry['test_models']} models of the "
         f"official KeypointNet test split; {100 * entry['first20_pck']:.1f} % on its first {FIRST}",
         f"- **Date**: {entry['date']}",
         f"- **File**: `{entry['file']}`, {entry['bytes'] / 2**20:.2f} MiB, {entry['dtype']} weights, "
-        f"{config['num_keypoints']} keypoints (semantic ids 0..{config['num_keypoints'] - 1})",
+        f"{config['model']['num_keypoints']} keypoints (semantic ids 0..{config['model']['num_keypoints'] - 1})",
         "",
         "Training configuration:",
         "",
         "| field | value |",
         "|---|---|",
-        *[f"| {key} | {config[key]} |" for key in keys],
+        *[f"| {key} | {value[key]} |" for key in keys],
         "",
         "Use:",
         "",
@@ -77,7 +74,7 @@ def main() -> None:
     dtype = export_model(args.run, folder / f"{args.name}.pt")
     registry = json.loads(REGISTRY.read_text())
     config = load_checkpoint(folder / f"{args.name}.pt")[2]
-    entry = {"file": f"{args.name}.pt", "card": f"{args.name}.md", "category": config.category,
+    entry = {"file": f"{args.name}.pt", "card": f"{args.name}.md", "category": config.data.label,
              "protocol": args.protocol, "seeds": args.seeds, "date": datetime.date.today().isoformat(),
              "bytes": (folder / f"{args.name}.pt").stat().st_size, "dtype": str(dtype).removeprefix("torch.")}
     registry[args.name] = entry  # registered first: the PCK below is measured through the name

@@ -17,7 +17,6 @@ processes (``--jobs N`` starts them) and ``--table-only`` writes the table from 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -27,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 from pckeypoints.config import TrainConfig  # noqa: E402
-from pckeypoints.data import collate_keypoints  # noqa: E402
+from pckeypoints.devices import resolve_device  # noqa: E402
+from pckeypoints.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
 from tables import add_run_arguments, display_path, percent, run_table, save_table, train_and_evaluate  # noqa: E402
 
 VARIANTS = ("soft", "1", "5", "10", "30")
@@ -60,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the config's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
-    parser.add_argument("--sigma", help="basis σ: 'knn' or a number (default: the config's)")
+    parser.add_argument("--sigma", type=float, help="fixed basis σ (default: the config's)")
     parser.add_argument("--max-models", type=int,
                         help="first n models of the train and val splits; 0 = all (default: the config's)")
     parser.add_argument("--device", help="cpu, cuda, auto (default: the config's)")
@@ -84,18 +83,16 @@ def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
     if variant != "soft":
         overrides["num_samples"] = int(variant)
     config = TrainConfig.from_toml(args.config, **overrides)
-    return dataclasses.replace(config, max_models=None) if args.max_models == 0 else config
+    return config.replace(max_models=None) if args.max_models == 0 else config
 
 
 def run_one(args, category: str, variant: str, seed: int) -> dict:
     """Train (or resume, or reuse) one run and score its last epoch."""
 
-    def evaluate(task, model, config: TrainConfig, report_dir: Path) -> dict:
-        device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-        test_set = task.dataset(dataclasses.replace(config, max_models=None), "test", train=False)  # the whole split
-        metrics = task.report(model.to(device), DataLoader(test_set, config.batch_size, collate_fn=collate_keypoints),
-                              config, report_dir)
-        return {**metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    def evaluate(checkpoint: Path, config: TrainConfig, report_dir: Path) -> dict:
+        device = resolve_device(config.run.device)
+        result = evaluate_checkpoint(checkpoint, "test", str(device), report_dir, max_models=None)  # the whole split
+        return {**result.metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
     return train_and_evaluate(run_config(args, category, variant, seed), args.retrain, evaluate,
                               save_train_minutes=True, checkpoint="last.pt")
@@ -112,7 +109,7 @@ def recorded_runs(args) -> list[dict]:
     runs = [r for r in json.loads(previous.read_text())["runs"] if "config" in r] if previous.is_file() else []
     for category, variant, seed in grid(args):
         config = run_config(args, category, variant, seed)
-        report = Path(config.out) / config.run_name / "eval_test" / "metrics.json"
+        report = Path(config.run.out) / config.run_name / "eval_test" / "metrics.json"
         if report.is_file():
             saved = json.loads(report.read_text())
             runs = [r for r in runs if r["config"] != saved["config"]]
@@ -133,16 +130,16 @@ def mean_sd(cell: dict | None, key: str) -> str:
 
 
 def protocol_line(config: TrainConfig) -> str:
-    subset = (f"first {config.max_models} models of the train and val splits" if config.max_models
+    data, model, loss, optim = config.data, config.model, config.loss, config.optim
+    subset = (f"first {data.max_models} models of the train and val splits" if data.max_models
               else "all train models")
-    sigma = (f"σ_i from the {config.knn_k} nearest neighbours" if config.sigma == "knn"
-             else f"σ = {config.sigma} (normalised units)")
-    schedule = (f"halved every {config.lr_step_epochs} epochs" if config.lr_schedule == "step"
-                else config.lr_schedule)
-    return (f"Protocol: {config.epochs} epochs, backbone width {config.width}, batch {config.batch_size}, "
-            f"{config.optimizer} lr {config.lr} ({schedule}), weight decay {config.weight_decay}, {sigma}, "
-            f"{config.num_keypoints} keypoints, "
-            f"τ {config.tau_start} → {config.tau_end} ({config.tau_schedule}), {subset}, trained on KeypointNet's "
+    sigma = (f"σ_i from the {model.knn_k} nearest neighbours" if model.basis == "knn"
+             else f"σ = {model.sigma} (normalised units)")
+    schedule = f"halved every {optim.lr_step_epochs} epochs" if optim.lr_schedule == "step" else optim.lr_schedule
+    return (f"Protocol: {optim.epochs} epochs, backbone width {model.width}, batch {optim.batch_size}, "
+            f"{optim.optimizer} lr {optim.lr} ({schedule}), weight decay {optim.weight_decay}, {sigma}, "
+            f"{model.num_keypoints} keypoints, "
+            f"τ {loss.tau_start} → {loss.tau_end} ({loss.tau_schedule}), {subset}, trained on KeypointNet's "
             f"train clouds (Skeleton Merger trains on ShapeNet clouds); scored at the last epoch (no checkpoint "
             f"selection with labels).")
 

@@ -10,7 +10,9 @@ from typing import Callable, Hashable
 
 from tqdm.auto import tqdm
 
-from pckeypoints.training import TrainConfig, load_checkpoint, resolve_checkpoint, train
+from pckeypoints.checkpoint import read_checkpoint, resolve_checkpoint
+from pckeypoints.config import TrainConfig
+from pckeypoints.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,26 +31,27 @@ def train_and_evaluate(config: TrainConfig, retrain: bool, evaluate: Callable[..
     ``checkpoint`` of the run folder, e.g. ``"last.pt"``).
 
     A finished run whose ``eval_test/metrics.json`` exists is reused as is. Otherwise training resumes
-    from ``last.pt`` (unless ``retrain``) and ``evaluate(task, model, config, report_dir)`` scores the best
+    from ``last.pt`` (unless ``retrain``) and ``evaluate(checkpoint path, config, report_dir)`` scores the
     checkpoint; the metrics gain ``train_minutes`` (training + evaluation in this session), which
     ``save_train_minutes`` also writes into ``metrics.json``.
     """
-    run_dir = Path(config.out) / config.run_name
+    run_dir = Path(config.run.out) / config.run_name
     report_dir = run_dir / "eval_test"
     resume = (run_dir / "last.pt").is_file() and not retrain
     finished = False
     if resume:
-        _, _, saved, checkpoint = load_checkpoint(resolve_checkpoint(run_dir))
-        if dict(saved.to_dict(), num_keypoints=config.num_keypoints) != config.to_dict():
+        state, saved = read_checkpoint(resolve_checkpoint(run_dir))
+        if saved.replace(num_keypoints=config.model.num_keypoints) != config:
             raise ValueError(f"{run_dir} was trained with another config; pass --retrain or another --runs")
-        finished = checkpoint["epoch"] >= saved.epochs
+        finished = state["epoch"] >= saved.optim.epochs
     if finished and (report_dir / "metrics.json").is_file():
         return json.loads((report_dir / "metrics.json").read_text())["metrics"]
     started = time.time()
     if not finished:
         train(None if resume else config, resume=run_dir if resume else None, overwrite=not resume)
-    task, model, config, _ = load_checkpoint(run_dir / checkpoint if checkpoint else run_dir)
-    metrics = evaluate(task, model, config, report_dir)
+    path = run_dir / checkpoint if checkpoint else run_dir
+    config = read_checkpoint(resolve_checkpoint(path, prefer_best=True))[1]
+    metrics = evaluate(path, config, report_dir)
     metrics["train_minutes"] = (time.time() - started) / 60
     if save_train_minutes:
         (report_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .validation import check_cloud
+from .errors import InputError
 
 #: Largest number of distance entries computed at once by the nearest-neighbour search.
 _CHUNK_ENTRIES = 1 << 24
@@ -68,7 +69,7 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
     check_cloud(x, "x", batched=True)
     check_cloud(y, "y", batched=True)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
+        raise InputError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
 
 
 def chamfer_distance(x: Tensor, y: Tensor, eps: float = 1e-4) -> Tensor:
@@ -119,11 +120,11 @@ def composite_chamfer_distance(
     """
     check_cloud(points, "points", batched=True)
     if parts.dim() != 4 or parts.shape[-1] != 3 or parts.shape[0] != points.shape[0] or 0 in parts.shape[1:3]:
-        raise ValueError(f"parts must be (B={points.shape[0]}, P, M, 3) with P, M >= 1, got shape {tuple(parts.shape)}")
+        raise InputError(f"parts must be (B={points.shape[0]}, P, M, 3) with P, M >= 1, got shape {tuple(parts.shape)}")
     if activations.shape != parts.shape[:2]:
-        raise ValueError(f"activations must be {tuple(parts.shape[:2])} (one per part), got {tuple(activations.shape)}")
+        raise InputError(f"activations must be {tuple(parts.shape[:2])} (one per part), got {tuple(activations.shape)}")
     if not torch.isfinite(activations).all() or activations.min() < 0 or activations.max() > 1:
-        raise ValueError("activations must lie in [0, 1]")
+        raise InputError("activations must lie in [0, 1]")
     b, p, m, _ = parts.shape
     flat = parts.reshape(b, p * m, 3)
     check_cloud(flat, "parts", batched=True)

@@ -3,7 +3,7 @@
 A checkpoint is a ``torch.save`` dict with the model weights (``model``), the run's
 :class:`~pckeypoints.config.TrainConfig` as a dict (``config``), the training state (``optimizer``,
 ``lr_schedule``, ``tau_schedule``, ``epoch``, ``best``) and the format marker ``format`` /
-``format_version`` (absent from files written before version 1, which still load). Files are loaded
+``format_version``. Files are loaded
 with ``weights_only=True``: a checkpoint holds tensors and plain values only, never code.
 
 Every way a file can be unusable (missing, empty, truncated, not a checkpoint, from a newer version,
@@ -12,7 +12,6 @@ naming the file and the problem.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import warnings
@@ -25,11 +24,14 @@ from .config import MODES, TrainConfig
 from .errors import CheckpointError, ConfigError
 from .tasks import Task, get_task
 
-__all__ = ["FORMAT_VERSION", "load_checkpoint", "read_checkpoint", "resolve_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "MAX_EXPORT_BYTES", "export_model", "load_checkpoint", "read_checkpoint",
+           "resolve_checkpoint", "save_checkpoint"]
 
 FORMAT = "pckeypoints"
-#: Version of the checkpoint layout written by :func:`save_checkpoint`.
-FORMAT_VERSION = 1
+#: Version of the checkpoint layout written by :func:`save_checkpoint` (2: the nested config), the one read.
+FORMAT_VERSION = 2
+#: Size limit of an exported (shipped) checkpoint file.
+MAX_EXPORT_BYTES = 2**20
 #: What :func:`read_checkpoint` needs to continue training from a checkpoint.
 TRAINING_STATE = ("optimizer", "lr_schedule", "tau_schedule", "epoch", "best")
 
@@ -72,14 +74,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict) \
             or not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"{path} is not a pckeypoints checkpoint (no model weights and config)")
-    if checkpoint.get("format", FORMAT) != FORMAT:
-        raise CheckpointError(f"{path} is not a pckeypoints checkpoint (format {checkpoint['format']!r})")
-    version = checkpoint.get("format_version", 0)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+    if checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pckeypoints checkpoint (format {checkpoint.get('format')!r})")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{path} is damaged: format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer pckeypoints (checkpoint format {version}; "
-                              f"this version reads up to {FORMAT_VERSION})")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by {'a newer' if version > FORMAT_VERSION else 'an older'} "
+                              f"pckeypoints (checkpoint format {version}; this version reads format {FORMAT_VERSION})")
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in checkpoint["model"].items()):
         raise CheckpointError(f"{path} is damaged: its model weights are not all tensors")
     config = _config(checkpoint["config"], path)
@@ -87,8 +89,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         missing = [key for key in TRAINING_STATE if key not in checkpoint]
         if missing:
             raise CheckpointError(f"{path} cannot resume training: it has no {', '.join(missing)}")
-        if not isinstance(checkpoint["epoch"], int) or not 0 <= checkpoint["epoch"] <= config.epochs:
-            raise CheckpointError(f"{path} is damaged: epoch {checkpoint['epoch']!r} of {config.epochs}")
+        epochs = config.optim.epochs
+        if not isinstance(checkpoint["epoch"], int) or not 0 <= checkpoint["epoch"] <= epochs:
+            raise CheckpointError(f"{path} is damaged: epoch {checkpoint['epoch']!r} of {epochs}")
     return checkpoint, config
 
 
@@ -126,16 +129,10 @@ def _load(path: Path, map_location) -> object:
 
 
 def _config(values: dict, path: Path) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(str(k) for k in set(values) - known)
-    if unknown:
-        raise CheckpointError(f"{path}: config key {unknown[0]!r} unknown to this version of pckeypoints "
-                              f"(written by a newer or another version?)")
     try:
-        config = TrainConfig(**values)
+        return TrainConfig.from_dict(values)
     except ConfigError as err:
-        raise CheckpointError(f"{path} has an invalid config: {err}") from None
-    return config
+        raise CheckpointError(f"{path} has a config this version of pckeypoints cannot use: {err}") from None
 
 
 def _build(task: Task, config: TrainConfig, path: Path) -> nn.Module:
@@ -172,7 +169,24 @@ def _load_weights(model: nn.Module, weights: dict, config: TrainConfig, path: Pa
 
 def _weights_fit(mode: str, config: TrainConfig, weights: dict) -> bool:
     try:
-        other = get_task(mode).build_model(dataclasses.replace(config, mode=mode))
+        other = get_task(mode).build_model(TrainConfig.from_dict({**config.to_dict(), "mode": mode, "loss": {}}))
         return other.state_dict().keys() == weights.keys()
     except Exception:  # noqa: BLE001 - the other mode's model may not be buildable from this config
         return False
+
+
+def export_model(checkpoint: str | Path, dest: str | Path, max_bytes: int = MAX_EXPORT_BYTES) -> torch.dtype:
+    """Write the weights and config of ``checkpoint`` (a run folder or checkpoint file) to ``dest``, without the
+    training state and machine-specific paths; floating weights in float32, or float16 when float32 would exceed
+    ``max_bytes``. Returns the dtype used; raises :class:`~pckeypoints.errors.CheckpointError` if neither fits."""
+    checkpoint, config = read_checkpoint(resolve_checkpoint(checkpoint, prefer_best=True))
+    config = config.replace(data_root=None, device="auto")
+    dest = Path(dest)
+    for dtype in (torch.float32, torch.float16):
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
+        save_checkpoint({"model": weights, "config": config.to_dict(), "epoch": checkpoint.get("epoch")}, dest)
+        if dest.stat().st_size <= max_bytes:
+            return dtype
+    size = dest.stat().st_size
+    dest.unlink()
+    raise CheckpointError(f"{dest}: the weights take {size} bytes even in float16, over the limit of {max_bytes}")

@@ -1,27 +1,26 @@
 """Command line: ``pckeypoints train | eval | predict | viz`` (also ``python -m pckeypoints``).
 
 - ``train [--config FILE.toml] [--FIELD VALUE ...] [--resume RUN]``: every :class:`TrainConfig` field
-  is a flag (``--num-samples 30``); flags override the file. Ends by evaluating the best checkpoint on
-  the test split (``--no-test`` skips it). Multi-GPU/multi-node: ``torchrun --nproc-per-node 2 -m
+  is a flag (``--num-samples 30`` sets ``[loss] num_samples``); flags override the file. Ends by evaluating
+  the best checkpoint on the test split (``--no-test`` skips it). Multi-GPU/multi-node: ``torchrun --nproc-per-node 2 -m
   pckeypoints train ...``.
 - ``eval RUN_OR_CKPT [--split test] [--out DIR]``: metrics tables (markdown + JSON) and figures.
 - ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file.
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
 
-Every error a user can cause (bad file, config value, device, folder) prints one line and exits with 1;
-``--debug`` shows the traceback instead. Arguments and the device are checked before any data is loaded.
+Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
+folder; or an ``OSError`` of a file the user named) prints one line and exits with 1; ``--debug`` shows the
+traceback instead, and any other exception (a bug) always does. Arguments and the device are checked before any data is loaded.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, config_fields
-from .errors import PCKeypointsError
+from .config import UNSET, TrainConfig, config_fields
+from .errors import PCKeypointsError, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -33,20 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (supervised or unsupervised)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--config", help="TOML file of TrainConfig fields; flags override it")
+    train.add_argument("--config", help="TOML file of a TrainConfig ([data], [model], [loss], [optim], ...); "
+                       "flags override it")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
     train.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                        help="evaluate the best checkpoint on the test split at the end")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    for name, kind, default in config_fields():
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            train.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(config default: {default})")
+    for f in config_fields():
+        flag, where = "--" + f.name.replace("_", "-"), f"[{f.section}] {f.key}"
+        if f.type is bool:
+            train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{where} (default: {f.default})")
         else:
-            train.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"(config default: {default})")
+            train.add_argument(flag, dest=f.name, type=_nullable(f.type) if f.nullable else f.type, default=None,
+                               metavar=f.type.__name__.upper(), help=f"{where} (default: {f.default}"
+                               f"{'; none unsets it' if f.nullable else ''})")
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint: tables, PCK curve, gallery")
     evaluate.add_argument("checkpoint", help="run folder (uses best.pt, else last.pt) or checkpoint file")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
-    except (ValueError, OSError) as err:  # PCKeypointsError is a ValueError; OSError: files the user named
+    except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -97,14 +98,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _nullable(kind: type):
+    """An argparse type of ``kind`` that reads ``none`` as :data:`~pckeypoints.config.UNSET`."""
+    def parse(text: str):
+        return UNSET if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse
+
+
 def _train(args) -> int:
     from .training import train
 
-    overrides = {name: getattr(args, name) for name, _, _ in config_fields()}
+    overrides = {f.name: getattr(args, f.name) for f in config_fields()}
     if args.resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or args.config:
-            raise ValueError(f"--resume continues with the run's own config; drop {given or ['--config']}")
+            raise UsageError(f"--resume continues with the run's own config; drop {given or ['--config']}")
         run_dir = train(resume=args.resume, progress=args.progress)
     else:
         run_dir = train(TrainConfig.from_toml(args.config, **overrides), progress=args.progress,
@@ -129,33 +139,16 @@ def _eval(args) -> int:
 def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None, max_models: int | None = None,
             device: str = "cpu", readout: str | None = None) -> dict[str, float]:
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
-    from torch.utils.data import DataLoader
+    from .evaluate_checkpoint import evaluate_checkpoint
 
-    from .checkpoint import load_checkpoint
-    from .data import collate_keypoints
-    from .training import resolve_device
-
-    device = resolve_device(device)
-    task, model, config, checkpoint_state = load_checkpoint(checkpoint)
-    changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models, "readout": readout}.items()
-               if v is not None}
-    config = dataclasses.replace(config, **changes)
-    dataset = task.dataset(config, split, train=False)
-    if len(dataset) == 0:
-        raise PCKeypointsError(f"the {split} split of {config.category} is empty")
-    loader = DataLoader(dataset, config.batch_size, shuffle=False, collate_fn=collate_keypoints)
-    created = not out_dir.exists()
-    try:
-        metrics = task.report(model.to(device), loader, config, out_dir, figures=_figures())
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    print(f"{config.mode} {config.category} {config.method}, epoch {checkpoint_state['epoch']}, {split} split:")
-    for name, value in metrics.items():
+    result = evaluate_checkpoint(checkpoint, split, device, out_dir, figures=_figures(), data_root=data_root,
+                                 max_models=max_models, readout=readout)
+    config = result.config
+    print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split:")
+    for name, value in result.metrics.items():
         print(f"  {name:>16s}  {value:.4f}")
     print(f"report: {out_dir}")
-    return metrics
+    return result.metrics
 
 
 def _predict(args) -> int:
@@ -164,7 +157,7 @@ def _predict(args) -> int:
     from .checkpoint import load_checkpoint
     from .data import read_points
     from .data.transforms import subsample_cloud
-    from .training import resolve_device
+    from .devices import resolve_device
 
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
@@ -172,7 +165,7 @@ def _predict(args) -> int:
     device = resolve_device(args.device)
     task, model, config, _ = load_checkpoint(args.checkpoint)
     if args.readout is not None:
-        config = dataclasses.replace(config, readout=args.readout)
+        config = config.replace(readout=args.readout)
     points = subsample_cloud(read_points(args.file, num_points=args.num_points, dtype=np.float64), args.num_points)
     result = task.predict(model.to(device), points, config)
     text = json.dumps(result, indent=2)
@@ -187,7 +180,7 @@ def _predict(args) -> int:
 
 def _viz(args) -> int:
     if getattr(args, "viz_error", None):
-        raise ValueError(args.viz_error)
+        raise UsageError(args.viz_error)
     from viz import cli as viz_cli
 
     return viz_cli.run(args)

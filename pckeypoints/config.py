@@ -1,8 +1,26 @@
 """The configuration of a training run: :class:`TrainConfig`, stored in every checkpoint.
 
+A config is ``mode`` plus one section per concern, as in its TOML file::
+
+    mode = "supervised"                  # or "unsupervised"
+    [data]     category, root, folder, max_models, num_workers
+    [augment]  rotate, jitter, scale_lo, scale_hi
+    [model]    width, msg, radius_scale, hidden_channels, freeze_norm, num_keypoints, basis, knn_k, sigma
+    [loss]     method, num_samples, tau_schedule, tau_start, tau_end, and per mode:
+               supervised: metric, sampler, reg_weight, target_sigma
+               unsupervised: the Skeleton Merger weights
+    [optim]    epochs, batch_size, lr, weight_decay, optimizer, lr_schedule, lr_step_epochs
+    [eval]     readout, split, every
+    [run]      seed, out, name, device
+
+Each field has one command-line flag, ``--<name>`` (``--data`` and ``--data-root`` for ``data.folder`` and
+``data.root``, ``--eval-split`` and ``--eval-every`` for ``eval.split`` and ``eval.every``): :func:`config_fields`.
+Every field is checked on construction, type first, then value; a field of the other mode's loss (``sampler``
+of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` with a fixed one are errors: each problem
+raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
+
 This module imports neither the trainer nor the tasks, so anything (tasks, CLI, checkpoint loader) can
-import it. Every field is checked on construction, type first, then value, and each problem raises one
-:class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
+import it.
 """
 from __future__ import annotations
 
@@ -19,86 +37,180 @@ from pathlib import Path
 from .errors import ConfigError
 from .schedules import SCHEDULES
 
-__all__ = ["TrainConfig", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS"]
+__all__ = ["TrainConfig", "ConfigField", "UNSET", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS", "BASES",
+           "SPLITS", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss", "UnsupervisedLoss",
+           "OptimConfig", "EvalConfig", "RunConfig"]
 
 #: Training modes (the tasks of :data:`pckeypoints.tasks.TASKS`).
 MODES = ("supervised", "unsupervised")
 LR_SCHEDULES = ("constant", "cosine", "step")  # step: halved every lr_step_epochs (the paper's)
 OPTIMIZERS = ("adamw", "sgd")
+BASES = ("knn", "fixed")  # a Gaussian per point with σ from its k nearest neighbours, or one fixed σ
 SPLITS = ("train", "val", "test")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; stored in its checkpoints. Load with :meth:`from_toml`."""
+def _flag(name: str, default=None):
+    """A field whose command-line flag is ``--name`` instead of ``--<field name>``."""
+    return field(default=default, metadata={"flag": name})
 
-    # problem
-    mode: str = "supervised"
-    category: str = "bathtub"
-    num_keypoints: int | None = None  # supervised: None = every semantic id of the category
-    # keypoint maps and loss (see pckeypoints.losses.KeypointLoss)
-    method: str = "sampling"
-    metric: str = "l1"
-    num_samples: int = 30
-    readout: str = "snapped"  # test-time estimate (pckeypoints.readouts): best on experiments/results/evidence
-    sampler: str = "auto"  # sampling-argmax sampler: "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian" or "fused"
-    tau_schedule: str = "exponential"
-    tau_start: float = 1.0
-    tau_end: float = 0.1
-    sigma: str | float = "knn"  # "knn" (σ_i from the k nearest neighbours) or a fixed σ in normalised units
-    knn_k: int = 8
-    reg_weight: float = 1.0
-    target_sigma: float = 0.02  # σ of soft+var / soft+js, in normalised units
-    loss_weights: dict[str, float] = field(default_factory=dict)  # task-specific loss terms
-    # model
-    width: float = 0.5
-    msg: bool = False
+
+# ---------------------------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    """``[data]``: the models to train and evaluate on."""
+
+    category: str = "bathtub"  # KeypointNet category (unused with folder)
+    root: str | None = _flag("data_root")  # KeypointNet folder; None: $PCKP_DATA, else ../shared/data/keypointnet
+    folder: str | None = _flag("data")  # a folder of your own annotated models (pckeypoints.data.folder)
+    max_models: int | None = None  # first n models of each split (smoke runs, tests)
+    num_workers: int = 0  # DataLoader worker processes
+
+    @property
+    def label(self) -> str:
+        """The data's name in run folders and reports: the folder's name, else the category."""
+        return Path(self.folder).resolve().name if self.folder else self.category
+
+
+@dataclass
+class AugmentConfig:
+    """``[augment]``: random transforms of the training clouds (normalised units)."""
+
+    rotate: bool = False  # random rotation about the up axis
+    jitter: float = 0.0  # std of per-point Gaussian jitter
+    scale_lo: float = 1.0  # uniform scaling by a factor in [scale_lo, scale_hi]
+    scale_hi: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """``[model]``: the PointNet++ backbone, its keypoint head and the basis densities on the points."""
+
+    width: float = 1.0  # channel multiplier of the backbone
+    msg: bool = False  # multi-scale grouping
     radius_scale: float = 2.0  # PointNet++ radii suit radius-0.5 clouds; inputs are normalised to radius 1
     hidden_channels: int = 128
     freeze_norm: bool = False  # keep BatchNorm in eval mode (running statistics) while training
-    # optimisation
+    num_keypoints: int | None = None  # supervised: the data's (checked if set); unsupervised: None = 10
+    basis: str = "knn"  # "knn": σ_i from each point's knn_k nearest neighbours; "fixed": σ = sigma
+    knn_k: int = 8
+    sigma: float | None = None  # the fixed σ (normalised units), with basis = "fixed" only
+
+    def arguments(self) -> dict:
+        """This section as keyword arguments of the tasks' models (``num_keypoints`` must be known: see
+        :meth:`pckeypoints.tasks.Task.configure`)."""
+        if self.num_keypoints is None:
+            raise ConfigError("config field model.num_keypoints is unset; configure the config with its task first")
+        return {"num_keypoints": self.num_keypoints, "width": self.width, "msg": self.msg,
+                "radius_scale": self.radius_scale, "hidden_channels": self.hidden_channels, "knn_k": self.knn_k,
+                "fixed_sigma": self.sigma if self.basis == "fixed" else None}
+
+
+@dataclass
+class _LossBase:
+    """The keypoint-map fields both tasks' losses share."""
+
+    method: str = "sampling"
+    num_samples: int = 30  # sampling-argmax samples per map
+    tau_schedule: str = "exponential"  # Gumbel-softmax temperature over the epochs (pckeypoints.schedules)
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+
+
+@dataclass
+class SupervisedLoss(_LossBase):
+    """``[loss]`` of supervised runs (see :class:`pckeypoints.losses.KeypointLoss`)."""
+
+    metric: str = "l1"  # distance of a sample or estimate to the target
+    sampler: str = "auto"  # "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian", "fused"
+    reg_weight: float = 1.0  # weight of the soft+var / soft+js regulariser
+    target_sigma: float = 0.01  # σ of the soft+var / soft+js target distribution, normalised units
+
+
+@dataclass
+class UnsupervisedLoss(_LossBase):
+    """``[loss]`` of unsupervised runs: the Skeleton Merger loss terms' weights
+    (:func:`pckeypoints.unsupervised.reconstruction_objective`)."""
+
+    reconstruction_to_input: float = 1.0  # Chamfer: reconstruction -> input
+    input_to_reconstruction: float = 1.0  # Chamfer: input -> reconstruction
+    offset: float = 0.01  # L2 penalty of the decoder's offsets
+    uncovered: float = 20.0  # cost of an input point left without activation coverage
+
+
+@dataclass
+class OptimConfig:
+    """``[optim]``: the optimiser and its learning-rate schedule."""
+
     epochs: int = 15
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
     lr_schedule: str = "cosine"
-    lr_step_epochs: int = 10  # lr_schedule "step": the lr halves every this many epochs
-    # data
-    data_root: str | None = None
-    data: str | None = None  # folder of your own annotated models (pckeypoints.data.folder); None: KeypointNet
-    max_models: int | None = None  # first n models of each split (smoke runs, tests)
-    rotate: bool = False  # random rotation about the up axis
-    jitter: float = 0.0  # std of per-point Gaussian jitter, normalised units
-    scale_lo: float = 1.0
-    scale_hi: float = 1.0
-    num_workers: int = 0
-    # run
+    lr_step_epochs: int = 10  # lr_schedule "step" only: the lr halves every this many epochs
+
+
+@dataclass
+class EvalConfig:
+    """``[eval]``: validation during training and the test-time keypoint estimate."""
+
+    readout: str = "snapped"  # pckeypoints.readouts: best on experiments/results/evidence
+    split: str = _flag("eval_split", "val")  # split that selects best.pt
+    every: int = _flag("eval_every", 1)  # evaluate every n epochs (and after the last)
+
+
+@dataclass
+class RunConfig:
+    """``[run]``: where the run goes and what it runs on."""
+
     seed: int = 0
     out: str = "runs"
-    name: str | None = None  # run folder under out; default <category>_<method> (+ _2, _3, ... if taken)
+    name: str | None = None  # run folder under out; default <data label>_<method> (+ _2, _3, ... if taken)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
-    eval_every: int = 1
-    eval_split: str = "val"
+
+
+LOSSES = {"supervised": SupervisedLoss, "unsupervised": UnsupervisedLoss}
+SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "loss": _LossBase,
+            "optim": OptimConfig, "eval": EvalConfig, "run": RunConfig}
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored in its checkpoints. Load with :meth:`from_toml` or :meth:`from_dict`."""
+
+    mode: str = "supervised"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: SupervisedLoss | UnsupervisedLoss | None = None  # None: the mode's defaults
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
-        _check_types(self)
+        if self.mode not in MODES:
+            raise ConfigError(f"config field mode must be one of {MODES}, got {self.mode!r}")
+        if self.loss is None:
+            self.loss = LOSSES[self.mode]()
+        for name in SECTIONS:
+            expected = LOSSES[self.mode] if name == "loss" else SECTIONS[name]
+            if type(getattr(self, name)) is not expected:
+                raise ConfigError(f"config section {name} of a {self.mode} run must be a {expected.__name__}, "
+                                  f"got {type(getattr(self, name)).__name__}")
+            _check_types(getattr(self, name), name)
         _check_values(self)
 
     @property
-    def fixed_sigma(self) -> float | None:
-        """The basis σ for the models: ``None`` for the k-NN estimate, else the fixed value."""
-        return None if self.sigma == "knn" else float(self.sigma)
-
-    @property
     def run_name(self) -> str:
-        """The run folder's name: ``name``, else ``<category>_<method>`` (``<data folder name>_<method>``)."""
-        return self.name or f"{Path(self.data).resolve().name if self.data else self.category}_{self.method}"
+        """The run folder's name: ``run.name``, else ``<data label>_<method>``."""
+        return self.run.name or f"{self.data.label}_{self.loss.method}"
 
     @classmethod
     def from_toml(cls, path: str | Path | None = None, **overrides) -> "TrainConfig":
-        """Config from a TOML file of field = value pairs (``None`` overrides are ignored)."""
+        """Config from a TOML file, with ``overrides`` by flat name (:func:`config_fields`; ``None`` is ignored,
+        :data:`UNSET` unsets the field)."""
         values = {}
         if path is not None:
             try:
@@ -107,43 +219,157 @@ class TrainConfig:
                 raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
                 raise ConfigError(f"invalid TOML in config file {path}: {err}") from err
-        values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls.from_dict(values)
+            return cls.from_dict(_with_overrides(values, overrides))
         except ConfigError as err:
             raise ConfigError(f"config file {path}: {err}" if path is not None else str(err)) from None
 
     @classmethod
+    def from_fields(cls, **fields) -> "TrainConfig":
+        """Config from fields by flat name (``TrainConfig.from_fields(epochs=2, width=0.25)``), the rest default."""
+        return cls.from_dict(_with_overrides({}, fields))
+
+    @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Config from ``{field: value}``; unknown fields are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        """Config from ``{"mode": ..., section: {field: value}}``; unknown keys, and fields set to other than
+        their default where the config does not use them, are errors."""
+        _check_keys(values)
+        mode = values.get("mode", "supervised")
+        if mode not in MODES:
+            raise ConfigError(f"config field mode must be one of {MODES}, got {mode!r}")
+        sections = {name: (LOSSES[mode] if name == "loss" else kind)(**values.get(name, {}))
+                    for name, kind in SECTIONS.items()}
+        config = cls(mode=mode, **sections)
+        defaults = cls(mode=mode)
+        _check_used(config, {f"{name}.{key}" for name, section in values.items() if isinstance(section, dict)
+                             for key in section if _get(config, f"{name}.{key}") != _get(defaults, f"{name}.{key}")})
+        return config
 
     def to_dict(self) -> dict:
+        """``{"mode": ..., section: {field: value}}``, the inverse of :meth:`from_dict`."""
         return dataclasses.asdict(self)
 
+    def get(self, name: str):
+        """The value of a field by flat name (``config.get("lr") == config.optim.lr``)."""
+        section, key = _flat_paths(self.mode).get(name) or _unknown_flat(name, self.mode)
+        return getattr(getattr(self, section), key)
 
-def config_fields() -> list[tuple[str, type, object]]:
-    """``(name, scalar type, default)`` of each TrainConfig field settable from a command line."""
-    result = []
-    for f in dataclasses.fields(TrainConfig):
-        kinds = _field_types()[f.name]
-        scalar = str if str in kinds else kinds[0]
-        if scalar in (bool, int, float, str) and dict not in kinds:
-            result.append((f.name, scalar, f.default))
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with fields changed by flat name (``max_models=None``, ``data_root=...``), checked."""
+        values = self.to_dict()
+        for name, value in changes.items():
+            section, key = _flat_paths(self.mode).get(name) or _unknown_flat(name, self.mode)
+            values[section][key] = value
+        return TrainConfig.from_dict(values)
+
+
+# ---------------------------------------------------------------------------------------------- fields
+@dataclass(frozen=True)
+class ConfigField:
+    """One settable field: its flat (command-line) name, TOML path, scalar type, default and whether it may be
+    unset (``None``)."""
+
+    name: str
+    section: str
+    key: str
+    type: type
+    default: object
+    nullable: bool
+
+
+#: An override that unsets a field (``--sigma none`` on the command line); ``None`` means "not given".
+UNSET = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
+
+
+def config_fields(mode: str | None = None) -> list[ConfigField]:
+    """The scalar fields settable from a command line, of ``mode`` (``None``: of every mode, each flat name once)."""
+    result, seen = [], set()
+    for name, kind in SECTIONS.items():
+        classes = [LOSSES[mode]] if name == "loss" and mode else list(LOSSES.values()) if name == "loss" else [kind]
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                flat = f.metadata.get("flag", f.name)
+                kinds = _field_types(cls)[f.name]
+                scalar = str if str in kinds else kinds[0]
+                if flat not in seen and scalar in (bool, int, float, str):
+                    seen.add(flat)
+                    result.append(ConfigField(flat, name, f.name, scalar, f.default, type(None) in kinds))
     return result
 
 
-# ---------------------------------------------------------------------------------------------- checks
 @functools.cache
-def _field_types() -> dict[str, tuple[type, ...]]:
-    """``{field: accepted types}`` from the annotations (``None`` as ``type(None)``)."""
-    hints = typing.get_type_hints(TrainConfig)
+def _flat_paths(mode: str) -> dict[str, tuple[str, str]]:
+    return {f.name: (f.section, f.key) for f in config_fields(mode)}
+
+
+def _unknown_flat(name: str, mode: str):
+    other = _flat_paths(MODES[1 - MODES.index(mode)])
+    if name in other:
+        raise ConfigError(f"config field {'.'.join(other[name])} is not used by {mode} training")
+    raise ConfigError(f"unknown config field {name}")
+
+
+def _with_overrides(values: dict, overrides: dict) -> dict:
+    """``values`` (nested) with ``overrides`` by flat name; ``None`` values are ignored, :data:`UNSET` ones unset."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "mode" in overrides:
+        values["mode"] = overrides.pop("mode")
+    mode = values.get("mode", "supervised")
+    paths = _flat_paths(mode) if mode in MODES else _flat_paths(MODES[0])
+    for name, value in overrides.items():
+        section, key = paths.get(name) or _unknown_flat(name, mode)
+        if not isinstance(values.setdefault(section, {}), dict):
+            raise ConfigError(f"config key {section} must be a section ([{section}]), got {values[section]!r}")
+        values[section][key] = None if value is UNSET else value
+    return values
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_keys(values: dict) -> None:
+    """Top-level keys are ``mode`` and the sections, each a table of its class's fields."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config is a table of sections, got {type(values).__name__}")
+    moved = {f.name: f"[{f.section}] {f.key}" for f in config_fields()}
+    for key, value in values.items():
+        if key == "mode":
+            continue
+        if key not in SECTIONS:
+            if key in moved:
+                raise ConfigError(f"config key {key!r} has moved: write it as {moved[key]} = ...")
+            raise ConfigError(f"unknown config key {key!r}; known: mode, {', '.join(f'[{s}]' for s in SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a section ([{key}]), got {value!r}")
+        mode = values.get("mode", "supervised")
+        cls = LOSSES.get(mode, SupervisedLoss) if key == "loss" else SECTIONS[key]
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name in value:
+            if name in known:
+                continue
+            if key == "loss" and any(name in (f.name for f in dataclasses.fields(c)) for c in LOSSES.values()):
+                raise ConfigError(f"config field loss.{name} is not used by {mode} training")
+            raise ConfigError(f"unknown config field {key}.{name}; [{key}] has {', '.join(known)}")
+
+
+def _check_used(config: TrainConfig, given: set[str]) -> None:
+    """Fields in ``given`` (``"section.field"``, set to other than their default) that ``config`` would ignore
+    are an error."""
+    unused = {
+        "data.category": config.data.folder is not None and "data.folder (your own models) replaces it",
+        "model.knn_k": config.model.basis != "knn" and "it is used with model.basis = 'knn' only",
+        "optim.lr_step_epochs": config.optim.lr_schedule != "step" and "it is used with lr_schedule = 'step' only",
+    }
+    for name in sorted(given):
+        if unused.get(name):
+            raise ConfigError(f"config field {name} is set but unused: {unused[name]}")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """``{field: accepted types}`` of a section class from its annotations (``None`` as ``type(None)``)."""
+    hints = typing.get_type_hints(cls)
     result = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         hint = hints[f.name]
         args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
         result[f.name] = tuple(typing.get_origin(a) or a for a in args)
@@ -151,79 +377,89 @@ def _field_types() -> dict[str, tuple[type, ...]]:
 
 
 def _type_name(kinds: tuple[type, ...]) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             dict: "a table of numbers", type(None): "unset"}
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "unset"}
     return " or ".join(names[k] for k in kinds)
 
 
-def _check_types(config: TrainConfig) -> None:
+def _check_types(section, prefix: str) -> None:
     """Every field holds one of its annotated types (an integer is a number; ``True`` is not an integer);
     number fields are converted to ``float``."""
-    for name, kinds in _field_types().items():
-        value = getattr(config, name)
+    for name, kinds in _field_types(type(section)).items():
+        value = getattr(section, name)
         if isinstance(value, bool):
             ok = bool in kinds
         elif isinstance(value, int):
             ok = int in kinds or float in kinds
             if ok and int not in kinds:
-                setattr(config, name, float(value))
-        elif isinstance(value, dict):
-            ok = dict in kinds and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                                       for k, v in value.items())
+                setattr(section, name, float(value))
         else:
-            ok = isinstance(value, tuple(k for k in kinds if k is not dict))
+            ok = isinstance(value, kinds)
         if not ok:
-            raise ConfigError(f"config field {name} must be {_type_name(kinds)}, got {value!r} "
+            raise ConfigError(f"config field {prefix}.{name} must be {_type_name(kinds)}, got {value!r} "
                               f"({type(value).__name__})")
 
 
-def _check_values(config: TrainConfig) -> None:
+def _check_values(c: TrainConfig) -> None:
     from .argmax import SAMPLERS
-    from .readouts import READOUTS
     from .losses import METHODS, METRICS
+    from .readouts import READOUTS
 
-    c = config
-    choices = {"mode": MODES, "method": METHODS, "metric": METRICS, "sampler": SAMPLERS,
-               "tau_schedule": tuple(SCHEDULES), "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-               "eval_split": SPLITS, "readout": READOUTS}
-    for name, allowed in choices.items():
-        if getattr(c, name) not in allowed:
-            raise ConfigError(f"config field {name} must be one of {tuple(allowed)}, got {getattr(c, name)!r}")
-    if isinstance(c.sigma, str) and c.sigma != "knn":
-        try:
-            c.sigma = float(c.sigma)
-        except ValueError:
-            raise ConfigError(f"config field sigma must be 'knn' or a number, got {c.sigma!r}") from None
-    if not _DEVICE.fullmatch(c.device):
-        raise ConfigError(f"config field device must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
-    if c.name is not None and (not c.name or c.name in (".", "..") or "/" in c.name or "\\" in c.name
-                               or not c.name.isprintable()):
-        raise ConfigError(f"config field name must be a folder name (no path separators), got {c.name!r}")
-    for name in ("category", "out", "data_root"):
-        if "\x00" in (getattr(c, name) or ""):
-            raise ConfigError(f"config field {name} must not contain a NUL character")
-    at_least = {"epochs": 1, "batch_size": 1, "num_samples": 1, "eval_every": 1, "lr_step_epochs": 1, "knn_k": 1,
-                "hidden_channels": 1, "num_keypoints": 1, "max_models": 1, "num_workers": 0, "seed": 0}
-    positive = ("tau_start", "tau_end", "lr", "width", "radius_scale", "target_sigma", "scale_lo", "sigma")
-    non_negative = ("reg_weight", "weight_decay", "jitter")
-    for name in at_least.keys() | set(positive) | set(non_negative):
-        value = getattr(c, name)
+    unsupervised_methods = ("soft", "sampling")
+    choices = {"loss.method": METHODS if c.mode == "supervised" else unsupervised_methods,
+               "loss.tau_schedule": tuple(SCHEDULES), "optim.optimizer": OPTIMIZERS,
+               "optim.lr_schedule": LR_SCHEDULES, "eval.split": SPLITS, "eval.readout": READOUTS,
+               "model.basis": BASES}
+    if c.mode == "supervised":
+        choices.update({"loss.metric": METRICS, "loss.sampler": SAMPLERS})
+    for path, allowed in choices.items():
+        if _get(c, path) not in allowed:
+            raise ConfigError(f"config field {path} must be one of {tuple(allowed)}, got {_get(c, path)!r}")
+    if (c.model.basis == "fixed") != (c.model.sigma is not None):
+        raise ConfigError("config field model.sigma must be set with model.basis = 'fixed' (and only then), got "
+                          f"basis {c.model.basis!r} and sigma {c.model.sigma!r}")
+    if not _DEVICE.fullmatch(c.run.device):
+        raise ConfigError(f"config field run.device must be auto, cpu, cuda, cuda:N or mps, got {c.run.device!r}")
+    name = c.run.name
+    if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable()):
+        raise ConfigError(f"config field run.name must be a folder name (no path separators), got {name!r}")
+    for path in ("data.category", "data.root", "data.folder", "run.out"):
+        if "\x00" in (_get(c, path) or ""):
+            raise ConfigError(f"config field {path} must not contain a NUL character")
+    at_least = {"optim.epochs": 1, "optim.batch_size": 1, "loss.num_samples": 1, "eval.every": 1,
+                "optim.lr_step_epochs": 1, "model.knn_k": 1, "model.hidden_channels": 1, "model.num_keypoints": 1,
+                "data.max_models": 1, "data.num_workers": 0, "run.seed": 0}
+    positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
+                "augment.scale_lo", "model.sigma")
+    non_negative = ["optim.weight_decay", "augment.jitter"]
+    if c.mode == "supervised":
+        positive += ("loss.target_sigma",)
+        non_negative.append("loss.reg_weight")
+    else:
+        non_negative += [f"loss.{f.name}" for f in dataclasses.fields(UnsupervisedLoss)
+                         if f.name not in {g.name for g in dataclasses.fields(_LossBase)}]
+    for path in at_least.keys() | set(positive) | set(non_negative):
+        value = _get(c, path)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config field {name} must be finite, got {value}")
-    for name, low in at_least.items():
-        value = getattr(c, name)
+            raise ConfigError(f"config field {path} must be finite, got {value}")
+    for path, low in at_least.items():
+        value = _get(c, path)
         if value is not None and value < low:
-            raise ConfigError(f"config field {name} must be >= {low}, got {value}")
-    for name in positive:
-        value = getattr(c, name)
+            raise ConfigError(f"config field {path} must be >= {low}, got {value}")
+    for path in positive:
+        value = _get(c, path)
         if isinstance(value, float) and not value > 0:
-            raise ConfigError(f"config field {name} must be > 0, got {value}")
-    for name in non_negative:
-        if getattr(c, name) < 0:
-            raise ConfigError(f"config field {name} must be >= 0, got {getattr(c, name)}")
-    if c.scale_hi < c.scale_lo:
-        raise ConfigError(f"config field scale_hi must be >= scale_lo, got scale_lo={c.scale_lo}, "
-                          f"scale_hi={c.scale_hi}")
-    for key, value in c.loss_weights.items():
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"config field loss_weights[{key!r}] must be a finite number >= 0, got {value}")
+            raise ConfigError(f"config field {path} must be > 0, got {value}")
+    for path in non_negative:
+        if _get(c, path) < 0:
+            raise ConfigError(f"config field {path} must be >= 0, got {_get(c, path)}")
+    if c.augment.scale_hi < c.augment.scale_lo:
+        raise ConfigError(f"config field augment.scale_hi must be >= augment.scale_lo, got scale_lo="
+                          f"{c.augment.scale_lo}, scale_hi={c.augment.scale_hi}")
+    if c.mode == "unsupervised" and c.model.num_keypoints is not None and c.model.num_keypoints < 2:
+        raise ConfigError(f"config field model.num_keypoints of unsupervised keypoints must be >= 2 (one skeleton "
+                          f"edge), got {c.model.num_keypoints}")
+
+
+def _get(config: TrainConfig, path: str):
+    section, name = path.split(".")
+    return getattr(getattr(config, section), name)

@@ -5,7 +5,7 @@ offending file or setting and what is wrong with it, and the command line prints
 """
 from __future__ import annotations
 
-__all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError"]
+__all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError", "InputError", "UsageError", "TrainingError"]
 
 
 class PCKeypointsError(ValueError):
@@ -22,3 +22,15 @@ class CheckpointError(PCKeypointsError):
 
 class ReadError(PCKeypointsError):
     """A point cloud, mesh or keypoint file that cannot be read."""
+
+
+class InputError(PCKeypointsError):
+    """An argument a function cannot take: a tensor of the wrong shape, dtype or range, NaN, an empty cloud."""
+
+
+class UsageError(PCKeypointsError):
+    """A command-line option, or a combination of options, that cannot work."""
+
+
+class TrainingError(PCKeypointsError):
+    """A run that cannot go on, e.g. a diverged loss (a learning rate too large for the data)."""

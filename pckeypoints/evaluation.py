@@ -20,6 +20,7 @@ from .metrics.calibration import within_radius_probability
 from .metrics.geodesic import snap_to_points
 from .readouts import READOUTS, read_out
 from .validation import check_cloud
+from .errors import InputError
 
 #: The PCK threshold of the tables, in dataset units (KeypointNet's PCK@0.01).
 THRESHOLD = 0.01
@@ -60,7 +61,7 @@ def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, 
         parts["point_index"].append(batch["point_index"])
         model_ids += batch["model_id"]
     if not model_ids:
-        raise ValueError("cannot evaluate on an empty split")
+        raise InputError("cannot evaluate on an empty split")
     return {**{k: torch.cat(v) for k, v in parts.items()},
             "pred": {r: torch.cat(v) for r, v in pred.items()},
             "within": {r: torch.cat(v) for r, v in within.items()},
@@ -77,7 +78,7 @@ def collect_predictions(model: nn.Module, loader: DataLoader, progress: bool = F
 def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple[KeypointMaps, Tensor, Tensor]:
     """The maps of ``model`` (eval mode, no gradient) on one cloud ``points (N, 3)``, normalised as in
     training; returns ``(maps, center (3,), scale ())`` with original = normalised · scale + center."""
-    check_cloud(points, min_points=config.knn_k + 1)
+    check_cloud(points, min_points=config.model.knn_k + 1)
     # centre and scale in float64 (clouds far from the origin), then the float32 the model takes
     item = transforms.Normalize(dtype=torch.float32)({
         "points": points, "keypoints": torch.zeros(0, 3), "mask": torch.zeros(0, dtype=torch.bool),
@@ -90,21 +91,21 @@ def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple
 
 
 def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, threshold: float = THRESHOLD) -> dict:
-    """Keypoints of one cloud ``points (N, 3)`` by ``config.readout``, as a JSON-ready dict: ``keypoints``,
+    """Keypoints of one cloud ``points (N, 3)`` by ``config.eval.readout``, as a JSON-ready dict: ``keypoints``,
     ``semantic_ids``, ``readout``, ``confidence`` (the map's probability that the keypoint lies within
     ``threshold`` of the estimate), ``peak`` (its largest point probability) and ``snapped`` (the nearest
     cloud points)."""
     points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
     maps, center, scale = run_on_cloud(model, points, config)
     probs = maps.probabilities
-    estimate = read_out(probs, maps.basis, config.readout)
+    estimate = read_out(probs, maps.basis, config.eval.readout)
     sigma = maps.basis.bandwidth[..., 0]
     confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, threshold / float(scale))[0]
     keypoints = estimate[0].cpu().double() * scale + center
     return {
         "keypoints": keypoints.tolist(),
         "semantic_ids": list(range(len(keypoints))),
-        "readout": config.readout,
+        "readout": config.eval.readout,
         "confidence": confidence.cpu().tolist(),
         "peak": probs[0].amax(-1).cpu().tolist(),
         "snapped": points[snap_to_points(keypoints, points)].tolist(),

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .basis import PointBasis
 from .neighbors import knn, pad_far
+from .errors import InputError
 
 READOUTS = ("expectation", "snapped", "top", "mode")
 
@@ -51,7 +52,7 @@ def mixture_mode(probs: Tensor, basis: PointBasis, candidates: int = 5, steps: i
     monotonically. Of the ``candidates`` end points the one of highest density wins.
     """
     if basis.kind != "gaussian":
-        raise ValueError(f"the mixture mode needs a Gaussian basis, got {basis.kind!r}")
+        raise InputError(f"the mixture mode needs a Gaussian basis, got {basis.kind!r}")
     b, k, n = probs.shape
     top = probs.topk(min(candidates, n), dim=-1).indices  # (B, K, M)
     pos = basis.pos.expand(b, -1, -1)
@@ -74,7 +75,7 @@ def read_out(probs: Tensor, basis: PointBasis, readout: str = "expectation") -> 
         return gather_points(probs.argmax(-1), basis)
     if readout == "mode":
         return mixture_mode(probs, basis)
-    raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
 def _log_components(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:

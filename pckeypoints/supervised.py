@@ -2,13 +2,12 @@
 
 The network sees normalised clouds (unit radius); predictions are mapped back with each item's
 ``center`` and ``scale`` so that every metric is in the dataset's own units, where KeypointNet's
-PCK@0.01 threshold is defined. The predicted keypoint is ``config.readout`` of its map
+PCK@0.01 threshold is defined. The predicted keypoint is ``eval.readout`` of its map
 (:mod:`pckeypoints.readouts`); its confidence is the map's probability that the keypoint lies within
 PCK@0.01 of it (:func:`~pckeypoints.metrics.within_radius_probability`).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
 from .data.from_config import dataset_from_config, source_of
+from .errors import ConfigError
 from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
 from .losses import KeypointLoss
 from .metrics.summary import CURVE_THRESHOLDS, keypoint_records, records_metrics
@@ -35,31 +35,25 @@ class SupervisedTask:
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
         num_keypoints = int(source_of(dataset).num_keypoints)
-        if config.num_keypoints not in (None, num_keypoints):
-            raise ValueError(f"{config.category} has {num_keypoints} semantic keypoints, config asks for "
-                             f"{config.num_keypoints}")
-        category = source_of(dataset).category if config.data is not None else config.category  # the folder's name
-        return dataclasses.replace(config, num_keypoints=num_keypoints, category=category)
+        if config.model.num_keypoints not in (None, num_keypoints):
+            raise ConfigError(f"{config.data.label} has {num_keypoints} semantic keypoints, config field "
+                              f"model.num_keypoints asks for {config.model.num_keypoints}")
+        return config.replace(num_keypoints=num_keypoints)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
-        if config.num_keypoints is None:
-            raise ValueError("config.num_keypoints is unset; call SupervisedTask.configure first")
-        return KeypointDetector(
-            config.num_keypoints, width=config.width, msg=config.msg, radius_scale=config.radius_scale,
-            hidden_channels=config.hidden_channels, knn_k=config.knn_k,
-            fixed_sigma=config.fixed_sigma,
-        )
+        return KeypointDetector(**config.model.arguments())
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
         maps = model(batch["points"])
-        criterion = KeypointLoss(config.method, config.metric, config.num_samples, reg_weight=config.reg_weight,
-                                 target_sigma=config.target_sigma, sampler=config.sampler)
+        loss = config.loss
+        criterion = KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
+                                 target_sigma=loss.target_sigma, sampler=loss.sampler)
         return criterion(maps.logits, maps.basis, batch["keypoints"], batch["mask"], tau=tau), {}
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
-        """Euclidean PCK of ``config.readout`` (cheap: run after every epoch to select ``best.pt``)."""
-        predictions = collect_readouts(model, loader, (config.readout,))
-        return records_metrics(keypoint_records(predictions, geodesic=False), config.readout)
+        """Euclidean PCK of ``eval.readout`` (cheap: run after every epoch to select ``best.pt``)."""
+        predictions = collect_readouts(model, loader, (config.eval.readout,))
+        return records_metrics(keypoint_records(predictions, geodesic=False), config.eval.readout)
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
                figures=None) -> dict[str, float]:
@@ -71,18 +65,19 @@ class SupervisedTask:
         out_dir.mkdir(parents=True, exist_ok=True)
         predictions = collect_readouts(model, loader)
         records = keypoint_records(predictions)
-        metrics = records_metrics(records, config.readout)
-        title = f"{config.category} {config.method}"
+        readout = config.eval.readout
+        metrics = records_metrics(records, readout)
+        title = f"{config.data.label} {config.loss.method}"
         torch.save({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics))
         if figures is not None:
-            correct = records[f"dist/{config.readout}"] <= THRESHOLD
+            correct = records[f"dist/{readout}"] <= THRESHOLD
             figures.plot_pck_curves({title: (CURVE_THRESHOLDS.tolist(), [metrics[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])},
-                                    out_dir / "pck_curve.png", title=f"PCK on {config.category}")
-            figures.plot_calibration(records[f"within/{config.readout}"].numpy(), correct.numpy(),
+                                    out_dir / "pck_curve.png", title=f"PCK on {config.data.label}")
+            figures.plot_calibration(records[f"within/{readout}"].numpy(), correct.numpy(),
                                      out_dir / "calibration.png")
-            figures.render_gallery(gallery_items(predictions, config.readout, 8), out_dir / "gallery.png",
+            figures.render_gallery(gallery_items(predictions, readout, 8), out_dir / "gallery.png",
                                    if_available=True)
         return metrics
 

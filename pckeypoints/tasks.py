@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
+from .errors import ConfigError
 
 
 @runtime_checkable
@@ -66,6 +67,6 @@ TASKS = {
 def get_task(mode: str) -> Task:
     """A new task object for ``mode`` (a key of :data:`TASKS`)."""
     if mode not in TASKS:
-        raise ValueError(f"mode must be one of {tuple(TASKS)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {tuple(TASKS)}, got {mode!r}")
     module, name = TASKS[mode].split(":")
     return getattr(importlib.import_module(module), name)()

@@ -12,7 +12,6 @@ and writes checkpoints.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import os
 import random
@@ -30,14 +29,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig, config_fields
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import OptimConfig, TrainConfig
 from .data import collate_keypoints
-from .errors import CheckpointError, PCKeypointsError
+from .devices import resolve_device
+from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "config_fields", "load_checkpoint", "resolve_checkpoint", "resolve_device", "train"]
+__all__ = ["make_lr_schedule", "make_optimizer", "train"]
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -59,26 +59,6 @@ def _init_distributed(device: torch.device) -> _Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``, ``"cpu"``, ``"cuda"`` (this process's ``LOCAL_RANK`` GPU), ``"cuda:N"`` or ``"mps"``, checked to
-    exist on this machine (a one-line :class:`~pckeypoints.errors.PCKeypointsError` otherwise)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
-    except RuntimeError as err:
-        raise PCKeypointsError(f"unknown device {name!r} ({err})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise PCKeypointsError(f"device {name!r} is unavailable: {why}; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise PCKeypointsError(f"device {name!r} is unavailable: {torch.cuda.device_count()} CUDA GPU(s) visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise PCKeypointsError(f"device {name!r} is unavailable on this machine; use --device cpu")
-    return device
 
 
 def _seed(seed: int, epoch: int, rank: int) -> None:
@@ -111,14 +91,32 @@ class _CsvLog:
         os.replace(tmp, self.path)
 
 
+# ---------------------------------------------------------------------------------------------- factories
+def make_optimizer(parameters, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum 0.9, of ``optim``'s learning rate and weight decay."""
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def make_lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch learning-rate schedule of ``optim``: cosine to 1 % over the epochs, halving every
+    ``lr_step_epochs``, or constant."""
+    if optim.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs, eta_min=optim.lr * 0.01)
+    if optim.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.lr_step_epochs, gamma=0.5)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
 # ---------------------------------------------------------------------------------------------- loop
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
           stop_after: int | None = None, overwrite: bool = False) -> Path:
     """Train ``config`` (or continue the run at ``resume``, a run folder or checkpoint, with its own
     config) and return the run folder. ``stop_after`` ends the run after that many epochs in total (of
-    ``config.epochs``, schedules unchanged) so that it can be resumed later.
+    ``config.optim.epochs``, schedules unchanged) so that it can be resumed later.
 
-    A new run goes to ``config.out/config.name``; an existing run there is an error unless ``overwrite``
+    A new run goes to ``run.out/run.name``; an existing run there is an error unless ``overwrite``
     (which replaces it). Without a ``name`` the folder is ``<category>_<method>``, or ``..._2``, ``..._3``
     if taken. A run that fails before its first checkpoint leaves no folder behind."""
     if (config is None) == (resume is None):
@@ -129,35 +127,29 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     else:
         run_dir = _new_run_dir(config, overwrite)
-        config = dataclasses.replace(config, name=run_dir.name)
-    device = resolve_device(config.device)
+        config = config.replace(name=run_dir.name)
+    device = resolve_device(config.run.device)
     world = _init_distributed(device)
-    if config.batch_size % world.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} processes")
+    if config.optim.batch_size % world.world_size:
+        raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be divisible by the {world.world_size} "
+                          f"processes")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     task = get_task(config.mode)
 
     train_set = task.dataset(config, "train", train=True)
     config = task.configure(config, train_set)
-    eval_set = task.dataset(config, config.eval_split, train=False) if world.is_main else None
-    sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.seed)
-    loader = DataLoader(train_set, config.batch_size // world.world_size, sampler=sampler,
-                        num_workers=config.num_workers, collate_fn=collate_keypoints)
+    eval_set = task.dataset(config, config.eval.split, train=False) if world.is_main else None
+    sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.run.seed)
+    loader = DataLoader(train_set, config.optim.batch_size // world.world_size, sampler=sampler,
+                        num_workers=config.data.num_workers, collate_fn=collate_keypoints)
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.run.seed)
     model = task.build_model(config).to(device)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.lr_schedule == "cosine":
-        lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
-    elif config.lr_schedule == "step":
-        lr_schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=0.5)
-    else:
-        lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    tau_schedule = make_schedule(config.tau_schedule, config.tau_start, config.tau_end, config.epochs)
+    optimizer = make_optimizer(model.parameters(), config.optim)
+    lr_schedule = make_lr_schedule(optimizer, config.optim)
+    tau_schedule = make_schedule(config.loss.tau_schedule, config.loss.tau_start, config.loss.tau_end,
+                                 config.optim.epochs)
     start_epoch, best, best_epoch = 0, -math.inf, 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -167,7 +159,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         start_epoch = checkpoint["epoch"]
     trained = DistributedDataParallel(model) if world.world_size > 1 else model
 
-    end_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    epochs = config.optim.epochs
+    end_epoch = epochs if stop_after is None else min(stop_after, epochs)
     log = writer = None
     if world.is_main:
         if checkpoint is None:
@@ -183,11 +176,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         writer = SummaryWriter(str(run_dir / "tensorboard"))
     try:
         for epoch in range(start_epoch, end_epoch):
-            _seed(config.seed, epoch, world.rank)
+            _seed(config.run.seed, epoch, world.rank)
             sampler.set_epoch(epoch)
             tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
             train_stats = _train_epoch(task, trained, loader, optimizer, config, tau, device, world,
-                                       desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress and world.is_main)
+                                       desc=f"epoch {epoch + 1}/{epochs}", progress=progress and world.is_main)
             lr_schedule.step()
             tau_schedule.step()
             if world.is_main:
@@ -196,11 +189,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
                 for key, value in train_stats.items():
                     writer.add_scalar(f"train/{key}", value, epoch)
                 improved = False
-                if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
+                if (epoch + 1) % config.eval.every == 0 or epoch + 1 == end_epoch:
                     metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
-                    log.write(epoch, config.eval_split, metrics)
+                    log.write(epoch, config.eval.split, metrics)
                     for key, value in metrics.items():
-                        writer.add_scalar(f"{config.eval_split}/{key}", value, epoch)
+                        writer.add_scalar(f"{config.eval.split}/{key}", value, epoch)
                     if metrics[task.monitor] > best:
                         best, best_epoch, improved = float(metrics[task.monitor]), epoch + 1, True
                 state = {
@@ -229,11 +222,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 def _new_run_dir(config: TrainConfig, overwrite: bool) -> Path:
     """The folder of a new run (not created yet): ``out/name``, which must be free unless ``overwrite``; without
     a name the first free one of ``<category>_<method>``, ``<category>_<method>_2``, ..."""
-    out = Path(config.out)
+    out = Path(config.run.out)
     if out.exists() and not out.is_dir():
         raise PCKeypointsError(f"out {out} is a file, not a folder")
-    if config.name is not None:
-        run_dir = out / config.name
+    if config.run.name is not None:
+        run_dir = out / config.run.name
         if _is_taken(run_dir) and not overwrite:
             raise PCKeypointsError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
                                    f"--resume {run_dir} to continue it, or choose another --name")
@@ -316,7 +309,7 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
     """One pass over ``loader``; returns the batch means of the loss and the task's logged scalars,
     averaged over the processes."""
     model.train()
-    if config.freeze_norm:
+    if config.model.freeze_norm:
         for module in model.modules():
             if isinstance(module, _BatchNorm):
                 module.eval()
@@ -326,7 +319,7 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         loss, scalars = task.loss(model, batch, config, tau)
         if not torch.isfinite(loss):
-            raise ValueError(f"training diverged: loss is {loss.item()} ({desc})")
+            raise TrainingError(f"training diverged: loss is {loss.item()} ({desc})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -342,5 +335,5 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
 
 
 def _eval_loader(dataset, config: TrainConfig) -> DataLoader:
-    return DataLoader(dataset, config.batch_size, shuffle=False, num_workers=config.num_workers,
+    return DataLoader(dataset, config.optim.batch_size, shuffle=False, num_workers=config.data.num_workers,
                       collate_fn=collate_keypoints)

@@ -13,13 +13,11 @@ strict one, pairs of distinct shapes of the evaluated split; ``das_sm``: Skeleto
 (self-pairs counted, over every annotated shape of the category, whatever the split), computed by
 :meth:`UnsupervisedTask.report`.
 
-``config.loss_weights`` keys: ``"reconstruction_to_input"`` and ``"input_to_reconstruction"`` (the two
-Chamfer directions, default 1), ``"offset"`` (offset penalty, default 0.01) and ``"uncovered"`` (cost of
-an input point left without activation coverage, default 20), all as in Skeleton Merger.
+The loss weights are the fields of :class:`~pckeypoints.config.UnsupervisedLoss` (``[loss]`` of an
+unsupervised config), with Skeleton Merger's values as defaults.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -32,16 +30,15 @@ from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
 from .evaluation import collect_predictions, predict_keypoints
 from .report import metrics_markdown
-from .config import TrainConfig
+from .config import TrainConfig, UnsupervisedLoss
+from .errors import InputError
 
-METHODS = ("soft", "sampling")
 #: Default number of keypoints (Skeleton Merger uses 10 on KeypointNet).
 NUM_KEYPOINTS = 10
 #: Geodesic threshold of the keypoint mIoU, in dataset units (KeypointNet's clouds have radius ~0.5).
 MIOU_THRESHOLD = 0.1
 #: Neighbours of the k-NN graph of geodesic distances.
 GEODESIC_K = 10
-LOSS_WEIGHTS = {"reconstruction_to_input": 1.0, "input_to_reconstruction": 1.0, "offset": 0.01, "uncovered": 20.0}
 
 
 class UnsupervisedTask:
@@ -54,28 +51,15 @@ class UnsupervisedTask:
         return dataset_from_config(config, split, train)
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
-        if config.method not in METHODS:
-            raise ValueError(f"unsupervised training supports method {METHODS}, got {config.method!r}")
-        unknown = sorted(set(config.loss_weights) - set(LOSS_WEIGHTS))
-        if unknown:
-            raise ValueError(f"unknown unsupervised loss_weights {unknown}; known: {sorted(LOSS_WEIGHTS)}")
-        num_keypoints = NUM_KEYPOINTS if config.num_keypoints is None else config.num_keypoints
-        if num_keypoints < 2:
-            raise ValueError(f"unsupervised keypoints need num_keypoints >= 2 (one skeleton edge), got {num_keypoints}")
-        return dataclasses.replace(config, num_keypoints=num_keypoints)
+        return config if config.model.num_keypoints is not None else config.replace(num_keypoints=NUM_KEYPOINTS)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
-        if config.num_keypoints is None:
-            raise ValueError("config.num_keypoints is unset; call UnsupervisedTask.configure first")
-        return SkeletonAutoencoder(
-            config.num_keypoints, width=config.width, hidden_channels=config.hidden_channels, knn_k=config.knn_k,
-            sigma=config.fixed_sigma, msg=config.msg, radius_scale=config.radius_scale,
-        )
+        return SkeletonAutoencoder(**config.model.arguments())
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
-        num_samples = config.num_samples if config.method == "sampling" else 0
+        num_samples = config.loss.num_samples if config.loss.method == "sampling" else 0
         output = model(batch["points"], num_samples=num_samples, tau=tau)
-        return reconstruction_objective(batch["points"], output, config.loss_weights)
+        return reconstruction_objective(batch["points"], output, config.loss)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
         """The label-free monitor and, for the log only, :func:`unsupervised_metrics` of ``loader``'s split."""
@@ -90,18 +74,18 @@ class UnsupervisedTask:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected = collect_predictions(model, loader)
-        every_shape = self.dataset(dataclasses.replace(config, max_models=None), None, train=False)
+        every_shape = self.dataset(config.replace(max_models=None), None, train=False)
         published = skeleton_merger_das(collect_predictions(model, DataLoader(
             every_shape, loader.batch_size, collate_fn=loader.collate_fn)))
         metrics = {"neg_reconstruction": -reconstruction_loss(model, loader, config),
                    **unsupervised_metrics(collected), **published, "das_sm_shapes": len(every_shape)}
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-        title = f"{config.category} unsupervised ({config.method})"
+        title = f"{config.data.label} unsupervised ({config.loss.method})"
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics))
         items = [{
             "points": collected["points"][i].numpy(),
             "keypoints": collected["pred"][i].numpy(),
-            "semantic_ids": list(range(config.num_keypoints)),
+            "semantic_ids": list(range(config.model.num_keypoints)),
             "title": collected["model_id"][i][:8],
         } for i in range(min(8, len(collected["model_id"])))]
         if figures is not None:
@@ -109,21 +93,21 @@ class UnsupervisedTask:
         return metrics
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
-        """As the supervised task's: the soft-argmax keypoints, their peak probabilities as confidence."""
+        """As the supervised task's: each map's ``eval.readout``, with its within-radius probability as confidence."""
         return predict_keypoints(model, points, config)
 
 
-def reconstruction_objective(points: Tensor, output, loss_weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
-    """Weighted Skeleton Merger loss of a :class:`~pckeypoints.models.autoencoder.SkeletonOutput` for the
-    clouds ``points (B, N, 3)``, and its terms (batch means) for logging."""
-    weights = {**LOSS_WEIGHTS, **loss_weights}
-    chamfer = skeleton_loss(points, output, uncovered_penalty=weights["uncovered"])
+def reconstruction_objective(points: Tensor, output, weights: UnsupervisedLoss = UnsupervisedLoss()
+                             ) -> tuple[Tensor, dict[str, float]]:
+    """Skeleton Merger loss, weighted by ``weights``, of a :class:`~pckeypoints.models.autoencoder.SkeletonOutput`
+    for the clouds ``points (B, N, 3)``, and its terms (batch means) for logging."""
+    chamfer = skeleton_loss(points, output, uncovered_penalty=weights.uncovered)
     terms = {
         "reconstruction_to_input": chamfer.reconstruction_to_input.mean(),
         "input_to_reconstruction": chamfer.input_to_reconstruction.mean(),
         "offset": output.offsets.square().sum(),
     }
-    total = sum(weights[name] * value for name, value in terms.items())
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}
 
 
@@ -135,7 +119,7 @@ def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfi
     total, count = 0.0, 0
     for batch in loader:
         points = batch["points"].to(device)
-        loss, _ = reconstruction_objective(points, model(points), config.loss_weights)
+        loss, _ = reconstruction_objective(points, model(points), config.loss)
         total, count = total + loss.item() * len(points), count + len(points)
     return total / count
 
@@ -159,7 +143,7 @@ def unsupervised_metrics(collected: dict) -> dict[str, float]:
     dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
     keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
     if len(collected["pred"]) < 2:
-        raise ValueError(f"DAS compares shapes: need at least 2 models to evaluate, got {len(collected['pred'])}")
+        raise InputError(f"DAS compares shapes: need at least 2 models to evaluate, got {len(collected['pred'])}")
     pred, points = collected["pred"], collected["points"]
     annotations = _annotations(collected)
     alignment = dual_alignment_score(pred, annotations)

@@ -31,17 +31,9 @@ class SharedMLP(nn.Sequential):
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
         super().__init__(*layers)
-        self._register_load_state_dict_pre_hook(_squeeze_conv_weights)
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
-
-
-def _squeeze_conv_weights(state_dict, prefix, *_args) -> None:
-    """Turn 1x1-convolution weights ``(out, in, 1, ...)`` under ``prefix`` into Linear weights ``(out, in)``."""
-    for key, value in state_dict.items():
-        if key.startswith(prefix) and key.endswith("weight") and value.dim() > 2 and value.shape[2:].numel() == 1:
-            state_dict[key] = value.flatten(1)
 
 
 def gather_points(xyz: Tensor, idx: Tensor) -> Tensor:
@@ -158,7 +150,6 @@ class PointNet2Seg(nn.Module):
         self.fp2 = FeaturePropagation(self.fp3.out_channels + self.sa1.out_channels, ch(128, 128))
         self.fp1 = FeaturePropagation(self.fp2.out_channels + 3 + in_channels, ch(128, 128))
         self.head = nn.Linear(self.fp1.out_channels, out_channels)
-        self._register_load_state_dict_pre_hook(_squeeze_conv_weights)  # checkpoints of the Conv1d head
 
     def forward(self, xyz: Tensor, features: Tensor | None = None) -> Tensor:
         """xyz (B, N, 3), features (B, N, in_channels) or None -> (B, N, out_channels)."""

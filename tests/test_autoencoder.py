@@ -70,7 +70,7 @@ def test_gradients_flow_through_sampling_argmax_to_logits():
 
 def test_model_outputs_and_sampling_shapes():
     torch.manual_seed(0)
-    model = SkeletonAutoencoder(4, width=0.25, feature_channels=16, hidden_channels=16, points_per_edge=8, sigma=0.05,
+    model = SkeletonAutoencoder(4, width=0.25, feature_channels=16, hidden_channels=16, points_per_edge=8, fixed_sigma=0.05,
                                 radius_scale=2.0)
     points = torch.nn.functional.normalize(torch.randn(2, 256, 3), dim=-1)
     soft = model(points)
@@ -90,7 +90,7 @@ def test_model_outputs_and_sampling_shapes():
 
 def test_skeleton_loss_averages_over_samples():
     torch.manual_seed(0)
-    model = SkeletonAutoencoder(3, width=0.25, feature_channels=8, hidden_channels=8, points_per_edge=4, sigma=0.05)
+    model = SkeletonAutoencoder(3, width=0.25, feature_channels=8, hidden_channels=8, points_per_edge=4, fixed_sigma=0.05)
     points = torch.nn.functional.normalize(torch.randn(2, 128, 3), dim=-1) * 0.5
     out = model(points, num_samples=3, tau=1.0)
     loss = skeleton_loss(points, out, uncovered_penalty=5.0)
@@ -103,10 +103,10 @@ def _tiny_config(tmp_path, **changes):
     from pckeypoints.training import TrainConfig
 
     values = dict(mode="unsupervised", category="bed", method="sampling", num_samples=2, num_keypoints=4, width=0.25,
-                  hidden_channels=16, sigma=0.05, epochs=2, batch_size=2, lr=3e-3, lr_schedule="constant",
+                  hidden_channels=16, basis="fixed", sigma=0.05, epochs=2, batch_size=2, lr=3e-3, lr_schedule="constant",
                   max_models=4, data_root=str(DATA), out=str(tmp_path), name="tiny", tau_start=1.0, tau_end=0.5)
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_fields(**values)
 
 
 @needs_data
@@ -144,7 +144,7 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
     assert set(metrics) == {"neg_reconstruction", "das", "das_forward", "das_backward", "miou@0.1"}
     assert metrics["das"] == pytest.approx((metrics["das_forward"] + metrics["das_backward"]) / 2)
     assert all(0 <= metrics[k] <= 1 for k in ("das", "das_forward", "das_backward", "miou@0.1"))
-    soft = dataclasses.replace(config, method="soft")
+    soft = config.replace(method="soft")
     with torch.no_grad():  # the monitor is the mean training objective of the soft-argmax skeletons, no labels
         losses = [task.loss(model, batch, soft, tau=1.0)[0] * len(batch["points"]) for batch in loader]
     assert metrics["neg_reconstruction"] == pytest.approx(-sum(losses).item() / len(dataset), rel=1e-5)
@@ -164,15 +164,16 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
     assert not math.isnan(metrics["miou@0.1"])
 
 
-def test_configure_rejects_bad_settings(tmp_path):
+def test_bad_settings_are_rejected(tmp_path):
+    from pckeypoints.errors import ConfigError
     from pckeypoints.tasks import get_task
 
     task = get_task("unsupervised")
-    with pytest.raises(ValueError, match="method"):
-        task.configure(_tiny_config(tmp_path, method="soft+var"), None)
-    with pytest.raises(ValueError, match="loss_weights"):
-        task.configure(_tiny_config(tmp_path, loss_weights={"ofset": 1.0}), None)
-    assert task.configure(_tiny_config(tmp_path, num_keypoints=None), None).num_keypoints == 10
+    with pytest.raises(ConfigError, match="method"):
+        _tiny_config(tmp_path, method="soft+var")
+    with pytest.raises(ConfigError, match="ofset"):
+        _tiny_config(tmp_path, ofset=1.0)
+    assert task.configure(_tiny_config(tmp_path, num_keypoints=None), None).model.num_keypoints == 10
 
 
 def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pickle
 
 import pytest
@@ -13,7 +12,7 @@ from pckeypoints.config import TrainConfig
 from pckeypoints.errors import CheckpointError
 from pckeypoints.tasks import get_task
 
-CONFIG = TrainConfig(num_keypoints=3, width=0.25, hidden_channels=16, epochs=2)
+CONFIG = TrainConfig.from_fields(num_keypoints=3, width=0.25, hidden_channels=16, epochs=2)
 
 
 def checkpoint_state(config: TrainConfig = CONFIG) -> dict:
@@ -41,12 +40,6 @@ def test_round_trip_and_run_folder(good, tmp_path):
     (tmp_path / "run").mkdir()
     good.rename(tmp_path / "run" / "last.pt")
     assert load_checkpoint(tmp_path / "run")[2] == CONFIG  # a run folder without best.pt falls back to last.pt
-
-
-def test_checkpoints_without_format_version_still_load(tmp_path):
-    path = tmp_path / "old.pt"
-    torch.save(checkpoint_state(), path)  # as written before the format field existed
-    assert load_checkpoint(path)[2] == CONFIG
 
 
 def _write(path, data: bytes):
@@ -82,26 +75,30 @@ def test_damaged_files(tmp_path, good, make, problem):
     (lambda s: {"weights": s["model"]}, r"not a pckeypoints checkpoint \(no model weights and config\)"),
     (lambda s: {**s, "config": None}, "no model weights and config"),
     (lambda s: [s], "no model weights and config"),
-    (lambda s: {**s, "config": {**s["config"], "colour": "red"}}, "config key 'colour' unknown to this version"),
-    (lambda s: {**s, "config": {**s["config"], "epochs": "three"}}, "invalid config: config field epochs"),
-    (lambda s: {**s, "config": {**s["config"], "num_keypoints": None}}, "cannot build the supervised model"),
+    (lambda s: {**s, "config": {**s["config"], "colour": "red"}}, "config this version .* cannot use: unknown config key 'colour'"),
+    (lambda s: {**s, "config": {**s["config"], "optim": {"epochs": "three"}}}, "cannot use: config field optim.epochs"),
+    (lambda s: {**s, "config": {**s["config"], "model": {"num_keypoints": None}}}, "cannot build the supervised model"),
     (lambda s: {**s, "format_version": FORMAT_VERSION + 1}, "written by a newer pckeypoints"),
+    (lambda s: {**s, "format_version": FORMAT_VERSION - 1}, "written by an older pckeypoints"),
+    (lambda s: {k: v for k, v in s.items() if k != "format"}, r"not a pckeypoints checkpoint \(format None\)"),
     (lambda s: {**s, "format": "other"}, "not a pckeypoints checkpoint"),
     (lambda s: {**s, "model": {**s["model"], "extra": torch.zeros(1)}}, "do not fit the supervised model"),
-    (lambda s: {**s, "config": {**s["config"], "num_keypoints": 4}}, "weight .* has shape"),
+    (lambda s: {**s, "config": {**s["config"], "model": {**s["config"]["model"], "num_keypoints": 4}}},
+     "weight .* has shape"),
 ])
 def test_foreign_contents(tmp_path, change, problem):
     path = tmp_path / "foreign.pt"
-    torch.save(change(checkpoint_state()), path)
+    torch.save(change({**checkpoint_state(), "format": "pckeypoints", "format_version": FORMAT_VERSION}), path)
     with pytest.raises(CheckpointError, match=problem) as err:
         load_checkpoint(path)
     assert str(path) in str(err.value)
 
 
 def test_weights_of_the_other_mode_are_named(tmp_path):
-    unsupervised = checkpoint_state(dataclasses.replace(CONFIG, mode="unsupervised", method="soft"))
+    unsupervised = checkpoint_state(TrainConfig.from_fields(mode="unsupervised", method="soft", num_keypoints=3,
+                                                            width=0.25, hidden_channels=16, epochs=2))
     path = tmp_path / "swapped.pt"
-    torch.save({**checkpoint_state(), "model": unsupervised["model"]}, path)
+    save_checkpoint({**checkpoint_state(), "model": unsupervised["model"]}, path)
     with pytest.raises(CheckpointError, match="written by the unsupervised mode, but its config says supervised"):
         load_checkpoint(path)
     save_checkpoint(unsupervised, path)

@@ -22,8 +22,8 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     data_root = make_subset(tmp / "kpn", "bathtub", {"train": 4, "val": 2, "test": 2})
     config = tmp / "tiny.toml"
-    config.write_text(f'category = "bathtub"\nwidth = 0.25\nhidden_channels = 16\nbatch_size = 2\n'
-                      f'data_root = "{data_root}"\nout = "{tmp / "runs"}"\nname = "tiny"\n')
+    config.write_text(f'[data]\ncategory = "bathtub"\nroot = "{data_root}"\n[model]\nwidth = 0.25\nhidden_channels = 16\n'
+                      f'[optim]\nbatch_size = 2\n[run]\nout = "{tmp / "runs"}"\nname = "tiny"\n')
     code = main(["train", "--config", str(config), "--epochs", "1", "--method", "sampling", "--num-samples", "4",
                  "--no-progress"])
     assert code == 0
@@ -34,7 +34,7 @@ def test_train_writes_checkpoints_and_test_report(run):
     run_dir, _ = run
     assert (run_dir / "best.pt").is_file() and (run_dir / "log.csv").is_file()
     metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
-    assert metrics["config"]["epochs"] == 1 and metrics["config"]["method"] == "sampling"  # flags beat the file
+    assert metrics["config"]["optim"]["epochs"] == 1 and metrics["config"]["loss"]["method"] == "sampling"  # flags win
     assert 0 <= metrics["metrics"]["pck@0.01"] <= metrics["metrics"]["pck@0.10"] <= 1
 
 
@@ -60,7 +60,7 @@ def _check_prediction(path, num_keypoints):
 
 def test_predict_pcd(run, tmp_path):
     run_dir, data_root = run
-    num_keypoints = torch.load(run_dir / "last.pt", weights_only=False)["config"]["num_keypoints"]
+    num_keypoints = torch.load(run_dir / "last.pt", weights_only=False)["config"]["model"]["num_keypoints"]
     pcd = next((data_root / "pcds").rglob("*.pcd"))
     assert main(["predict", str(run_dir), str(pcd), "-o", str(tmp_path / "kp.json")]) == 0
     keypoints = _check_prediction(tmp_path / "kp.json", num_keypoints)
@@ -73,7 +73,7 @@ def test_predict_pcd(run, tmp_path):
 @pytest.mark.parametrize("suffix", [".obj", ".ply"])
 def test_predict_mesh(run, tmp_path, suffix):
     run_dir, _ = run
-    num_keypoints = torch.load(run_dir / "last.pt", weights_only=False)["config"]["num_keypoints"]
+    num_keypoints = torch.load(run_dir / "last.pt", weights_only=False)["config"]["model"]["num_keypoints"]
     mesh = trimesh.creation.box(extents=(0.8, 0.3, 0.4))
     mesh.export(tmp_path / f"box{suffix}")
     assert main(["predict", str(run_dir), str(tmp_path / f"box{suffix}"), "-o", str(tmp_path / "kp.json"),

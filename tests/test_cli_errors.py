@@ -13,7 +13,7 @@ from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
 from pckeypoints.tasks import get_task
 
-CONFIG = TrainConfig(num_keypoints=4, width=0.25, hidden_channels=16)
+CONFIG = TrainConfig.from_fields(num_keypoints=4, width=0.25, hidden_channels=16)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_output_paths_of_the_wrong_kind(checkpoint, cloud, tmp_path, capsys):
 
 def test_bad_toml_value(tmp_path, capsys):
     config = tmp_path / "c.toml"
-    config.write_text(f'epochs = "three"\nout = "{tmp_path / "runs"}"\n')
+    config.write_text(f'[optim]\nepochs = "three"\n[run]\nout = "{tmp_path / "runs"}"\n')
     one_line_error(capsys, ["train", "--config", str(config)], "c.toml", "epochs must be an integer")
     with pytest.raises(ValueError, match="epochs"):
         main(["--debug", "train", "--config", str(config)])

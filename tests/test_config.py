@@ -1,4 +1,5 @@
-"""TrainConfig: every field's type and value is checked on construction, with one error naming the field."""
+"""TrainConfig: sections, one flat name per field, and every field's type and value checked on construction with
+one error naming the field."""
 from __future__ import annotations
 
 import subprocess
@@ -25,16 +26,26 @@ from pckeypoints.errors import ConfigError, PCKeypointsError
     (dict(device="gpu"), "device must be"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(lr=float("inf")), "lr must be finite"),
-    (dict(sigma=-0.01), "sigma must be > 0"),
+    (dict(basis="fixed", sigma=-0.01), "sigma must be > 0"),
+    (dict(sigma=0.01), "model.sigma must be set with model.basis = 'fixed'"),
+    (dict(basis="fixed"), "model.sigma must be set with model.basis = 'fixed'"),
+    (dict(basis="fixed", sigma=0.01, knn_k=4), "model.knn_k is set but unused"),
+    (dict(lr_step_epochs=3), "optim.lr_step_epochs is set but unused"),
+    (dict(mode="unsupervised", sampler="naive"), "loss.sampler is not used by unsupervised training"),
+    (dict(mode="unsupervised", method="soft+js"), "loss.method must be one of"),
+    (dict(mode="unsupervised", num_keypoints=1), "num_keypoints of unsupervised keypoints must be >= 2"),
+    (dict(mode="unsupervised", offset=-1.0), "loss.offset must be >= 0"),
+    (dict(reconstruction_to_input=2.0), "reconstruction_to_input is not used by supervised training"),
+    (dict(data="my_folder", category="bed"), "data.category is set but unused"),
     (dict(jitter=-1.0), "jitter must be >= 0"),
-    (dict(scale_lo=1.2, scale_hi=1.1), "scale_hi must be >= scale_lo"),
-    (dict(loss_weights={"offset": "big"}), "loss_weights must be a table of numbers"),
+    (dict(scale_lo=1.2, scale_hi=1.1), "scale_hi must be >= augment.scale_lo"),
+    (dict(mode="unsupervised", offset="big"), "offset must be a number"),
     (dict(name="../elsewhere"), "name must be a folder name"),
     (dict(name="."), "name must be a folder name"),
 ])
 def test_bad_fields_raise_one_error_naming_the_field(values, message):
     with pytest.raises(ConfigError, match=message):
-        TrainConfig(**values)
+        TrainConfig.from_fields(**values)
 
 
 def test_errors_are_value_errors():
@@ -42,15 +53,60 @@ def test_errors_are_value_errors():
 
 
 def test_numbers_are_converted_and_good_values_pass():
-    config = TrainConfig(lr=1, sigma="0.02", device="cuda:1", max_models=3, loss_weights={"offset": 1})
-    assert isinstance(config.lr, float) and config.lr == 1.0
-    assert config.sigma == 0.02 and config.fixed_sigma == 0.02
-    assert TrainConfig().fixed_sigma is None
+    config = TrainConfig.from_fields(lr=1, basis="fixed", sigma=0.02, device="cuda:1", max_models=3)
+    assert isinstance(config.optim.lr, float) and config.optim.lr == 1.0
+    assert config.model.sigma == 0.02 and config.replace(num_keypoints=3).model.arguments()["fixed_sigma"] == 0.02
+    assert TrainConfig.from_fields(num_keypoints=3).model.arguments()["fixed_sigma"] is None
+    unsupervised = TrainConfig.from_fields(mode="unsupervised", offset=1)
+    assert isinstance(unsupervised.loss.offset, float) and unsupervised.loss.offset == 1.0
+
+
+def test_sections_round_trip_and_replace_checks():
+    config = TrainConfig.from_fields(epochs=3, width=0.25, data="boxes", readout="top")
+    assert (config.optim.epochs, config.model.width, config.data.folder, config.eval.readout) == (3, 0.25, "boxes", "top")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.replace(epochs=4).optim.epochs == 4 and config.optim.epochs == 3
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        config.replace(epochs=0)
+    with pytest.raises(ConfigError, match="offset is not used by supervised training"):
+        config.replace(offset=1.0)
+
+
+def test_old_flat_toml_names_the_new_key(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text('method = "soft"\nepochs = 3\n')
+    with pytest.raises(ConfigError, match=r"old\.toml: config key 'method' has moved: write it as \[loss\] method"):
+        TrainConfig.from_toml(path)
+    path.write_text('[optim]\nepoch = 3\n')
+    with pytest.raises(ConfigError, match=r"unknown config field optim\.epoch; \[optim\] has epochs"):
+        TrainConfig.from_toml(path)
+
+
+def test_every_shipped_toml_file_loads():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.toml"))
+    assert files and all(isinstance(TrainConfig.from_toml(path), TrainConfig) for path in files)
+
+
+def test_defaults_agree_with_the_modules():
+    import inspect
+
+    from pckeypoints.losses import KeypointLoss
+    from pckeypoints.models import KeypointDetector
+
+    config = TrainConfig()
+    detector = inspect.signature(KeypointDetector).parameters
+    for name in ("width", "msg", "radius_scale", "hidden_channels"):
+        assert detector[name].default == getattr(config.model, name), name
+    loss = inspect.signature(KeypointLoss).parameters
+    for name in ("method", "metric", "num_samples", "reg_weight", "target_sigma", "sampler"):
+        assert loss[name].default == getattr(config.loss, name), name
 
 
 def test_toml_errors_name_the_file_and_field(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('epochs = "three"\n')
+    path.write_text('[optim]\nepochs = "three"\n')
     with pytest.raises(ConfigError, match=r"bad\.toml.*epochs must be an integer"):
         TrainConfig.from_toml(path)
     path.write_bytes(b"\xff\xfe = 1\n")
@@ -59,9 +115,12 @@ def test_toml_errors_name_the_file_and_field(tmp_path):
 
 
 def test_config_fields_are_the_command_line_scalars():
-    fields = {name: kind for name, kind, _ in config_fields()}
-    assert fields["epochs"] is int and fields["lr"] is float and fields["sigma"] is str
-    assert fields["max_models"] is int and "loss_weights" not in fields
+    fields = {f.name: f for f in config_fields()}
+    assert fields["epochs"].type is int and fields["lr"].type is float and fields["sigma"].type is float
+    assert fields["max_models"].type is int and fields["basis"].type is str
+    assert (fields["data"].section, fields["data"].key) == ("data", "folder")
+    assert (fields["eval_split"].section, fields["eval_split"].key) == ("eval", "split")
+    assert "sampler" not in {f.name for f in config_fields("unsupervised")}
 
 
 def test_config_module_imports_neither_trainer_nor_tasks():

@@ -18,7 +18,9 @@ import torch.multiprocessing as mp
 from keypointnet_subset import make_subset
 
 from pckeypoints.tasks import get_task
-from pckeypoints.training import TrainConfig, load_checkpoint, train
+from pckeypoints.checkpoint import load_checkpoint
+from pckeypoints.config import TrainConfig
+from pckeypoints.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +45,8 @@ def test_two_processes_match_one(tmp_path):
     data_root = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 1, "test": 1}, num_keypoints=16)
     base = dict(category="bathtub", method="soft", width=0.25, hidden_channels=16, epochs=2, batch_size=2,
                 lr=0.05, optimizer="sgd", data_root=str(data_root), freeze_norm=True, name="run")
-    single = load_checkpoint(train(TrainConfig(**base, out=str(tmp_path / "single")), progress=False) / "last.pt")[1]
-    mp.spawn(_worker, args=(2, _free_port(), TrainConfig(**base, out=str(tmp_path / "ddp"))), nprocs=2, join=True)
+    single = load_checkpoint(train(TrainConfig.from_fields(**base, out=str(tmp_path / "single")), progress=False) / "last.pt")[1]
+    mp.spawn(_worker, args=(2, _free_port(), TrainConfig.from_fields(**base, out=str(tmp_path / "ddp"))), nprocs=2, join=True)
     _, ddp, config, checkpoint = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
     assert checkpoint["world_size"] == 2 and checkpoint["epoch"] == 2
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
@@ -55,6 +57,6 @@ def test_two_processes_match_one(tmp_path):
         maps_single, maps_ddp = single(points), ddp(points)
     assert torch.allclose(maps_single.probabilities, maps_ddp.probabilities, rtol=1e-3, atol=1e-7)
     assert torch.allclose(maps_single.keypoints, maps_ddp.keypoints, atol=1e-5)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.run.seed)
     initial = task.build_model(config)
     assert any(not torch.allclose(p, q, atol=1e-4) for p, q in zip(initial.parameters(), ddp.parameters()))

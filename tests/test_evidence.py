@@ -72,9 +72,10 @@ def test_variant_protocols_train_their_base_config_with_their_fields(tmp_path, p
                               device="auto")
     command = evidence.train_command(args, "bathtub", "sampling10", 0)
     parsed = build_parser().parse_args(command[3:])
-    config = TrainConfig.from_toml(parsed.config, **{name: getattr(parsed, name) for name, _, _ in config_fields()})
+    config = TrainConfig.from_toml(parsed.config, **{f.name: getattr(parsed, f.name) for f in config_fields()})
     plain = TrainConfig.from_toml(ROOT / "experiments" / "configs" / f"evidence_{base}.toml")
     assert Path(parsed.config).name == f"evidence_{base}.toml"
-    assert all(getattr(config, name) == value for name, value in fields.items())
-    assert any(getattr(plain, name) != value for name, value in fields.items())
-    assert (config.method, config.num_samples, config.category, config.seed) == ("sampling", 10, "bathtub", 0)
+    assert all(config.get(name) == value for name, value in fields.items())
+    assert any(plain.get(name) != value for name, value in fields.items())
+    assert (config.loss.method, config.loss.num_samples, config.data.category, config.run.seed) == (
+        "sampling", 10, "bathtub", 0)

@@ -61,7 +61,7 @@ def test_train_one_epoch_evaluate_and_predict(boxes, tmp_path, capsys):
     assert main(["train", "--data", str(root), "--out", str(out), *TINY]) == 0
     run = out / "boxes_sampling"  # the run takes the folder's name as its category
     report = json.loads((run / "eval_test" / "metrics.json").read_text())
-    assert report["config"]["data"] == str(root) and report["config"]["num_keypoints"] == 8
+    assert report["config"]["data"]["folder"] == str(root) and report["config"]["model"]["num_keypoints"] == 8
     assert 0 <= report["metrics"]["pck@0.01"] <= report["metrics"]["pck@0.10"] <= 1
     assert main(["eval", str(run), "--split", "val", "--out", str(tmp_path / "val")]) == 0
     assert "pck@0.01" in (tmp_path / "val" / "metrics.md").read_text()

@@ -20,7 +20,7 @@ import trimesh
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pckeypoints.checkpoint import load_checkpoint, save_checkpoint
+from pckeypoints.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from pckeypoints.config import TrainConfig
 from pckeypoints.data import read_points
 from pckeypoints.errors import PCKeypointsError
@@ -189,11 +189,11 @@ def _scratch(factory) -> Path:
 
 
 def _checkpoint_seed() -> bytes:
-    config = TrainConfig(num_keypoints=2, width=0.25, hidden_channels=8, epochs=1)
+    config = TrainConfig.from_fields(num_keypoints=2, width=0.25, hidden_channels=8, epochs=1)
     torch.manual_seed(0)
     buffer = io.BytesIO()
     torch.save({"model": get_task("supervised").build_model(config).state_dict(), "config": config.to_dict(),
-                "epoch": 1, "format": "pckeypoints", "format_version": 1}, buffer)
+                "epoch": 1, "format": "pckeypoints", "format_version": FORMAT_VERSION}, buffer)
     return buffer.getvalue()
 
 
@@ -202,9 +202,10 @@ PCD_SEEDS = pcd_seeds()
 PLY_SEEDS = ply_seeds()
 OBJ_SEED = mesh_seed(".obj")
 JSON_SEED = b'{"keypoints": [[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]], "semantic_ids": [0, 3], "confidence": [0.5, 0.25]}'
-TOML_SEED = (b'mode = "supervised"\ncategory = "bathtub"\nmethod = "sampling"\nnum_samples = 10\nsigma = 0.01\n'
-             b'epochs = 12\nbatch_size = 16\nlr = 5e-3\nscale_lo = 0.9\nscale_hi = 1.1\nmax_models = 8\n'
-             b'loss_weights = { offset = 0.01 }\nname = "bathtub_small"\ndevice = "cpu"\n')
+TOML_SEED = (b'mode = "supervised"\n[loss]\nmethod = "sampling"\nnum_samples = 10\ntarget_sigma = 0.02\n'
+             b'[model]\nbasis = "fixed"\nsigma = 0.01\n[optim]\nepochs = 12\nbatch_size = 16\nlr = 5e-3\n'
+             b'[augment]\nscale_lo = 0.9\nscale_hi = 1.1\n[data]\ncategory = "bathtub"\nmax_models = 8\n'
+             b'[run]\nname = "bathtub_small"\ndevice = "cpu"\n')
 CHECKPOINT_SEED = _checkpoint_seed()
 
 
@@ -230,6 +231,6 @@ def test_the_seeds_load(tmp_path):
     (tmp_path / "a.pt").write_bytes(CHECKPOINT_SEED)
     finite_points(read_points(tmp_path / "a.obj"))
     assert read_keypoints_json(str(tmp_path / "a.json"))[1].tolist() == [0, 3]
-    assert TrainConfig.from_toml(tmp_path / "a.toml").max_models == 8
-    assert load_checkpoint(tmp_path / "a.pt")[2].num_keypoints == 2
+    assert TrainConfig.from_toml(tmp_path / "a.toml").data.max_models == 8
+    assert load_checkpoint(tmp_path / "a.pt")[2].model.num_keypoints == 2
     save_checkpoint(torch.load(tmp_path / "a.pt", weights_only=True), tmp_path / "b.pt")

@@ -13,7 +13,7 @@ from pckeypoints.config import TrainConfig
 from pckeypoints.data import read_points, transforms
 from pckeypoints.tasks import get_task
 
-CONFIG = TrainConfig(num_keypoints=4, width=0.25, hidden_channels=16)
+CONFIG = TrainConfig.from_fields(num_keypoints=4, width=0.25, hidden_channels=16)
 
 
 def cloud(n: int = 1024, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ from box_folder import make_box_folder
 from keypointnet_subset import shared_data_root
 
 import pckeypoints.pretrained as pretrained
-from pckeypoints.checkpoint import load_checkpoint
+from pckeypoints.checkpoint import MAX_EXPORT_BYTES, export_model, load_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointNet, read_points
 from pckeypoints.errors import CheckpointError
@@ -33,7 +33,7 @@ def tiny_run(tmp_path_factory):
 def registry(tmp_path, monkeypatch, tiny_run):
     """A registry in ``tmp_path`` that ships the tiny run as ``"boxes"``."""
     run, _ = tiny_run
-    assert pretrained.export_model(run, tmp_path / "boxes.pt") == torch.float32
+    assert export_model(run, tmp_path / "boxes.pt") == torch.float32
     (tmp_path / "boxes.md").write_text("# boxes\n")
     (tmp_path / "registry.json").write_text(json.dumps({"boxes": {"file": "boxes.pt", "card": "boxes.md",
                                                                   "category": "boxes"}}))
@@ -50,7 +50,7 @@ def test_a_name_loads_the_exported_weights(registry, tiny_run):
     run, boxes = tiny_run
     exported = torch.load(registry / "boxes.pt", weights_only=True)
     assert set(exported) == {"model", "config", "epoch", "format", "format_version"}  # no optimizer state
-    assert exported["config"]["data_root"] is None and (registry / "boxes.pt").stat().st_size < pretrained.MAX_BYTES
+    assert exported["config"]["data"]["root"] is None and (registry / "boxes.pt").stat().st_size < MAX_EXPORT_BYTES
     points = read_points(boxes / "models" / "box00.npy")
     np.testing.assert_array_equal(_keypoints("boxes", points), _keypoints(run, points))
     assert pretrained.model_card("boxes") == "# boxes\n"
@@ -58,15 +58,15 @@ def test_a_name_loads_the_exported_weights(registry, tiny_run):
 
 def test_float16_export_when_float32_is_too_large(tmp_path, tiny_run):
     run, boxes = tiny_run
-    assert pretrained.export_model(run, tmp_path / "full.pt") == torch.float32
+    assert export_model(run, tmp_path / "full.pt") == torch.float32
     float32_bytes = (tmp_path / "full.pt").stat().st_size
-    assert pretrained.export_model(run, tmp_path / "half.pt", max_bytes=float32_bytes - 1) == torch.float16
+    assert export_model(run, tmp_path / "half.pt", max_bytes=float32_bytes - 1) == torch.float16
     assert (tmp_path / "half.pt").stat().st_size < float32_bytes
     assert next(iter(torch.load(tmp_path / "half.pt", weights_only=True)["model"].values())).dtype == torch.float16
     points = read_points(boxes / "models" / "box02.pcd")
     np.testing.assert_allclose(_keypoints(tmp_path / "half.pt", points), _keypoints(run, points), atol=2e-3)
     with pytest.raises(CheckpointError, match="even in float16, over the limit of 1000"):
-        pretrained.export_model(run, tmp_path / "tiny.pt", max_bytes=1000)
+        export_model(run, tmp_path / "tiny.pt", max_bytes=1000)
     assert not (tmp_path / "tiny.pt").exists()
 
 
@@ -110,7 +110,7 @@ def test_shipped_model_reproduces_its_card(name):
     if not (SHIPPED / f"{name}.pt").is_file():
         pytest.skip(f"the {name} weights are not shipped yet")
     entry = pretrained.pretrained_models()[name]
-    assert (SHIPPED / entry["file"]).stat().st_size < pretrained.MAX_BYTES
+    assert (SHIPPED / entry["file"]).stat().st_size < MAX_EXPORT_BYTES
     card = pretrained.model_card(name)
     for field in ("Protocol", "Seeds", "Test PCK@0.01", "Date"):
         assert f"**{field}**" in card, field

@@ -15,16 +15,28 @@ from keypointnet_subset import make_subset
 
 from pckeypoints.checkpoint import read_checkpoint
 from pckeypoints.errors import PCKeypointsError
-from pckeypoints.training import TrainConfig, train
+from pckeypoints.config import TrainConfig
+from pckeypoints.training import train
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Runs here are compared bit for bit with runs in child processes of one thread (OMP_NUM_THREADS=1):
+    train in one thread too (sums over several threads may add in another order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 #: Runs training in a child process that SIGKILLs itself inside its ``KILL_AT``-th checkpoint write, after
 #: writing half of the file (``partial``) or before writing anything (``before``).
 KILLER = """
 import io, json, os, signal, sys
 import torch
-from pckeypoints.training import TrainConfig, train
+from pckeypoints.config import TrainConfig
+from pckeypoints.training import train
 
 kill_at, how, values = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 real_save, calls = torch.save, [0]
@@ -40,7 +52,7 @@ def save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 
 torch.save = save
-train(TrainConfig(**values), progress=False)
+train(TrainConfig.from_dict(values), progress=False)
 """
 
 
@@ -52,7 +64,7 @@ def data_root(tmp_path_factory):
 def tiny(data_root, out, **changes) -> TrainConfig:
     values = dict(category="bathtub", method="sampling", num_samples=4, width=0.25, hidden_channels=16, epochs=2,
                   batch_size=2, lr=3e-3, data_root=str(data_root), out=str(out), name="run", max_models=4)
-    return TrainConfig(**{**values, **changes})
+    return TrainConfig.from_fields(**{**values, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +126,7 @@ def test_new_runs_never_overwrite(data_root, reference, tmp_path):
     unnamed = tiny(data_root, tmp_path, epochs=1, name=None)
     first, second = train(unnamed, progress=False), train(unnamed, progress=False)
     assert (first.name, second.name) == ("bathtub_sampling", "bathtub_sampling_2")
-    assert read_checkpoint(second)[1].name == "bathtub_sampling_2"
+    assert read_checkpoint(second)[1].run.name == "bathtub_sampling_2"
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep")
     with pytest.raises(PCKeypointsError, match="not a pckeypoints run folder"):

@@ -15,7 +15,7 @@ METRICS = {"das_sm": 0.5, "das_sm_forward": 0.4, "das_sm_backward": 0.6, "das": 
 
 def _score(args, variant, seed, das_sm):
     config = table7.run_config(args, "bed", variant, seed)
-    report = Path(config.out) / config.run_name / "eval_test"
+    report = Path(config.run.out) / config.run_name / "eval_test"
     report.mkdir(parents=True)
     (report / "metrics.json").write_text(json.dumps({"config": config.to_dict(),
                                                      "metrics": dict(METRICS, das_sm=das_sm)}))

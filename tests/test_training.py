@@ -13,7 +13,9 @@ from pckeypoints.data import collate_keypoints
 from pckeypoints.models import KeypointDetector
 from pckeypoints.supervised import SupervisedTask
 from pckeypoints.tasks import Task, get_task
-from pckeypoints.training import TrainConfig, load_checkpoint, train
+from pckeypoints.checkpoint import load_checkpoint
+from pckeypoints.config import TrainConfig
+from pckeypoints.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +30,23 @@ def tiny_config(data_root, out, **changes) -> TrainConfig:
                   epochs=2, batch_size=2, lr=3e-3, data_root=str(data_root), out=str(out), name="run",
                   jitter=0.005, scale_lo=0.9, scale_hi=1.1)
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_fields(**values)
 
 
 # ---------------------------------------------------------------------------------------------- config
 def test_config_from_toml_with_overrides(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('method = "soft"\nepochs = 3\nsigma = 0.01\n')
+    path.write_text('[loss]\nmethod = "soft"\n[optim]\nepochs = 3\n[model]\nbasis = "fixed"\nsigma = 0.01\n')
     config = TrainConfig.from_toml(path, epochs=5, lr=None)
-    assert (config.method, config.epochs, config.sigma, config.lr) == ("soft", 5, 0.01, TrainConfig.lr)
+    assert (config.loss.method, config.optim.epochs, config.model.sigma, config.optim.lr) == (
+        "soft", 5, 0.01, TrainConfig().optim.lr)
 
 
-@pytest.mark.parametrize("text, problem", [("epoch = 3\n", "unknown config fields"),
-                                            ('sigma = "wide"\n', "sigma"),
-                                            ('tau_schedule = "zigzag"\n', "tau_schedule"),
-                                            ("batch_size = 0\n", "batch_size"),
-                                            ("epochs = [\n", "invalid TOML")])
+@pytest.mark.parametrize("text, problem", [("[optim]\nepoch = 3\n", "unknown config field optim.epoch"),
+                                            ('[model]\nbasis = "fixed"\nsigma = "wide"\n', "sigma"),
+                                            ('[loss]\ntau_schedule = "zigzag"\n', "tau_schedule"),
+                                            ("[optim]\nbatch_size = 0\n", "batch_size"),
+                                            ("[optim]\nepochs = [\n", "invalid TOML")])
 def test_config_rejects_bad_values(tmp_path, text, problem):
     path = tmp_path / "c.toml"
     path.write_text(text)
@@ -86,7 +89,7 @@ def test_train_writes_logs_and_checkpoints(data_root, tmp_path):
     assert [(r["epoch"], r["split"]) for r in rows] == [("0", "train"), ("0", "val")]
     assert math.isfinite(float(rows[0]["loss"])) and 0 <= float(rows[1]["pck@0.01"]) <= 1
     task, model, config, checkpoint = load_checkpoint(run)
-    assert config.num_keypoints == task.dataset(config, "train", False).num_keypoints
+    assert config.model.num_keypoints == task.dataset(config, "train", False).num_keypoints
     assert checkpoint["epoch"] == 1 and not model.training
 
 
@@ -112,7 +115,7 @@ def test_training_fits_the_training_clouds(data_root, tmp_path):
     task = SupervisedTask()
     dataset = task.dataset(config, "train", train=False)
     loader = DataLoader(dataset, 4, collate_fn=collate_keypoints)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.run.seed)
     before = task.evaluate(task.build_model(task.configure(config, dataset)), loader, config)["mean_error"]
     _, model, _, _ = load_checkpoint(train(config, progress=False) / "last.pt")
     after = task.evaluate(model, loader, config)["mean_error"]
@@ -127,7 +130,7 @@ def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
     points = task.dataset(config, "test", False)[0]["points"]
     a = task.predict(model, points, config)
     b = task.predict(model, points * 3 + torch.tensor([1.0, -2.0, 0.5]), config)
-    assert len(a["keypoints"]) == config.num_keypoints == len(a["confidence"]) == len(a["semantic_ids"])
+    assert len(a["keypoints"]) == config.model.num_keypoints == len(a["confidence"]) == len(a["semantic_ids"])
     expected = torch.tensor(a["keypoints"]) * 3 + torch.tensor([1.0, -2.0, 0.5])
     assert torch.allclose(torch.tensor(b["keypoints"]), expected, atol=1e-4)
     assert all(0 < c <= 1 for c in a["confidence"])
@@ -135,17 +138,3 @@ def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
         task.predict(model, torch.full((100, 3), float("nan")), config)
     with pytest.raises(ValueError, match="more than"):
         task.predict(model, torch.rand(5, 3), config)
-
-
-def test_checkpoints_of_the_conv_layout_still_load(tmp_path):
-    """Weights saved when PointNet++'s MLPs were 1x1 convolutions, (C_out, C_in, 1[, 1]), load into today's
-    linear layers (C_out, C_in) unchanged."""
-    config = TrainConfig(num_keypoints=4, width=0.25, hidden_channels=16)
-    model = SupervisedTask().build_model(config)
-    old = {name: value[..., None, None] if name.startswith("backbone") and value.dim() == 2 else value
-           for name, value in model.state_dict().items()}
-    assert any(v.dim() == 4 for v in old.values())
-    torch.save({"model": old, "config": config.to_dict()}, tmp_path / "old.pt")
-    _, loaded, _, _ = load_checkpoint(tmp_path / "old.pt")
-    for name, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], value), name

@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from pckeypoints.errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``viz`` subcommand."""
@@ -49,7 +51,7 @@ def _shared_model(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     elif args.model_id in dataset.model_ids:
         index = dataset.model_ids.index(args.model_id)
     else:
-        raise ValueError(f"model {args.model_id!r} is not an annotated {dataset.category} model")
+        raise UsageError(f"model {args.model_id!r} is not an annotated {dataset.category} model")
     item = dataset[index]
     mask = item["mask"].numpy()
     return item["points"].numpy(), item["keypoints"].numpy()[mask], np.flatnonzero(mask)
@@ -112,19 +114,19 @@ def _model_view(path: str, points: np.ndarray, map_id: int | None, num_samples: 
     cloud = torch.as_tensor(points, dtype=torch.float64)
     prediction = task.predict(model, cloud, config)
     view = {"keypoints": np.asarray(prediction["keypoints"]), "semantic_ids": np.asarray(prediction["semantic_ids"]),
-            "mode": config.mode, "category": config.category, "log_probs": None, "samples": None}
+            "mode": config.mode, "category": config.data.label, "log_probs": None, "samples": None}
     if map_id is None:
         return view
-    if not 0 <= map_id < config.num_keypoints:
-        raise ValueError(f"--map {map_id} is out of range: the model of {path} has keypoints "
-                         f"0..{config.num_keypoints - 1}")
+    if not 0 <= map_id < config.model.num_keypoints:
+        raise UsageError(f"--map {map_id} is out of range: the model of {path} has keypoints "
+                         f"0..{config.model.num_keypoints - 1}")
     maps, center, scale = run_on_cloud(model, cloud, config)
     view["log_probs"] = maps.basis.mask_logits(maps.logits)[0, map_id].log_softmax(-1).cpu().numpy()
     if num_samples is not None:
         generator = torch.Generator(maps.logits.device).manual_seed(seed)
         with torch.no_grad():
-            samples = sampling_argmax(maps.logits[:, [map_id]], maps.basis, num_samples, config.tau_end,
-                                      generator=generator, sampler=config.sampler)[0, 0].cpu()
+            samples = sampling_argmax(maps.logits[:, [map_id]], maps.basis, num_samples, config.loss.tau_end,
+                                      generator=generator, sampler=getattr(config.loss, "sampler", "auto"))[0, 0].cpu()
         view["samples"] = (samples * scale + center).numpy()
     return view
 
@@ -194,7 +196,7 @@ def run(args) -> int:
         probs, samples = view["log_probs"], view["samples"]
         if view["mode"] == "supervised":
             if args.category not in (None, view["category"]):
-                raise ValueError(f"{args.checkpoint} detects {view['category']} keypoints, not {args.category} ones")
+                raise UsageError(f"{args.checkpoint} detects {view['category']} keypoints, not {args.category} ones")
             predicted, predicted_ids = view["keypoints"], view["semantic_ids"]
         else:  # learned keypoints have no semantic ids to match with the ground truth
             keypoints, ids = view["keypoints"], view["semantic_ids"]

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, Subset
 
-from ..config import TrainConfig
+from ..config import AugmentConfig, TrainConfig
 from . import transforms
 from .folder import KeypointFolder
 from .keypointnet import KeypointNet
 
 
 def dataset_from_config(config: TrainConfig, split: str | None, train: bool) -> Dataset:
-    """Normalised items of ``split`` (``None``: every model) of ``config.data`` (a
-    :class:`~pckeypoints.data.KeypointFolder`) or else of KeypointNet's ``config.category``; ``train`` adds
-    the config's augmentations; at most ``config.max_models`` items."""
-    augment = augmentation(config) if train else None
-    if config.data is not None:
-        dataset = KeypointFolder(config.data, split, normalize=True, transform=augment)
+    """Normalised items of ``split`` (``None``: every model) of ``data.folder`` (a
+    :class:`~pckeypoints.data.KeypointFolder`) or else of KeypointNet's ``data.category``; ``train`` adds
+    the ``[augment]`` transforms; at most ``data.max_models`` items."""
+    data = config.data
+    augment = augmentation(config.augment) if train else None
+    if data.folder is not None:
+        dataset = KeypointFolder(data.folder, split, normalize=True, transform=augment)
     else:
-        dataset = KeypointNet(config.data_root, config.category, split, normalize=True, transform=augment)
-    if config.max_models is not None and config.max_models < len(dataset):
-        dataset = Subset(dataset, range(config.max_models))
+        dataset = KeypointNet(data.root, data.category, split, normalize=True, transform=augment)
+    if data.max_models is not None and data.max_models < len(dataset):
+        dataset = Subset(dataset, range(data.max_models))
     return dataset
 
 
@@ -28,13 +29,13 @@ def source_of(dataset: Dataset) -> KeypointNet | KeypointFolder:
     return dataset.dataset if isinstance(dataset, Subset) else dataset
 
 
-def augmentation(config: TrainConfig) -> transforms.Compose | None:
-    """The training augmentations of ``config`` (rotation about up, scaling, jitter), or ``None``."""
+def augmentation(augment: AugmentConfig) -> transforms.Compose | None:
+    """The training transforms of ``augment`` (rotation about up, scaling, jitter), or ``None``."""
     steps = []
-    if config.rotate:
+    if augment.rotate:
         steps.append(transforms.RandomRotateUp())
-    if (config.scale_lo, config.scale_hi) != (1.0, 1.0):
-        steps.append(transforms.RandomScale(config.scale_lo, config.scale_hi))
-    if config.jitter > 0:
-        steps.append(transforms.Jitter(config.jitter, clip=5 * config.jitter))
+    if (augment.scale_lo, augment.scale_hi) != (1.0, 1.0):
+        steps.append(transforms.RandomScale(augment.scale_lo, augment.scale_hi))
+    if augment.jitter > 0:
+        steps.append(transforms.Jitter(augment.jitter, clip=5 * augment.jitter))
     return transforms.Compose(steps) if steps else None

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .pcd import read_pcd
 from .transforms import Normalize, keypoints_at
+from ..errors import ConfigError, InputError, ReadError
 
 __all__ = ["CATEGORIES", "KeypointClouds", "KeypointNet", "collate_keypoints", "data_root"]
 
@@ -104,7 +105,7 @@ class KeypointNet(KeypointClouds):
         self.root = Path(root) if root is not None else data_root()
         self.category, self.class_id = _resolve_category(category)
         if split is not None and split not in SPLITS:
-            raise ValueError(f"split must be None or one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be None or one of {SPLITS}, got {split!r}")
         self.split = split
         self.normalize = Normalize() if normalize else None
         self.transform = transform
@@ -116,7 +117,7 @@ class KeypointNet(KeypointClouds):
             keep = _read_split(self.root / "splits" / f"{split}.txt", self.class_id)
             models = {model_id: model for model_id, model in models.items() if model_id in keep}
             if not models:
-                raise ValueError(f"split {split!r} has no annotated {self.category} models")
+                raise ConfigError(f"split {split!r} has no annotated {self.category} models")
         self.model_ids = list(models)
         self.symmetries = [models[m][3] for m in self.model_ids]
 
@@ -139,13 +140,13 @@ def collate_keypoints(items: Sequence[dict]) -> dict:
     All clouds must have the same number of points (KeypointNet's have 2048); resample them first otherwise.
     """
     if len(items) == 0:
-        raise ValueError("cannot collate an empty list of items")
+        raise InputError("cannot collate an empty list of items")
     sizes = sorted({tuple(item["points"].shape) for item in items})
     if len(sizes) > 1:
-        raise ValueError(f"cannot batch point clouds of different shapes {sizes}; resample them to a common size")
+        raise InputError(f"cannot batch point clouds of different shapes {sizes}; resample them to a common size")
     keys = items[0].keys()
     if any(item.keys() != keys for item in items):
-        raise ValueError("items have different keys")
+        raise InputError("items have different keys")
     return {key: torch.stack([item[key] for item in items]) if torch.is_tensor(items[0][key])
             else [item[key] for item in items] for key in keys}
 
@@ -156,7 +157,7 @@ def _resolve_category(category: str) -> tuple[str, str]:
     for name, class_id in CATEGORIES.items():
         if category == class_id:
             return name, class_id
-    raise ValueError(f"unknown KeypointNet category {category!r}; expected one of {sorted(CATEGORIES)} "
+    raise ConfigError(f"unknown KeypointNet category {category!r}; expected one of {sorted(CATEGORIES)} "
                      f"or their class ids")
 
 
@@ -165,30 +166,30 @@ def _read_annotations(path: Path, class_id: str) -> dict[str, tuple[np.ndarray, 
     try:
         entries = json.loads(path.read_text())
     except OSError as err:
-        raise ValueError(f"cannot read annotation file {path}: {err.strerror or err}") from err
+        raise ReadError(f"cannot read annotation file {path}: {err.strerror or err}") from err
     except json.JSONDecodeError as err:
-        raise ValueError(f"corrupt annotation file {path}: {err}") from err
+        raise ReadError(f"corrupt annotation file {path}: {err}") from err
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"corrupt annotation file {path}: expected a non-empty list of models")
+        raise ReadError(f"corrupt annotation file {path}: expected a non-empty list of models")
     models = {}
     for n, entry in enumerate(entries):
         try:
             model_id = str(entry["model_id"])
             if entry["class_id"] != class_id:
-                raise ValueError(f"class_id {entry['class_id']} instead of {class_id}")
+                raise ReadError(f"class_id {entry['class_id']} instead of {class_id}")
             keypoints = entry["keypoints"]
             xyz = np.array([k["xyz"] for k in keypoints], dtype=np.float64).reshape(len(keypoints), 3)
             ids = np.array([k["semantic_id"] for k in keypoints], dtype=np.int64)
             point_index = np.array([k["pcd_info"]["point_index"] for k in keypoints], dtype=np.int64)
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"corrupt annotation file {path}: model #{n}: bad or missing entry ({err})") from err
+            raise ReadError(f"corrupt annotation file {path}: model #{n}: bad or missing entry ({err})") from err
         if len(ids) == 0:
-            raise ValueError(f"corrupt annotation file {path}: model {model_id} has no keypoints")
+            raise ReadError(f"corrupt annotation file {path}: model {model_id} has no keypoints")
         if ids.min() < 0 or len(np.unique(ids)) != len(ids):
-            raise ValueError(f"corrupt annotation file {path}: model {model_id} has negative or repeated "
+            raise ReadError(f"corrupt annotation file {path}: model {model_id} has negative or repeated "
                              f"semantic ids {ids.tolist()}")
         if model_id in models:
-            raise ValueError(f"corrupt annotation file {path}: model {model_id} appears twice")
+            raise ReadError(f"corrupt annotation file {path}: model {model_id} appears twice")
         symmetries = entry.get("symmetries")
         if symmetries is not None:
             symmetries = _symmetries_by_semantic_id(symmetries, ids,
@@ -203,7 +204,7 @@ def _symmetries_by_semantic_id(symmetries: dict, ids: np.ndarray, context: str) 
         return {kind: [{**group, "kp_indexes": [int(ids[i]) for i in group["kp_indexes"]]} for group in groups]
                 for kind, groups in symmetries.items()}
     except (AttributeError, IndexError, KeyError, TypeError) as err:
-        raise ValueError(f"{context}: bad symmetries ({err!r})") from err
+        raise ReadError(f"{context}: bad symmetries ({err!r})") from err
 
 
 def _read_split(path: Path, class_id: str) -> set[str]:
@@ -211,7 +212,7 @@ def _read_split(path: Path, class_id: str) -> set[str]:
     try:
         lines = path.read_text().split()
     except OSError as err:
-        raise ValueError(f"cannot read split file {path}: {err.strerror or err}") from err
+        raise ReadError(f"cannot read split file {path}: {err.strerror or err}") from err
     return {line.split("-", 1)[1] for line in lines if line.startswith(f"{class_id}-")}
 
 
@@ -220,7 +221,7 @@ def _load_cloud(path: Path) -> np.ndarray:
     try:
         stat = path.stat()
     except OSError as err:
-        raise ValueError(f"missing point cloud {path}: {err.strerror or err}") from err
+        raise ReadError(f"missing point cloud {path}: {err.strerror or err}") from err
     return _read_cloud_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
@@ -228,7 +229,7 @@ def _load_cloud(path: Path) -> np.ndarray:
 def _read_cloud_cached(path: str, size: int, mtime_ns: int) -> np.ndarray:
     cloud = read_pcd(path)
     if len(cloud) == 0:
-        raise ValueError(f"point cloud {path} has no points")
+        raise ReadError(f"point cloud {path} has no points")
     cloud.setflags(write=False)
     return cloud
 
@@ -236,9 +237,9 @@ def _read_cloud_cached(path: str, size: int, mtime_ns: int) -> np.ndarray:
 def _check_keypoints(cloud: np.ndarray, xyz: np.ndarray, point_index: np.ndarray, cloud_file: Path,
                      annotation_file: Path) -> None:
     if point_index.min() < 0 or point_index.max() >= len(cloud):
-        raise ValueError(f"corrupt annotation file {annotation_file}: point_index {point_index.tolist()} out of "
+        raise ReadError(f"corrupt annotation file {annotation_file}: point_index {point_index.tolist()} out of "
                          f"range for {cloud_file} with {len(cloud)} points")
     error = np.abs(cloud[point_index] - xyz).max()
     if error > _KEYPOINT_TOLERANCE:
-        raise ValueError(f"annotation file {annotation_file} and {cloud_file} disagree: keypoint xyz differs from "
+        raise ReadError(f"annotation file {annotation_file} and {cloud_file} disagree: keypoint xyz differs from "
                          f"the cloud point at its point_index by {error:.2g}")

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+from ..errors import InputError
 
 __all__ = ["Compose", "Normalize", "RandomRotateUp", "Jitter", "RandomScale", "keypoints_at", "rotation_about_axis",
            "subsample_cloud"]
@@ -47,7 +48,7 @@ class Normalize:
 
     def __init__(self, center: str = "bbox", dtype: torch.dtype | None = None):
         if center not in ("bbox", "centroid"):
-            raise ValueError(f"center must be 'bbox' or 'centroid', got {center!r}")
+            raise InputError(f"center must be 'bbox' or 'centroid', got {center!r}")
         self.center, self.dtype = center, dtype
 
     def __call__(self, item: Item) -> Item:
@@ -58,7 +59,7 @@ class Normalize:
             center = points.mean(0)
         radius = (points - center).norm(dim=1).amax()
         if not radius > 0:
-            raise ValueError("cannot normalise a point cloud whose points all coincide")
+            raise InputError("cannot normalise a point cloud whose points all coincide")
         item = _with_points(item, ((points - center) / radius).to(self.dtype or item["points"].dtype))
         scale = item["scale"].double()
         item["center"] = (item["center"].double() + center * scale).to(item["center"].dtype)
@@ -71,7 +72,7 @@ class RandomRotateUp:
 
     def __init__(self, axis: int = 1, generator: torch.Generator | None = None):
         if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+            raise InputError(f"axis must be 0, 1 or 2, got {axis}")
         self.axis, self.generator = axis, generator
 
     def __call__(self, item: Item) -> Item:
@@ -85,7 +86,7 @@ class RandomScale:
 
     def __init__(self, lo: float = 0.8, hi: float = 1.25, generator: torch.Generator | None = None):
         if not 0 < lo <= hi:
-            raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
+            raise InputError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
         self.lo, self.hi, self.generator = lo, hi, generator
 
     def __call__(self, item: Item) -> Item:
@@ -100,7 +101,7 @@ class Jitter:
 
     def __init__(self, sigma: float = 0.01, clip: float = 0.05, generator: torch.Generator | None = None):
         if sigma < 0 or clip < 0:
-            raise ValueError(f"sigma and clip must be non-negative, got sigma={sigma}, clip={clip}")
+            raise InputError(f"sigma and clip must be non-negative, got sigma={sigma}, clip={clip}")
         self.sigma, self.clip, self.generator = sigma, clip, generator
 
     def __call__(self, item: Item) -> Item:

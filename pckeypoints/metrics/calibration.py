@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch import Tensor
+from ..errors import InputError
 
 __all__ = ["brier_score", "calibration_correlation", "expected_calibration_error", "reliability_bins",
            "within_radius_probability"]
@@ -51,7 +52,7 @@ def within_radius_probability(center: Tensor, probs: Tensor, pos: Tensor, sigma:
         ``(B, K)`` probabilities in [0, 1], float64.
     """
     if center.shape[-1] != 3 or pos.shape[-1] != 3:
-        raise ValueError(f"the closed form is for 3-D points, got center {tuple(center.shape)}, pos {tuple(pos.shape)}")
+        raise InputError(f"the closed form is for 3-D points, got center {tuple(center.shape)}, pos {tuple(pos.shape)}")
     center, probs, pos, sigma = center.double(), probs.double(), pos.double(), sigma.double()
     r = torch.as_tensor(radius, dtype=torch.float64, device=center.device).reshape(-1, 1, 1)
     m = torch.cdist(center, pos.expand(center.shape[0], -1, -1))  # (B, K, N)
@@ -73,7 +74,7 @@ def reliability_bins(confidence: Tensor, correct: Tensor, num_bins: int = 10) ->
     """
     confidence, correct = _pair(confidence, correct, min_count=1)
     if confidence.min() < 0 or confidence.max() > 1:
-        raise ValueError("confidence must lie within [0, 1]")
+        raise InputError("confidence must lie within [0, 1]")
     bins = (confidence * num_bins).long().clamp(max=num_bins - 1)
     count = torch.bincount(bins, minlength=num_bins).double()
     mean_confidence = torch.bincount(bins, confidence, num_bins) / count
@@ -102,9 +103,9 @@ def _pair(confidence: Tensor, correct: Tensor, min_count: int) -> tuple[Tensor, 
     confidence = torch.as_tensor(confidence).detach().double().reshape(-1)
     correct = torch.as_tensor(correct).detach().double().reshape(-1)
     if confidence.shape != correct.shape:
-        raise ValueError(f"confidence {tuple(confidence.shape)} and correct {tuple(correct.shape)} differ in size")
+        raise InputError(f"confidence {tuple(confidence.shape)} and correct {tuple(correct.shape)} differ in size")
     if confidence.numel() < min_count:
-        raise ValueError(f"need at least {min_count} keypoints, got {confidence.numel()}")
+        raise InputError(f"need at least {min_count} keypoints, got {confidence.numel()}")
     if not (torch.isfinite(confidence).all() and torch.isfinite(correct).all()):
-        raise ValueError("confidence and correct must be finite")
+        raise InputError("confidence and correct must be finite")
     return confidence, correct

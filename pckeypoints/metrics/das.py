@@ -8,6 +8,7 @@ import torch
 
 from .geodesic import cloud_geodesics, snap_to_points
 from .pck import Thresholds, as_thresholds
+from ..errors import InputError
 
 __all__ = ["DualAlignment", "dual_alignment_score", "keypoint_miou"]
 
@@ -44,11 +45,11 @@ def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation],
     """
     min_shapes = 1 if self_pairs else 2
     if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < min_shapes or pred.shape[1] < 1:
-        raise ValueError(f"pred must have shape (S, P, 3) with S >= {min_shapes} and P >= 1, got {tuple(pred.shape)}")
+        raise InputError(f"pred must have shape (S, P, 3) with S >= {min_shapes} and P >= 1, got {tuple(pred.shape)}")
     if len(annotations) != len(pred):
-        raise ValueError(f"got {len(annotations)} annotations for {len(pred)} shapes")
+        raise InputError(f"got {len(annotations)} annotations for {len(pred)} shapes")
     if not torch.isfinite(pred).all():
-        raise ValueError("pred has NaN or infinite values")
+        raise InputError("pred has NaN or infinite values")
     xyz, ids, present = _pad_annotations(annotations, pred.device)  # (S, K, 3), (S, K), (S, K)
     num_pred = pred.shape[1]
     num_ids = int(ids.max()) + 1
@@ -69,7 +70,7 @@ def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation],
     shapes_with_id = votes.sum(dim=1)
     pairs = shapes_with_id * (shapes_with_id - not_self)
     if not (pairs > 0).any():
-        raise ValueError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
+        raise InputError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
     backward = ((votes * (votes - not_self)).sum(dim=1)[pairs > 0] / pairs[pairs > 0]).mean()
     return DualAlignment(das=float(forward + backward) / 2, forward=float(forward), backward=float(backward))
 
@@ -94,14 +95,14 @@ def keypoint_miou(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torc
         k: neighbours per point of the geodesic graph.
     """
     if len(pred) != len(gt) or (points is not None and len(points) != len(gt)) or len(gt) == 0:
-        raise ValueError(f"pred, gt and points must list the same positive number of shapes, got {len(pred)}, "
+        raise InputError(f"pred, gt and points must list the same positive number of shapes, got {len(pred)}, "
                          f"{len(gt)}, {None if points is None else len(points)}")
     thresholds = as_thresholds(thresholds)
     true_pos = false_pos = num_gt = 0
     for s in range(len(gt)):
         shape_pred, shape_gt = _keypoint_set(pred[s], "pred", s), _keypoint_set(gt[s], "gt", s)
         if len(shape_gt) == 0:
-            raise ValueError(f"gt of shape {s} has no keypoints")
+            raise InputError(f"gt of shape {s} has no keypoints")
         distances = _set_distances(shape_pred, shape_gt, None if points is None else points[s], k)  # (P, K)
         close = distances[None] <= thresholds[:, None, None]  # (T, P, K)
         true_pos = true_pos + close.any(dim=1).sum(dim=1)
@@ -120,10 +121,10 @@ def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
         shape_xyz = _keypoint_set(shape_xyz, "annotated xyz", s)
         shape_ids = torch.as_tensor(shape_ids, device=device).reshape(-1)
         if len(shape_ids) == 0 or len(shape_ids) != len(shape_xyz):
-            raise ValueError(f"shape {s}: need K_i >= 1 annotated keypoints with one id each, got "
+            raise InputError(f"shape {s}: need K_i >= 1 annotated keypoints with one id each, got "
                              f"{len(shape_xyz)} keypoints and {len(shape_ids)} ids")
         if shape_ids.is_floating_point() or shape_ids.min() < 0 or len(shape_ids.unique()) != len(shape_ids):
-            raise ValueError(f"shape {s}: semantic ids must be distinct non-negative integers, "
+            raise InputError(f"shape {s}: semantic ids must be distinct non-negative integers, "
                              f"got {shape_ids.tolist()}")
         xyz[s, :len(shape_ids)] = shape_xyz.to(device)
         ids[s, :len(shape_ids)] = shape_ids
@@ -134,9 +135,9 @@ def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
 def _keypoint_set(keypoints: torch.Tensor, name: str, shape: int) -> torch.Tensor:
     keypoints = torch.as_tensor(keypoints, dtype=torch.float64)
     if keypoints.ndim != 2 or keypoints.shape[1] != 3:
-        raise ValueError(f"{name} of shape {shape} must be (n, 3), got {tuple(keypoints.shape)}")
+        raise InputError(f"{name} of shape {shape} must be (n, 3), got {tuple(keypoints.shape)}")
     if not torch.isfinite(keypoints).all():
-        raise ValueError(f"{name} of shape {shape} has NaN or infinite values")
+        raise InputError(f"{name} of shape {shape} has NaN or infinite values")
     return keypoints
 
 

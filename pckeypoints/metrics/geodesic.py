@@ -17,6 +17,7 @@ import torch
 from ..neighbors import knn
 from ..validation import check_cloud
 from .pck import Thresholds, check_keypoints, pck_from_distances
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -35,7 +36,7 @@ def knn_graph(points: torch.Tensor | np.ndarray, k: int = 10) -> scipy.sparse.cs
     points = _as_cloud(points)
     n = len(points)
     if k < 1:
-        raise ValueError(f"k must be positive, got {k}")
+        raise InputError(f"k must be positive, got {k}")
     k = min(k, n - 1)
     if k == 0:
         return scipy.sparse.csr_matrix((n, n))
@@ -55,7 +56,7 @@ def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | n
     points = _as_cloud(points)
     sources = np.asarray(torch.as_tensor(sources).cpu(), dtype=np.int64).reshape(-1)
     if len(sources) and (sources.min() < 0 or sources.max() >= len(points)):
-        raise ValueError(f"source indices must lie in [0, {len(points)}), got {sources.tolist()}")
+        raise InputError(f"source indices must lie in [0, {len(points)}), got {sources.tolist()}")
     return torch.from_numpy(dijkstra(knn_graph(points, k), directed=False, indices=sources).reshape(len(sources), -1))
 
 
@@ -63,7 +64,7 @@ def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Index ``(..., Q)`` of the point of ``points (..., N, 3)`` nearest to each of ``query (..., Q, 3)``."""
     query, points = torch.as_tensor(query), torch.as_tensor(points)
     if query.shape[-1] != 3 or query.shape[:-2] != points.shape[:-2] or query.ndim < 2:
-        raise ValueError(f"query (..., Q, 3) and points (..., N, 3) must share leading dimensions, got "
+        raise InputError(f"query (..., Q, 3) and points (..., N, 3) must share leading dimensions, got "
                          f"{tuple(query.shape)} and {tuple(points.shape)}")
     clouds = points.detach().reshape(-1, *points.shape[-2:])
     check_cloud(clouds, batched=True)
@@ -88,9 +89,9 @@ def geodesic_distance(pred: torch.Tensor, points: torch.Tensor, target_index: to
     """
     check_keypoints(pred, mask, "pred")
     if points.ndim != 3 or points.shape[0] != pred.shape[0] or points.shape[-1] != 3:
-        raise ValueError(f"points must have shape ({pred.shape[0]}, N, 3), got {tuple(points.shape)}")
+        raise InputError(f"points must have shape ({pred.shape[0]}, N, 3), got {tuple(points.shape)}")
     if target_index.shape != mask.shape:
-        raise ValueError(f"target_index must have shape {tuple(mask.shape)}, got {tuple(target_index.shape)}")
+        raise InputError(f"target_index must have shape {tuple(mask.shape)}, got {tuple(target_index.shape)}")
     distances = torch.full(mask.shape, float("nan"), dtype=torch.float64)
     for b in range(len(points)):
         present = mask[b].cpu()

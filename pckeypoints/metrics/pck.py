@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from ..errors import InputError
 
 __all__ = ["keypoint_distances", "mean_error", "pck", "pck_curve", "pck_from_distances"]
 
@@ -15,7 +16,7 @@ def keypoint_distances(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
     check_keypoints(pred, mask, "pred")
     check_keypoints(target, mask, "target")
     if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        raise InputError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     return (pred - target)[mask].norm(dim=-1)
 
 
@@ -23,9 +24,9 @@ def pck_from_distances(distances: torch.Tensor, thresholds: Thresholds) -> torch
     """Fraction ``(T,)`` of ``distances (M,)`` at most each threshold (``d <= t``; ``inf`` never counts)."""
     thresholds = as_thresholds(thresholds, distances.device)
     if distances.ndim != 1 or distances.numel() == 0:
-        raise ValueError(f"need a non-empty 1D tensor of distances, got shape {tuple(distances.shape)}")
+        raise InputError(f"need a non-empty 1D tensor of distances, got shape {tuple(distances.shape)}")
     if torch.isnan(distances).any():
-        raise ValueError("distances contain NaN")
+        raise InputError("distances contain NaN")
     return (distances[None, :] <= thresholds[:, None]).float().mean(dim=1)
 
 
@@ -57,20 +58,20 @@ def as_thresholds(thresholds: Thresholds, device: torch.device | None = None) ->
     """Thresholds as a non-empty float tensor ``(T,)`` of finite, non-negative values."""
     thresholds = torch.as_tensor(thresholds, dtype=torch.float64, device=device).reshape(-1)
     if thresholds.numel() == 0:
-        raise ValueError("need at least one threshold")
+        raise InputError("need at least one threshold")
     if not torch.isfinite(thresholds).all() or (thresholds < 0).any():
-        raise ValueError(f"thresholds must be finite and non-negative, got {thresholds.tolist()}")
+        raise InputError(f"thresholds must be finite and non-negative, got {thresholds.tolist()}")
     return thresholds
 
 
 def check_keypoints(keypoints: torch.Tensor, mask: torch.Tensor, name: str) -> None:
     """Raise ``ValueError`` unless ``keypoints (B, K, 3)`` are finite where ``mask (B, K)`` (bool) is set."""
     if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape (B, K, 3), got {tuple(keypoints.shape)}")
+        raise InputError(f"{name} must have shape (B, K, 3), got {tuple(keypoints.shape)}")
     if mask.dtype != torch.bool or mask.shape != keypoints.shape[:2]:
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(keypoints.shape[:2])}, got "
+        raise InputError(f"mask must be a bool tensor of shape {tuple(keypoints.shape[:2])}, got "
                          f"{mask.dtype} {tuple(mask.shape)}")
     if not mask.any():
-        raise ValueError("mask selects no keypoints")
+        raise InputError("mask selects no keypoints")
     if not torch.isfinite(keypoints[mask]).all():
-        raise ValueError(f"{name} has NaN or infinite values at present keypoints")
+        raise InputError(f"{name} has NaN or infinite values at present keypoints")

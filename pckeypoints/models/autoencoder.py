@@ -24,6 +24,7 @@ from ..argmax import sampling_argmax
 from ..chamfer import CompositeChamfer, composite_chamfer_distance
 from ..head import KeypointHead, KeypointMaps
 from ..validation import check_cloud
+from ..errors import InputError
 
 
 def keypoint_pairs(num_keypoints: int) -> Tensor:
@@ -43,7 +44,7 @@ class SkeletonDecoder(nn.Module):
     def __init__(self, num_keypoints: int, points_per_edge: int = 32, offset_init: float = 0.002):
         super().__init__()
         if num_keypoints < 2 or points_per_edge < 2:
-            raise ValueError(f"need num_keypoints >= 2 and points_per_edge >= 2, got {num_keypoints}, {points_per_edge}")
+            raise InputError(f"need num_keypoints >= 2 and points_per_edge >= 2, got {num_keypoints}, {points_per_edge}")
         pairs = keypoint_pairs(num_keypoints)
         self.register_buffer("pairs", pairs, persistent=False)
         self.register_buffer("t", torch.linspace(0, 1, points_per_edge).unsqueeze(-1), persistent=False)
@@ -57,7 +58,7 @@ class SkeletonDecoder(nn.Module):
     def forward(self, keypoints: Tensor) -> Tensor:
         """``keypoints (..., K, 3)`` -> parts ``(..., P, M, 3)``."""
         if keypoints.dim() < 2 or keypoints.shape[-2:] != (self.num_keypoints, 3):
-            raise ValueError(f"keypoints must be (..., K={self.num_keypoints}, 3), got shape {tuple(keypoints.shape)}")
+            raise InputError(f"keypoints must be (..., K={self.num_keypoints}, 3), got shape {tuple(keypoints.shape)}")
         start = keypoints[..., self.pairs[:, 0], None, :]  # (..., P, 1, 3)
         end = keypoints[..., self.pairs[:, 1], None, :]
         return torch.lerp(start, end, self.t) + self.offsets
@@ -105,7 +106,7 @@ class SkeletonAutoencoder(nn.Module):
         feature_channels: per-point feature channels fed to the keypoint head and the activation MLP.
         hidden_channels: hidden width of the keypoint head and of the activation MLP.
         points_per_edge: decoder points per keypoint pair.
-        knn_k: neighbours for each point's basis σ; sigma: a fixed σ instead.
+        knn_k: neighbours for each point's basis σ; fixed_sigma: a fixed σ instead.
         msg: multi-scale grouping in the backbone.
         radius_scale: multiplies the backbone's ball radii (1 suits clouds of radius ~0.5, 2 unit radius).
     """
@@ -118,13 +119,13 @@ class SkeletonAutoencoder(nn.Module):
         hidden_channels: int = 128,
         points_per_edge: int = 32,
         knn_k: int = 8,
-        sigma: float | None = None,
+        fixed_sigma: float | None = None,
         msg: bool = False,
         radius_scale: float = 1.0,
     ):
         super().__init__()
         self.encoder = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k, fixed_sigma=sigma,
+        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k, fixed_sigma=fixed_sigma,
                                  validate=False)  # forward validates the points once
         self.decoder = SkeletonDecoder(num_keypoints, points_per_edge)
         self.activation_mlp = nn.Sequential(
@@ -154,7 +155,7 @@ def skeleton_loss(points: Tensor, output: SkeletonOutput, uncovered_penalty: flo
     sampling-argmax samples); each direction ``(B,)``."""
     b, s, p, m, _ = output.parts.shape
     if points.dim() != 3 or points.shape[0] != b:
-        raise ValueError(f"points must be (B={b}, N, 3), got shape {tuple(points.shape)}")
+        raise InputError(f"points must be (B={b}, N, 3), got shape {tuple(points.shape)}")
     repeated = points.unsqueeze(1).expand(-1, s, -1, -1).reshape(b * s, *points.shape[1:])
     activations = output.activations.unsqueeze(1).expand(-1, s, -1).reshape(b * s, p)
     dist = composite_chamfer_distance(repeated, output.parts.reshape(b * s, p, m, 3), activations, uncovered_penalty)

@@ -7,20 +7,15 @@ stand in for a run folder or checkpoint file; an existing path of the same name 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
 from ..errors import CheckpointError
 
-__all__ = ["MAX_BYTES", "REGISTRY", "export_model", "model_card", "pretrained_models", "pretrained_path"]
+__all__ = ["REGISTRY", "model_card", "pretrained_models", "pretrained_path"]
 
 #: ``{name: {"file": ..., "card": ..., "category": ..., ...}}``, one entry per shipped model.
 REGISTRY = Path(__file__).with_name("registry.json")
-#: Size limit of a shipped checkpoint file.
-MAX_BYTES = 2**20
 
 
 def pretrained_models() -> dict[str, dict]:
@@ -50,22 +45,3 @@ def model_card(name: str) -> str:
     if name not in models:
         raise CheckpointError(f"no pretrained model {name!r}; available: {', '.join(sorted(models)) or 'none'}")
     return (REGISTRY.parent / models[name]["card"]).read_text()
-
-
-def export_model(checkpoint: str | Path, dest: str | Path, max_bytes: int = MAX_BYTES) -> torch.dtype:
-    """Write the weights and config of ``checkpoint`` (a run folder or checkpoint file) to ``dest``, without the
-    training state and machine-specific paths; floating weights in float32, or float16 when float32 would exceed
-    ``max_bytes``. Returns the dtype used; raises :class:`~pckeypoints.errors.CheckpointError` if neither fits."""
-    from ..checkpoint import read_checkpoint, resolve_checkpoint, save_checkpoint
-
-    checkpoint, config = read_checkpoint(resolve_checkpoint(checkpoint, prefer_best=True))
-    config = dataclasses.replace(config, data_root=None, device="auto")
-    dest = Path(dest)
-    for dtype in (torch.float32, torch.float16):
-        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
-        save_checkpoint({"model": weights, "config": config.to_dict(), "epoch": checkpoint.get("epoch")}, dest)
-        if dest.stat().st_size <= max_bytes:
-            return dtype
-    size = dest.stat().st_size
-    dest.unlink()
-    raise CheckpointError(f"{dest}: the weights take {size} bytes even in float16, over the limit of {max_bytes}")
