@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from runner import run_commands
+from stats import BOOTSTRAP_DRAWS, mean_sd, nan_mean, paired_bootstrap
+
+from pckeypoints.evaluation import THRESHOLD
+from pckeypoints.readouts import READOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "experiments" / "results" / "evidence"
 CONFIGS = ROOT / "experiments" / "configs"
@@ -58,9 +58,6 @@ VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "cpu-fused-shared": ("cp
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
-READOUTS = ("expectation", "snapped", "top", "mode")
-THRESHOLD = 0.01
-BOOTSTRAP = 2000
 
 
 def protocol_config(protocol: str) -> tuple[Path, dict]:
@@ -99,31 +96,6 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
     flags += [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
     return [sys.executable, "-m", "pckeypoints", "train", "--config", str(config_file),
             *flags, "--no-test", "--no-progress"]
-
-
-def run_jobs(commands: list[tuple[str, list[str]]], jobs: int, log_dir: Path) -> list[str]:
-    """Run ``(name, command)`` pairs, ``jobs`` at a time, one thread each (OMP_NUM_THREADS=1); returns the
-    names that failed. Each command's output goes to ``log_dir/<name>.log``."""
-    from tqdm.auto import tqdm
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    failed = []
-    bar = tqdm(total=len(commands), desc="runs")
-
-    def one(item):
-        name, command = item
-        with open(log_dir / f"{name}.log", "a") as log:
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        if code:
-            failed.append(name)
-            tqdm.write(f"   {name} failed (exit {code}), see {log_dir / (name + '.log')}")
-        bar.update()
-
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        list(pool.map(one, commands))
-    bar.close()
-    return failed
 
 
 def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -> None:
@@ -174,39 +146,18 @@ def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: metrics[key] for name, key in names.items()}
 
 
-def paired_bootstrap(a: list[dict], b: list[dict], readout: str, geodesic: bool, seed: int = 0) -> tuple[float, float, float]:
-    """Difference of PCK (b − a, in %) with its 95 % bootstrap CI: per keypoint the correctness is averaged
-    over seeds, test models are resampled with replacement."""
-    def seed_mean(runs):
-        return np.mean([correct(r, readout, geodesic) for r in runs], axis=0)
-
+def paired_difference(a: list[dict], b: list[dict], readout: str, geodesic: bool) -> tuple[float, float, float]:
+    """PCK of ``b`` − ``a`` (in points) with its paired 95 % bootstrap CI (:func:`stats.paired_bootstrap`): per
+    test keypoint the correctness is averaged over the seeds, test models are resampled."""
     for runs in (a, b):
         if any(len(r["cloud"]) != len(a[0]["cloud"]) or (r["cloud"] != a[0]["cloud"]).any() for r in runs):
             raise ValueError("runs were scored on different test keypoints")
-    diff = seed_mean(b) - seed_mean(a)
-    clouds = a[0]["cloud"]
-    num_clouds = clouds.max() + 1
-    per_cloud_sum = np.bincount(clouds, diff, num_clouds)
-    per_cloud_count = np.bincount(clouds, minlength=num_clouds).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, num_clouds, size=(BOOTSTRAP, num_clouds))
-    weights = np.stack([np.bincount(d, minlength=num_clouds) for d in draws])  # (BOOTSTRAP, clouds)
-    stats = (weights @ per_cloud_sum) / (weights @ per_cloud_count)
-    low, high = np.percentile(stats, [2.5, 97.5])
-    return 100 * diff.mean(), 100 * low, 100 * high
 
+    def seed_mean(runs):
+        return np.mean([correct(r, readout, geodesic) for r in runs], axis=0)
 
-def nan_mean(values: list[float]) -> float:
-    """Mean of the values that are not NaN (NaN if none is)."""
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = 100 * np.mean(values)
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * np.std(values, ddof=1):.1f}"
+    d, low, high = paired_bootstrap(seed_mean(a), seed_mean(b), a[0]["cloud"])
+    return 100 * d, 100 * low, 100 * high
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -217,8 +168,8 @@ def collect(results: Path) -> dict:
         category, method, seed = path.stem.rsplit("_", 2)
         runs.setdefault(path.parent.name, {}).setdefault(category, {}).setdefault(method, []).append(
             (int(seed.removeprefix("s")), *load_records(path)))
-    return {p: {c: {m: [(meta, rec) for _, meta, rec in sorted(v, key=lambda x: x[0])] for m, v in ms.items()}
-                for c, ms in cs.items()} for p, cs in runs.items()}
+    return {p: {c: {m: [({**meta, "seed": seed}, rec) for seed, meta, rec in sorted(v, key=lambda x: x[0])]
+                    for m, v in ms.items()} for c, ms in cs.items()} for p, cs in runs.items()}
 
 
 def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], dict]:
@@ -247,7 +198,7 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
             paper = PAPER_TABLE6.get(m, {}).get(c)
             cells += [mean_sd(euclid), mean_sd(geo), "–" if paper is None else f"{paper:.1f}", str(len(rs))]
             numbers["cells"].setdefault(c, {})[m] = {"euclidean": euclid, "geodesic": geo, "paper": paper,
-                                                     "seeds": [meta["config"]["seed"] for meta, _ in rs]}
+                                                     "seeds": [meta["seed"] for meta, _ in rs]}
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     missing = [f"{c}/{m}" for c in categories for m in METHODS if not seeds(c, m)]
     lines += ["", f"Missing cells (not run under this protocol yet): {', '.join(missing) or 'none'}.", ""]
@@ -274,7 +225,7 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
     if pairs:
         lines += ["### Sampling − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
                   "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
-                  f"are resampled with replacement ({BOOTSTRAP} draws). A CI above 0 means sampling wins.", "",
+                  f"are resampled with replacement ({BOOTSTRAP_DRAWS} draws). A CI above 0 means sampling wins.", "",
                   "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in categories) + " |",
                   "|---|---|" + "---|---|" * len(categories)]
         for base, m in pairs:
@@ -288,7 +239,7 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
                             continue
                         baseline_runs = [x for _, x in seeds(c, base)[:shared]]
                         sampler_runs = [x for _, x in seeds(c, m)[:shared]]
-                        d, lo, hi = paired_bootstrap(baseline_runs, sampler_runs, r, geodesic)
+                        d, lo, hi = paired_difference(baseline_runs, sampler_runs, r, geodesic)
                         cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
                         key = m if base == "soft" else f"{m} - {base}"
                         metric = f"{r}/{'geodesic' if geodesic else 'euclidean'}"
@@ -404,7 +355,7 @@ def main(argv=None) -> int:
     if args.step in ("train", "all"):
         commands = [(run_name(*job), cmd) for job in grid if (cmd := train_command(args, *job)) is not None]
         print(f"evidence.py: {len(grid) - len(commands)} of {len(grid)} runs finished, training {len(commands)}")
-        failed += run_jobs(commands, args.jobs, Path(args.runs) / args.protocol / "logs")
+        failed += run_commands(commands, args.jobs, Path(args.runs) / args.protocol / "logs")
     if args.step in ("evaluate", "all"):
         todo = []
         for job in grid:
@@ -414,7 +365,7 @@ def main(argv=None) -> int:
                 todo.append((name, [sys.executable, __file__, "_evaluate", str(run_dir), str(out), args.data_root or "",
                                     args.device]))
         print(f"evidence.py: evaluating {len(todo)} runs")
-        failed += run_jobs(todo, args.jobs, Path(args.runs) / args.protocol / "logs")
+        failed += run_commands(todo, args.jobs, Path(args.runs) / args.protocol / "logs")
     if args.step in ("tables", "all"):
         write_tables(results)
     if failed:

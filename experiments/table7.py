@@ -7,8 +7,9 @@ Each (category, variant, seed) trains on the train split without labels and is s
 in two protocols, Skeleton Merger's published one (self-pairs, every annotated shape of the category) and
 the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1 on the test split.
 Writes ``table7.{md,json}`` (mean ± sd over seeds per cell, every run's metrics, the missing runs) into
-``--results``. Finished runs are reused and interrupted ones resumed; ``--train-only`` runs train in parallel
-processes (``--jobs N`` starts them) and ``--table-only`` writes the table from every scored run of the grid.
+``--results``. Finished runs are reused and interrupted ones resumed. Each run trains in its own process
+(:mod:`runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
+cell; ``--table-only`` writes the table from every scored run of the grid.
 
     nice -n 10 env OMP_NUM_THREADS=1 python experiments/table7.py --variants soft 10   # CPU protocol, 3 seeds
     python experiments/table7.py --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
@@ -18,19 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
+import time
 from pathlib import Path
 
+import torch
+from runner import run_commands
+from stats import percent, summarize
+
+from pckeypoints.checkpoint import read_checkpoint, resolve_checkpoint
+from pckeypoints.config import UNSET, TrainConfig
+from pckeypoints.devices import resolve_device
+from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.training import train
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from pckeypoints.config import TrainConfig  # noqa: E402
-from pckeypoints.devices import resolve_device  # noqa: E402
-from pckeypoints.evaluate_checkpoint import evaluate_checkpoint  # noqa: E402
-from tables import add_run_arguments, display_path, percent, run_table, save_table, train_and_evaluate  # noqa: E402
 
 VARIANTS = ("soft", "1", "5", "10", "30")
 #: Li et al. (2021), Table 7: DAS "following Skeleton Merger" (../shared/reference/paper_tables.md), as fractions.
@@ -44,6 +47,30 @@ CELL_METRICS = ("das_sm", "das_sm_forward", "das_sm_backward", "das", "das_forwa
 
 def variant_name(variant: str) -> str:
     return "Soft-argmax" if variant == "soft" else f"Sampling-argmax, Ns = {variant}"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, table: str) -> None:
+    """``--runs``, ``--results``, ``--data-root`` and ``--retrain`` of the ``table`` script."""
+    parser.add_argument("--runs", default=str(ROOT / "runs" / table), help="folder of the training runs")
+    parser.add_argument("--results", default=str(ROOT / "experiments/results"), help="folder of the tables")
+    parser.add_argument("--data-root", help="KeypointNet folder (default: $PCKP_DATA or ../shared/data/keypointnet)")
+    parser.add_argument("--retrain", action="store_true", help="train again even if a finished run exists")
+
+
+def save_table(out: Path, name: str, lines: list[str], payload: dict, gallery: Path) -> None:
+    """Write ``<name>.md`` (``lines``) and ``<name>.json`` (``payload``) into ``out``, copy ``gallery`` to
+    ``<name>_gallery.png`` if it exists, and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    if gallery.is_file():
+        (out / f"{name}_gallery.png").write_bytes(gallery.read_bytes())
+    print("\n".join(lines))
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the repository root where it lies inside it, else as given."""
+    return str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT) else path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,15 +114,31 @@ def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
 
 
 def run_one(args, category: str, variant: str, seed: int) -> dict:
-    """Train (or resume, or reuse) one run and score its last epoch."""
-
-    def evaluate(checkpoint: Path, config: TrainConfig, report_dir: Path) -> dict:
-        device = resolve_device(config.run.device)
-        result = evaluate_checkpoint(checkpoint, "test", str(device), report_dir, max_models=None)  # the whole split
-        return {**result.metrics, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-
-    return train_and_evaluate(run_config(args, category, variant, seed), args.retrain, evaluate,
-                              save_train_minutes=True, checkpoint="last.pt")
+    """Train (or resume, or reuse) one run and score its last epoch (``last.pt``: no label-based selection) on
+    the whole test split. A finished run whose ``eval_test/metrics.json`` exists is reused as is; the metrics
+    gain ``train_minutes`` (training + evaluation in this session) and the device."""
+    config = run_config(args, category, variant, seed)
+    run_dir = Path(config.run.out) / config.run_name
+    report_dir = run_dir / "eval_test"
+    resume = (run_dir / "last.pt").is_file() and not args.retrain
+    finished = False
+    if resume:
+        state, saved = read_checkpoint(resolve_checkpoint(run_dir))
+        if saved.replace(num_keypoints=config.model.num_keypoints) != config:
+            raise ValueError(f"{run_dir} was trained with another config; pass --retrain or another --runs")
+        finished = state["epoch"] >= saved.optim.epochs
+    if finished and (report_dir / "metrics.json").is_file():
+        return json.loads((report_dir / "metrics.json").read_text())["metrics"]
+    started = time.time()
+    if not finished:
+        train(None if resume else config, resume=run_dir if resume else None, overwrite=not resume)
+    device = resolve_device(config.run.device)
+    result = evaluate_checkpoint(run_dir / "last.pt", "test", str(device), report_dir, max_models=UNSET)
+    metrics = {**result.metrics, "train_minutes": (time.time() - started) / 60,
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    trained = read_checkpoint(run_dir / "last.pt")[1]  # the run's config (the scoring unset max_models)
+    (report_dir / "metrics.json").write_text(json.dumps({"config": trained.to_dict(), "metrics": metrics}, indent=2))
+    return metrics
 
 
 def grid(args) -> list[tuple[str, str, int]]:
@@ -117,12 +160,8 @@ def recorded_runs(args) -> list[dict]:
     return runs
 
 
-def summarize(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
-
-
-def mean_sd(cell: dict | None, key: str) -> str:
+def cell_text(cell: dict | None, key: str) -> str:
+    """A table cell of :func:`stats.summarize` results: ``mean ± sd`` in percent, or ``missing``."""
     if cell is None:
         return "missing"
     stats = cell[key]
@@ -180,10 +219,10 @@ def write_tables(args, out: Path) -> None:
             cell = cells.get(category, {}).get(variant)
             lines.append(" | ".join([
                 f"| {variant_name(variant)}", "0" if cell is None else str(cell["das_sm"]["n"]),
-                mean_sd(cell, "das_sm"),
+                cell_text(cell, "das_sm"),
                 percent(PAPER_DAS[variant][category]) if category in PAPER_DAS[variant] else "n/a",
-                f"{mean_sd(cell, 'das_sm_forward')} / {mean_sd(cell, 'das_sm_backward')}", mean_sd(cell, "das"),
-                f"{mean_sd(cell, 'das_forward')} / {mean_sd(cell, 'das_backward')}", mean_sd(cell, "miou@0.1"),
+                f"{cell_text(cell, 'das_sm_forward')} / {cell_text(cell, 'das_sm_backward')}", cell_text(cell, "das"),
+                f"{cell_text(cell, 'das_forward')} / {cell_text(cell, 'das_backward')}", cell_text(cell, "miou@0.1"),
                 "–" if cell is None else f"{cell['train_minutes']['mean']:.1f}"]) + " |")
         lines.append("")
     lines += ["Missing runs: " + ("; ".join(missing) if missing else "none") + ".",
@@ -200,24 +239,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.jobs > 1 and not args.table_only:
-        from evidence import run_jobs
-
-        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1", "--train-only"]
+    if args.train_only:  # in this process, one cell after another (what each runner process does)
+        for category, variant, seed in grid(args):
+            metrics = run_one(args, category, variant, seed)
+            print(f"{category} / {variant_name(variant)}, seed {seed}: DAS (SM) {metrics['das_sm']:.4f}")
+        return 0
+    failed = []
+    if not args.table_only:
+        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--train-only"]
         runs = [(run_config(args, c, v, s).run_name, command + ["--categories", c, "--variants", v, "--seeds", str(s)])
                 for c, v, s in grid(args)]
-        failed = run_jobs(runs, args.jobs, Path(args.runs) / "logs")
-        if not args.train_only:
-            write_tables(args, Path(args.results))
-        return 1 if failed else 0
-    if not args.table_only:
-        jobs = [(c, (v, s)) for c, v, s in grid(args)]
-        run_table(jobs, lambda category, key: run_one(args, category, *key),
-                  lambda _: None if args.train_only else write_tables(args, Path(args.results)),
-                  "table7 runs", "das_sm", lambda key: f"{variant_name(key[0])}, seed {key[1]}")
-    else:
-        write_tables(args, Path(args.results))
-    return 0
+        failed = run_commands(runs, args.jobs, Path(args.runs) / "logs")
+    write_tables(args, Path(args.results))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

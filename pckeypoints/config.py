@@ -259,7 +259,7 @@ class TrainConfig:
         values = self.to_dict()
         for name, value in changes.items():
             section, key = _flat_paths(self.mode).get(name) or _unknown_flat(name, self.mode)
-            values[section][key] = value
+            values[section][key] = None if value is UNSET else value
         return TrainConfig.from_dict(values)
 
 
