@@ -102,18 +102,3 @@ def test_pyg_adapter_unequal_sizes_equal_per_cloud():
     assert torch.allclose(out, alone, atol=1e-5)
     with pytest.raises(ValueError, match="sorted"):
         pyg.RaggedPointNet2(model)(None, torch.cat(clouds), batch.flip(0))
-
-
-def test_checkpoints_of_the_former_1x1_convolutions_load():
-    """State dicts with Conv2d/Conv1d weights (out, in, 1[, 1]) load into the Linear layers unchanged."""
-    torch.manual_seed(0)
-    model = PointNet2Seg(0, 16, width=0.25).eval()
-    conv_style = {}
-    for key, value in model.state_dict().items():
-        if key.endswith("weight") and value.dim() == 2:
-            value = value[..., None] if key.startswith("head") else value[..., None, None]
-        conv_style[key] = value.clone()
-    fresh = PointNet2Seg(0, 16, width=0.25).eval()
-    fresh.load_state_dict(conv_style)
-    xyz = torch.rand(2, 300, 3) - 0.5
-    assert torch.equal(fresh(xyz), model(xyz))
