@@ -133,7 +133,7 @@ def test_knn_backends_agree_with_brute_force():
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_knn_graph_is_pygs_graph_per_cloud(loop):
-    from pckeypoints.neighbors import knn_graph
+    from pckeypoints.pyg_ops import knn_graph
 
     g = torch.Generator().manual_seed(4)
     sizes = [30, 12, 21]
