@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ._compat import renamed_argument
 from .errors import PCKeypointsError
-from .neighbors import knn, knn_graph
+from .neighbors import knn
+from .pyg_ops import knn_graph
 from .validation import check_batch_index, check_cloud, check_finite
 
 KINDS = ("gaussian", "uniform", "triangular")
@@ -101,6 +102,7 @@ class PointBasis:
         validate: bool = True,
         *,
         sigma: float | None = None,
+        mask: Tensor | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
         neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn`.
@@ -108,6 +110,8 @@ class PointBasis:
         Args:
             pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
             batch: ``(N_total,)`` cloud index of each point (sorted, as in PyG), for ragged input.
+            mask: for dense ``pos`` padded by the caller, ``(B, N)`` bool, False at padding: padded
+                points get no probability and are nobody's neighbours.
             k: neighbours used for σ (each cloud needs more than k points).
             factor: σ in units of the mean neighbour distance.
             min_sigma: floor for σ, so duplicated points (distance 0) never give σ = 0.
@@ -125,6 +129,8 @@ class PointBasis:
         fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
         if k < 1:
             raise PCKeypointsError(f"k must be >= 1, got {k}")
+        if mask is not None:
+            return cls._from_padded_points(pos, mask, batch, k, factor, min_sigma, fixed_sigma, validate)
         dense, mask = _dense_points(pos, batch, validate)
         if fixed_sigma is not None:
             return cls(dense, float(fixed_sigma), "gaussian", mask, validate=validate)
@@ -138,6 +144,24 @@ class PointBasis:
             return cls.from_graph(pos, knn_graph(pos, k, batch), batch, factor, min_sigma, validate=False)
         sig = knn_mean_distance(pos, k).mul_(factor).clamp_(min=min_sigma)
         return cls(dense, sig.unsqueeze(-1), "gaussian", mask, validate=False)
+
+    @classmethod
+    def _from_padded_points(cls, pos: Tensor, mask: Tensor, batch: Tensor | None, k: int, factor: float,
+                            min_sigma: float, fixed_sigma: float | None, validate: bool) -> "PointBasis":
+        """:meth:`from_points` of dense ``pos (B, N, D)`` whose points are real where ``mask (B, N)``."""
+        if batch is not None:
+            raise PCKeypointsError("mask marks the padding of dense pos (B, N, D); ragged pos with batch has none")
+        check_cloud(pos, "pos", batched=True, dim=None, validate=False)
+        if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
+            raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+        if validate and not bool(mask.any(dim=1).all()):
+            raise PCKeypointsError(f"mask leaves cloud {int((~mask.any(dim=1)).nonzero()[0])} without a point")
+        sizes = mask.sum(dim=1)
+        ragged = cls.from_points(pos[mask], torch.arange(len(sizes), device=pos.device).repeat_interleave(sizes), k,
+                                 factor, min_sigma, fixed_sigma, validate)
+        real = ragged.bandwidth[ragged.mask]  # (N_real, 1 or D), in the order of pos[mask]
+        bandwidth = real.new_ones(*mask.shape, real.shape[-1]).masked_scatter_(mask[..., None], real)
+        return cls(pos, bandwidth, "gaussian", mask, validate=False)
 
     @classmethod
     def from_graph(
@@ -227,8 +251,15 @@ class PointBasis:
 
     # ------------------------------------------------------------------ operations
     def check_logits(self, logits: Tensor, validate: bool = True) -> None:
-        """Raise unless ``logits`` is a ``(B, K, N)`` map over these points, finite at real points
-        (the value check only with ``validate``; ops inside a training step pass False)."""
+        """Raise unless ``logits`` is a ``(B, K, N)`` map over these points of the basis' dtype, finite
+        at real points, every cloud with a point (the value checks only with ``validate``; ops inside
+        a training step pass False)."""
+        if logits.dim() == 2 and self.mask is not None:
+            raise PCKeypointsError(f"logits must be (B, K, N), got ragged {tuple(logits.shape)}: pass the head's maps, "
+                                   "or maps.to_dense().logits with maps.to_dense().basis")
+        if self.is_grid and self.dim > 1 and logits.dim() == 2 + self.dim:
+            raise PCKeypointsError(f"logits must be (B, K, N), got heatmaps {tuple(logits.shape)}: pass "
+                                   "logits.flatten(2), row-major as PointBasis.grid orders its cells")
         if logits.dim() != 3:
             raise PCKeypointsError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
         b, n = logits.shape[0], logits.shape[2]
@@ -236,7 +267,13 @@ class PointBasis:
             raise PCKeypointsError(
                 f"logits {tuple(logits.shape)} do not match the basis of {self.pos.shape[0]} x {self.num_points} points"
             )
+        if logits.dtype != self.pos.dtype:
+            raise PCKeypointsError(f"logits are {logits.dtype} but the basis is {self.pos.dtype}: "
+                                   "build the basis from pos of the logits' dtype, or convert the logits")
         if validate:
+            if self.mask is not None and not bool(self.mask.any(dim=1).all()):
+                empty = int((~self.mask.any(dim=1)).nonzero()[0])
+                raise PCKeypointsError(f"cloud {empty} of the basis has no point (an empty cloud): drop it from the batch")
             check_finite(logits if self.mask is None else logits.masked_select(self.mask[:, None, :]), "logits")
 
     def mask_logits(self, logits: Tensor) -> Tensor:
@@ -301,6 +338,9 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
         return pos, None
     check_cloud(pos, "pos", dim=None, validate=validate)
     check_batch_index(batch, pos.shape[0], validate=validate)
+    if validate and not bool(torch.bincount(batch).all()):
+        empty = int((torch.bincount(batch) == 0).nonzero()[0])
+        raise PCKeypointsError(f"batch holds no point of cloud {empty} (an empty cloud): drop it and renumber the clouds")
     from torch_geometric.utils import to_dense_batch
 
     return to_dense_batch(pos, batch)
