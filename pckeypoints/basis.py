@@ -209,31 +209,61 @@ class PointBasis:
     def grid(
         cls,
         shape: Sequence[int],
-        spacing: float | Sequence[float] = 1.0,
-        origin: float | Sequence[float] = 0.0,
+        spacing: float | Sequence[float] | None = None,
+        origin: float | Sequence[float] | None = None,
         kind: str = "uniform",
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        *,
+        order: str = "ij",
+        normalized: bool = False,
+        align_corners: bool = True,
     ) -> "PointBasis":
         """Basis on the cell centres of a regular 1D/2D/3D grid (an image or voxel heatmap).
 
         ``shape`` is the map's shape, e.g. ``(H, W)``; locations are ordered as ``map.flatten()``
-        (row-major) and the coordinate of axis ``a`` is ``origin[a] + index[a] · spacing[a]``,
-        in the axis order of ``shape``. The bandwidth is the spacing for every kind (so a
-        ``"gaussian"`` grid basis has σ = spacing).
+        (row-major, so ``(B, K, H, W)`` heatmaps are passed as ``logits.flatten(2)``). The
+        bandwidth is the spacing for every kind (so a ``"gaussian"`` grid basis has σ = spacing).
+
+        Args:
+            shape: the map's shape.
+            spacing, origin: the coordinate of axis ``a`` is ``origin[a] + index[a] · spacing[a]``
+                (default 1 and 0: pixel indices).
+            kind: ``"uniform"``, ``"triangular"`` or ``"gaussian"``.
+            order: ``"ij"``: coordinates in the axis order of ``shape``, (row, column) for ``(H, W)``;
+                ``"xy"``: reversed, (x, y) = (column, row), as kornia, dsntnn and OpenCV.
+            normalized: cell centres in [-1, 1] instead of ``spacing``/``origin``, as
+                ``torch.nn.functional.grid_sample``: with ``align_corners`` (kornia's
+                ``normalized_coordinates=True``) the first and last centres are at ±1, without it
+                (dsntnn) the outer cell edges are, centres at ``(2 i + 1) / S - 1``. A size-1 axis is 0.
 
         Examples:
             >>> PointBasis.grid((2, 3), kind="triangular").pos[0, :4].tolist()
             [[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]]
+            >>> PointBasis.grid((2, 3), order="xy", normalized=True).pos[0, :4].tolist()
+            [[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
         """
         d = len(shape)
         if not 1 <= d <= 3 or any(s < 1 for s in shape):
             raise PCKeypointsError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
-        spacing_t = torch.as_tensor(spacing, dtype=dtype, device=device).expand(d)
-        origin_t = torch.as_tensor(origin, dtype=dtype, device=device).expand(d)
+        if order not in ("ij", "xy"):
+            raise PCKeypointsError(f"grid order must be 'ij' (axis order of shape) or 'xy' (reversed), got {order!r}")
+        if normalized:
+            if spacing is not None or origin is not None:
+                raise PCKeypointsError("normalized=True places the cells in [-1, 1]: leave spacing and origin out")
+            if align_corners:
+                spacing = [2 / (s - 1) if s > 1 else 2.0 for s in shape]
+                origin = [-1.0 if s > 1 else 0.0 for s in shape]
+            else:
+                spacing, origin = [2 / s for s in shape], [1 / s - 1 for s in shape]
+        spacing_t = torch.as_tensor(1.0 if spacing is None else spacing, dtype=dtype, device=device).expand(d)
+        origin_t = torch.as_tensor(0.0 if origin is None else origin, dtype=dtype, device=device).expand(d)
         axes = [torch.arange(s, dtype=dtype, device=device) for s in shape]
         idx = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(1, -1, d)
-        return cls(origin_t + idx * spacing_t, spacing_t, kind, is_grid=True)
+        pos = origin_t + idx * spacing_t
+        if order == "xy":
+            pos, spacing_t = pos.flip(-1), spacing_t.flip(-1)
+        return cls(pos, spacing_t, kind, is_grid=True)
 
     # ------------------------------------------------------------------ properties
     @property
