@@ -16,6 +16,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.utils._pytree
 from torch import Tensor
 
 from ._compat import renamed_argument
@@ -342,6 +343,21 @@ class PointBasis:
             f = (1 - u.abs()).clamp(min=0)
         f = f.prod(dim=-1) / self.bandwidth.prod(dim=-1)[:, None, None]  # (B, K, Q, N)
         return (f * probs[:, :, None, :]).sum(dim=-1)
+
+
+def _flatten_basis(basis: PointBasis) -> tuple[list, tuple[str, bool]]:
+    return [basis.pos, basis.bandwidth, basis.mask], (basis.kind, basis.is_grid)
+
+
+def _unflatten_basis(children, context: tuple[str, bool]) -> PointBasis:
+    basis = PointBasis.__new__(PointBasis)  # the tensors of a checked basis: no second check
+    (basis.pos, basis.bandwidth, basis.mask), (basis.kind, basis.is_grid) = children, context
+    return basis
+
+
+# a pytree node, so that torch.compile, torch.export and tree_map see through bases (and the maps holding them)
+torch.utils._pytree.register_pytree_node(PointBasis, _flatten_basis, _unflatten_basis,
+                                         serialized_type_name="pckeypoints.basis.PointBasis")
 
 
 def knn_mean_distance(pos: Tensor, k: int) -> Tensor:

@@ -89,6 +89,11 @@ class RaggedKeypointMaps:
         return self.to_dense().sample(num_samples, tau, generator)
 
 
+# pytree nodes (their fields), so that torch.compile and torch.export return and take maps
+torch.export.register_dataclass(KeypointMaps, serialized_type_name="pckeypoints.head.KeypointMaps")
+torch.export.register_dataclass(RaggedKeypointMaps, serialized_type_name="pckeypoints.head.RaggedKeypointMaps")
+
+
 class KeypointReadout(nn.Module):
     """Reads K map logits over the points of each cloud out as keypoints; no parameters.
 
