@@ -1,8 +1,8 @@
 """The sampling-argmax keypoint head on PyG backbones: DGCNN (``DynamicEdgeConv``) and Point Transformer
 (``PointTransformerConv``), trained on KeypointNet bathtubs.
 
-Both take PyG-ragged clouds ``(pos, batch)``; the head returns PyG-native maps (logits ``(N_total, K)``)
-and ``maps.to_dense()`` feeds the loss. The k-NN graphs come from :func:`pckeypoints.knn_graph`, so
+Both take PyG-ragged clouds ``(pos, batch)``; the head returns PyG-native maps (logits ``(N_total, K)``),
+which the loss takes as they are. The k-NN graphs come from :func:`pckeypoints.knn_graph`, so
 neither torch-cluster nor pyg-lib is needed; the Point Transformer's graph also sets the head's basis σ.
 
     python examples/pyg_backbones.py --model dgcnn --steps 200
@@ -105,8 +105,7 @@ def train(model: nn.Module, data: dict[str, Tensor], steps: int, lr: float = 3e-
         errors.append(float((maps.keypoints.detach() - data["keypoints"]).abs().sum(-1)[data["mask"]].mean()))
         if len(errors) > steps:
             break
-        dense = maps.to_dense()
-        loss = loss_fn(dense.logits, dense.basis, data["keypoints"], data["mask"], generator, tau=tau)
+        loss = loss_fn(maps, data["keypoints"], data["mask"], generator, tau=tau)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

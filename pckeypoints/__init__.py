@@ -1,6 +1,8 @@
 """Keypoints on point clouds with sampling-argmax (Li et al., NeurIPS 2021).
 
-One import gives the public API; the core (bases, argmaxes, head, losses, schedules, k-NN) loads
+One import gives the public API (PyG's point ops on ragged batches as ``fps``, ``radius``,
+``radius_graph``, ``knn_graph``, ``knn_interpolate``; the ragged ``knn`` is ``pckeypoints.pyg_ops.knn``,
+``pckeypoints.knn`` the dense one); the core (bases, argmaxes, head, losses, schedules, k-NN) loads
 eagerly and needs only PyTorch, the rest (metrics, models, data) on first use. Nothing here imports
 ``viz``, matplotlib or Open3D.
 
@@ -22,7 +24,8 @@ from .basis import PointBasis
 from .errors import PCKeypointsError
 from .head import KeypointHead, KeypointMaps, KeypointReadout, RaggedKeypointMaps
 from .losses import KeypointLoss
-from .neighbors import knn, knn_graph
+from .neighbors import knn
+from .pyg_ops import fps, knn_graph, knn_interpolate, radius, radius_graph
 from .schedules import ConstantTau, CosineTau, ExponentialTau, LinearTau, TemperatureSchedule, make_schedule
 from .validation import check_cloud
 
@@ -37,8 +40,8 @@ _LAZY = {
 
 __all__ = [
     "ConstantTau", "CosineTau", "ExponentialTau", "KeypointHead", "KeypointLoss", "KeypointMaps", "KeypointReadout",
-    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "knn", "knn_graph",
-    "make_schedule", "sampling_argmax", "soft_argmax", *_LAZY,
+    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "fps", "knn", "knn_graph",
+    "knn_interpolate", "make_schedule", "radius", "radius_graph", "sampling_argmax", "soft_argmax", *_LAZY,
 ]
 
 

@@ -82,7 +82,8 @@ def sampling_argmax(
         tau: Gumbel-softmax temperature (> 0).
         generator: RNG for reproducible samples.
         sampler: ``"naive"``, ``"gaussian"`` (low memory), ``"fused"`` (kernels) or ``"auto"``
-            (``"fused"`` for Gaussian bases of D <= 3 when its kernel is available on the device,
+            (``"fused"`` for Gaussian bases of D <= 3 and float32/float64 logits when its kernel is
+            available on the device,
             else ``"gaussian"`` for Gaussian bases, else ``"naive"``).
         chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
             ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
@@ -101,13 +102,17 @@ def sampling_argmax(
         raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "auto":
         sampler = "gaussian" if basis.kind == "gaussian" else "naive"
-        if sampler == "gaussian" and basis.dim <= fused.MAX_DIM and fused.available(logits.device):
+        if (sampler == "gaussian" and basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES
+                and fused.available(logits.device)):
             sampler = "fused"
     if sampler != "naive" and basis.kind != "gaussian":
         raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
     logits = basis.mask_logits(logits)
     b, k, n = logits.shape
     if sampler == "fused":
+        if logits.dtype not in fused.DTYPES:
+            raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
+                                   "use sampler='gaussian'")
         if basis.dim > fused.MAX_DIM or not fused.available(logits.device):
             raise PCKeypointsError(
                 f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "

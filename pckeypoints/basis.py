@@ -16,11 +16,13 @@ import math
 from typing import Sequence
 
 import torch
+import torch.utils._pytree
 from torch import Tensor
 
 from ._compat import renamed_argument
 from .errors import PCKeypointsError
-from .neighbors import knn, knn_graph
+from .neighbors import knn
+from .pyg_ops import knn_graph
 from .validation import check_batch_index, check_cloud, check_finite
 
 KINDS = ("gaussian", "uniform", "triangular")
@@ -101,6 +103,7 @@ class PointBasis:
         validate: bool = True,
         *,
         sigma: float | None = None,
+        mask: Tensor | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
         neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn`.
@@ -108,6 +111,8 @@ class PointBasis:
         Args:
             pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
             batch: ``(N_total,)`` cloud index of each point (sorted, as in PyG), for ragged input.
+            mask: for dense ``pos`` padded by the caller, ``(B, N)`` bool, False at padding: padded
+                points get no probability and are nobody's neighbours.
             k: neighbours used for σ (each cloud needs more than k points).
             factor: σ in units of the mean neighbour distance.
             min_sigma: floor for σ, so duplicated points (distance 0) never give σ = 0.
@@ -125,6 +130,8 @@ class PointBasis:
         fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
         if k < 1:
             raise PCKeypointsError(f"k must be >= 1, got {k}")
+        if mask is not None:
+            return cls._from_padded_points(pos, mask, batch, k, factor, min_sigma, fixed_sigma, validate)
         dense, mask = _dense_points(pos, batch, validate)
         if fixed_sigma is not None:
             return cls(dense, float(fixed_sigma), "gaussian", mask, validate=validate)
@@ -138,6 +145,24 @@ class PointBasis:
             return cls.from_graph(pos, knn_graph(pos, k, batch), batch, factor, min_sigma, validate=False)
         sig = knn_mean_distance(pos, k).mul_(factor).clamp_(min=min_sigma)
         return cls(dense, sig.unsqueeze(-1), "gaussian", mask, validate=False)
+
+    @classmethod
+    def _from_padded_points(cls, pos: Tensor, mask: Tensor, batch: Tensor | None, k: int, factor: float,
+                            min_sigma: float, fixed_sigma: float | None, validate: bool) -> "PointBasis":
+        """:meth:`from_points` of dense ``pos (B, N, D)`` whose points are real where ``mask (B, N)``."""
+        if batch is not None:
+            raise PCKeypointsError("mask marks the padding of dense pos (B, N, D); ragged pos with batch has none")
+        check_cloud(pos, "pos", batched=True, dim=None, validate=False)
+        if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
+            raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+        if validate and not bool(mask.any(dim=1).all()):
+            raise PCKeypointsError(f"mask leaves cloud {int((~mask.any(dim=1)).nonzero()[0])} without a point")
+        sizes = mask.sum(dim=1)
+        ragged = cls.from_points(pos[mask], torch.arange(len(sizes), device=pos.device).repeat_interleave(sizes), k,
+                                 factor, min_sigma, fixed_sigma, validate)
+        real = ragged.bandwidth[ragged.mask]  # (N_real, 1 or D), in the order of pos[mask]
+        bandwidth = real.new_ones(*mask.shape, real.shape[-1]).masked_scatter_(mask[..., None], real)
+        return cls(pos, bandwidth, "gaussian", mask, validate=False)
 
     @classmethod
     def from_graph(
@@ -185,31 +210,61 @@ class PointBasis:
     def grid(
         cls,
         shape: Sequence[int],
-        spacing: float | Sequence[float] = 1.0,
-        origin: float | Sequence[float] = 0.0,
+        spacing: float | Sequence[float] | None = None,
+        origin: float | Sequence[float] | None = None,
         kind: str = "uniform",
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        *,
+        order: str = "ij",
+        normalized: bool = False,
+        align_corners: bool = True,
     ) -> "PointBasis":
         """Basis on the cell centres of a regular 1D/2D/3D grid (an image or voxel heatmap).
 
         ``shape`` is the map's shape, e.g. ``(H, W)``; locations are ordered as ``map.flatten()``
-        (row-major) and the coordinate of axis ``a`` is ``origin[a] + index[a] · spacing[a]``,
-        in the axis order of ``shape``. The bandwidth is the spacing for every kind (so a
-        ``"gaussian"`` grid basis has σ = spacing).
+        (row-major, so ``(B, K, H, W)`` heatmaps are passed as ``logits.flatten(2)``). The
+        bandwidth is the spacing for every kind (so a ``"gaussian"`` grid basis has σ = spacing).
+
+        Args:
+            shape: the map's shape.
+            spacing, origin: the coordinate of axis ``a`` is ``origin[a] + index[a] · spacing[a]``
+                (default 1 and 0: pixel indices).
+            kind: ``"uniform"``, ``"triangular"`` or ``"gaussian"``.
+            order: ``"ij"``: coordinates in the axis order of ``shape``, (row, column) for ``(H, W)``;
+                ``"xy"``: reversed, (x, y) = (column, row), as kornia, dsntnn and OpenCV.
+            normalized: cell centres in [-1, 1] instead of ``spacing``/``origin``, as
+                ``torch.nn.functional.grid_sample``: with ``align_corners`` (kornia's
+                ``normalized_coordinates=True``) the first and last centres are at ±1, without it
+                (dsntnn) the outer cell edges are, centres at ``(2 i + 1) / S - 1``. A size-1 axis is 0.
 
         Examples:
             >>> PointBasis.grid((2, 3), kind="triangular").pos[0, :4].tolist()
             [[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]]
+            >>> PointBasis.grid((2, 3), order="xy", normalized=True).pos[0, :4].tolist()
+            [[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
         """
         d = len(shape)
         if not 1 <= d <= 3 or any(s < 1 for s in shape):
             raise PCKeypointsError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
-        spacing_t = torch.as_tensor(spacing, dtype=dtype, device=device).expand(d)
-        origin_t = torch.as_tensor(origin, dtype=dtype, device=device).expand(d)
+        if order not in ("ij", "xy"):
+            raise PCKeypointsError(f"grid order must be 'ij' (axis order of shape) or 'xy' (reversed), got {order!r}")
+        if normalized:
+            if spacing is not None or origin is not None:
+                raise PCKeypointsError("normalized=True places the cells in [-1, 1]: leave spacing and origin out")
+            if align_corners:
+                spacing = [2 / (s - 1) if s > 1 else 2.0 for s in shape]
+                origin = [-1.0 if s > 1 else 0.0 for s in shape]
+            else:
+                spacing, origin = [2 / s for s in shape], [1 / s - 1 for s in shape]
+        spacing_t = torch.as_tensor(1.0 if spacing is None else spacing, dtype=dtype, device=device).expand(d)
+        origin_t = torch.as_tensor(0.0 if origin is None else origin, dtype=dtype, device=device).expand(d)
         axes = [torch.arange(s, dtype=dtype, device=device) for s in shape]
         idx = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(1, -1, d)
-        return cls(origin_t + idx * spacing_t, spacing_t, kind, is_grid=True)
+        pos = origin_t + idx * spacing_t
+        if order == "xy":
+            pos, spacing_t = pos.flip(-1), spacing_t.flip(-1)
+        return cls(pos, spacing_t, kind, is_grid=True)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -227,8 +282,15 @@ class PointBasis:
 
     # ------------------------------------------------------------------ operations
     def check_logits(self, logits: Tensor, validate: bool = True) -> None:
-        """Raise unless ``logits`` is a ``(B, K, N)`` map over these points, finite at real points
-        (the value check only with ``validate``; ops inside a training step pass False)."""
+        """Raise unless ``logits`` is a ``(B, K, N)`` map over these points of the basis' dtype, finite
+        at real points, every cloud with a point (the value checks only with ``validate``; ops inside
+        a training step pass False)."""
+        if logits.dim() == 2 and self.mask is not None:
+            raise PCKeypointsError(f"logits must be (B, K, N), got ragged {tuple(logits.shape)}: pass the head's maps, "
+                                   "or maps.to_dense().logits with maps.to_dense().basis")
+        if self.is_grid and self.dim > 1 and logits.dim() == 2 + self.dim:
+            raise PCKeypointsError(f"logits must be (B, K, N), got heatmaps {tuple(logits.shape)}: pass "
+                                   "logits.flatten(2), row-major as PointBasis.grid orders its cells")
         if logits.dim() != 3:
             raise PCKeypointsError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
         b, n = logits.shape[0], logits.shape[2]
@@ -236,7 +298,13 @@ class PointBasis:
             raise PCKeypointsError(
                 f"logits {tuple(logits.shape)} do not match the basis of {self.pos.shape[0]} x {self.num_points} points"
             )
+        if logits.dtype != self.pos.dtype:
+            raise PCKeypointsError(f"logits are {logits.dtype} but the basis is {self.pos.dtype}: "
+                                   "build the basis from pos of the logits' dtype, or convert the logits")
         if validate:
+            if self.mask is not None and not bool(self.mask.any(dim=1).all()):
+                empty = int((~self.mask.any(dim=1)).nonzero()[0])
+                raise PCKeypointsError(f"cloud {empty} of the basis has no point (an empty cloud): drop it from the batch")
             check_finite(logits if self.mask is None else logits.masked_select(self.mask[:, None, :]), "logits")
 
     def mask_logits(self, logits: Tensor) -> Tensor:
@@ -277,6 +345,21 @@ class PointBasis:
         return (f * probs[:, :, None, :]).sum(dim=-1)
 
 
+def _flatten_basis(basis: PointBasis) -> tuple[list, tuple[str, bool]]:
+    return [basis.pos, basis.bandwidth, basis.mask], (basis.kind, basis.is_grid)
+
+
+def _unflatten_basis(children, context: tuple[str, bool]) -> PointBasis:
+    basis = PointBasis.__new__(PointBasis)  # the tensors of a checked basis: no second check
+    (basis.pos, basis.bandwidth, basis.mask), (basis.kind, basis.is_grid) = children, context
+    return basis
+
+
+# a pytree node, so that torch.compile, torch.export and tree_map see through bases (and the maps holding them)
+torch.utils._pytree.register_pytree_node(PointBasis, _flatten_basis, _unflatten_basis,
+                                         serialized_type_name="pckeypoints.basis.PointBasis")
+
+
 def knn_mean_distance(pos: Tensor, k: int) -> Tensor:
     """Mean Euclidean distance of each point to its k nearest other points of its cloud.
 
@@ -301,6 +384,9 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
         return pos, None
     check_cloud(pos, "pos", dim=None, validate=validate)
     check_batch_index(batch, pos.shape[0], validate=validate)
+    if validate and not bool(torch.bincount(batch).all()):
+        empty = int((torch.bincount(batch) == 0).nonzero()[0])
+        raise PCKeypointsError(f"batch holds no point of cloud {empty} (an empty cloud): drop it and renumber the clouds")
     from torch_geometric.utils import to_dense_batch
 
     return to_dense_batch(pos, batch)

@@ -24,6 +24,7 @@ from ._compat import renamed_argument
 from .argmax import sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
+from .validation import check_finite
 
 __all__ = ["KeypointHead", "KeypointMaps", "KeypointReadout", "RaggedKeypointMaps"]
 
@@ -88,6 +89,11 @@ class RaggedKeypointMaps:
         return self.to_dense().sample(num_samples, tau, generator)
 
 
+# pytree nodes (their fields), so that torch.compile and torch.export return and take maps
+torch.export.register_dataclass(KeypointMaps, serialized_type_name="pckeypoints.head.KeypointMaps")
+torch.export.register_dataclass(RaggedKeypointMaps, serialized_type_name="pckeypoints.head.RaggedKeypointMaps")
+
+
 class KeypointReadout(nn.Module):
     """Reads K map logits over the points of each cloud out as keypoints; no parameters.
 
@@ -100,8 +106,9 @@ class KeypointReadout(nn.Module):
         fixed_sigma: a fixed σ for every point instead.
 
     Shapes:
-        - **input:** logits ``(B, K, N)`` with pos ``(B, N, D)``, or ragged logits ``(N_total, K)``
-          with pos ``(N_total, D)`` and batch ``(N_total,)``
+        - **input:** logits ``(B, K, N)`` with pos ``(B, N, D)`` (and ``mask (B, N)``, False at padding:
+          no probability there, no neighbour for σ), or ragged logits ``(N_total, K)`` with pos
+          ``(N_total, D)`` and batch ``(N_total,)``
         - **output:** :class:`KeypointMaps` (dense) or :class:`RaggedKeypointMaps` (ragged)
 
     Examples:
@@ -120,17 +127,24 @@ class KeypointReadout(nn.Module):
         self.knn_k, self.fixed_sigma = knn_k, fixed_sigma
 
     def basis(
-        self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True
+        self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True,
+        mask: Tensor | None = None,
     ) -> PointBasis:
         """The basis this readout uses for ``pos`` (see the class doc)."""
         if edge_index is not None:
+            if mask is not None:
+                raise PCKeypointsError("edge_index= takes ragged clouds (pos, batch), not padded ones with mask=")
             return PointBasis.from_graph(pos, edge_index, batch, validate=validate)
-        return PointBasis.from_points(pos, batch, k=self.knn_k, fixed_sigma=self.fixed_sigma, validate=validate)
+        return PointBasis.from_points(pos, batch, k=self.knn_k, fixed_sigma=self.fixed_sigma, validate=validate,
+                                      mask=mask)
 
-    def forward(self, logits: Tensor, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None,
-                basis: PointBasis | None = None, validate: bool = True) -> KeypointMaps | RaggedKeypointMaps:
+    def forward(self, logits: Tensor, pos: Tensor, batch: Tensor | None = None, *, mask: Tensor | None = None,
+                edge_index: Tensor | None = None, basis: PointBasis | None = None,
+                validate: bool = True) -> KeypointMaps | RaggedKeypointMaps:
         if basis is None:
-            basis = self.basis(pos, batch, edge_index, validate)
+            basis = self.basis(pos, batch, edge_index, validate, mask)
+        elif mask is not None:
+            raise PCKeypointsError("mask= builds the basis: give it to the basis instead (PointBasis.from_points(..., mask=))")
         if batch is None:
             return KeypointMaps(logits, basis, soft_argmax(logits, basis))
         if logits.dim() != 2 or logits.shape[0] != pos.shape[0]:
@@ -148,8 +162,8 @@ class KeypointReadout(nn.Module):
 class KeypointHead(nn.Module):
     """Per-point network producing K map logits, read out over a Gaussian point basis.
 
-    Train with :class:`~pckeypoints.losses.KeypointLoss` on ``maps.logits`` and ``maps.basis``
-    (ragged maps: ``maps.to_dense()``); ``maps.keypoints`` is the soft-argmax (the test-time estimate).
+    Train with :class:`~pckeypoints.losses.KeypointLoss` on the maps, ``loss(maps, target, mask, tau=...)``
+    (dense or ragged); ``maps.keypoints`` is the soft-argmax (the test-time estimate).
 
     Args:
         in_channels: C (``None`` with a custom ``mlp``: not checked).
@@ -159,12 +173,14 @@ class KeypointHead(nn.Module):
             Linear-LayerNorm-ReLU-Linear.
         knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``); ``k`` is its old name.
         fixed_sigma: fixed basis σ instead of the neighbour estimate; ``sigma`` is its old name.
-        validate: check the input values (finite coordinates, sorted ``batch``) on every call;
-            shapes are always checked. Set to False once the data are known to be clean.
+        validate: check the input values (finite features and coordinates, sorted ``batch``, no
+            empty cloud) on every call; shapes are always checked. Set to False once the data are
+            known to be clean.
 
     Shapes:
-        - **input:** x ``(B, N, C)``, pos ``(B, N, D)``; or x ``(N_total, C)``, pos ``(N_total, D)``,
-          batch ``(N_total,)``; optional edge_index ``(2, E)``
+        - **input:** x ``(B, N, C)``, pos ``(B, N, D)``, optional mask ``(B, N)`` (False at the
+          caller's padding); or x ``(N_total, C)``, pos ``(N_total, D)``, batch ``(N_total,)``;
+          optional edge_index ``(2, E)``
         - **output:** :class:`KeypointMaps` (logits ``(B, K, N)``) or :class:`RaggedKeypointMaps`
           (logits ``(N_total, K)``); keypoints ``(B, K, D)``
 
@@ -202,8 +218,10 @@ class KeypointHead(nn.Module):
         super().__init__()
         knn_k = renamed_argument(knn_k, k, "k", "knn_k")
         fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
-        if num_keypoints < 1:
-            raise PCKeypointsError(f"num_keypoints must be >= 1, got {num_keypoints}")
+        for name, value in (("num_keypoints", num_keypoints), ("hidden_channels", hidden_channels),
+                            ("in_channels", 1 if in_channels is None else in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PCKeypointsError(f"{name} must be an integer >= 1, got {value!r}")
         if mlp is None:
             if in_channels is None:
                 raise PCKeypointsError("in_channels is needed for the default MLP")
@@ -234,18 +252,20 @@ class KeypointHead(nn.Module):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None,
-                basis: PointBasis | None = None) -> KeypointMaps | RaggedKeypointMaps:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor | None = None, *, mask: Tensor | None = None,
+                edge_index: Tensor | None = None, basis: PointBasis | None = None) -> KeypointMaps | RaggedKeypointMaps:
         expected = pos.shape[:-1] + (() if self.in_channels is None else (self.in_channels,))
         if x.shape[:-1] != pos.shape[:-1] or (self.in_channels is not None and x.shape[-1] != self.in_channels):
             raise PCKeypointsError(f"features {tuple(x.shape)} must be {tuple(expected)} to match pos {tuple(pos.shape)}")
         if batch is None and pos.dim() != 3:
             raise PCKeypointsError(f"dense pos must be (B, N, D), got shape {tuple(pos.shape)} (ragged input needs batch)")
+        if self.validate:
+            check_finite(x if mask is None else x[mask], "features")
         out = self.mlp(x)
         if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.num_keypoints:
             raise PCKeypointsError(f"mlp must map features to (..., K={self.num_keypoints}) logits, got {tuple(out.shape)}")
         logits = out if batch is not None else out.transpose(1, 2)  # ragged (N_total, K) or dense (B, K, N)
-        return self.readout(logits, pos, batch, edge_index=edge_index, basis=basis, validate=self.validate)
+        return self.readout(logits, pos, batch, mask=mask, edge_index=edge_index, basis=basis, validate=self.validate)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, num_keypoints={self.num_keypoints}"

@@ -7,6 +7,7 @@ gradient when there are none).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -16,6 +17,7 @@ from ._compat import renamed_argument
 from .argmax import sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
+from .head import KeypointMaps, RaggedKeypointMaps
 from .validation import check_finite
 
 METRICS = ("l1", "l2")
@@ -163,7 +165,9 @@ class KeypointLoss(nn.Module):
             shapes and dtypes are always checked.
 
     Shapes:
-        - **input:** logits ``(B, K, N)``, target ``(B, K, D)``, mask ``(B, K)`` bool (True = annotated)
+        - **input:** logits ``(B, K, N)`` and their basis, or the maps of a
+          :class:`~pckeypoints.head.KeypointHead` (dense or ragged); target ``(B, K, D)``, mask
+          ``(B, K)`` bool (True = annotated)
         - **output:** scalar, the mean over annotated keypoints
 
     Examples:
@@ -173,6 +177,10 @@ class KeypointLoss(nn.Module):
         >>> loss(logits, basis, target, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([])
         >>> KeypointLoss("soft")(logits, basis, target)
+        tensor(1.5000)
+        >>> from pckeypoints.head import KeypointReadout
+        >>> maps = KeypointReadout(knn_k=2)(torch.zeros(1, 2, 8), basis.pos)  # what a head returns
+        >>> KeypointLoss("soft")(maps, target)
         tensor(1.5000)
     """
 
@@ -194,6 +202,10 @@ class KeypointLoss(nn.Module):
             raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        if not _is_real(target_sigma) or not (math.isfinite(target_sigma) and target_sigma > 0):
+            raise PCKeypointsError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
+        if not _is_real(reg_weight) or not (math.isfinite(reg_weight) and reg_weight >= 0):
+            raise PCKeypointsError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
         self.method, self.metric, self.num_samples, self._tau = method, metric, num_samples, None
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
         if tau is not None:
@@ -212,14 +224,17 @@ class KeypointLoss(nn.Module):
 
     def forward(
         self,
-        logits: Tensor,
-        basis: PointBasis,
-        target: Tensor,
+        logits: Tensor | KeypointMaps | RaggedKeypointMaps,
+        basis: PointBasis | Tensor,
+        target: Tensor | None = None,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         *,
         tau: float | None = None,
     ) -> Tensor:
+        """``loss(logits, basis, target, mask=None, generator=None, *, tau)``, or with the maps a head
+        returns, dense or ragged: ``loss(maps, target, mask=None, generator=None, *, tau)``."""
+        logits, basis, target, mask, generator = _loss_inputs(logits, basis, target, mask, generator)
         basis.check_logits(logits, self.validate)
         check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
         if target.shape[0] != logits.shape[0]:
@@ -244,3 +259,27 @@ class KeypointLoss(nn.Module):
                  f"target_sigma={self.target_sigma}"}
         extra["soft+js"] = extra["soft+var"]
         return f"method={self.method!r}, metric={self.metric!r}" + extra.get(self.method, "")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _loss_inputs(logits, basis, target, mask, generator):
+    """``(logits, basis, target, mask, generator)`` of either call of :meth:`KeypointLoss.forward`:
+    the maps form ``(maps, target, mask, generator)`` arrives shifted by one argument."""
+    if not isinstance(logits, (KeypointMaps, RaggedKeypointMaps)):
+        if target is None:
+            raise PCKeypointsError("the loss needs the target keypoints: loss(logits, basis, target, mask, tau=...) "
+                                   "or loss(maps, target, mask, tau=...)")
+        return logits, basis, target, mask, generator
+    maps = logits.to_dense() if isinstance(logits, RaggedKeypointMaps) else logits
+    if isinstance(mask, torch.Generator):  # loss(maps, target, mask, generator)
+        if generator is not None:
+            raise PCKeypointsError("loss(maps, target, mask, generator): generator given twice")
+        mask, generator = target, mask
+    elif target is not None:  # loss(maps, target, mask)
+        if mask is not None:
+            raise PCKeypointsError("loss(maps, target, mask, generator): mask given twice")
+        mask = target
+    return maps.logits, maps.basis, basis, mask, generator

@@ -9,6 +9,8 @@ graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geod
   k-d tree answers in O((N + Q) log N);
 - other dimensions (e.g. DGCNN's feature space): ``torch.cdist`` (matrix-product distances) and
   ``topk``, in chunks of queries.
+
+Ragged PyG-style searches (``knn``, ``knn_graph``, ``radius``, ``fps``) are in :mod:`pckeypoints.pyg_ops`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import Tensor
 
 from .errors import PCKeypointsError
 
-__all__ = ["Neighbors", "knn", "knn_graph"]
+__all__ = ["Neighbors", "knn"]
 
 #: CPU searches with more query-point pairs than this (over the batch) use a k-d tree. At N = Q = 2048, k = 9,
 #: 1 thread, it takes 3.6 ms a cloud against 7.7 ms brute force, but importing SciPy's spatial module takes
@@ -67,41 +69,6 @@ def knn(query: Tensor, points: Tensor, k: int) -> Neighbors:
         dist2, index = knn3(points, query, k)
         return Neighbors(dist2.sqrt(), index)
     return _brute_force(query, points, k)
-
-
-def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
-    """PyG-style k-NN graph of ragged points: ``edge_index (2, N·k)`` with an edge j -> i from each of
-    the k nearest points j of point i in its cloud (source = neighbour, target = point, as PyG's
-    ``knn_graph``), nearest first; ``loop=False`` leaves each point itself out.
-
-    Args:
-        x: ``(N, D)`` points or features of all clouds.
-        k: neighbours per point (every cloud needs more than k points, ``loop``: at least k).
-        batch: ``(N,)`` sorted cloud index of each point (``None``: one cloud).
-
-    Examples:
-        >>> x = torch.tensor([[0.0], [1.0], [3.0], [10.0], [11.0]])
-        >>> knn_graph(x, k=1, batch=torch.tensor([0, 0, 0, 1, 1])).tolist()
-        [[1, 0, 1, 4, 3], [0, 1, 2, 3, 4]]
-    """
-    if x.dim() != 2:
-        raise PCKeypointsError(f"x must be (N, D), got shape {tuple(x.shape)}")
-    if batch is None:
-        batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    from torch_geometric.utils import to_dense_batch
-
-    dense, mask = to_dense_batch(x.detach(), batch)  # (B, N_max, D)
-    start = torch.cumsum(mask.sum(1), 0) - mask.sum(1)  # (B,) first row of each cloud
-    # Padding goes beyond every cloud's diameter, so no real point has a padding point among its
-    # k (+ 1) nearest while each cloud holds more than k points.
-    index = knn(dense, pad_far(dense, mask), k + (not loop)).index  # (B, N_max, k')
-    index = (index + start[:, None, None])[mask]  # (N, k') rows of x
-    if not loop:  # drop the point itself, or the farthest where exact duplicates hid it
-        own = index == torch.arange(x.shape[0], device=x.device)[:, None]
-        own[:, -1] |= ~own.any(1)
-        index = index.gather(1, own.byte().argsort(dim=1, stable=True)[:, :k])  # own entry last, then cut
-    target = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
-    return torch.stack([index.reshape(-1), target])
 
 
 def pad_far(dense: Tensor, mask: Tensor) -> Tensor:

@@ -59,7 +59,10 @@ def check_cloud(
 
 
 def check_finite(values: Tensor | np.ndarray, name: str, what: str = "values") -> None:
-    """Raise ``"{name} contain NaN or infinite {what}"`` unless every entry is finite (a value check)."""
+    """Raise ``"{name} contain NaN or infinite {what}"`` unless every entry is finite (a value check;
+    skipped inside ``torch.compile``, which cannot branch on values)."""
+    if torch.compiler.is_compiling():
+        return
     finite = np.isfinite(values).all() if isinstance(values, np.ndarray) else torch.isfinite(values).all()
     if not finite:
         raise PCKeypointsError(f"{name} contain NaN or infinite {what}")

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from pckeypoints import PCKeypointsError
+from pckeypoints.argmax import soft_argmax
 from pckeypoints.basis import PointBasis, knn_mean_distance
 
 
@@ -133,7 +135,7 @@ def test_knn_backends_agree_with_brute_force():
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_knn_graph_is_pygs_graph_per_cloud(loop):
-    from pckeypoints.neighbors import knn_graph
+    from pckeypoints.pyg_ops import knn_graph
 
     g = torch.Generator().manual_seed(4)
     sizes = [30, 12, 21]
@@ -151,3 +153,34 @@ def test_knn_graph_is_pygs_graph_per_cloud(loop):
         expected = d.topk(4, largest=False).values
         assert torch.allclose((x[source] - x[i]).norm(dim=-1), expected, atol=1e-6)
         assert bool((batch[source] == batch[i]).all()) and (loop or i not in source.tolist())
+
+
+def test_grid_xy_normalized_soft_argmax_is_kornias_spatial_expectation():
+    """kornia.geometry.subpix.spatial_expectation2d(softmax, normalized_coordinates=True): (x, y), centres
+    linspace(-1, 1) along each axis; without kornia, its formula by hand."""
+    logits = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    probs = logits.flatten(2).softmax(-1).view_as(logits)
+    got = soft_argmax(logits.flatten(2), PointBasis.grid((5, 7), order="xy", normalized=True))
+    x, y = torch.linspace(-1, 1, 7), torch.linspace(-1, 1, 5)
+    by_hand = torch.stack([(probs * x).sum((2, 3)), (probs * y[:, None]).sum((2, 3))], dim=-1)
+    assert torch.allclose(got, by_hand, atol=1e-6)
+    try:
+        from kornia.geometry.subpix import spatial_expectation2d
+    except ImportError:
+        return
+    assert torch.allclose(got, spatial_expectation2d(probs, normalized_coordinates=True), atol=1e-6)
+
+
+def test_grid_normalized_without_align_corners_is_dsntnns_and_xy_reverses_the_axes():
+    basis = PointBasis.grid((4, 3, 2), kind="triangular", order="xy", normalized=True, align_corners=False)
+    ij = PointBasis.grid((4, 3, 2), kind="triangular", normalized=True, align_corners=False)
+    assert torch.equal(basis.pos, ij.pos.flip(-1)) and torch.equal(basis.bandwidth, ij.bandwidth.flip(-1))
+    for axis, size in enumerate((4, 3, 2)):  # dsntnn's normalized_linspace: (2 i + 1) / S - 1, cell width 2 / S
+        centres = ij.pos[0, :, axis].unique()
+        assert torch.allclose(centres, (2 * torch.arange(size) + 1) / size - 1)
+        assert torch.allclose(ij.bandwidth[0, 0, axis], torch.tensor(2 / size))
+    assert PointBasis.grid((1, 3), normalized=True).pos[0, :, 0].tolist() == [0.0] * 3  # a size-1 axis is 0
+    with pytest.raises(PCKeypointsError, match="leave spacing and origin out"):
+        PointBasis.grid((4, 4), spacing=0.5, normalized=True)
+    with pytest.raises(PCKeypointsError, match="order"):
+        PointBasis.grid((4, 4), order="yx")

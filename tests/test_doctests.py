@@ -6,7 +6,7 @@ import pytest
 
 PUBLIC = [
     "pckeypoints", "pckeypoints.basis", "pckeypoints.head", "pckeypoints.losses", "pckeypoints.argmax",
-    "pckeypoints.schedules", "pckeypoints.neighbors", "pckeypoints.validation", "pckeypoints.models.detector",
+    "pckeypoints.schedules", "pckeypoints.neighbors", "pckeypoints.pyg_ops", "pckeypoints.validation", "pckeypoints.models.detector",
 ]
 
 

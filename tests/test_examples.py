@@ -1,4 +1,4 @@
-"""The examples run: the head on PyG DGCNN / Point Transformer backbones and grid heatmaps train."""
+"""The examples run: the head on PyG DGCNN / Point Transformer / PointNet++ backbones and grid heatmaps train."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -12,6 +12,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def load(name: str):
+    if str(EXAMPLES) not in sys.path:  # examples import each other, as when run from their folder
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # PyG's MessagePassing inspects its subclasses' modules
@@ -35,6 +37,15 @@ def test_pyg_backbone_with_the_head_learns_bathtub_keypoints(model, bathtubs):
     assert maps.logits.shape == (4 * 512, bathtubs["keypoints"].shape[1])  # PyG-native, no padding
     errors = example.train(net, bathtubs, steps=8)
     assert errors[-1] < 0.95 * errors[0]  # deterministic: seeded model, data and samples
+
+
+@pytest.mark.slow
+def test_pyg_pointnet2_on_the_projects_ops_learns_bathtub_keypoints(bathtubs):
+    example = load("pyg_pointnet2")
+    torch.manual_seed(0)
+    net = example.PointNet2Keypoints(bathtubs["keypoints"].shape[1], channels=32)
+    errors = example.train(net, bathtubs, steps=8)
+    assert errors[-1] < 0.9 * errors[0]  # deterministic: seeded model, FPS starts, data and samples
 
 
 @pytest.mark.slow

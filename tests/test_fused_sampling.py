@@ -175,7 +175,7 @@ inputs = torch.load(sys.argv[1])
 results = []
 for block_n, block_s in [(128, 16), (32, 4)]:  # results do not depend on the tiling
     fwd = kernels.forward(*inputs["forward"], block_n, block_s)
-    bwd = kernels.backward(*inputs["backward"][:5], fwd[2], fwd[3], *inputs["backward"][5:], block_n, block_s)
+    bwd = kernels.backward(*inputs["backward"][:5], *fwd[2:4], *fwd[:2], *inputs["backward"][5:], block_n, block_s)
     results.append(fwd + bwd)
 torch.save(results, sys.argv[2])
 """
@@ -190,8 +190,8 @@ def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
     pos, var = pos.transpose(1, 2).contiguous(), var.transpose(1, 2).contiguous()
     cpu = fused.resolve("cpu", torch.device("cpu"))
     fwd = cpu.forward(logits, pos, var, seed, 13, inv_tau)
-    grads = [torch.randn_like(fwd[0]), torch.randn_like(fwd[1]), torch.randn_like(fwd[2])]
-    bwd = cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], *grads, True, True)
+    grads = [torch.randn_like(fwd[0]), torch.randn_like(fwd[1])]
+    bwd = cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], fwd[0], fwd[1], *grads, True, True)
     inputs = {"forward": (logits, pos, var, seed, 13, inv_tau),
               "backward": (logits, pos, var, seed, inv_tau, *grads, True, True)}
     torch.save(inputs, tmp_path / "in.pt")

@@ -27,6 +27,8 @@ from . import reference, rng
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
 MAX_DIM = 3
+#: dtypes the kernels take.
+DTYPES = (torch.float32, torch.float64)
 
 
 def gaussian_samples(
@@ -154,11 +156,10 @@ class _GumbelMoments(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_mean, grad_var, _grad_noise):
         logits, pos, var, seed, mean, variance, row_max, log_sum = ctx.saved_tensors
-        dot = (grad_mean * mean).sum(-1) + 2 * (grad_var * variance).sum(-1)
         need_pos, need_var = ctx.needs_input_grad[1:3]
         grad_logits, grad_pos, grad_var_basis = ctx.kernels.backward(
-            logits, pos, var, seed, ctx.inv_tau, row_max, log_sum, grad_mean.contiguous(), grad_var.contiguous(),
-            dot.contiguous(), need_pos, need_var,
+            logits, pos, var, seed, ctx.inv_tau, row_max, log_sum, mean, variance, grad_mean.contiguous(),
+            grad_var.contiguous(), need_pos, need_var,
         )
         if pos.shape[0] == 1:  # one basis broadcast over the batch
             grad_pos = grad_pos.sum(0, keepdim=True) if need_pos else None

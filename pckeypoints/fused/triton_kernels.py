@@ -212,9 +212,11 @@ def forward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples:
 
 
 def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float, row_max: Tensor,
-             log_sum: Tensor, grad_mean: Tensor, grad_var: Tensor, dot: Tensor, need_pos: bool, need_var: bool,
-             block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor | None]:
-    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``."""
+             log_sum: Tensor, mean: Tensor, variance: Tensor, grad_mean: Tensor, grad_var: Tensor, need_pos: bool,
+             need_var: bool, block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor | None]:
+    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``
+    (which subtracts ``dot`` per axis, exact for one-hot weights; this kernel subtracts it whole)."""
+    dot = ((grad_mean * mean).sum(-1) + 2 * (grad_var * variance).sum(-1)).contiguous()
     b, k, n = logits.shape
     d = pos.shape[1]
     grad_logits = torch.empty_like(logits)

@@ -147,8 +147,8 @@ struct Args {
   T inv_tau;
   // forward outputs (B, K, Ns, D) and (B, K, Ns)
   T *mean, *variance, *noise, *max, *log_sum;
-  // backward inputs: forward's max and log_sum, (B, K, Ns); gradients (B, K, Ns, D) and dot (B, K, Ns)
-  const T *saved_max, *saved_log_sum, *grad_mean, *grad_var, *dot;
+  // backward inputs: forward's max and log_sum (B, K, Ns), mean and variance (B, K, Ns, D); gradients (B, K, Ns, D)
+  const T *saved_max, *saved_log_sum, *saved_mean, *saved_variance, *grad_mean, *grad_var;
   // backward outputs (B, K, N), (B, D, N)
   T *grad_logits, *grad_pos, *grad_basis_var;
 };
@@ -227,7 +227,9 @@ template <typename T, int D>
 
 // Backward over clouds b0..b1, sample by sample (the cloud's noise of sample s, then every keypoint):
 //   dL/dw_i = sum_d gm_d y_id + 2 w_i sum_d gv_d sigma2_id,  dL/dl_i = w_i (dL/dw_i - dot) / tau,
-//   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments).
+//   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments), subtracted per axis:
+//   dL/dw_i - dot = sum_d gm_d (y_id - mean_d) + 2 gv_d (w_i sigma2_id - var_d), exactly 0 for one-hot weights
+//   (mean = y_i, var = sigma2_i, w_i = 1), so that the rounding error is not amplified by 1 / tau.
 // The gradients arrive zeroed and are summed over samples in place.
 template <typename T, int D>
 [[gnu::always_inline]] inline void backward_clouds(const Args<T>& a, int64_t b0, int64_t b1) {
@@ -245,20 +247,21 @@ template <typename T, int D>
         const T* logit = a.logits + (b * a.K + k) * a.N;
         const T* g = noise.data() + noise_shift(k, a.K, a.N);
         T* out = a.grad_logits + (b * a.K + k) * a.N;
-        const T m = a.saved_max[r], log_sum = a.saved_log_sum[r], dot = a.dot[r];
-        T gm[D], gv[D];
-        for (int d = 0; d < D; ++d) gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
+        const T m = a.saved_max[r], log_sum = a.saved_log_sum[r];
+        T gm[D], gv[D], mu[D], nu[D];
+        for (int d = 0; d < D; ++d) {
+          gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
+          mu[d] = a.saved_mean[r * D + d], nu[d] = a.saved_variance[r * D + d];
+        }
         for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
           const int64_t n = std::min(kBlock, a.N - i0);
           for (int64_t j = 0; j < n; ++j) {
             const int64_t i = i0 + j;
             const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
-            T dw_pos = 0, dw_var = 0;
-            for (int d = 0; d < D; ++d) {
-              dw_pos += gm[d] * pos[d * a.N + i];
-              dw_var += gv[d] * var[d * a.N + i];
-            }
-            out[i] += w * (dw_pos + 2 * w * dw_var - dot) * a.inv_tau;
+            T dw = 0;
+            for (int d = 0; d < D; ++d)
+              dw += gm[d] * (pos[d * a.N + i] - mu[d]) + 2 * gv[d] * (w * var[d * a.N + i] - nu[d]);
+            out[i] += w * dw * a.inv_tau;
             weight[j] = w;
           }
           for (int d = 0; d < D && grad_pos; ++d)
@@ -351,17 +354,17 @@ std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Ten
   return {mean, variance, max, log_sum, noise};
 }
 
-// Vector-Jacobian product of forward's (mean, variance) with (grad_mean, grad_var), given forward's max, log_sum
-// and dot = sum_d grad_mean_d mean_d + 2 grad_var_d variance_d per sample. Returns grad_logits (B, K, N) and, when
+// Vector-Jacobian product of forward's (mean, variance) with (grad_mean, grad_var), given forward's max, log_sum,
+// mean and variance. Returns grad_logits (B, K, N) and, when
 // asked for, grad_pos and grad_var of the basis (B, D, N) (undefined tensors otherwise).
 std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
                                     const torch::Tensor& seed, double inv_tau, const torch::Tensor& max,
-                                    const torch::Tensor& log_sum, const torch::Tensor& grad_mean,
-                                    const torch::Tensor& grad_var, const torch::Tensor& dot, bool need_pos,
-                                    bool need_var) {
+                                    const torch::Tensor& log_sum, const torch::Tensor& mean,
+                                    const torch::Tensor& variance, const torch::Tensor& grad_mean,
+                                    const torch::Tensor& grad_var, bool need_pos, bool need_var) {
   check_inputs(logits, pos, var, seed);
-  TORCH_CHECK(grad_mean.is_contiguous() && grad_var.is_contiguous() && dot.is_contiguous() && max.is_contiguous() &&
-                  log_sum.is_contiguous(),
+  TORCH_CHECK(grad_mean.is_contiguous() && grad_var.is_contiguous() && mean.is_contiguous() &&
+                  variance.is_contiguous() && max.is_contiguous() && log_sum.is_contiguous(),
               "fused sampling: gradients must be contiguous");
   const int64_t B = logits.size(0), N = logits.size(2), D = pos.size(1), Ns = max.size(2);
   auto grad_logits = torch::zeros_like(logits);
@@ -372,7 +375,7 @@ std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Te
     auto a = make_args<scalar_t>(logits, pos, var, seed, Ns, inv_tau);
     a.saved_max = max.data_ptr<scalar_t>(), a.saved_log_sum = log_sum.data_ptr<scalar_t>();
     a.grad_mean = grad_mean.data_ptr<scalar_t>(), a.grad_var = grad_var.data_ptr<scalar_t>();
-    a.dot = dot.data_ptr<scalar_t>();
+    a.saved_mean = mean.data_ptr<scalar_t>(), a.saved_variance = variance.data_ptr<scalar_t>();
     a.grad_logits = grad_logits.data_ptr<scalar_t>();
     a.grad_pos = need_pos ? grad_pos.data_ptr<scalar_t>() : nullptr;
     a.grad_basis_var = need_var ? grad_basis_var.data_ptr<scalar_t>() : nullptr;

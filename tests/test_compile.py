@@ -1,0 +1,59 @@
+"""torch.compile(fullgraph=True) of the head and the loss equals eager; the maps are pytrees (torch.export)."""
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+import pckeypoints as pk
+
+
+def problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, pos = torch.randn(2, 64, 16, generator=g), torch.rand(2, 64, 3, generator=g)
+    target, mask = torch.rand(2, 4, 3, generator=g), torch.rand(2, 4, generator=g) > 0.3
+    return x, pos, target, mask
+
+
+@pytest.mark.slow
+def test_compiled_head_and_loss_equal_eager_forward_and_backward(monkeypatch):
+    """One graph (no data-dependent branch: value checks are skipped while compiling) for the head and
+    the soft+JS and sampling losses; the same losses and gradients as eager. Random draws come from
+    eager's RNG (inductor's fallback_random). The 'gaussian' and 'fused' samplers still break the graph."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    torch.manual_seed(0)
+    head = pk.KeypointHead(16, 4, hidden_channels=32, knn_k=4)
+    soft_js, sampling = pk.KeypointLoss("soft+js"), pk.KeypointLoss("sampling", num_samples=4, sampler="naive")
+
+    def step(x, pos, target, mask):
+        maps = head(x, pos)
+        return soft_js(maps, target, mask) + sampling(maps, target, mask, tau=0.5), maps.keypoints
+
+    compiled = torch.compile(step, fullgraph=True)
+    results = []
+    for fn in (step, compiled):
+        torch.manual_seed(1)
+        loss, keypoints = fn(*problem())
+        grads = torch.autograd.grad(loss, list(head.parameters()))
+        results.append((loss, keypoints, *grads))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
+
+
+def test_maps_and_bases_are_pytrees_and_the_head_exports():
+    x, pos, _, _ = problem()
+    head = pk.KeypointHead(16, 4, hidden_channels=32, knn_k=4).eval()
+    maps = head(x, pos)
+    leaves, spec = pytree.tree_flatten(maps)
+    want = [maps.logits, maps.basis.pos, maps.basis.bandwidth, None, maps.keypoints]  # no padding mask
+    assert len(leaves) == len(want) and all(leaf is w for leaf, w in zip(leaves, want))
+    again = pytree.tree_unflatten(leaves, spec)
+    assert again.basis.kind == "gaussian" and torch.equal(again.basis.bandwidth, maps.basis.bandwidth)
+    batch = torch.arange(2).repeat_interleave(64)
+    ragged = head(x.flatten(0, 1), pos.flatten(0, 1), batch)
+    doubled = pytree.tree_map(lambda t: t * 2 if t.is_floating_point() else t, ragged)
+    assert torch.equal(doubled.logits, 2 * ragged.logits) and torch.equal(doubled.basis.pos, 2 * ragged.basis.pos)
+    assert doubled.basis.mask is ragged.basis.mask and doubled.batch is ragged.batch
+    exported = torch.export.export(head, (x, pos)).module()(x, pos)
+    assert isinstance(exported, pk.KeypointMaps)
+    assert torch.allclose(exported.keypoints, maps.keypoints, atol=1e-6)
+    assert torch.allclose(exported.basis.bandwidth, maps.basis.bandwidth)

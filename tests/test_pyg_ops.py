@@ -1,0 +1,115 @@
+"""PyG's point ops on pointnet2's kernels equal torch-cluster's on ragged batches."""
+import pytest
+import torch
+
+from pckeypoints import PCKeypointsError
+from pckeypoints.pyg_ops import fps, knn, knn_graph, knn_interpolate, radius, radius_graph
+
+torch_cluster = pytest.importorskip("torch_cluster")
+
+SIZES = [40, 7, 63, 25]  # unequal clouds; the second smaller than some k below
+
+
+def ragged(sizes, dim=3, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(sum(sizes), dim, generator=g, dtype=dtype) * 2 - 1
+    batch = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    return x, batch
+
+
+def edge_set(edge_index):
+    return sorted(map(tuple, edge_index.t().tolist()))
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+@pytest.mark.parametrize("ratio", [0.5, 0.3])
+def test_fps_equals_torch_cluster_from_the_first_point(dim, ratio):
+    x, batch = ragged(SIZES, dim)
+    got = fps(x, batch, ratio, random_start=False)
+    assert torch.equal(got, torch_cluster.fps(x, batch, ratio, random_start=False))  # same order too
+
+
+def test_fps_with_a_random_start_equals_torch_cluster_from_that_start():
+    x, batch = ragged(SIZES, seed=1)
+    torch.manual_seed(3)
+    got = fps(x, batch, 0.4)
+    starts = [int(got[int((batch[got] < b).sum())]) for b in range(len(SIZES))]  # each cloud's first pick
+    assert any(s != int((batch < b).sum()) for b, s in enumerate(starts))  # not all at the clouds' first points
+    # torch-cluster from index 0 on the clouds rotated to start there picks the same points
+    ptr = [0, *torch.tensor(SIZES).cumsum(0).tolist()]
+    order = torch.cat([torch.arange(s, e).roll(-(st - s)) for s, e, st in zip(ptr, ptr[1:], starts)])
+    want = order[torch_cluster.fps(x[order], batch, 0.4, random_start=False)]
+    assert torch.equal(got, want)
+
+
+def test_fps_keeps_ceil_of_the_ratio_per_cloud_and_skips_empty_clouds():
+    x, _ = ragged([10, 3])
+    batch = torch.tensor([0] * 10 + [2] * 3)  # cloud 1 is empty
+    got = fps(x, batch, 0.5, random_start=False)
+    assert batch[got].tolist() == [0] * 5 + [2] * 2
+    assert fps(x[:10], ratio=1.0, random_start=False).sort().values.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("dim", [3, 2, 1])
+def test_radius_equals_torch_cluster_on_ragged_batches(dim):
+    x, batch_x = ragged(SIZES, dim, seed=2)
+    y, batch_y = ragged([5, 9, 0, 12], dim, seed=3)  # the third cloud has no centres
+    got = radius(x, y, 0.8, batch_x, batch_y, max_num_neighbors=100)  # every ball complete
+    want = torch_cluster.radius(x, y, 0.8, batch_x, batch_y, max_num_neighbors=100)
+    assert got.shape[1] > 50 and edge_set(got) == edge_set(want)
+    assert torch.equal(got[0], got[0].sort().values)  # grouped by centre
+
+
+def test_radius_keeps_the_first_neighbours_by_index():
+    x, batch = ragged(SIZES, seed=4)
+    full = radius(x, x, 0.8, batch, batch, max_num_neighbors=100)
+    cut = radius(x, x, 0.8, batch, batch, max_num_neighbors=4)
+    for i in range(x.shape[0]):
+        assert cut[1, cut[0] == i].tolist() == full[1, full[0] == i].sort().values[:4].tolist()
+
+
+@pytest.mark.parametrize("dim", [3, 6])
+def test_knn_equals_torch_cluster_on_ragged_batches(dim):
+    x, batch_x = ragged(SIZES, dim, seed=5)
+    y, batch_y = ragged([6, 4, 10, 3], dim, seed=6)
+    got = knn(x, y, 9, batch_x, batch_y)  # cloud 1 holds 7 < 9 points: all 7
+    want = torch_cluster.knn(x, y, 9, batch_x, batch_y)
+    assert edge_set(got) == edge_set(want) and got.shape[1] == 9 * (6 + 10 + 3) + 7 * 4
+    d = (x[got[1]] - y[got[0]]).norm(dim=-1).view(-1)
+    first = torch.cat([torch.tensor([True]), got[0, 1:] != got[0, :-1]])
+    assert bool(((d[1:] >= d[:-1]) | first[1:]).all())  # nearest first
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
+def test_graphs_equal_torch_cluster(loop, flow):
+    x, batch = ragged(SIZES, seed=7)
+    got = knn_graph(x, 5, batch, loop, flow)
+    assert edge_set(got) == edge_set(torch_cluster.knn_graph(x, 5, batch, loop, flow))
+    got = radius_graph(x, 0.5, batch, loop, 100, flow)
+    assert edge_set(got) == edge_set(torch_cluster.radius_graph(x, 0.5, batch, loop, 100, flow))
+
+
+def test_knn_interpolate_is_pygs_inverse_distance_mean():
+    x, batch_x = ragged(SIZES, seed=8)
+    y, batch_y = ragged([3, 5, 4, 6], seed=9)
+    feats = torch.randn(x.shape[0], 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    got = knn_interpolate(feats, x, y, batch_x, batch_y, k=3)
+    row, col = torch_cluster.knn(x, y, 3, batch_x, batch_y)
+    w = 1 / (x[col] - y[row]).square().sum(-1, keepdim=True).clamp(min=1e-16)
+    want = torch.zeros(y.shape[0], 4).index_add(0, row, feats[col] * w) / torch.zeros(y.shape[0], 1).index_add(0, row, w)
+    assert torch.allclose(got, want, atol=1e-6)
+    got.sum().backward()  # the weights of each target sum to 1
+    assert torch.allclose(feats.grad.sum(), torch.tensor(float(y.shape[0] * 4)), atol=1e-4)
+
+
+def test_bad_input_is_one_line_error():
+    x, batch = ragged([5, 5])
+    with pytest.raises(PCKeypointsError, match="sorted"):
+        knn(x, x, 2, batch.flip(0), batch)
+    with pytest.raises(PCKeypointsError, match="1- to 3-D"):
+        fps(torch.rand(10, 4))
+    with pytest.raises(PCKeypointsError, match="NaN"):
+        radius(x, torch.full((1, 3), float("nan")), 0.5)
+    with pytest.raises(PCKeypointsError, match="ratio"):
+        fps(x, batch, ratio=0)
