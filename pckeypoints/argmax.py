@@ -19,6 +19,13 @@ Samplers:
   cloud's keypoints read each sample's noise at different shifts (:mod:`pckeypoints.fused.rng`): each
   keypoint's samples have exactly their distribution, other random numbers than the other samplers'.
 
+Variants of the authors' public code (``../shared/reference/official_code.md`` of the project):
+
+- ``gumbel="official"``: weights softmax(l + g / τ) instead of the paper's softmax((l + g) / τ), i.e. the
+  paper's form over the logits τ·l (samples follow softmax(τ·l)); every sampler supports it.
+- ``clipped=True``: the "clipped integral" gradient of the weighted sum (:func:`clipped_weighted_sum`);
+  it needs each sample's weights, so only the ``"naive"`` sampler (which ``"auto"`` then picks).
+
 Every sampler subtracts the maximum of l + g before dividing by τ, so any τ > 0 is safe (τ → 0
 gives one-hot weights, never NaN). Only shapes are checked here (no host synchronisation); logit
 values are checked once per call by :class:`~pckeypoints.losses.KeypointLoss`.
@@ -37,11 +44,70 @@ from .errors import PCKeypointsError
 from .fused import rng
 
 SAMPLERS = ("auto", "naive", "gaussian", "fused")
+GUMBEL_FORMS = ("paper", "official")
+#: Gradient amplitude of the clipped integral, in basis bandwidths (grid cells on a grid).
+CLIP_AMPLITUDE = 2.0
 
 
-def soft_argmax(logits: Tensor, basis: PointBasis) -> Tensor:
-    """Expectation Σ_i π_i y_i of the map, ``(B, K, D)``, for logits ``(B, K, N)``."""
-    return basis.probabilities(logits) @ basis.pos
+def soft_argmax(logits: Tensor, basis: PointBasis, clipped: bool = False) -> Tensor:
+    """Expectation Σ_i π_i y_i of the map, ``(B, K, D)``, for logits ``(B, K, N)``; ``clipped``: with
+    the gradient of :func:`clipped_weighted_sum` (amplitude :data:`CLIP_AMPLITUDE` bandwidths)."""
+    probs = basis.probabilities(logits)
+    if clipped:
+        return clipped_weighted_sum(probs, basis.pos[:, None], CLIP_AMPLITUDE * basis.bandwidth[:, None])
+    return probs @ basis.pos
+
+
+def clipped_weighted_sum(weights: Tensor, points: Tensor, amplitude: Tensor) -> Tensor:
+    """y = Σ_i w_i x_i with the authors' "clipped integral" gradient for the weights.
+
+    Backward passes dL/dw_i = Σ_d a_id · sign_id · dL/dy_d, with sign_id = +1 where x_id >= y_d and -1
+    where x_id < y_d, instead of Σ_d x_id · dL/dy_d (which equals Σ_d (x_id - y_d) · dL/dy_d up to a
+    shift that a softmax ignores): the distance of each point to the estimate is replaced by the
+    amplitude a (2 grid cells in the authors' code). ``points`` gets its ordinary gradient w_i · dL/dy.
+
+    Args:
+        weights: ``(..., N)``.
+        points: ``(..., N, D)`` broadcastable against ``weights[..., None]``.
+        amplitude: ``(..., N, D)`` broadcastable likewise, > 0 (no gradient).
+    Returns:
+        ``(..., D)``.
+
+    Examples:
+        >>> w = torch.tensor([0.5, 0.25, 0.25], requires_grad=True)
+        >>> y = clipped_weighted_sum(w, torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor(2.0))
+        >>> y.backward(torch.ones(1)); y.item(), w.grad.tolist()
+        (1.0, [-2.0, 2.0, 2.0])
+    """
+    return _ClippedWeightedSum.apply(weights, points, amplitude)
+
+
+class _ClippedWeightedSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weights, points, amplitude):
+        out = (weights[..., None] * points).sum(-2)
+        ctx.save_for_backward(weights, points, amplitude, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights, points, amplitude, out = ctx.saved_tensors
+        grad_weights = grad_points = None
+        if ctx.needs_input_grad[0]:
+            sign = torch.where(points >= out[..., None, :], 1.0, -1.0).to(grad.dtype)
+            grad_weights = (sign * amplitude * grad[..., None, :]).sum(-1)
+            grad_weights = _sum_to(grad_weights, weights.shape)
+        if ctx.needs_input_grad[1]:
+            grad_points = _sum_to(weights[..., None] * grad[..., None, :], points.shape)
+        return grad_weights, grad_points, None
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """``grad`` summed over the axes that were broadcast from ``shape``."""
+    lead = grad.dim() - len(shape)
+    grad = grad.sum(tuple(range(lead))) if lead else grad
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
+    return grad.sum(axes, keepdim=True) if axes else grad
 
 
 def gumbel(shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -72,6 +138,8 @@ def sampling_argmax(
     sampler: str = "auto",
     chunk_size: int | None = None,
     validate: bool = True,
+    gumbel: str = "paper",
+    clipped: bool = False,
 ) -> Tensor:
     """Differentiable samples from the mixture defined by ``logits`` over ``basis``.
 
@@ -82,14 +150,16 @@ def sampling_argmax(
         tau: Gumbel-softmax temperature (> 0).
         generator: RNG for reproducible samples.
         sampler: ``"naive"``, ``"gaussian"`` (low memory), ``"fused"`` (kernels) or ``"auto"``
-            (``"fused"`` for Gaussian bases of D <= 3 and float32/float64 logits when its kernel is
-            available on the device,
-            else ``"gaussian"`` for Gaussian bases, else ``"naive"``).
+            (``"naive"`` with ``clipped``, else ``"fused"`` for Gaussian bases of D <= 3 and float32/float64
+            logits when its kernel is available on the device, else ``"gaussian"`` for Gaussian bases, else
+            ``"naive"``).
         chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
             ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
             sample). Larger chunks mean fewer, bigger kernels.
         validate: check that the logits are finite (a full pass; a training step that checked its
             inputs once passes False).
+        gumbel: ``"paper"`` softmax((l + g) / τ) or ``"official"`` softmax(l + g / τ) (module doc).
+        clipped: the clipped-integral gradient of the weighted sum (``"naive"`` sampler only).
     Returns:
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
@@ -100,14 +170,21 @@ def sampling_argmax(
         raise PCKeypointsError(f"temperature tau must be a finite number > 0, got {tau!r}")
     if sampler not in SAMPLERS:
         raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if gumbel not in GUMBEL_FORMS:
+        raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
     if sampler == "auto":
-        sampler = "gaussian" if basis.kind == "gaussian" else "naive"
+        sampler = "gaussian" if basis.kind == "gaussian" and not clipped else "naive"
         if (sampler == "gaussian" and basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES
                 and fused.available(logits.device)):
             sampler = "fused"
     if sampler != "naive" and basis.kind != "gaussian":
         raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
+    if clipped and sampler != "naive":
+        raise PCKeypointsError(f"the clipped-integral gradient needs the 'naive' sampler (each sample's weights), "
+                               f"got sampler={sampler!r}")
     logits = basis.mask_logits(logits)
+    if gumbel == "official":  # softmax(l + g/τ) = softmax((τ·l + g)/τ)
+        logits = logits * tau
     b, k, n = logits.shape
     if sampler == "fused":
         if logits.dtype not in fused.DTYPES:
@@ -120,19 +197,30 @@ def sampling_argmax(
             )
         seed = rng.draw_seed(generator, logits.device)
         return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
+    if sampler == "naive":
+        return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
     pos = basis.pos.expand(b, n, -1)
     scale = basis.bandwidth.expand(b, n, -1)
-    if sampler == "naive":
-        weights = gumbel_softmax(logits[:, :, None, :], gumbel((b, k, num_samples, n), logits, generator), tau)
-        noise = basis.unit_noise((b, k, num_samples, n, basis.dim), generator)
-        offsets = torch.einsum("bksn,bksnd->bksd", weights, noise * scale[:, None, None])
-        return torch.einsum("bksn,bnd->bksd", weights, pos) + offsets
     if chunk_size is None:
         chunk_size = max(1, (1 << 19) // (b * k * n))
     if generator is None:
         generator = torch.Generator(logits.device)
         generator.manual_seed(int(torch.randint(1 << 62, (1,))))
     return _GaussianSampling.apply(logits, pos, scale, num_samples, tau, generator, chunk_size)
+
+
+def _naive_samples(logits: Tensor, basis: PointBasis, num_samples: int, tau: float,
+                   generator: torch.Generator | None, clipped: bool) -> Tensor:
+    """y_s = Σ_i w_si (y_i + ε_si), ``(B, K, Ns, D)``, for masked logits ``(B, K, N)``."""
+    b, k, n = logits.shape
+    weights = gumbel_softmax(logits[:, :, None, :], gumbel((b, k, num_samples, n), logits, generator), tau)
+    noise = basis.unit_noise((b, k, num_samples, n, basis.dim), generator)
+    scale = basis.bandwidth.expand(b, n, -1)[:, None, None]  # (B, 1, 1, N, D)
+    pos = basis.pos.expand(b, n, -1)
+    if clipped:
+        return clipped_weighted_sum(weights, pos[:, None, None] + noise * scale, CLIP_AMPLITUDE * scale)
+    offsets = torch.einsum("bksn,bksnd->bksd", weights, noise * scale)
+    return torch.einsum("bksn,bnd->bksd", weights, pos) + offsets
 
 
 class _GaussianSampling(torch.autograd.Function):

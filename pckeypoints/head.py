@@ -15,9 +15,11 @@ per-cloud softmax (``torch_geometric.utils.softmax``), no padding; ``to_dense()`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._compat import renamed_argument
@@ -173,6 +175,9 @@ class KeypointHead(nn.Module):
             Linear-LayerNorm-ReLU-Linear.
         knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``); ``k`` is its old name.
         fixed_sigma: fixed basis σ instead of the neighbour estimate; ``sigma`` is its old name.
+        learn_sigma: a heteroscedastic basis: σ_i = (k-NN or fixed σ_i) · softplus(s_i), with s_i from
+            a per-point ``Linear(in_channels, 1)`` (``sigma_head``, initialised to softplus(s) = 1),
+            shared by the K maps and trained through the sampling loss (soft-argmax ignores σ).
         validate: check the input values (finite features and coordinates, sorted ``batch``, no
             empty cloud) on every call; shapes are always checked. Set to False once the data are
             known to be clean.
@@ -211,6 +216,7 @@ class KeypointHead(nn.Module):
         knn_k: int | None = None,
         fixed_sigma: float | None = None,
         validate: bool = True,
+        learn_sigma: bool = False,
         *,
         k: int | None = None,
         sigma: float | None = None,
@@ -234,6 +240,12 @@ class KeypointHead(nn.Module):
         self.in_channels, self.num_keypoints, self.validate = in_channels, num_keypoints, validate
         self.mlp = mlp
         self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma)
+        self.sigma_head = None
+        if learn_sigma:
+            if in_channels is None:
+                raise PCKeypointsError("learn_sigma needs in_channels (its σ head is Linear(in_channels, 1))")
+            self.sigma_head = nn.Linear(in_channels, 1)
+            self._reset_sigma_head()
 
     @property
     def knn_k(self) -> int:
@@ -243,8 +255,15 @@ class KeypointHead(nn.Module):
     def fixed_sigma(self) -> float | None:
         return self.readout.fixed_sigma
 
+    def _reset_sigma_head(self) -> None:
+        nn.init.zeros_(self.sigma_head.weight)
+        nn.init.constant_(self.sigma_head.bias, math.log(math.e - 1))  # softplus(bias) = 1: the k-NN σ
+
     def reset_parameters(self) -> None:
-        """Re-initialise ``mlp``: its own ``reset_parameters`` if it has one (a PyG ``MLP``), else its layers'."""
+        """Re-initialise ``mlp`` (its own ``reset_parameters`` if it has one, a PyG ``MLP``, else its
+        layers') and ``sigma_head``."""
+        if self.sigma_head is not None:
+            self._reset_sigma_head()
         if hasattr(self.mlp, "reset_parameters"):
             self.mlp.reset_parameters()
             return
@@ -265,7 +284,24 @@ class KeypointHead(nn.Module):
         if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.num_keypoints:
             raise PCKeypointsError(f"mlp must map features to (..., K={self.num_keypoints}) logits, got {tuple(out.shape)}")
         logits = out if batch is not None else out.transpose(1, 2)  # ragged (N_total, K) or dense (B, K, N)
+        if self.sigma_head is not None:
+            if basis is None:
+                basis = self.readout.basis(pos, batch, edge_index, self.validate, mask=mask)
+            basis = self._learned_sigma(basis, F.softplus(self.sigma_head(x)), batch)
         return self.readout(logits, pos, batch, mask=mask, edge_index=edge_index, basis=basis, validate=self.validate)
 
+    @staticmethod
+    def _learned_sigma(basis: PointBasis, factor: Tensor, batch: Tensor | None) -> PointBasis:
+        """``basis`` with σ_i multiplied by ``factor`` (dense ``(B, N, 1)`` or ragged ``(N_total, 1)``)."""
+        if basis.kind != "gaussian":
+            raise PCKeypointsError(f"learn_sigma needs a Gaussian basis, got {basis.kind!r}")
+        if batch is not None:
+            from torch_geometric.utils import to_dense_batch
+
+            b, n = basis.mask.shape
+            factor = to_dense_batch(factor, batch, 1.0, n, b)[0]
+        return PointBasis(basis.pos, basis.bandwidth * factor, "gaussian", basis.mask, basis.is_grid, validate=False)
+
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, num_keypoints={self.num_keypoints}"
+        return f"in_channels={self.in_channels}, num_keypoints={self.num_keypoints}" + (
+            ", learn_sigma=True" if self.sigma_head is not None else "")

@@ -14,14 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from ._compat import renamed_argument
-from .argmax import sampling_argmax, soft_argmax
+from .argmax import GUMBEL_FORMS, sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
 from .head import KeypointMaps, RaggedKeypointMaps
 from .validation import check_finite
 
 METRICS = ("l1", "l2")
-METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling")
+METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling", "sampling+js")
 
 
 def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:
@@ -154,6 +154,7 @@ class KeypointLoss(nn.Module):
     - ``"discrete"``: discrete expectation of the error, Σ π_i d(y_t, y_i).
     - ``"sampling"``: expectation of the error over ``num_samples`` sampling-argmax samples at the
       temperature ``tau`` passed to each call (from a :mod:`~pckeypoints.schedules` schedule).
+    - ``"sampling+js"``: ... + ``reg_weight`` · JS regularisation towards N(y_t, ``target_sigma``²).
 
     Args:
         method, metric: see above; metric ``"l1"`` or ``"l2"``.
@@ -161,6 +162,11 @@ class KeypointLoss(nn.Module):
         tau: deprecated: pass ``tau`` to each call instead.
         reg_weight, target_sigma: the regularisers' weight and target σ.
         sampler: sampling-argmax sampler (see :func:`~pckeypoints.argmax.sampling_argmax`).
+        gumbel: Gumbel-softmax form of the sampling methods: ``"paper"`` softmax((l + g) / τ) or
+            ``"official"`` softmax(l + g / τ), the authors' public code.
+        clipped_integral: the authors' clipped-integral gradient of the weighted sum
+            (:func:`~pckeypoints.argmax.clipped_weighted_sum`) for the soft and sampling methods;
+            sampling then needs the ``"naive"`` sampler (``"auto"`` picks it).
         validate: check the values of every call's input (finite logits and annotated targets);
             shapes and dtypes are always checked.
 
@@ -194,6 +200,8 @@ class KeypointLoss(nn.Module):
         target_sigma: float = 0.01,
         sampler: str = "auto",
         validate: bool = True,
+        gumbel: str = "paper",
+        clipped_integral: bool = False,
     ):
         super().__init__()
         if method not in METHODS:
@@ -206,6 +214,15 @@ class KeypointLoss(nn.Module):
             raise PCKeypointsError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
         if not _is_real(reg_weight) or not (math.isfinite(reg_weight) and reg_weight >= 0):
             raise PCKeypointsError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
+        if gumbel not in GUMBEL_FORMS:
+            raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+        if gumbel != "paper" and not method.startswith("sampling"):
+            raise PCKeypointsError(f"gumbel applies to the sampling methods, not {method!r}")
+        if clipped_integral and method == "discrete":
+            raise PCKeypointsError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
+        if clipped_integral and method.startswith("sampling") and sampler not in ("auto", "naive"):
+            raise PCKeypointsError(f"clipped_integral needs the 'naive' sampler (each sample's weights), got {sampler!r}")
+        self.gumbel, self.clipped_integral = gumbel, clipped_integral
         self.method, self.metric, self.num_samples, self._tau = method, metric, num_samples, None
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
         if tau is not None:
@@ -239,26 +256,30 @@ class KeypointLoss(nn.Module):
         check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
         if target.shape[0] != logits.shape[0]:
             raise PCKeypointsError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
-        if self.method == "sampling":
+        if self.method.startswith("sampling"):
             tau = self._tau if tau is None else tau
             if tau is None:
                 raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
-            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False)
-            return expectation_of_error(samples, target, mask, self.metric, validate=False)
-        if self.method == "discrete":
+            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False,
+                                      gumbel=self.gumbel, clipped=self.clipped_integral)
+            loss = expectation_of_error(samples, target, mask, self.metric, validate=False)
+        elif self.method == "discrete":
             return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)
-        loss = error_of_expectation(soft_argmax(logits, basis), target, mask, self.metric, validate=False)
+        else:
+            loss = error_of_expectation(soft_argmax(logits, basis, self.clipped_integral), target, mask, self.metric,
+                                        validate=False)
         if self.method == "soft+var":
             loss = loss + self.reg_weight * variance_regularization(logits, basis, self.target_sigma**2, mask)
-        elif self.method == "soft+js":
+        elif self.method.endswith("+js"):
             loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask, False)
         return loss
 
     def extra_repr(self) -> str:
-        extra = {"sampling": f", num_samples={self.num_samples}", "soft+var": f", reg_weight={self.reg_weight}, "
-                 f"target_sigma={self.target_sigma}"}
-        extra["soft+js"] = extra["soft+var"]
-        return f"method={self.method!r}, metric={self.metric!r}" + extra.get(self.method, "")
+        reg = f", reg_weight={self.reg_weight}, target_sigma={self.target_sigma}"
+        sampling = f", num_samples={self.num_samples}" + (f", gumbel={self.gumbel!r}" if self.gumbel != "paper" else "")
+        extra = {"sampling": sampling, "sampling+js": sampling + reg, "soft+var": reg, "soft+js": reg}
+        clipped = ", clipped_integral=True" if self.clipped_integral else ""
+        return f"method={self.method!r}, metric={self.metric!r}" + extra.get(self.method, "") + clipped
 
 
 def _is_real(value) -> bool:

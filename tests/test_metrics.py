@@ -6,7 +6,7 @@ import torch
 from scipy.sparse.csgraph import floyd_warshall
 
 from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_graph,
-                                 mean_error, pck, pck_curve, snap_to_points)
+                                 mean_error, pck, pck_curve, pck_from_distances, snap_to_points)
 
 
 def _one_shape_case():
@@ -81,6 +81,19 @@ def test_geodesic_follows_the_surface():
     torch.testing.assert_close(geodesic_pck(pred, points, target_index, mask, [0.5, 1.5, 3.5], k=2),
                                torch.tensor([0.0, 0.5, 1.0]))
     assert pck(pred, points[:, [0, 0]], mask, 1.5).item() == 1.0
+
+
+def test_geodesic_pck_defaults_to_keypointnets_metric():
+    # strictly below the threshold: the distances 3 and 1 of the U path at t = 3 count once (Euclidean PCK: d <= t)
+    points = _u_shaped_path()[None]
+    pred = torch.tensor([[[0.0, 1.02, 0.0], [0.98, 0.0, 0.0]]], dtype=torch.float64)
+    args = (pred, points, torch.tensor([[0, 0]]), torch.tensor([[True, True]]))
+    assert geodesic_pck(*args, [3.0, 3.01], k=2).tolist() == [0.5, 1.0]
+    assert pck_from_distances(torch.tensor([3.0, 1.0]), 3.0).item() == 1.0
+    # the 20-NN graph: two clusters of 11 points are apart in the 10-NN graph, joined in the default one
+    cloud = torch.cat([torch.rand(11, 3, generator=torch.Generator().manual_seed(0)), 3 + torch.rand(11, 3)])
+    assert math.isinf(cloud_geodesics(cloud, [0], k=10)[0, -1])
+    assert math.isfinite(cloud_geodesics(cloud, [0])[0, -1])
 
 
 def test_geodesic_disconnected_is_inf_and_missing_is_nan():

@@ -20,14 +20,16 @@ def keypoint_distances(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
     return (pred - target)[mask].norm(dim=-1)
 
 
-def pck_from_distances(distances: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
-    """Fraction ``(T,)`` of ``distances (M,)`` at most each threshold (``d <= t``; ``inf`` never counts)."""
+def pck_from_distances(distances: torch.Tensor, thresholds: Thresholds, inclusive: bool = True) -> torch.Tensor:
+    """Fraction ``(T,)`` of ``distances (M,)`` within each threshold: ``d <= t``, or ``d < t`` when not
+    ``inclusive`` (``inf`` never counts)."""
     thresholds = as_thresholds(thresholds, distances.device)
     if distances.ndim != 1 or distances.numel() == 0:
         raise InputError(f"need a non-empty 1D tensor of distances, got shape {tuple(distances.shape)}")
     if torch.isnan(distances).any():
         raise InputError("distances contain NaN")
-    return (distances[None, :] <= thresholds[:, None]).float().mean(dim=1)
+    within = distances[None, :] <= thresholds[:, None] if inclusive else distances[None, :] < thresholds[:, None]
+    return within.float().mean(dim=1)
 
 
 def pck(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
