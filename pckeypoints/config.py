@@ -95,6 +95,7 @@ class ModelConfig:
     basis: str = "knn"  # "knn": σ_i from each point's knn_k nearest neighbours; "fixed": σ = sigma
     knn_k: int = 8
     sigma: float | None = None  # the fixed σ (normalised units), with basis = "fixed" only
+    learn_sigma: bool = False  # σ_i times a learned per-point factor (trained through the sampling loss)
 
     def arguments(self) -> dict:
         """This section as keyword arguments of the tasks' models (``num_keypoints`` must be known: see
@@ -103,7 +104,7 @@ class ModelConfig:
             raise ConfigError("config field model.num_keypoints is unset; configure the config with its task first")
         return {"num_keypoints": self.num_keypoints, "width": self.width, "msg": self.msg,
                 "radius_scale": self.radius_scale, "hidden_channels": self.hidden_channels, "knn_k": self.knn_k,
-                "fixed_sigma": self.sigma if self.basis == "fixed" else None}
+                "fixed_sigma": self.sigma if self.basis == "fixed" else None, "learn_sigma": self.learn_sigma}
 
 
 @dataclass
@@ -124,7 +125,9 @@ class SupervisedLoss(_LossBase):
     metric: str = "l1"  # distance of a sample or estimate to the target
     sampler: str = "auto"  # "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian", "fused"
     reg_weight: float = 1.0  # weight of the soft+var / soft+js regulariser
-    target_sigma: float = 0.01  # σ of the soft+var / soft+js target distribution, normalised units
+    target_sigma: float = 0.01  # σ of the soft+var / soft+js / sampling+js target distribution, normalised units
+    gumbel: str = "paper"  # sampling: "paper" softmax((l + g)/τ) or "official" softmax(l + g/τ) (authors' code)
+    clipped_integral: bool = False  # the authors' clipped gradient of the weighted sum (naive sampler)
 
 
 @dataclass
@@ -400,7 +403,7 @@ def _check_types(section, prefix: str) -> None:
 
 
 def _check_values(c: TrainConfig) -> None:
-    from .argmax import SAMPLERS
+    from .argmax import GUMBEL_FORMS, SAMPLERS
     from .losses import METHODS, METRICS
     from .readouts import READOUTS
 
@@ -410,7 +413,7 @@ def _check_values(c: TrainConfig) -> None:
                "optim.lr_schedule": LR_SCHEDULES, "eval.split": SPLITS, "eval.readout": READOUTS,
                "model.basis": BASES}
     if c.mode == "supervised":
-        choices.update({"loss.metric": METRICS, "loss.sampler": SAMPLERS})
+        choices.update({"loss.metric": METRICS, "loss.sampler": SAMPLERS, "loss.gumbel": GUMBEL_FORMS})
     for path, allowed in choices.items():
         if _get(c, path) not in allowed:
             raise ConfigError(f"config field {path} must be one of {tuple(allowed)}, got {_get(c, path)!r}")

@@ -47,7 +47,8 @@ class SupervisedTask:
         maps = model(batch["points"])
         loss = config.loss
         criterion = KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
-                                 target_sigma=loss.target_sigma, sampler=loss.sampler)
+                                 target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
+                                 clipped_integral=loss.clipped_integral)
         return criterion(maps.logits, maps.basis, batch["keypoints"], batch["mask"], tau=tau), {}
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:

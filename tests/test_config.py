@@ -97,10 +97,11 @@ def test_defaults_agree_with_the_modules():
 
     config = TrainConfig()
     detector = inspect.signature(KeypointDetector).parameters
-    for name in ("width", "msg", "radius_scale", "hidden_channels"):
+    for name in ("width", "msg", "radius_scale", "hidden_channels", "learn_sigma"):
         assert detector[name].default == getattr(config.model, name), name
     loss = inspect.signature(KeypointLoss).parameters
-    for name in ("method", "metric", "num_samples", "reg_weight", "target_sigma", "sampler"):
+    for name in ("method", "metric", "num_samples", "reg_weight", "target_sigma", "sampler", "gumbel",
+                 "clipped_integral"):
         assert loss[name].default == getattr(config.loss, name), name
 
 

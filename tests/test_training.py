@@ -138,3 +138,16 @@ def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
         task.predict(model, torch.full((100, 3), float("nan")), config)
     with pytest.raises(ValueError, match="more than"):
         task.predict(model, torch.rand(5, 3), config)
+
+
+def test_the_sampling_variants_train_from_the_config(data_root, tmp_path):
+    """[loss] gumbel / clipped_integral / sampling+js and [model] learn_sigma reach the loss and the model."""
+    config = tiny_config(data_root, tmp_path, method="sampling+js", gumbel="official", learn_sigma=True, epochs=1,
+                         sampler="naive", clipped_integral=True)
+    run = train(config, progress=False)
+    _, model, saved, _ = load_checkpoint(run)
+    assert (saved.loss.method, saved.loss.gumbel, saved.loss.clipped_integral, saved.model.learn_sigma) == (
+        "sampling+js", "official", True, True)
+    assert model.head.sigma_head is not None
+    with open(run / "log.csv") as f:
+        assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f) if r["split"] == "train")

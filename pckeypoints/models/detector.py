@@ -44,6 +44,7 @@ class KeypointDetector(nn.Module):
         hidden_channels: int = 128,
         knn_k: int | None = None,
         fixed_sigma: float | None = None,
+        learn_sigma: bool = False,
         validate: bool = True,
         **deprecated,
     ):
@@ -54,7 +55,7 @@ class KeypointDetector(nn.Module):
         # The head checks num_keypoints and the old names k, sigma; it skips its own value checks
         # because the detector validates its input once.
         self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
-                                 fixed_sigma=fixed_sigma, validate=False, **deprecated)
+                                 fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False, **deprecated)
         self.validate = validate
 
     @property
