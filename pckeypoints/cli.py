@@ -8,22 +8,26 @@
 - ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file.
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
 
-Every error a user can cause (bad file, config value, device, folder) prints one line and exits with 1;
-``--debug`` shows the traceback instead. Arguments and the device are checked before any data is loaded.
+Every error a user can cause (bad file, config value, device, folder, a full disk) prints one line and exits
+with 1; Ctrl-C and SIGTERM print one line and, after the same cleanup, end the process by that signal
+(status 130 or 143 in a shell); ``--debug`` shows the traceback instead. Arguments and the device are checked before any data is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import TrainConfig, config_fields
-from .errors import PCKeypointsError
+from .errors import PCKeypointsError, write_error
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handled = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handled else None
     try:
         return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
     except (ValueError, OSError) as err:  # PCKeypointsError is a ValueError; OSError: files the user named
@@ -88,6 +94,36 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"pckeypoints {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the cleanup has run on the way up
+        if args.debug:
+            raise
+        terminated = isinstance(err, _Terminated)
+        print(f"pckeypoints {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run() -> None:
+    """The ``pckeypoints`` command: :func:`main`, then a run stopped by Ctrl-C or SIGTERM ends by that signal
+    (exit status 130 or 143 in a shell), as shells and schedulers expect."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(code - 128, signal.SIG_DFL)
+        os.kill(os.getpid(), code - 128)
+    sys.exit(code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, schedulers, ``docker stop``), handled as Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def positive_int(text: str) -> int:
@@ -99,6 +135,8 @@ def positive_int(text: str) -> int:
 
 def _train(args) -> int:
     from .training import train
+
+    _import_swallowers()
 
     overrides = {name: getattr(args, name) for name, _, _ in config_fields()}
     if args.resume is not None:
@@ -114,6 +152,15 @@ def _train(args) -> int:
         if args.test:
             _report(run_dir, "test", run_dir / "eval_test")
     return 0
+
+
+def _import_swallowers() -> None:
+    """Import now the libraries whose import catches ``BaseException`` (trimesh's optional imports), so that a
+    Ctrl-C or SIGTERM during training is never swallowed by a lazy import."""
+    import importlib.util
+
+    if importlib.util.find_spec("trimesh") is not None:
+        import trimesh  # noqa: F401
 
 
 def _eval(args) -> int:
@@ -137,6 +184,7 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
 
     device = resolve_device(device)
     task, model, config, checkpoint_state = load_checkpoint(checkpoint)
+    _check_writable(out_dir)
     changes = {k: v for k, v in {"data_root": data_root, "max_models": max_models, "readout": readout}.items()
                if v is not None}
     config = dataclasses.replace(config, **changes)
@@ -147,15 +195,36 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
     created = not out_dir.exists()
     try:
         metrics = task.report(model.to(device), loader, config, out_dir, figures=_figures())
-    except BaseException:
+    except BaseException as err:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(out_dir, err, "the report into") from None
         raise
     print(f"{config.mode} {config.category} {config.method}, epoch {checkpoint_state['epoch']}, {split} split:")
     for name, value in metrics.items():
         print(f"  {name:>16s}  {value:.4f}")
     print(f"report: {out_dir}")
     return metrics
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise a one-line :class:`~pckeypoints.errors.WriteError` unless files can be created in ``folder``
+    (created for the check and removed again if missing, so that a later failure leaves nothing)."""
+    import tempfile
+
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise write_error(folder, err, "into") from None
+    finally:
+        for created in missing:
+            try:
+                created.rmdir()
+            except OSError:
+                break
 
 
 def _predict(args) -> int:
@@ -209,4 +278,4 @@ def _is_main_process() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
