@@ -1,6 +1,4 @@
 """``python -m pckeypoints``: the command line of :mod:`pckeypoints.cli`."""
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

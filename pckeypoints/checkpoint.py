@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import MODES, TrainConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, write_error
 from .tasks import Task, get_task
 
 __all__ = ["FORMAT_VERSION", "MAX_EXPORT_BYTES", "export_model", "load_checkpoint", "read_checkpoint",
@@ -57,11 +57,16 @@ def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` (with the format marker) to ``path`` atomically: a kill leaves either the old file or
-    the new one, never a partial one (at worst a stale ``<name>.tmp`` beside it)."""
+    the new one, never a partial one (at worst a stale ``<name>.tmp`` beside it). A failed write (disk full,
+    read-only folder) raises a :class:`~pckeypoints.errors.WriteError` naming ``path``."""
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    torch.save({**state, "format": FORMAT, "format_version": FORMAT_VERSION}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({**state, "format": FORMAT, "format_version": FORMAT_VERSION}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports failed writes as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, err, "checkpoint") from None
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", prefer_best: bool = False,

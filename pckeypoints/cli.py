@@ -9,20 +9,25 @@
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
-folder; or an ``OSError`` of a file the user named) prints one line and exits with 1; ``--debug`` shows the
-traceback instead, and any other exception (a bug) always does. Arguments and the device are checked before any data is loaded.
+folder, a full disk; or an ``OSError`` of a file the user named) prints one line and exits with 1; Ctrl-C and
+SIGTERM print one line and, after the same cleanup, end the process by that signal (status 130 or 143 in a
+shell); ``--debug`` shows the traceback instead, and any other exception (a bug) always does. Arguments and the
+device are checked before any data is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import UNSET, TrainConfig, config_fields
-from .errors import PCKeypointsError, UsageError
+from .errors import PCKeypointsError, UsageError, write_error
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handled = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handled else None
     try:
         return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
     except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
@@ -89,6 +96,36 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"pckeypoints {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the cleanup has run on the way up
+        if args.debug:
+            raise
+        terminated = isinstance(err, _Terminated)
+        print(f"pckeypoints {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run() -> None:
+    """The ``pckeypoints`` command: :func:`main`, then a run stopped by Ctrl-C or SIGTERM ends by that signal
+    (exit status 130 or 143 in a shell), as shells and schedulers expect."""
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(code - 128, signal.SIG_DFL)
+        os.kill(os.getpid(), code - 128)
+    sys.exit(code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, schedulers, ``docker stop``), handled as Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def positive_int(text: str) -> int:
@@ -110,6 +147,8 @@ def _nullable(kind: type):
 def _train(args) -> int:
     from .training import train
 
+    _import_swallowers()
+
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
     if args.resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
@@ -124,6 +163,15 @@ def _train(args) -> int:
         if args.test:
             _report(run_dir, "test", run_dir / "eval_test")
     return 0
+
+
+def _import_swallowers() -> None:
+    """Import now the libraries whose import catches ``BaseException`` (trimesh's optional imports), so that a
+    Ctrl-C or SIGTERM during training is never swallowed by a lazy import."""
+    import importlib.util
+
+    if importlib.util.find_spec("trimesh") is not None:
+        import trimesh  # noqa: F401
 
 
 def _eval(args) -> int:
@@ -141,14 +189,37 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
     from .evaluate_checkpoint import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, split, device, out_dir, figures=_figures(), data_root=data_root,
-                                 max_models=max_models, readout=readout)
+    _check_writable(out_dir)
+    try:
+        result = evaluate_checkpoint(checkpoint, split, device, out_dir, figures=_figures(), data_root=data_root,
+                                     max_models=max_models, readout=readout)
+    except OSError as err:
+        raise write_error(out_dir, err, "the report into") from None
     config = result.config
     print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split:")
     for name, value in result.metrics.items():
         print(f"  {name:>16s}  {value:.4f}")
     print(f"report: {out_dir}")
     return result.metrics
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise a one-line :class:`~pckeypoints.errors.WriteError` unless files can be created in ``folder``
+    (created for the check and removed again if missing, so that a later failure leaves nothing)."""
+    import tempfile
+
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise write_error(folder, err, "into") from None
+    finally:
+        for created in missing:
+            try:
+                created.rmdir()
+            except OSError:
+                break
 
 
 def _predict(args) -> int:
@@ -202,4 +273,4 @@ def _is_main_process() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -5,7 +5,8 @@ offending file or setting and what is wrong with it, and the command line prints
 """
 from __future__ import annotations
 
-__all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError", "InputError", "UsageError", "TrainingError"]
+__all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError", "WriteError", "InputError", "UsageError",
+           "TrainingError"]
 
 
 class PCKeypointsError(ValueError):
@@ -22,6 +23,26 @@ class CheckpointError(PCKeypointsError):
 
 class ReadError(PCKeypointsError):
     """A point cloud, mesh or keypoint file that cannot be read."""
+
+
+class WriteError(PCKeypointsError):
+    """A file or folder that cannot be written: disk full, read-only file system, no permission."""
+
+
+def write_error(path, err: Exception, what: str = "") -> WriteError:
+    """The one-line :class:`WriteError` for a failed write of ``path`` (``what``: e.g. ``"checkpoint"``): the
+    system's reason, or for a failure that gives none (``torch.save``) the free space left on its disk."""
+    import shutil
+    from pathlib import Path
+
+    name = f"{what} {path}" if what else str(path)
+    if isinstance(err, OSError) and err.strerror:
+        return WriteError(f"cannot write {name}: {err.strerror}")
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "its folder is gone"
+    return WriteError(f"cannot write {name}: the write failed (disk full or not writable? {free})")
 
 
 class InputError(PCKeypointsError):

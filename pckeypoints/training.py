@@ -15,7 +15,6 @@ import csv
 import math
 import os
 import random
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,8 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig
 from .data import collate_keypoints
 from .devices import resolve_device
-from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError
+from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
+from .run_folder import RunFolder, claim, resume_target
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
@@ -84,11 +84,14 @@ class _CsvLog:
         self.rows.append({"epoch": epoch, "split": split, **values})
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            raise write_error(self.path, err) from None
 
 
 # ---------------------------------------------------------------------------------------------- factories
@@ -117,22 +120,42 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     ``config.optim.epochs``, schedules unchanged) so that it can be resumed later.
 
     A new run goes to ``run.out/run.name``; an existing run there is an error unless ``overwrite``
-    (which replaces it). Without a ``name`` the folder is ``<category>_<method>``, or ``..._2``, ``..._3``
-    if taken. A run that fails before its first checkpoint leaves no folder behind."""
+    (which replaces it once the new run has its first checkpoint). Without a ``name`` the folder is
+    ``<data label>_<method>``, or ``..._2``, ``..._3`` if taken (with ``overwrite``: replaced). A run that fails
+    before its first checkpoint leaves no folder behind. A checkpoint outside a run folder is resumed in a
+    new run folder. See :mod:`pckeypoints.run_folder`."""
     if (config is None) == (resume is None):
         raise PCKeypointsError("give either a config or a run to resume")
     checkpoint = None
     if resume is not None:
         checkpoint, config = _resume_state(Path(resume))
-        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     else:
-        run_dir = _new_run_dir(config, overwrite)
-        config = config.replace(name=run_dir.name)
+        config = config.replace(**_absolute_paths(config))
     device = resolve_device(config.run.device)
     world = _init_distributed(device)
     if config.optim.batch_size % world.world_size:
         raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be divisible by the {world.world_size} "
                           f"processes")
+    folder = None
+    if world.is_main:
+        if resume is not None:
+            folder = resume_target(resume, config.run.out, config.run_name)
+        else:  # --overwrite without --name replaces <data label>_<method>
+            folder = claim(config.run.out, config.run_name, numbered=config.run.name is None and not overwrite,
+                           overwrite=overwrite)
+    try:  # from the claim on: whatever fails (Ctrl-C too), a new run without a checkpoint leaves nothing
+        if folder is not None:
+            config = config.replace(name=folder.name)
+        run_dir = folder.path if folder is not None else Path(config.run.out) / config.run_name
+        return _train(config, checkpoint, folder, run_dir, device, world, progress, stop_after)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()  # an overwritten run stays as it was
+        raise
+
+
+def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | None, run_dir: Path,
+           device: torch.device, world: _Dist, progress: bool, stop_after: int | None) -> Path:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     task = get_task(config.mode)
@@ -163,17 +186,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     end_epoch = epochs if stop_after is None else min(stop_after, epochs)
     log = writer = None
     if world.is_main:
-        if checkpoint is None:
-            _create_run_dir(run_dir, overwrite)
-        else:
+        if checkpoint is not None and not folder.new:
+            folder.remove_stale(reports=start_epoch < end_epoch)  # reports of checkpoints about to be replaced
             best, best_epoch = _reconcile_best(run_dir, checkpoint)
-            if start_epoch < end_epoch:
-                for report in run_dir.glob("eval_*"):  # reports of the checkpoints about to be replaced
-                    shutil.rmtree(report, ignore_errors=True)
-        log = _CsvLog(run_dir / "log.csv", start_epoch)
+        log = _CsvLog(run_dir / "log.csv", start_epoch if not folder.new else 0)
         from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
     try:
         for epoch in range(start_epoch, end_epoch):
             _seed(config.run.seed, epoch, world.rank)
@@ -186,14 +203,12 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
             if world.is_main:
                 train_stats.update(tau=tau, lr=lr)
                 log.write(epoch, "train", train_stats)
-                for key, value in train_stats.items():
-                    writer.add_scalar(f"train/{key}", value, epoch)
+                scalars = {f"train/{key}": value for key, value in train_stats.items()}
                 improved = False
                 if (epoch + 1) % config.eval.every == 0 or epoch + 1 == end_epoch:
                     metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
                     log.write(epoch, config.eval.split, metrics)
-                    for key, value in metrics.items():
-                        writer.add_scalar(f"{config.eval.split}/{key}", value, epoch)
+                    scalars.update({f"{config.eval.split}/{key}": value for key, value in metrics.items()})
                     if metrics[task.monitor] > best:
                         best, best_epoch, improved = float(metrics[task.monitor]), epoch + 1, True
                 state = {
@@ -205,58 +220,28 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
                 if improved:  # best.pt first: last.pt never names a best checkpoint that is not on disk
                     save_checkpoint(state, run_dir / "best.pt")
                 save_checkpoint(state, run_dir / "last.pt")
+                run_dir = folder.commit()  # an --overwrite run replaces the old one now
+                log.path = run_dir / "log.csv"
+                if writer is None:  # opened in the run's final folder
+                    writer = SummaryWriter(str(run_dir / "tensorboard"))
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, epoch)
                 writer.flush()
             if world.world_size > 1:
                 dist.barrier()
-    except BaseException:
-        if writer is not None and checkpoint is None and not (run_dir / "last.pt").exists():
+    finally:
+        if writer is not None:
             writer.close()
-            shutil.rmtree(run_dir, ignore_errors=True)  # failed before its first checkpoint: leave nothing
-        raise
-    if writer is not None:
-        writer.close()
+    if folder is not None:
+        folder.close()
     return run_dir
 
 
 # ---------------------------------------------------------------------------------------------- run folders
-def _new_run_dir(config: TrainConfig, overwrite: bool) -> Path:
-    """The folder of a new run (not created yet): ``out/name``, which must be free unless ``overwrite``; without
-    a name the first free one of ``<category>_<method>``, ``<category>_<method>_2``, ..."""
-    out = Path(config.run.out)
-    if out.exists() and not out.is_dir():
-        raise PCKeypointsError(f"out {out} is a file, not a folder")
-    if config.run.name is not None:
-        run_dir = out / config.run.name
-        if _is_taken(run_dir) and not overwrite:
-            raise PCKeypointsError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
-                                   f"--resume {run_dir} to continue it, or choose another --name")
-        if overwrite and _is_taken(run_dir) and not _is_run(run_dir):
-            raise PCKeypointsError(f"{run_dir} exists and is not a pckeypoints run folder; not overwriting it")
-        return run_dir
-    base, suffix = config.run_name, 1
-    while _is_taken(out / (base if suffix == 1 else f"{base}_{suffix}")):
-        suffix += 1
-    return out / (base if suffix == 1 else f"{base}_{suffix}")
-
-
-def _create_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the folder chosen by :func:`_new_run_dir`, replacing the old run there if ``overwrite``."""
-    if overwrite and _is_taken(run_dir):
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PCKeypointsError(f"cannot create run folder {run_dir}: {err.strerror or err}") from None
-    if _is_run(run_dir):
-        raise PCKeypointsError(f"run folder {run_dir} was taken by another run meanwhile")
-
-
-def _is_taken(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in ("last.pt", "best.pt", "log.csv", "tensorboard"))
+def _absolute_paths(config: TrainConfig) -> dict[str, str]:
+    """``data.folder`` and ``data.root`` as absolute paths, so that the run's commands work from any directory."""
+    return {name: str(Path(config.get(name)).absolute()) for name in ("data", "data_root")
+            if config.get(name) is not None}
 
 
 def _resume_state(resume: Path) -> tuple[dict, TrainConfig]:
@@ -280,11 +265,9 @@ def _resume_state(resume: Path) -> tuple[dict, TrainConfig]:
 def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
     """``(best score, its epoch)`` to continue a run with, after making ``best.pt`` agree with ``last.pt``.
 
-    Removes stale ``*.tmp`` files of writes a kill interrupted. If ``best.pt`` is missing or is not the epoch
-    that ``last.pt`` names as the best, it is rewritten from ``last.pt`` when that is the best epoch; otherwise
-    the best score is forgotten so that the next evaluation writes a new ``best.pt``."""
-    for tmp in run_dir.glob("*.tmp"):
-        tmp.unlink()
+    If ``best.pt`` is missing or is not the epoch that ``last.pt`` names as the best, it is rewritten from
+    ``last.pt`` when that is the best epoch; otherwise the best score is forgotten so that the next evaluation
+    writes a new ``best.pt``."""
     best, best_epoch = float(last["best"]), int(last.get("best_epoch", -1))
     if best_epoch == 0:  # nothing evaluated yet
         return best, best_epoch

@@ -103,3 +103,18 @@ def test_damaged_checkpoints_are_one_line(cloud, tmp_path, capsys):
         one_line_error(capsys, ["viz", str(cloud), "--checkpoint", path, "--png", str(tmp_path / "v.png")], path,
                        problem)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "junk.pt"]
+
+
+def test_eval_into_a_folder_that_cannot_be_written(checkpoint, tmp_path, capsys):
+    """Issue 21 item 8: one line naming the folder, before any data is loaded."""
+    import os
+
+    if os.geteuid() == 0:  # root writes through permissions; /sys refuses new entries
+        if not os.path.isdir("/sys/kernel"):
+            pytest.skip("needs /sys (Linux) when run as root")
+        out = "/sys/kernel/pckeypoints-eval"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        out = str(tmp_path / "ro" / "eval")
+    one_line_error(capsys, ["eval", str(checkpoint), "--out", out, "--data-root", str(tmp_path / "none")],
+                   f"cannot write into {out}")

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ReadError
+from ..errors import InputError, ReadError
 from ..neighbors import knn
 from .keypointnet import SPLITS, KeypointClouds
 from .pcd import read_geometry
@@ -101,9 +101,9 @@ class KeypointFolder(KeypointClouds):
                  tolerance: float = 0.02):
         self.root = Path(root)
         if split is not None and split not in SPLITS:
-            raise ValueError(f"split must be None or one of {SPLITS}, got {split!r}")
+            raise InputError(f"split must be None or one of {SPLITS}, got {split!r}")
         if num_points < 1:
-            raise ValueError(f"num_points must be >= 1, got {num_points}")
+            raise InputError(f"num_points must be >= 1, got {num_points}")
         self.split, self.num_points, self.seed, self.tolerance = split, num_points, seed, tolerance
         self.normalize = Normalize() if normalize else None
         self.transform = transform

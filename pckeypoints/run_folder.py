@@ -1,0 +1,257 @@
+"""Run folders: claimed atomically, never shared, and the only place training deletes anything.
+
+A run folder is ``out/name`` marked by the file :data:`MARKER`. :func:`claim` creates it exclusively
+(``mkdir``, then the marker with ``O_EXCL``) while holding an ``flock`` on the folder for the life of the
+process, so two runs started at once never share one: a named run's loser gets a one-line error, an unnamed
+one takes the next free ``<name>_2``, ``<name>_3``, .... A run is replaced (``overwrite``) by building the new
+one in a hidden sibling folder that :meth:`RunFolder.commit` swaps in once it holds its first checkpoint, so a
+replacement that fails leaves the old run as it was. :func:`resume_target` continues a run in its folder, or
+starts a new folder for a checkpoint that lies outside a run folder.
+
+Training deletes only the entries it writes (:data:`ENTRIES` and ``eval_*`` reports), only in a folder that
+holds the marker, and removes the folder itself only if it created it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+from .errors import PCKeypointsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, the exclusive creation still holds
+    fcntl = None
+
+__all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "is_run_folder", "resume_target"]
+
+#: The file that marks a folder as a pckeypoints run folder.
+MARKER = ".pckeypoints-run"
+#: Checkpoints that hold a run's whole training state.
+CHECKPOINTS = ("last.pt", "best.pt")
+#: Temporary files of atomic writes (:func:`~pckeypoints.checkpoint.save_checkpoint`, ``log.csv``).
+TEMPORARY = ("last.tmp", "best.tmp", "log.tmp")
+#: Everything training writes into a run folder, besides ``eval_*`` reports.
+ENTRIES = (MARKER, *CHECKPOINTS, *TEMPORARY, "log.csv", "tensorboard")
+
+
+class RunFolder:
+    """A run folder held by this process. ``path`` is where the run writes now, ``target`` where it ends up
+    (they differ while an ``overwrite`` run is built aside); ``new``: a run started in this process."""
+
+    def __init__(self, path: Path, lock: int | None, created: list[Path], new: bool, target: Path | None = None,
+                 replaced_lock: int | None = None):
+        self.path, self.target, self.new = path, target or path, new
+        self._lock, self._created, self._replaced_lock = lock, created, replaced_lock
+        self.committed = not new
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def commit(self) -> Path:
+        """Call after each checkpoint write: the first one swaps an ``overwrite`` run into the place of the old
+        one (which is then deleted). Returns the folder to write into from now on."""
+        if self.committed:
+            return self.path
+        if self.path != self.target:
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            if self.target.exists():
+                os.rename(self.target, old)
+            try:
+                os.rename(self.path, self.target)
+            except BaseException:
+                if old.exists():
+                    os.rename(old, self.target)
+                raise
+            self.path = self.target
+            if old.exists():
+                _delete_run(old)
+            _unlock(self._replaced_lock)
+        self.committed = True
+        return self.path
+
+    def abandon(self) -> None:
+        """After a failure: a run with no checkpoint yet is removed (what it wrote, the folders it created);
+        an ``overwrite`` run's old run stays as it was."""
+        if not self.committed:
+            _delete_entries(self.path)
+            for folder in self._created:
+                try:
+                    folder.rmdir()  # only if empty: nothing of anyone else's is deleted
+                except OSError:
+                    break
+            _unlock(self._replaced_lock)
+        _unlock(self._lock)
+
+    def close(self) -> None:
+        """Release the folder at the end of the run."""
+        _unlock(self._lock)
+
+    def remove_stale(self, reports: bool) -> None:
+        """Delete the temporary files of writes a kill interrupted, and with ``reports`` the ``eval_*`` reports."""
+        _delete_entries(self.path, TEMPORARY, reports)
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder with the marker, or one written before the marker existed (checkpoints and ``log.csv``)."""
+    return path.is_dir() and ((path / MARKER).is_file() or (
+        any((path / name).is_file() for name in CHECKPOINTS) and (path / "log.csv").is_file()))
+
+
+def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = False) -> RunFolder:
+    """Claim the new run folder ``out/name``; ``numbered``: the first free one of ``name``, ``name_2``, ...;
+    ``overwrite``: replace the run at ``out/name`` once the new one has its first checkpoint."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PCKeypointsError(f"out {out} is a file, not a folder")
+    created = _make_parents(out)
+    try:
+        if numbered:
+            for suffix in range(1, 1_000_000):
+                try:
+                    return _claim_one(out / (name if suffix == 1 else f"{name}_{suffix}"), created)
+                except _Taken:
+                    continue
+        target = out / name
+        if overwrite and _occupied(target):
+            return _claim_aside(target, created)
+        try:
+            return _claim_one(target, created)
+        except _Taken:
+            raise PCKeypointsError(f"run folder {target} already exists; pass --overwrite to replace it, "
+                                   f"--resume {target} to continue it, or choose another --name") from None
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def resume_target(resume: str | Path, out: str, name: str) -> RunFolder:
+    """The folder to continue ``resume`` (a run folder or checkpoint file) in: its run folder, held by this
+    process; or, for a checkpoint outside a run folder, a new one (``out/name``, numbered if taken)."""
+    resume = Path(resume)
+    folder = resume if resume.is_dir() else resume.parent
+    if not is_run_folder(folder) or (not resume.is_dir() and resume.name not in CHECKPOINTS):
+        return claim(out, name, numbered=True)
+    lock = _lock(folder)
+    if not (folder / MARKER).exists():  # a run written before the marker existed
+        (folder / MARKER).touch()
+    return RunFolder(folder, lock, [], new=False)
+
+
+# ---------------------------------------------------------------------------------------------- internals
+class _Taken(Exception):
+    pass
+
+
+def _claim_one(path: Path, created: list[Path]) -> RunFolder:
+    """Create ``path`` (or take it if it is an empty folder), lock it and write the marker, or raise _Taken."""
+    try:
+        path.mkdir()
+        made = [path]
+    except FileExistsError:
+        if not path.is_dir() or any(path.iterdir()):
+            raise _Taken from None
+        made = []
+    except OSError as err:
+        raise PCKeypointsError(f"cannot create run folder {path}: {err.strerror or err}") from None
+    try:
+        lock = _lock(path)
+    except PCKeypointsError:
+        raise _Taken from None
+    try:
+        os.close(os.open(path / MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        _unlock(lock)
+        raise _Taken from None
+    try:
+        return RunFolder(path, lock, made + created, new=True)
+    except BaseException:  # e.g. Ctrl-C right after the marker: take the claim back
+        (path / MARKER).unlink(missing_ok=True)
+        _unlock(lock)
+        raise
+
+
+def _claim_aside(target: Path, created: list[Path]) -> RunFolder:
+    """Build an ``overwrite`` run in a hidden sibling of the run ``target``, which stays locked until the swap."""
+    if not is_run_folder(target):
+        raise PCKeypointsError(f"{target} exists and is not a pckeypoints run folder; not overwriting it")
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in ENTRIES and not p.name.startswith("eval_"))
+    if foreign:
+        raise PCKeypointsError(f"run folder {target} holds {foreign[0]!r}, which pckeypoints did not write; "
+                               f"move it away to overwrite the run")
+    replaced = _lock(target)
+    try:
+        folder = _claim_one(target.with_name(f".{target.name}.new-{os.getpid()}"), created)
+    except BaseException:
+        _unlock(replaced)
+        raise
+    folder.target, folder._replaced_lock = target, replaced
+    return folder
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def _lock(folder: Path) -> int | None:
+    """An exclusive ``flock`` on ``folder`` (released when the process ends, even by a kill), or a one-line
+    error if another process holds it."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise PCKeypointsError(f"run folder {folder} is in use by another pckeypoints process") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create ``out`` and its missing parents; returns those created, deepest first."""
+    missing = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PCKeypointsError(f"cannot create the out folder {out}: {err.strerror or err}") from None
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _delete_entries(folder: Path, entries: tuple[str, ...] = ENTRIES, reports: bool = True) -> None:
+    """Delete ``entries`` (and ``reports``: the ``eval_*`` reports) of the marked run ``folder``, nothing else."""
+    if not (folder / MARKER).is_file():
+        return
+    for path in [*(folder / name for name in entries), *(folder.glob("eval_*") if reports else ())]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def _delete_run(folder: Path) -> None:
+    """Delete a replaced run: its entries, then the folder if nothing else is left (else keep it, warned)."""
+    (folder / MARKER).touch()  # a run written before the marker existed
+    _delete_entries(folder)
+    try:
+        folder.rmdir()
+    except OSError:
+        warnings.warn(f"the replaced run's folder {folder} holds files pckeypoints did not write; kept it")
