@@ -13,7 +13,7 @@ Where torch-cluster leaves a choice open, these ops fix it:
   ``random_start`` draws the start from the global torch RNG.
 - :func:`radius` keeps the first ``max_num_neighbors`` points of a ball by index (as torch-cluster's
   CUDA kernel; its CPU k-d tree keeps an arbitrary subset): raise the limit for complete balls.
-- :func:`knn` is nearest first, ties to the smaller index; :func:`knn_graph` without ``loop``
+- :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn`); :func:`knn_graph` without ``loop``
   gives every point exactly ``k`` neighbours even when exact duplicates hide the point itself.
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
