@@ -18,7 +18,9 @@ Where torch-cluster leaves a choice open, these ops fix it:
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
 Positions are 1-, 2- or 3-D for :func:`fps` and :func:`radius` (the kernels' dimension); :func:`knn`
-takes any dimension (features too). No gradient flows through the searches.
+takes any dimension (features too). No gradient flows through the searches. Speed against
+torch-cluster: ``experiments/bench_pyg_ops.py`` (on one CPU thread FPS is 5-7x faster, the brute-force
+k-NN searches 2-3x slower than its k-d trees).
 """
 from __future__ import annotations
 
