@@ -287,10 +287,11 @@ def _dense_pair(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | 
 
 def _edges(idx: Tensor, keep: Tensor, valid_y: Tensor, ptr_x: Tensor) -> Tensor:
     """``(2, E)`` edges (row into ``y``, column into ``x``) of the kept dense neighbours ``idx (B, M, S)``."""
+    _, m, s = idx.shape
+    flat = keep.flatten().nonzero().squeeze(1)  # kept slots in (cloud, centre, slot) order
+    cloud = flat // (m * s)
     ptr_y = torch.cat([valid_y.new_zeros(1, dtype=torch.long), valid_y.sum(1).cumsum(0)])
-    row = ptr_y[:-1, None, None] + torch.arange(idx.shape[1], device=idx.device)[None, :, None]
-    col = ptr_x[:-1, None, None] + idx
-    return torch.stack([row.expand_as(idx)[keep], col[keep]])
+    return torch.stack([ptr_y[cloud] + flat // s % m, ptr_x[cloud] + idx.flatten()[flat]])
 
 
 def _directed(source: Tensor, target: Tensor, flow: str) -> Tensor:
