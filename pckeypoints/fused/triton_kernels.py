@@ -128,8 +128,8 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    logits_ptr, pos_ptr, var_ptr, seed_ptr, max_ptr, log_sum_ptr, grad_mean_ptr, grad_var_ptr, dot_ptr,
-    grad_logits_ptr, grad_pos_ptr, grad_basis_var_ptr,
+    logits_ptr, pos_ptr, var_ptr, seed_ptr, max_ptr, log_sum_ptr, mean_ptr, variance_ptr, grad_mean_ptr,
+    grad_var_ptr, grad_logits_ptr, grad_pos_ptr, grad_basis_var_ptr,
     K, Ns, N, pos_stride, inv_tau,
     D: tl.constexpr, NEED_POS: tl.constexpr, NEED_VAR: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -159,19 +159,27 @@ def _backward_kernel(
             key1, key2 = _sample_keys(seed_ptr, b, 0, s)
             m = tl.load(max_ptr + r, mask=valid, other=0.0)
             log_sum = tl.load(log_sum_ptr + r, mask=valid, other=0.0)
-            dot = tl.load(dot_ptr + r, mask=valid, other=0.0)
             gm0 = tl.load(grad_mean_ptr + r * D, mask=valid, other=0.0)
             gs0 = tl.load(grad_var_ptr + r * D, mask=valid, other=0.0)
             gm1 = tl.load(grad_mean_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
             gs1 = tl.load(grad_var_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
             gm2 = tl.load(grad_mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
             gs2 = tl.load(grad_var_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+            mu0 = tl.load(mean_ptr + r * D, mask=valid, other=0.0)
+            nu0 = tl.load(variance_ptr + r * D, mask=valid, other=0.0)
+            mu1 = tl.load(mean_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
+            nu1 = tl.load(variance_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
+            mu2 = tl.load(mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+            nu2 = tl.load(variance_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
             t = _perturbed(logit, column, key1, key2)
             w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
             w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
-            dw_pos = gm0[:, None] * y0[None, :] + gm1[:, None] * y1[None, :] + gm2[:, None] * y2[None, :]
-            dw_var = gs0[:, None] * v0[None, :] + gs1[:, None] * v1[None, :] + gs2[:, None] * v2[None, :]
-            acc += tl.sum(w * (dw_pos + 2 * w * dw_var - dot[:, None]), 0)
+            # dL/dw_i - dot per axis, as the C++ kernel: exactly 0 for one-hot weights at any 1 / tau
+            dw_pos = (gm0[:, None] * (y0[None, :] - mu0[:, None]) + gm1[:, None] * (y1[None, :] - mu1[:, None])
+                      + gm2[:, None] * (y2[None, :] - mu2[:, None]))
+            dw_var = (gs0[:, None] * (w * v0[None, :] - nu0[:, None]) + gs1[:, None] * (w * v1[None, :] - nu1[:, None])
+                      + gs2[:, None] * (w * v2[None, :] - nu2[:, None]))
+            acc += tl.sum(w * (dw_pos + 2 * dw_var), 0)
             if NEED_POS:
                 gy0 += tl.sum(w * gm0[:, None], 0)
                 gy1 += tl.sum(w * gm1[:, None], 0)
@@ -214,9 +222,7 @@ def forward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples:
 def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float, row_max: Tensor,
              log_sum: Tensor, mean: Tensor, variance: Tensor, grad_mean: Tensor, grad_var: Tensor, need_pos: bool,
              need_var: bool, block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor | None]:
-    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``
-    (which subtracts ``dot`` per axis, exact for one-hot weights; this kernel subtracts it whole)."""
-    dot = ((grad_mean * mean).sum(-1) + 2 * (grad_var * variance).sum(-1)).contiguous()
+    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``."""
     b, k, n = logits.shape
     d = pos.shape[1]
     grad_logits = torch.empty_like(logits)
@@ -224,7 +230,7 @@ def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: fl
     grad_basis_var = logits.new_empty(b, d, n) if need_var else None
     grid = (b, triton.cdiv(n, block_n))
     _backward_kernel[grid](
-        logits, pos, var, seed, row_max, log_sum, grad_mean, grad_var, dot,
+        logits, pos, var, seed, row_max, log_sum, mean.contiguous(), variance.contiguous(), grad_mean, grad_var,
         grad_logits, grad_logits if grad_pos is None else grad_pos,
         grad_logits if grad_basis_var is None else grad_basis_var,
         k, row_max.shape[2], n, 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX),

@@ -1,0 +1,93 @@
+"""Benchmark of pckeypoints.pyg_ops (PyG's point ops on pointnet2's kernels) against torch-cluster's.
+
+    python3 experiments/bench_pyg_ops.py [--quick] [--clock process] [--out DIR]
+
+Writes experiments/results/bench_pyg_ops.{json,md}: the best time of each op on B ragged clouds (noisy
+sphere surfaces of radius 0.5, sizes spread over [0.75 N, 1.25 N]), one thread, with the same
+arguments as PyG's PointNet++ example: fps ratio 0.25; radius 0.2 to the samples, at most 64
+neighbours; knn_interpolate k = 3 back from the samples; knn and knn_graph k = 16. Each row checks
+that both give the same neighbour sets (fps: the same indices; radius: complete balls only).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch_cluster
+
+from benchutil import RESULTS, best_time, write_results
+from pckeypoints import pyg_ops
+
+
+def clouds(b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.randint(3 * n // 4, 5 * n // 4 + 1, (b,), generator=g)
+    p = torch.randn(int(sizes.sum()), 3, generator=g)
+    pos = 0.5 * p / p.norm(dim=-1, keepdim=True) + 0.005 * torch.randn(p.shape, generator=g)
+    return pos, torch.arange(b).repeat_interleave(sizes)
+
+
+def edges(e: torch.Tensor) -> set:
+    return set(map(tuple, e.t().tolist()))
+
+
+def ops(pos: torch.Tensor, batch: torch.Tensor) -> dict:
+    """name -> (pyg_ops call, torch-cluster call, equal(a, b))."""
+    idx = pyg_ops.fps(pos, batch, 0.25, random_start=False)
+    feats = torch.randn(idx.shape[0], 64)
+    same_sets = lambda a, b: edges(a) == edges(b)
+    interpolate = lambda knn: lambda: _interpolate(knn, feats, pos[idx], pos, batch[idx], batch)
+    return {
+        "fps": (lambda: pyg_ops.fps(pos, batch, 0.25, random_start=False),
+                lambda: torch_cluster.fps(pos, batch, 0.25, random_start=False), torch.equal),
+        "radius": (lambda: pyg_ops.radius(pos, pos[idx], 0.2, batch, batch[idx], 64),
+                   lambda: torch_cluster.radius(pos, pos[idx], 0.2, batch, batch[idx], 64), None),
+        "knn": (lambda: pyg_ops.knn(pos, pos[idx], 16, batch, batch[idx]),
+                lambda: torch_cluster.knn(pos, pos[idx], 16, batch, batch[idx]), same_sets),
+        "knn_graph": (lambda: pyg_ops.knn_graph(pos, 16, batch),
+                      lambda: torch_cluster.knn_graph(pos, 16, batch), same_sets),
+        "knn_interpolate": (interpolate(pyg_ops.knn), interpolate(torch_cluster.knn),
+                            lambda a, b: torch.allclose(a, b, atol=1e-5)),
+    }
+
+
+def _interpolate(knn, x, pos_x, pos_y, batch_x, batch_y, k: int = 3) -> torch.Tensor:
+    """PyG's knn_interpolate on the given k-NN search (pyg_ops.knn_interpolate is this on pyg_ops.knn)."""
+    if knn is pyg_ops.knn:
+        return pyg_ops.knn_interpolate(x, pos_x, pos_y, batch_x, batch_y, k)
+    y_idx, x_idx = knn(pos_x, pos_y, k, batch_x, batch_y)
+    w = 1 / (pos_x[x_idx] - pos_y[y_idx]).square().sum(-1, keepdim=True).clamp(min=1e-16)
+    num = x.new_zeros(pos_y.shape[0], x.shape[1]).index_add_(0, y_idx, x[x_idx] * w)
+    return num / x.new_zeros(pos_y.shape[0], 1).index_add_(0, y_idx, w)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--points", type=int, nargs="+", default=[2048, 8192])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--clock", choices=["wall", "process"], default="wall")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    repeat = 2 if args.quick else 5
+    rows = []
+    for n in args.points:
+        pos, batch = clouds(args.batch, n)
+        for name, (ours, theirs, equal) in ops(pos, batch).items():
+            a, b = ours(), theirs()
+            if equal is None:  # radius: equal where no ball was cut at max_num_neighbors
+                full = torch.bincount(a[0]) < 64
+                equal_ = edges(a[:, full[a[0]]]) == edges(b[:, full[b[0]]])
+            else:
+                equal_ = bool(equal(a, b))
+            t_ours = best_time(ours, repeat=repeat, clock=args.clock)
+            t_theirs = best_time(theirs, repeat=repeat, clock=args.clock)
+            rows.append({"op": name, "B": args.batch, "N": n, "pyg_ops ms": t_ours, "torch_cluster ms": t_theirs,
+                         "speed-up": t_theirs / t_ours, "same result": equal_})
+    write_results("bench_pyg_ops", rows, {"clock": args.clock, "repeat": repeat, "threads": 1}, args.out)
+
+
+if __name__ == "__main__":
+    main()
