@@ -164,6 +164,29 @@ def sampling_argmax(
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
     basis.check_logits(logits, validate)
+    sampler = _choose_sampler(logits, basis, num_samples, tau, sampler, gumbel, clipped)
+    logits = basis.mask_logits(logits)
+    if gumbel == "official":  # softmax(l + g/τ) = softmax((τ·l + g)/τ)
+        logits = logits * tau
+    b, k, n = logits.shape
+    if sampler == "fused":
+        seed = rng.draw_seed(generator, logits.device)
+        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
+    if sampler == "naive":
+        return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
+    pos = basis.pos.expand(b, n, -1)
+    scale = basis.bandwidth.expand(b, n, -1)
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 19) // (b * k * n))
+    if generator is None:
+        generator = torch.Generator(logits.device)
+        generator.manual_seed(int(torch.randint(1 << 62, (1,))))
+    return _GaussianSampling.apply(logits, pos, scale, num_samples, tau, generator, chunk_size)
+
+
+def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler: str, gumbel: str,
+                    clipped: bool) -> str:
+    """The sampler :func:`sampling_argmax` runs (``"auto"`` resolved), after checking its arguments."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
         raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
@@ -182,31 +205,13 @@ def sampling_argmax(
     if clipped and sampler != "naive":
         raise PCKeypointsError(f"the clipped-integral gradient needs the 'naive' sampler (each sample's weights), "
                                f"got sampler={sampler!r}")
-    logits = basis.mask_logits(logits)
-    if gumbel == "official":  # softmax(l + g/τ) = softmax((τ·l + g)/τ)
-        logits = logits * tau
-    b, k, n = logits.shape
-    if sampler == "fused":
-        if logits.dtype not in fused.DTYPES:
-            raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
-                                   "use sampler='gaussian'")
-        if basis.dim > fused.MAX_DIM or not fused.available(logits.device):
-            raise PCKeypointsError(
-                f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
-                "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'"
-            )
-        seed = rng.draw_seed(generator, logits.device)
-        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
-    if sampler == "naive":
-        return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
-    pos = basis.pos.expand(b, n, -1)
-    scale = basis.bandwidth.expand(b, n, -1)
-    if chunk_size is None:
-        chunk_size = max(1, (1 << 19) // (b * k * n))
-    if generator is None:
-        generator = torch.Generator(logits.device)
-        generator.manual_seed(int(torch.randint(1 << 62, (1,))))
-    return _GaussianSampling.apply(logits, pos, scale, num_samples, tau, generator, chunk_size)
+    if sampler == "fused" and logits.dtype not in fused.DTYPES:
+        raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
+                               "use sampler='gaussian'")
+    if sampler == "fused" and (basis.dim > fused.MAX_DIM or not fused.available(logits.device)):
+        raise PCKeypointsError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
+                               "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'")
+    return sampler
 
 
 def _naive_samples(logits: Tensor, basis: PointBasis, num_samples: int, tau: float,

@@ -37,7 +37,7 @@ from .run_folder import RunFolder, claim, resume_target
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
-__all__ = ["make_lr_schedule", "make_optimizer", "train"]
+__all__ = ["TrainState", "make_lr_schedule", "make_optimizer", "train"]
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -70,28 +70,46 @@ def _seed(seed: int, epoch: int, rank: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- logging
-class _CsvLog:
-    """``log.csv``: one row per (epoch, split) with the union of all logged columns, rewritten atomically."""
+class _RunLog:
+    """``log.csv`` (one row per epoch and split with the union of all logged columns, rewritten atomically)
+    and TensorBoard (opened in the run's final folder, at the first write)."""
 
-    def __init__(self, path: Path, keep_before_epoch: int):
-        self.path, self.rows = path, []
+    def __init__(self, run_dir: Path, keep_before_epoch: int):
+        self.rows, self.writer = [], None
+        path = run_dir / "log.csv"
         if keep_before_epoch > 0 and path.is_file():
             with open(path, newline="") as f:
                 self.rows = [r for r in csv.DictReader(f)
                              if (r.get("epoch") or "").isdigit() and int(r["epoch"]) < keep_before_epoch]
 
-    def write(self, epoch: int, split: str, values: dict[str, float]) -> None:
-        self.rows.append({"epoch": epoch, "split": split, **values})
+    def write_csv(self, epoch: int, scalars: dict[str, dict[str, float]], run_dir: Path) -> None:
+        """Log ``{split: {name: value}}`` of ``epoch`` into ``run_dir / "log.csv"``."""
+        self.rows += [{"epoch": epoch, "split": split, **values} for split, values in scalars.items()]
+        path = run_dir / "log.csv"
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        tmp = self.path.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         try:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, columns)
                 writer.writeheader()
                 writer.writerows(self.rows)
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except OSError as err:
-            raise write_error(self.path, err) from None
+            raise write_error(path, err) from None
+
+    def write_tensorboard(self, epoch: int, scalars: dict[str, dict[str, float]], run_dir: Path) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        for split, values in scalars.items():
+            for name, value in values.items():
+                self.writer.add_scalar(f"{split}/{name}", value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 # ---------------------------------------------------------------------------------------------- factories
@@ -159,82 +177,110 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
     if device.type == "cuda":
         torch.cuda.set_device(device)
     task = get_task(config.mode)
-
     train_set = task.dataset(config, "train", train=True)
     config = task.configure(config, train_set)
-    eval_set = task.dataset(config, config.eval.split, train=False) if world.is_main else None
+    eval_loader = _eval_loader(task.dataset(config, config.eval.split, train=False), config) if world.is_main else None
     sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.run.seed)
     loader = DataLoader(train_set, config.optim.batch_size // world.world_size, sampler=sampler,
                         num_workers=config.data.num_workers, collate_fn=collate_keypoints)
-
-    torch.manual_seed(config.run.seed)
-    model = task.build_model(config).to(device)
-    optimizer = make_optimizer(model.parameters(), config.optim)
-    lr_schedule = make_lr_schedule(optimizer, config.optim)
-    tau_schedule = make_schedule(config.loss.tau_schedule, config.loss.tau_start, config.loss.tau_end,
-                                 config.optim.epochs)
-    start_epoch, best, best_epoch = 0, -math.inf, 0
+    state = TrainState.create(task, config, device)
+    log = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        lr_schedule.load_state_dict(checkpoint["lr_schedule"])
-        tau_schedule.load_state_dict(checkpoint["tau_schedule"])
-        start_epoch = checkpoint["epoch"]
-    trained = DistributedDataParallel(model) if world.world_size > 1 else model
-
-    epochs = config.optim.epochs
-    end_epoch = epochs if stop_after is None else min(stop_after, epochs)
-    log = writer = None
+        state.load_state_dict(checkpoint)
+    end_epoch = config.optim.epochs if stop_after is None else min(stop_after, config.optim.epochs)
     if world.is_main:
         if checkpoint is not None and not folder.new:
-            folder.remove_stale(reports=start_epoch < end_epoch)  # reports of checkpoints about to be replaced
-            best, best_epoch = _reconcile_best(run_dir, checkpoint)
-        log = _CsvLog(run_dir / "log.csv", start_epoch if not folder.new else 0)
-        from torch.utils.tensorboard import SummaryWriter
+            folder.remove_stale(reports=state.epoch < end_epoch)  # reports of checkpoints about to be replaced
+            state.best, state.best_epoch = _reconcile_best(run_dir, checkpoint)
+        log = _RunLog(run_dir, state.epoch if not folder.new else 0)
+    trained = DistributedDataParallel(state.model) if world.world_size > 1 else state.model
     try:
-        for epoch in range(start_epoch, end_epoch):
-            _seed(config.run.seed, epoch, world.rank)
-            sampler.set_epoch(epoch)
-            tau, lr = tau_schedule.value, optimizer.param_groups[0]["lr"]
-            train_stats = _train_epoch(task, trained, loader, optimizer, config, tau, device, world,
-                                       desc=f"epoch {epoch + 1}/{epochs}", progress=progress and world.is_main)
-            lr_schedule.step()
-            tau_schedule.step()
+        while state.epoch < end_epoch:
+            sampler.set_epoch(state.epoch)
+            scalars = _run_epoch(task, trained, state, loader, config, device, world, progress and world.is_main)
             if world.is_main:
-                train_stats.update(tau=tau, lr=lr)
-                log.write(epoch, "train", train_stats)
-                scalars = {f"train/{key}": value for key, value in train_stats.items()}
-                improved = False
-                if (epoch + 1) % config.eval.every == 0 or epoch + 1 == end_epoch:
-                    metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
-                    log.write(epoch, config.eval.split, metrics)
-                    scalars.update({f"{config.eval.split}/{key}": value for key, value in metrics.items()})
-                    if metrics[task.monitor] > best:
-                        best, best_epoch, improved = float(metrics[task.monitor]), epoch + 1, True
-                state = {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "lr_schedule": lr_schedule.state_dict(), "tau_schedule": tau_schedule.state_dict(),
-                    "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "config": config.to_dict(),
-                    "world_size": world.world_size,
-                }
-                if improved:  # best.pt first: last.pt never names a best checkpoint that is not on disk
-                    save_checkpoint(state, run_dir / "best.pt")
-                save_checkpoint(state, run_dir / "last.pt")
-                run_dir = folder.commit()  # an --overwrite run replaces the old one now
-                log.path = run_dir / "log.csv"
-                if writer is None:  # opened in the run's final folder
-                    writer = SummaryWriter(str(run_dir / "tensorboard"))
-                for tag, value in scalars.items():
-                    writer.add_scalar(tag, value, epoch)
-                writer.flush()
+                if state.epoch % config.eval.every == 0 or state.epoch == end_epoch:
+                    scalars[_eval_label(config)] = _evaluate(task, state, eval_loader, config)
+                log.write_csv(state.epoch - 1, scalars, run_dir)  # before the checkpoint: a resume keeps its row
+                run_dir = _save(state, config, world, folder, run_dir)
+                log.write_tensorboard(state.epoch - 1, scalars, run_dir)
             if world.world_size > 1:
                 dist.barrier()
     finally:
-        if writer is not None:
-            writer.close()
+        if log is not None:
+            log.close()
     if folder is not None:
         folder.close()
     return run_dir
+
+
+class TrainState:
+    """What a run continues from: the model, its optimiser and schedules, the epochs done and the best
+    validation score so far; :meth:`state_dict` is what a checkpoint holds besides the config."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 lr_schedule: torch.optim.lr_scheduler.LRScheduler, tau_schedule):
+        self.model, self.optimizer, self.lr_schedule, self.tau_schedule = model, optimizer, lr_schedule, tau_schedule
+        self.epoch, self.best, self.best_epoch = 0, -math.inf, 0
+
+    @classmethod
+    def create(cls, task: Task, config: TrainConfig, device: torch.device) -> "TrainState":
+        """A freshly initialised model (seeded by ``run.seed``), its optimiser and schedules."""
+        torch.manual_seed(config.run.seed)
+        model = task.build_model(config).to(device)
+        optimizer = make_optimizer(model.parameters(), config.optim)
+        tau_schedule = make_schedule(config.loss.tau_schedule, config.loss.tau_start, config.loss.tau_end,
+                                     config.optim.epochs)
+        return cls(model, optimizer, make_lr_schedule(optimizer, config.optim), tau_schedule)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(), "tau_schedule": self.tau_schedule.state_dict(),
+                "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.tau_schedule.load_state_dict(state["tau_schedule"])
+        self.epoch, self.best, self.best_epoch = state["epoch"], float(state["best"]), int(state.get("best_epoch", 0))
+
+
+def _run_epoch(task: Task, trained: nn.Module, state: TrainState, loader: DataLoader, config: TrainConfig,
+               device: torch.device, world: _Dist, progress: bool) -> dict[str, dict[str, float]]:
+    """Train one epoch, reseeded from ``(seed, epoch, rank)``, and step the schedules; ``{"train": scalars}``."""
+    _seed(config.run.seed, state.epoch, world.rank)
+    tau, lr = state.tau_schedule.value, state.optimizer.param_groups[0]["lr"]
+    stats = _train_epoch(task, trained, loader, state.optimizer, config, tau, device, world,
+                         desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", progress=progress)
+    state.lr_schedule.step()
+    state.tau_schedule.step()
+    state.epoch += 1
+    return {"train": {**stats, "tau": tau, "lr": lr}}
+
+
+def _eval_label(config: TrainConfig) -> str:
+    """The ``split`` of evaluation rows in the log: the evaluated split, ``train_eval`` for the train split (its
+    ``train`` rows are the training losses)."""
+    return "train_eval" if config.eval.split == "train" else config.eval.split
+
+
+def _evaluate(task: Task, state: TrainState, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
+    """The task's validation metrics; a new best of its monitor is recorded in ``state``."""
+    metrics = task.evaluate(state.model.eval(), loader, config)
+    if metrics[task.monitor] > state.best:
+        state.best, state.best_epoch = float(metrics[task.monitor]), state.epoch
+    return metrics
+
+
+def _save(state: TrainState, config: TrainConfig, world: _Dist, folder: RunFolder, run_dir: Path) -> Path:
+    """Write ``last.pt`` (and ``best.pt`` first, at a new best: ``last.pt`` never names a best checkpoint that is
+    not on disk); returns the run folder, which an ``--overwrite`` run swaps in after its first checkpoint."""
+    checkpoint = {**state.state_dict(), "config": config.to_dict(), "world_size": world.world_size}
+    if state.best_epoch == state.epoch:
+        save_checkpoint(checkpoint, run_dir / "best.pt")
+    save_checkpoint(checkpoint, run_dir / "last.pt")
+    return folder.commit()
 
 
 # ---------------------------------------------------------------------------------------------- run folders

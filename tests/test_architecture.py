@@ -142,3 +142,15 @@ def test_importing_viz_leaves_the_matplotlib_backend_alone():
         "import matplotlib\nmatplotlib.use('svg')\nimport viz.plots\nprint(matplotlib.get_backend())"
     )
     assert out.strip() == "svg"
+
+
+#: Kernels, whose bodies are one computation each, may be longer.
+KERNEL_MODULES = {"pckeypoints.fused.triton_kernels"}
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m not in KERNEL_MODULES))
+def test_no_library_function_is_over_60_lines(name):
+    tree = ast.parse(MODULES[name].read_text())
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, long

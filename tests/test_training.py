@@ -151,3 +151,11 @@ def test_the_sampling_variants_train_from_the_config(data_root, tmp_path):
     assert model.head.sigma_head is not None
     with open(run / "log.csv") as f:
         assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f) if r["split"] == "train")
+
+
+def test_evaluation_rows_of_the_train_split_are_not_the_training_rows(data_root, tmp_path):
+    run = train(tiny_config(data_root, tmp_path, epochs=1, eval_split="train", method="soft"), progress=False)
+    with open(run / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["split"] for r in rows] == ["train", "train_eval"]
+    assert rows[0]["loss"] and not rows[0]["pck@0.01"] and rows[1]["pck@0.01"] and not rows[1]["loss"]
