@@ -14,8 +14,12 @@ default), ``tau1`` (held at 1), ``official`` (the authors' public code: Gumbel f
 linear 2 -> 0.5 over the run) and, triangular only, ``official+clip`` (with the clipped-integral gradient).
 The schedules step every ``steps / 20`` steps (20 "epochs").
 
-A second, CNN-free table (``free``) optimises the 8x8 logits of one map directly for a fixed target at
-every sub-cell offset: the loss minimiser itself, without a network's inductive bias.
+Three more tables: ``long``, the 8x8 map trained 3x longer with Ns = 30 (soft, soft + JS and sampling
+at τ 1 with every basis: is the gap bias or gradient noise?); ``free``, the 8x8 logits of one map
+optimised directly for a fixed target at every sub-cell offset (the loss minimiser without a network);
+``exact_1d``, free logits of an 8-cell 1-D map at τ 1 with Ns = 4000 and a decaying learning rate (near
+exact expected gradients), the offset of the minimiser's soft-argmax for targets 0.1, 0.25, 0.4 cells
+from a cell centre.
 
 Resumable: finished cells are read from the JSON and skipped; each new cell is appended as it finishes.
 Run with one thread (the default) so that step times are comparable::
@@ -53,6 +57,8 @@ METHODS = ("soft", "soft+js", "discrete") + tuple(
     f"sampling/{basis}/{tau}" for basis in BASES for tau in TAUS if tau != "official+clip" or basis == "triangular")
 EPOCHS = 20
 NUM_SAMPLES = 10
+LONG = {"steps_factor": 3, "num_samples": 30, "methods": ("soft", "soft+js") + tuple(f"sampling/{b}/tau1" for b in BASES)}
+OFFSETS_1D = (0.1, 0.25, 0.4)
 
 
 def grid_basis(size: int, kind: str) -> pk.PointBasis:
@@ -88,14 +94,15 @@ class MapNet(nn.Module):
         return self.net(images).flatten(1)[:, None]
 
 
-def make_loss(method: str, size: int) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.schedules.TemperatureSchedule]:
+def make_loss(method: str, size: int, num_samples: int = NUM_SAMPLES
+              ) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.schedules.TemperatureSchedule]:
     stride = IMAGE / size
     if not method.startswith("sampling"):
-        loss = pk.KeypointLoss(method, num_samples=NUM_SAMPLES, target_sigma=stride)
+        loss = pk.KeypointLoss(method, num_samples=num_samples, target_sigma=stride)
         return loss, grid_basis(size, "uniform"), pk.make_schedule("constant", 1.0)
     _, basis, tau = method.split("/")
     name, start, end, gumbel, clipped = TAUS[tau]
-    loss = pk.KeypointLoss("sampling", num_samples=NUM_SAMPLES, gumbel=gumbel, clipped_integral=clipped)
+    loss = pk.KeypointLoss("sampling", num_samples=num_samples, gumbel=gumbel, clipped_integral=clipped)
     return loss, grid_basis(size, basis), pk.make_schedule(name, start, end, EPOCHS)
 
 
@@ -110,11 +117,11 @@ def readout_stats(logits: Tensor, basis: pk.PointBasis, centres: Tensor, stride:
     }
 
 
-def run_cell(size: int, method: str, seed: int, steps: int, batch: int) -> dict:
+def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samples: int = NUM_SAMPLES) -> dict:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(1000 + seed)
     model = MapNet(size)
-    loss_fn, basis, schedule = make_loss(method, size)
+    loss_fn, basis, schedule = make_loss(method, size, num_samples)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     per_epoch = max(1, steps // EPOCHS)
     start = time.process_time()
@@ -129,7 +136,8 @@ def run_cell(size: int, method: str, seed: int, steps: int, batch: int) -> dict:
     images, centres = blobs(512, torch.Generator().manual_seed(12345))
     with torch.no_grad():
         stats = readout_stats(model(images), basis, centres, IMAGE / size)
-    return {"map": size, "method": method, "seed": seed, "steps": steps, "cpu_s": round(seconds, 2), **stats}
+    return {"map": size, "method": method, "seed": seed, "steps": steps, "num_samples": num_samples,
+            "cpu_s": round(seconds, 2), **stats}
 
 
 def free_map(method: str, offsets: int = 5, steps: int = 300) -> dict:
@@ -149,6 +157,23 @@ def free_map(method: str, offsets: int = 5, steps: int = 300) -> dict:
         loss_fn(logits, basis, targets, generator=generator, tau=tau).backward()
         optimizer.step()
     return {"method": method, "tau": tau, **readout_stats(logits.detach(), basis, targets, stride)}
+
+
+def exact_1d(kind: str, offset: float, steps: int = 600, num_samples: int = 4000) -> dict:
+    """Free logits of an 8-cell 1-D map (unit cells) at τ 1 for a target ``offset`` cells right of cell 3."""
+    basis = pk.PointBasis.grid((8,), kind=kind)
+    target = torch.tensor([[[3.0 + offset]]])
+    logits = torch.zeros(1, 1, 8, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    loss_fn = pk.KeypointLoss("sampling", num_samples=num_samples, sampler="naive")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn(logits, basis, target, generator=generator, tau=1.0).backward()
+        optimizer.step()
+        decay.step()
+    return {"basis": kind, "offset": offset, "readout": float(pk.soft_argmax(logits.detach(), basis)) - 3.0}
 
 
 def write_table(results: dict, out: Path) -> None:
@@ -178,6 +203,17 @@ def write_table(results: dict, out: Path) -> None:
                 extra = (f"{statistics.mean(r['to_centre'] for r in runs):.3f} | "
                          f"{statistics.mean(r['peak'] for r in runs):.2f}")
         lines.append(f"| {method} | " + " | ".join(row) + f" | {extra or '– | –'} | {' / '.join(cpu)} |")
+    if results.get("long"):
+        lines += ["", f"8x8 map trained {LONG['steps_factor']}x longer ({LONG['steps_factor'] * results['steps']} steps), "
+                  f"Ns = {LONG['num_samples']}: mean error in cells (mean ± sd over seeds).", "",
+                  "| method | 8x8 error | 8x8 to centre | 8x8 peak π |", "|---|---|---|---|"]
+        for method in LONG["methods"]:
+            runs = [c for c in results["long"] if c["method"] == method]
+            if runs:
+                err = [r["error"] for r in runs]
+                lines.append(f"| {method} | {statistics.mean(err):.3f} ± {statistics.stdev(err) if len(err) > 1 else 0:.3f} | "
+                             f"{statistics.mean(r['to_centre'] for r in runs):.3f} | "
+                             f"{statistics.mean(r['peak'] for r in runs):.2f} |")
     if results.get("free"):
         lines += ["", "Free 8x8 logits (no network) optimised for a target at 25 sub-cell offsets, 300 Adam steps at "
                   "the schedule's final τ: the loss minimiser's readout error and distance to the nearest cell "
@@ -185,6 +221,14 @@ def write_table(results: dict, out: Path) -> None:
                   "| method | final τ | error | to centre | peak π |", "|---|---|---|---|---|"]
         for r in results["free"]:
             lines.append(f"| {r['method']} | {r['tau']:.2f} | {r['error']:.3f} | {r['to_centre']:.3f} | {r['peak']:.2f} |")
+    if results.get("exact_1d"):
+        lines += ["", "1-D map of 8 unit cells, free logits, τ = 1, Ns = 4000, 600 Adam steps with cosine decay: the "
+                  "soft-argmax of the minimiser, in cells right of the cell centre the target is "
+                  f"{', '.join(map(str, OFFSETS_1D))} cells right of.", "",
+                  "| basis | " + " | ".join(f"target +{o}" for o in OFFSETS_1D) + " |", "|---" * (len(OFFSETS_1D) + 1) + "|"]
+        for kind in BASES:
+            cells = {r["offset"]: r["readout"] for r in results["exact_1d"] if r["basis"] == kind}
+            lines.append(f"| {kind} | " + " | ".join(f"{cells[o]:+.3f}" if o in cells else "–" for o in OFFSETS_1D) + " |")
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -197,7 +241,9 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the markdown table from the JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"cells": [], "free": []}
+    results = {"cells": [], "long": [], "free": [], "exact_1d": []}
+    if args.out.exists():
+        results.update(json.loads(args.out.read_text()))
     if results["cells"] and (results["steps"], results["batch"]) != (args.steps, args.batch):
         parser.error(f"{args.out} holds runs of {results['steps']} steps, batch {results['batch']}: "
                      "use the same --steps/--batch or another --out")
@@ -213,9 +259,19 @@ def main() -> None:
         for size, method, seed in tqdm(todo, desc="grid_subpixel", unit="run"):
             results["cells"].append(run_cell(size, method, seed, args.steps, args.batch))
             save()
+        done = {(c["method"], c["seed"]) for c in results["long"]}
+        todo = [(m, s) for s in SEEDS for m in LONG["methods"] if (m, s) not in done]
+        for method, seed in tqdm(todo, desc="long", unit="run"):
+            steps = LONG["steps_factor"] * args.steps
+            results["long"].append(run_cell(8, method, seed, steps, args.batch, LONG["num_samples"]))
+            save()
         done_free = {r["method"] for r in results["free"]}
         for method in tqdm([m for m in METHODS if m not in done_free], desc="free maps", unit="map"):
             results["free"].append(free_map(method))
+            save()
+        done = {(r["basis"], r["offset"]) for r in results["exact_1d"]}
+        for kind, offset in tqdm([(b, o) for b in BASES for o in OFFSETS_1D if (b, o) not in done], desc="1-D", unit="map"):
+            results["exact_1d"].append(exact_1d(kind, offset))
             save()
     save()
 
