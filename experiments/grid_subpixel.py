@@ -1,9 +1,9 @@
 """Sub-pixel accuracy of the map losses on image grids: does sampling-argmax quantise to cell centres?
 
 Synthetic 32x32 images of a Gaussian blob (σ 1.5 px, pixel noise 0.05) at a uniform sub-pixel position in
-[2, 29]²; a small CNN (two 3x3 convolutions of width 16 at full resolution, a strided convolution or a transposed
-one to the map size, two 3x3 convolutions of width 8) gives one logit map of 8x8 (stride 4 px), 16x16 (stride 2) or 64x64
-(stride 0.5) over :meth:`pckeypoints.PointBasis.grid` cell centres in pixel coordinates. Each cell
+[2, 29]²; a small CNN (two 3x3 convolutions of width 8 at full resolution, a strided convolution or a
+transposed one to the map size, two 3x3 convolutions of width 8) gives one logit map of 8x8 (stride 4 px),
+16x16 (stride 2) or 64x64 (stride 0.5) over :meth:`pckeypoints.PointBasis.grid` cell centres in pixel coordinates. Each cell
 (map size, method, seed) trains with Adam for ``--steps`` steps on fresh images and reports, on 512 fixed
 test images, the soft-argmax readout's mean Euclidean error in cells, the mean distance of the readout to
 its nearest cell centre (0.38 cells for positions uniform in a cell) and the mean peak probability max π.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -57,7 +56,8 @@ METHODS = ("soft", "soft+js", "discrete") + tuple(
     f"sampling/{basis}/{tau}" for basis in BASES for tau in TAUS if tau != "official+clip" or basis == "triangular")
 EPOCHS = 20
 NUM_SAMPLES = 10
-LONG = {"steps_factor": 3, "num_samples": 30, "methods": ("soft", "soft+js") + tuple(f"sampling/{b}/tau1" for b in BASES)}
+LONG = {"steps_factor": 3, "num_samples": 30,
+        "methods": ("soft", "soft+js") + tuple(f"sampling/{b}/tau1" for b in BASES)}
 OFFSETS_1D = (0.1, 0.25, 0.4)
 
 
