@@ -116,6 +116,7 @@ class _LossBase:
     tau_schedule: str = "exponential"  # Gumbel-softmax temperature over the epochs (pckeypoints.schedules)
     tau_start: float = 1.0
     tau_end: float = 0.1
+    tau_epochs: int | None = None  # epochs from tau_start to tau_end, then held (None: all of optim.epochs)
 
 
 @dataclass
@@ -430,7 +431,7 @@ def _check_values(c: TrainConfig) -> None:
             raise ConfigError(f"config field {path} must not contain a NUL character")
     at_least = {"optim.epochs": 1, "optim.batch_size": 1, "loss.num_samples": 1, "eval.every": 1,
                 "optim.lr_step_epochs": 1, "model.knn_k": 1, "model.hidden_channels": 1, "model.num_keypoints": 1,
-                "data.max_models": 1, "data.num_workers": 0, "run.seed": 0}
+                "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "loss.tau_epochs": 1}
     positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
                 "augment.scale_lo", "model.sigma")
     non_negative = ["optim.weight_decay", "augment.jitter"]

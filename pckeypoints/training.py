@@ -229,8 +229,9 @@ class TrainState:
         torch.manual_seed(config.run.seed)
         model = task.build_model(config).to(device)
         optimizer = make_optimizer(model.parameters(), config.optim)
-        tau_schedule = make_schedule(config.loss.tau_schedule, config.loss.tau_start, config.loss.tau_end,
-                                     config.optim.epochs)
+        loss = config.loss
+        tau_schedule = make_schedule(loss.tau_schedule, loss.tau_start, loss.tau_end,
+                                     loss.tau_epochs or config.optim.epochs)
         return cls(model, optimizer, make_lr_schedule(optimizer, config.optim), tau_schedule)
 
     def state_dict(self) -> dict:

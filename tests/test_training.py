@@ -141,16 +141,20 @@ def test_predict_is_equivariant_to_translation_and_scale(data_root, tmp_path):
 
 
 def test_the_sampling_variants_train_from_the_config(data_root, tmp_path):
-    """[loss] gumbel / clipped_integral / sampling+js and [model] learn_sigma reach the loss and the model."""
-    config = tiny_config(data_root, tmp_path, method="sampling+js", gumbel="official", learn_sigma=True, epochs=1,
-                         sampler="naive", clipped_integral=True)
+    """[loss] gumbel / clipped_integral / sampling+js / tau_epochs and [model] learn_sigma reach the loss, the
+    schedule and the model."""
+    config = tiny_config(data_root, tmp_path, method="sampling+js", gumbel="official", learn_sigma=True, epochs=2,
+                         sampler="naive", clipped_integral=True, tau_schedule="linear", tau_start=2.0, tau_end=0.5,
+                         tau_epochs=1)
     run = train(config, progress=False)
     _, model, saved, _ = load_checkpoint(run)
     assert (saved.loss.method, saved.loss.gumbel, saved.loss.clipped_integral, saved.model.learn_sigma) == (
         "sampling+js", "official", True, True)
     assert model.head.sigma_head is not None
     with open(run / "log.csv") as f:
-        assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f) if r["split"] == "train")
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+    assert [float(r["tau"]) for r in rows] == [2.0, 0.5]  # annealed over tau_epochs = 1, then held
 
 
 def test_evaluation_rows_of_the_train_split_are_not_the_training_rows(data_root, tmp_path):
