@@ -37,7 +37,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = [("soft", "-", None, KeypointLoss("soft"))]
     for sampler in args.samplers.split(","):
-        losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, tau=0.5, sampler=sampler))
+        losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
                    for ns in (1, 10, 30)]
     modes = [("eager", model)] + ([("compiled", torch.compile(model))] if args.compile else [])
     repeat = 3 if args.quick else 7
@@ -49,7 +49,7 @@ def main() -> None:
             def step():
                 opt.zero_grad(set_to_none=True)
                 maps = net(points)
-                loss_fn(maps.logits, maps.basis, target, mask).backward()
+                loss_fn(maps, target, mask, tau=0.5).backward()
                 opt.step()
 
             ms = best_time(step, dev, repeat, 2 if mode == "compiled" else 1, args.clock)

@@ -19,7 +19,6 @@ import torch
 import torch.utils._pytree
 from torch import Tensor
 
-from ._compat import renamed_argument
 from .errors import PCKeypointsError
 from .neighbors import knn
 from .pyg_ops import knn_graph
@@ -59,15 +58,12 @@ class PointBasis:
     def __init__(
         self,
         pos: Tensor,
-        bandwidth: Tensor | float | None = None,
+        bandwidth: Tensor | float,
         kind: str = "gaussian",
         mask: Tensor | None = None,
         is_grid: bool = False,
         validate: bool = True,
-        *,
-        scale: Tensor | float | None = None,
     ):
-        bandwidth = renamed_argument(bandwidth, scale, "scale", "bandwidth", required=True)
         if kind not in KINDS:
             raise PCKeypointsError(f"basis kind must be one of {KINDS}, got {kind!r}")
         if kind != "gaussian" and not is_grid:
@@ -85,11 +81,6 @@ class PointBasis:
             raise PCKeypointsError("basis bandwidth must be > 0 everywhere (and not NaN)")
         self.pos, self.bandwidth, self.kind, self.mask, self.is_grid = pos, bandwidth, kind, mask, is_grid
 
-    @property
-    def scale(self) -> Tensor:
-        """Old name of :attr:`bandwidth` (deprecated, kept for one release)."""
-        return self.bandwidth
-
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_points(
@@ -102,7 +93,6 @@ class PointBasis:
         fixed_sigma: float | None = None,
         validate: bool = True,
         *,
-        sigma: float | None = None,
         mask: Tensor | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
@@ -116,8 +106,7 @@ class PointBasis:
             k: neighbours used for σ (each cloud needs more than k points).
             factor: σ in units of the mean neighbour distance.
             min_sigma: floor for σ, so duplicated points (distance 0) never give σ = 0.
-            fixed_sigma: if given, this σ for every point and no neighbour search
-                (``sigma`` is its deprecated name).
+            fixed_sigma: if given, this σ for every point and no neighbour search.
             validate: check the values (finite ``pos``, sorted ``batch``, cloud sizes).
 
         σ is a constant of the cloud: no gradient flows through it.
@@ -127,7 +116,6 @@ class PointBasis:
             >>> PointBasis.from_points(pos, k=2, factor=1.0).bandwidth[0, :, 0].tolist()
             [2.0, 1.5, 2.5, 5.0]
         """
-        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
         if k < 1:
             raise PCKeypointsError(f"k must be >= 1, got {k}")
         if mask is not None:

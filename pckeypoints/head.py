@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._compat import renamed_argument
 from .argmax import sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
@@ -173,8 +172,8 @@ class KeypointHead(nn.Module):
         hidden_channels: width of the default MLP's hidden layer.
         mlp: a module mapping features ``(..., C)`` to logits ``(..., K)`` instead of the default
             Linear-LayerNorm-ReLU-Linear.
-        knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``); ``k`` is its old name.
-        fixed_sigma: fixed basis σ instead of the neighbour estimate; ``sigma`` is its old name.
+        knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``).
+        fixed_sigma: fixed basis σ instead of the neighbour estimate.
         learn_sigma: a heteroscedastic basis: σ_i = (k-NN or fixed σ_i) · softplus(s_i), with s_i from
             a per-point ``Linear(in_channels, 1)`` (``sigma_head``, initialised to softplus(s) = 1),
             shared by the K maps and trained through the sampling loss (soft-argmax ignores σ).
@@ -217,13 +216,8 @@ class KeypointHead(nn.Module):
         fixed_sigma: float | None = None,
         validate: bool = True,
         learn_sigma: bool = False,
-        *,
-        k: int | None = None,
-        sigma: float | None = None,
     ):
         super().__init__()
-        knn_k = renamed_argument(knn_k, k, "k", "knn_k")
-        fixed_sigma = renamed_argument(fixed_sigma, sigma, "sigma", "fixed_sigma")
         for name, value in (("num_keypoints", num_keypoints), ("hidden_channels", hidden_channels),
                             ("in_channels", 1 if in_channels is None else in_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

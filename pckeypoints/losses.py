@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 
 import torch
 from torch import Tensor, nn
 
-from ._compat import renamed_argument
 from .argmax import GUMBEL_FORMS, sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
@@ -122,16 +120,13 @@ def js_regularization(
     logits: Tensor,
     basis: PointBasis,
     target: Tensor,
-    target_sigma: float | None = None,
+    target_sigma: float,
     mask: Tensor | None = None,
     validate: bool = True,
-    *,
-    sigma: float | None = None,
 ) -> Tensor:
     """Nibali et al.'s distribution loss: Jensen-Shannon divergence between π and the Gaussian
     N(y_t, target_sigma² I) evaluated on the basis positions and normalised over each cloud (nats).
-    ``sigma`` is the deprecated name of ``target_sigma``."""
-    target_sigma = renamed_argument(target_sigma, sigma, "sigma", "target_sigma", required=True)
+    """
     check_keypoint_target(target, mask, logits.shape[1], basis.dim, validate)
     log_p = basis.mask_logits(logits).log_softmax(-1)
     sq = (basis.pos[:, None] - target[:, :, None]).square().sum(-1)  # (B, K, N)
@@ -159,7 +154,6 @@ class KeypointLoss(nn.Module):
     Args:
         method, metric: see above; metric ``"l1"`` or ``"l2"``.
         num_samples: Ns of ``"sampling"``.
-        tau: deprecated: pass ``tau`` to each call instead.
         reg_weight, target_sigma: the regularisers' weight and target σ.
         sampler: sampling-argmax sampler (see :func:`~pckeypoints.argmax.sampling_argmax`).
         gumbel: Gumbel-softmax form of the sampling methods: ``"paper"`` softmax((l + g) / τ) or
@@ -195,7 +189,6 @@ class KeypointLoss(nn.Module):
         method: str = "sampling",
         metric: str = "l1",
         num_samples: int = 30,
-        tau: float | None = None,
         reg_weight: float = 1.0,
         target_sigma: float = 0.01,
         sampler: str = "auto",
@@ -223,21 +216,8 @@ class KeypointLoss(nn.Module):
         if clipped_integral and method.startswith("sampling") and sampler not in ("auto", "naive"):
             raise PCKeypointsError(f"clipped_integral needs the 'naive' sampler (each sample's weights), got {sampler!r}")
         self.gumbel, self.clipped_integral = gumbel, clipped_integral
-        self.method, self.metric, self.num_samples, self._tau = method, metric, num_samples, None
+        self.method, self.metric, self.num_samples = method, metric, num_samples
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
-        if tau is not None:
-            self.tau = tau
-
-    @property
-    def tau(self) -> float | None:
-        """Deprecated default temperature; pass ``tau`` to each call."""
-        return self._tau
-
-    @tau.setter
-    def tau(self, value: float | None) -> None:
-        warnings.warn("KeypointLoss.tau is deprecated: pass tau to each call, loss(..., tau=schedule.value)",
-                      DeprecationWarning, stacklevel=2)
-        self._tau = value
 
     def forward(
         self,
@@ -257,7 +237,6 @@ class KeypointLoss(nn.Module):
         if target.shape[0] != logits.shape[0]:
             raise PCKeypointsError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
         if self.method.startswith("sampling"):
-            tau = self._tau if tau is None else tau
             if tau is None:
                 raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
             samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False,

@@ -14,20 +14,20 @@ def test_knn_sigma_hand_computed_on_a_line():
     # 0 -> {1, 3}: mean 2; 1 -> {1, 2}: 1.5; 3 -> {2, 3}: 2.5; 7 -> {4, 6}: 5.
     pos = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [7, 0, 0]]])
     basis = PointBasis.from_points(pos, k=2, factor=1.0)
-    assert torch.allclose(basis.scale[0, :, 0], torch.tensor([2.0, 1.5, 2.5, 5.0]))
+    assert torch.allclose(basis.bandwidth[0, :, 0], torch.tensor([2.0, 1.5, 2.5, 5.0]))
     half = PointBasis.from_points(pos, k=2, factor=0.5)
-    assert torch.allclose(half.scale, basis.scale / 2)
+    assert torch.allclose(half.bandwidth, basis.bandwidth / 2)
 
 
 def test_duplicates_get_the_sigma_floor_never_zero_or_nan():
     pos = torch.zeros(1, 10, 3)
     pos[0, 5:] = 1.0  # two clumps of 5 exact duplicates
     basis = PointBasis.from_points(pos, k=4, min_sigma=1e-3)
-    assert torch.isfinite(basis.scale).all()
-    assert torch.allclose(basis.scale, torch.full_like(basis.scale, 1e-3))
+    assert torch.isfinite(basis.bandwidth).all()
+    assert torch.allclose(basis.bandwidth, torch.full_like(basis.bandwidth, 1e-3))
     # k = 5 reaches the other clump: distances 0,0,0,0,sqrt(3) over 5 neighbours.
     wider = PointBasis.from_points(pos, k=5, factor=1.0)
-    assert torch.allclose(wider.scale, torch.full_like(wider.scale, 3**0.5 / 5))
+    assert torch.allclose(wider.bandwidth, torch.full_like(wider.bandwidth, 3**0.5 / 5))
 
 
 def test_ragged_sigma_equals_per_cloud_dense():
@@ -38,7 +38,7 @@ def test_ragged_sigma_equals_per_cloud_dense():
     for i, cloud in enumerate([a, b]):
         dense = PointBasis.from_points(cloud[None], k=4)
         n = cloud.shape[0]
-        assert torch.allclose(ragged.scale[i, :n], dense.scale[0])
+        assert torch.allclose(ragged.bandwidth[i, :n], dense.bandwidth[0])
         assert torch.equal(ragged.pos[i, :n], cloud)
 
 

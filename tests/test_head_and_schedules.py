@@ -89,11 +89,8 @@ def test_the_mlp_is_pluggable_and_resettable():
         KeypointHead(None, 4, mlp=mlp)(torch.randn(2, 10, 6), torch.rand(2, 10, 3))
 
 
-def test_readout_has_no_parameters_and_old_argument_names_still_work():
+def test_readout_has_no_parameters():
     assert list(KeypointReadout().parameters()) == []
-    with pytest.warns(DeprecationWarning, match="'k' is deprecated"):
-        head = KeypointHead(8, 2, k=5, sigma=None)
-    assert head.knn_k == 5
 
 
 def test_head_gradients_reach_the_features():

@@ -134,15 +134,11 @@ def test_keypoint_loss_names_bad_masks_and_targets(change, match):
             KeypointLoss(method, num_samples=2)(logits, basis, target, mask, tau=1.0)
 
 
-def test_tau_is_a_call_argument_and_the_attribute_is_deprecated():
+def test_tau_is_a_call_argument():
     logits, basis, target, mask = problem()
     loss = KeypointLoss("sampling", num_samples=4)
     with pytest.raises(ValueError, match="tau=schedule.value"):
         loss(logits, basis, target, mask)
-    by_call = loss(logits, basis, target, mask, torch.Generator().manual_seed(0), tau=0.5)
-    with pytest.warns(DeprecationWarning, match="pass tau to each call"):
-        loss.tau = 0.5
-    assert torch.equal(loss(logits, basis, target, mask, torch.Generator().manual_seed(0)), by_call)
     with pytest.raises(ValueError, match="num_samples"):
         KeypointLoss("sampling", num_samples=2.5)
 

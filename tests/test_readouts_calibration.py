@@ -63,7 +63,7 @@ def test_mode_ignores_padding():
 @pytest.mark.parametrize("radius", [0.004, 0.012, 0.03])
 def test_within_radius_probability_matches_monte_carlo(radius):
     basis, probs = small_mixture(1, n=5)
-    sigma = basis.scale[..., 0]
+    sigma = basis.bandwidth[..., 0]
     center = torch.tensor([[[0.01, 0.0, -0.01], [0.0, 0.02, 0.0]]], dtype=torch.float64)
     closed = within_radius_probability(center, probs, basis.pos, sigma, radius)[0]
     g = torch.Generator().manual_seed(0)

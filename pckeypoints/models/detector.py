@@ -24,7 +24,7 @@ class KeypointDetector(nn.Module):
         hidden_channels: hidden width of the head's MLP.
         knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given).
         fixed_sigma: fixed basis σ.
-        deprecated: ``k`` and ``sigma``, the old names of ``knn_k`` and ``fixed_sigma``.
+        learn_sigma: σ_i times a learned per-point factor (:class:`~pckeypoints.head.KeypointHead`).
         validate: check that the points are finite on every call (shapes are always checked).
 
     Examples:
@@ -46,16 +46,15 @@ class KeypointDetector(nn.Module):
         fixed_sigma: float | None = None,
         learn_sigma: bool = False,
         validate: bool = True,
-        **deprecated,
     ):
         super().__init__()
         from pointnet2.modules import PointNet2Seg
 
         self.backbone = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        # The head checks num_keypoints and the old names k, sigma; it skips its own value checks
-        # because the detector validates its input once.
+        # The head checks num_keypoints; it skips its own value checks because the detector validates its
+        # input once.
         self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
-                                 fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False, **deprecated)
+                                 fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False)
         self.validate = validate
 
     @property
