@@ -2,7 +2,7 @@
 
 One import gives the public API (PyG's point ops on ragged batches as ``fps``, ``radius``,
 ``radius_graph``, ``knn_graph``, ``knn_interpolate``; the ragged ``knn`` is ``pckeypoints.pyg_ops.knn``,
-``pckeypoints.knn`` the dense one); the core (bases, argmaxes, head, losses, schedules, k-NN) loads
+``pckeypoints.knn_points`` the dense one); the core (bases, argmaxes, head, losses, schedules, k-NN) loads
 eagerly and needs only PyTorch, the rest (metrics, models, data) on first use. Nothing here imports
 ``viz``, matplotlib or Open3D.
 
@@ -24,7 +24,7 @@ from .basis import PointBasis
 from .errors import PCKeypointsError
 from .head import KeypointHead, KeypointMaps, KeypointReadout, RaggedKeypointMaps
 from .losses import KeypointLoss
-from .neighbors import knn
+from .neighbors import knn_points
 from .pyg_ops import fps, knn_graph, knn_interpolate, radius, radius_graph
 from .schedules import ConstantTau, CosineTau, ExponentialTau, LinearTau, TemperatureSchedule, make_schedule
 from .validation import check_cloud
@@ -40,8 +40,8 @@ _LAZY = {
 
 __all__ = [
     "ConstantTau", "CosineTau", "ExponentialTau", "KeypointHead", "KeypointLoss", "KeypointMaps", "KeypointReadout",
-    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "fps", "knn", "knn_graph",
-    "knn_interpolate", "make_schedule", "radius", "radius_graph", "sampling_argmax", "soft_argmax", *_LAZY,
+    "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "fps",
+    "knn_graph", "knn_interpolate", "knn_points", "make_schedule", "radius", "radius_graph", "sampling_argmax", "soft_argmax", *_LAZY,
 ]
 
 

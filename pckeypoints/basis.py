@@ -20,7 +20,7 @@ import torch.utils._pytree
 from torch import Tensor
 
 from .errors import PCKeypointsError
-from .neighbors import knn
+from .neighbors import knn_points
 from .pyg_ops import knn_graph
 from .validation import check_batch_index, check_cloud, check_finite
 
@@ -96,7 +96,7 @@ class PointBasis:
         mask: Tensor | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
-        neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn`.
+        neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn_points`.
 
         Args:
             pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
@@ -362,7 +362,7 @@ def knn_mean_distance(pos: Tensor, k: int) -> Tensor:
     """
     # The k+1 nearest include a zero distance (the point itself or an exact duplicate of it), so
     # their sum equals the sum over the k nearest *other* points, ties included.
-    return knn(pos, pos, k + 1).distance.sum(-1) / k
+    return knn_points(pos, pos, k + 1).distance.sum(-1) / k
 
 
 def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Tensor, Tensor | None]:

@@ -1,6 +1,6 @@
 """Nearest neighbours: the one k-NN search of pckeypoints.
 
-:func:`knn` serves the basis σ (:meth:`~pckeypoints.basis.PointBasis.from_points`), the geodesic k-NN
+:func:`knn_points` serves the basis σ (:meth:`~pckeypoints.basis.PointBasis.from_points`), the geodesic k-NN
 graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geodesic`). It is exact
 (up to rounding), nearest first, on any device and needs no torch-cluster or pyg-lib:
 
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .errors import PCKeypointsError
 
-__all__ = ["Neighbors", "knn"]
+__all__ = ["Neighbors", "knn_points"]
 
 #: CPU searches with more query-point pairs than this (over the batch) use a k-d tree. At N = Q = 2048, k = 9,
 #: 1 thread, it takes 3.6 ms a cloud against 7.7 ms brute force, but importing SciPy's spatial module takes
@@ -34,13 +34,13 @@ CDIST_ENTRIES = 1 << 18
 
 
 class Neighbors(NamedTuple):
-    """Result of :func:`knn`: ``distance`` (Euclidean) and ``index`` into the points, ``(B, Q, k)``."""
+    """Result of :func:`knn_points`: ``distance`` (Euclidean) and ``index`` into the points, ``(B, Q, k)``."""
 
     distance: Tensor
     index: Tensor
 
 
-def knn(query: Tensor, points: Tensor, k: int) -> Neighbors:
+def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
     """The ``k`` nearest of ``points (B, N, D)`` to each of ``query (B, Q, D)``, nearest first.
 
     No gradient flows (the search is piecewise constant); recompute distances from ``index`` where
@@ -48,13 +48,13 @@ def knn(query: Tensor, points: Tensor, k: int) -> Neighbors:
 
     Examples:
         >>> points = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0]]])
-        >>> dist, idx = knn(torch.tensor([[[2.9, 0, 0]]]), points, k=2)
+        >>> dist, idx = knn_points(torch.tensor([[[2.9, 0, 0]]]), points, k=2)
         >>> idx.tolist(), [round(d, 4) for d in dist.flatten().tolist()]
         ([[[2, 1]]], [0.1, 1.9])
     """
     if query.dim() != 3 or points.dim() != 3 or query.shape[0] != points.shape[0] or query.shape[2] != points.shape[2]:
         raise PCKeypointsError(
-            f"knn needs query (B, Q, D) and points (B, N, D), got {tuple(query.shape)} and {tuple(points.shape)}"
+            f"knn_points needs query (B, Q, D) and points (B, N, D), got {tuple(query.shape)} and {tuple(points.shape)}"
         )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= points.shape[1]:
         raise PCKeypointsError(f"k must be an integer in [1, N={points.shape[1]}], got {k!r}")

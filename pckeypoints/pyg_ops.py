@@ -13,7 +13,7 @@ Where torch-cluster leaves a choice open, these ops fix it:
   ``random_start`` draws the start from the global torch RNG.
 - :func:`radius` keeps the first ``max_num_neighbors`` points of a ball by index (as torch-cluster's
   CUDA kernel; its CPU k-d tree keeps an arbitrary subset): raise the limit for complete balls.
-- :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn`); :func:`knn_graph` without ``loop``
+- :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn_points`); :func:`knn_graph` without ``loop``
   gives every point exactly ``k`` neighbours even when exact duplicates hide the point itself.
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .errors import PCKeypointsError
-from .neighbors import knn as dense_knn
+from .neighbors import knn_points
 from .validation import check_batch_index, check_finite
 
 __all__ = ["fps", "knn", "knn_graph", "knn_interpolate", "radius", "radius_graph"]
@@ -139,7 +139,7 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
     if cosine:
         x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
     dense_x, dense_y, valid_y, ptr_x = _dense_pair(x, y, batch_x, batch_y, batch_size)
-    idx = dense_knn(dense_y, dense_x, min(k, dense_x.shape[1])).index  # (B, M_max, k'), padding last
+    idx = knn_points(dense_y, dense_x, min(k, dense_x.shape[1])).index  # (B, M_max, k'), padding last
     sizes_x = ptr_x[1:] - ptr_x[:-1]
     keep = (idx < sizes_x[:, None, None]) & valid_y[..., None]
     return _edges(idx, keep, valid_y, ptr_x)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .basis import PointBasis
-from .neighbors import knn, pad_far
+from .neighbors import knn_points, pad_far
 from .errors import InputError
 
 READOUTS = ("expectation", "snapped", "top", "mode")
@@ -30,10 +30,10 @@ def nearest_point(query: Tensor, basis: PointBasis) -> Tensor:
     pos = basis.pos.expand(query.shape[0], -1, -1)
     if basis.mask is not None:
         pos = pad_far(pos, basis.mask)
-    return knn(query, pos, 1).index[..., 0]
+    return knn_points(query, pos, 1).index[..., 0]
 
 
-def gather_points(index: Tensor, basis: PointBasis) -> Tensor:
+def points_at(index: Tensor, basis: PointBasis) -> Tensor:
     """Positions ``(B, K, D)`` of the basis points ``index (B, K)``."""
     pos = basis.pos.expand(index.shape[0], -1, -1)
     return pos.gather(1, index[..., None].expand(-1, -1, pos.shape[-1]))
@@ -70,9 +70,9 @@ def read_out(probs: Tensor, basis: PointBasis, readout: str = "expectation") -> 
     if readout == "expectation":
         return probs @ basis.pos
     if readout == "snapped":
-        return gather_points(nearest_point(probs @ basis.pos, basis), basis)
+        return points_at(nearest_point(probs @ basis.pos, basis), basis)
     if readout == "top":
-        return gather_points(probs.argmax(-1), basis)
+        return points_at(probs.argmax(-1), basis)
     if readout == "mode":
         return mixture_mode(probs, basis)
     raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")

@@ -126,7 +126,7 @@ def test_knn_backends_agree_with_brute_force():
     d = torch.cdist(query, points)
     expected = d.topk(4, largest=False)
     for dim in (3, 2):  # the pointnet2 op and the PyTorch brute force
-        got = neighbors.knn(query[..., :dim], points[..., :dim], 4)
+        got = neighbors.knn_points(query[..., :dim], points[..., :dim], 4)
         ref = torch.cdist(query[..., :dim], points[..., :dim]).topk(4, largest=False)
         assert torch.equal(got.index, ref.indices) and torch.allclose(got.distance, ref.values)
     tree = neighbors._kdtree(query, points, 4)  # large CPU searches

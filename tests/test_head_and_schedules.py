@@ -5,7 +5,7 @@ from torch import nn
 from pckeypoints.basis import PointBasis
 from pckeypoints.head import KeypointHead, KeypointReadout
 from pckeypoints.losses import KeypointLoss
-from pckeypoints.neighbors import knn
+from pckeypoints.neighbors import knn_points
 from pckeypoints.schedules import make_schedule
 
 
@@ -66,7 +66,7 @@ def test_unsorted_batch_is_a_clear_error():
 
 def test_basis_from_the_callers_graph_equals_the_knn_basis_on_the_knn_graph():
     pos = torch.rand(2, 30, 3, generator=torch.Generator().manual_seed(3))
-    index = knn(pos, pos, 5).index + torch.arange(2)[:, None, None] * 30  # (B, N, k) into pos.reshape(-1, 3)
+    index = knn_points(pos, pos, 5).index + torch.arange(2)[:, None, None] * 30  # (B, N, k) into pos.reshape(-1, 3)
     edge_index = torch.stack([index.reshape(-1), torch.arange(60).repeat_interleave(5)])  # neighbour -> point
     head = KeypointHead(4, 3, knn_k=4)
     x = torch.randn(2, 30, 4)

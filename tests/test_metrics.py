@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.sparse.csgraph import floyd_warshall
 
-from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_graph,
+from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_distance_graph,
                                  mean_error, pck, pck_curve, pck_from_distances, snap_to_points)
 
 
@@ -125,7 +125,7 @@ def test_cloud_geodesics_against_floyd_warshall():
     reference = floyd_warshall(np.where(np.isinf(adjacency), 0, adjacency), directed=False)
     sources = np.array([0, 17, 59])
     np.testing.assert_allclose(cloud_geodesics(torch.from_numpy(points), sources, k=k).numpy(), reference[sources])
-    assert knn_graph(points, k).nnz == 60 * k
+    assert knn_distance_graph(points, k).nnz == 60 * k
 
 
 def test_snap_to_points_matches_brute_force():

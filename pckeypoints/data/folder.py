@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ReadError
-from ..neighbors import knn
+from ..neighbors import knn_points
 from .keypointnet import SPLITS, KeypointClouds
 from .pcd import read_geometry
 from .transforms import Normalize
@@ -308,7 +308,7 @@ def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int
                                                    seed=int(rng.integers(2**31)))
         cloud, point_index = np.concatenate([samples, xyz]), np.arange(num_samples, num_points)
     else:
-        nearest = knn(torch.from_numpy(xyz)[None], torch.from_numpy(vertices)[None], 1).index[0, :, 0].numpy()
+        nearest = knn_points(torch.from_numpy(xyz)[None], torch.from_numpy(vertices)[None], 1).index[0, :, 0].numpy()
         cloud, point_index = _resample(vertices, nearest, num_points, rng, model.where)
     order = rng.permutation(num_points)  # no fixed positions for keypoints
     cloud = cloud[order].astype(np.float32)

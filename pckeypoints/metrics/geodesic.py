@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..neighbors import knn
+from ..neighbors import knn_points
 from ..validation import check_cloud
 from .pck import Thresholds, check_keypoints, pck_from_distances
 from ..errors import InputError
@@ -22,13 +22,13 @@ from ..errors import InputError
 if TYPE_CHECKING:
     import scipy.sparse
 
-__all__ = ["OFFICIAL_GRAPH_K", "cloud_geodesics", "geodesic_distance", "geodesic_pck", "knn_graph", "snap_to_points"]
+__all__ = ["OFFICIAL_GRAPH_K", "cloud_geodesics", "geodesic_distance", "geodesic_pck", "knn_distance_graph", "snap_to_points"]
 
 #: Neighbours per point in the graph of KeypointNet's geodesic benchmark.
 OFFICIAL_GRAPH_K = 20
 
 
-def knn_graph(points: torch.Tensor | np.ndarray, k: int = OFFICIAL_GRAPH_K) -> scipy.sparse.csr_matrix:
+def knn_distance_graph(points: torch.Tensor | np.ndarray, k: int = OFFICIAL_GRAPH_K) -> scipy.sparse.csr_matrix:
     """Directed k-NN graph ``(N, N)`` of ``points (N, 3)``: ``[i, j] = |p_i - p_j|`` for the ``k`` nearest ``j``.
 
     Use with ``directed=False`` in ``scipy.sparse.csgraph`` to get the symmetric graph; zero-length edges between
@@ -44,7 +44,7 @@ def knn_graph(points: torch.Tensor | np.ndarray, k: int = OFFICIAL_GRAPH_K) -> s
     if k == 0:
         return scipy.sparse.csr_matrix((n, n))
     cloud = torch.from_numpy(points)[None]
-    distances, neighbours = (t[0].numpy() for t in knn(cloud, cloud, k + 1))
+    distances, neighbours = (t[0].numpy() for t in knn_points(cloud, cloud, k + 1))
     rows = np.repeat(np.arange(n), k + 1)
     keep = neighbours.reshape(-1) != rows  # each point's self match, wherever duplicate points put it
     return scipy.sparse.csr_matrix((distances.reshape(-1)[keep], (rows[keep], neighbours.reshape(-1)[keep])),
@@ -60,7 +60,7 @@ def cloud_geodesics(points: torch.Tensor | np.ndarray, sources: torch.Tensor | n
     sources = np.asarray(torch.as_tensor(sources).cpu(), dtype=np.int64).reshape(-1)
     if len(sources) and (sources.min() < 0 or sources.max() >= len(points)):
         raise InputError(f"source indices must lie in [0, {len(points)}), got {sources.tolist()}")
-    return torch.from_numpy(dijkstra(knn_graph(points, k), directed=False, indices=sources).reshape(len(sources), -1))
+    return torch.from_numpy(dijkstra(knn_distance_graph(points, k), directed=False, indices=sources).reshape(len(sources), -1))
 
 
 def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def snap_to_points(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     clouds = points.detach().reshape(-1, *points.shape[-2:])
     check_cloud(clouds, batched=True)
     queries = query.detach().to(clouds.device).reshape(len(clouds), query.shape[-2], 3)
-    index = knn(queries.double(), clouds.double(), 1).index[..., 0]
+    index = knn_points(queries.double(), clouds.double(), 1).index[..., 0]
     return index.reshape(query.shape[:-1]).to(query.device)
 
 
