@@ -195,7 +195,8 @@ def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
     inputs = {"forward": (logits, pos, var, seed, 13, inv_tau),
               "backward": (logits, pos, var, seed, inv_tau, *grads, True, True)}
     torch.save(inputs, tmp_path / "in.pt")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # triton may live there
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     subprocess.run([sys.executable, "-c", TRITON_RUN, tmp_path / "in.pt", tmp_path / "out.pt"], env=env, check=True)
     results = torch.load(tmp_path / "out.pt")
     assert len(results) == 2

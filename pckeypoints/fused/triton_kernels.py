@@ -22,6 +22,15 @@ _FLOAT32_MAX = torch.finfo(torch.float32).max  # kernel scalars are float32
 
 
 @triton.jit
+def _load_axes(ptr, r, D, valid):
+    """Columns 0, 1, 2 of the rows ``r`` of a ``(rows, D)`` tensor, 0 past column D - 1 and where not ``valid``."""
+    a0 = tl.load(ptr + r * D, mask=valid, other=0.0)
+    a1 = tl.load(ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
+    a2 = tl.load(ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+    return a0, a1, a2
+
+
+@triton.jit
 def _mix(x):
     """lowbias32 on uint32 lanes (see rng.py)."""
     x = x ^ (x >> 16)
@@ -159,18 +168,10 @@ def _backward_kernel(
             key1, key2 = _sample_keys(seed_ptr, b, 0, s)
             m = tl.load(max_ptr + r, mask=valid, other=0.0)
             log_sum = tl.load(log_sum_ptr + r, mask=valid, other=0.0)
-            gm0 = tl.load(grad_mean_ptr + r * D, mask=valid, other=0.0)
-            gs0 = tl.load(grad_var_ptr + r * D, mask=valid, other=0.0)
-            gm1 = tl.load(grad_mean_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
-            gs1 = tl.load(grad_var_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
-            gm2 = tl.load(grad_mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
-            gs2 = tl.load(grad_var_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
-            mu0 = tl.load(mean_ptr + r * D, mask=valid, other=0.0)
-            nu0 = tl.load(variance_ptr + r * D, mask=valid, other=0.0)
-            mu1 = tl.load(mean_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
-            nu1 = tl.load(variance_ptr + r * D + 1, mask=valid & (D > 1), other=0.0)
-            mu2 = tl.load(mean_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
-            nu2 = tl.load(variance_ptr + r * D + 2, mask=valid & (D > 2), other=0.0)
+            gm0, gm1, gm2 = _load_axes(grad_mean_ptr, r, D, valid)
+            gs0, gs1, gs2 = _load_axes(grad_var_ptr, r, D, valid)
+            mu0, mu1, mu2 = _load_axes(mean_ptr, r, D, valid)
+            nu0, nu1, nu2 = _load_axes(variance_ptr, r, D, valid)
             t = _perturbed(logit, column, key1, key2)
             w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
             w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
