@@ -37,6 +37,7 @@ class TrainConfig:
     mode: str = "supervised"
     category: str = "bathtub"
     num_keypoints: int | None = None  # supervised: None = every semantic id of the category
+    semantic_ids: list[int] | None = None  # supervised: the data's semantic id of each keypoint; None = 0..K-1
     # keypoint maps and loss (see pckeypoints.losses.KeypointLoss)
     method: str = "sampling"
     metric: str = "l1"
@@ -152,7 +153,7 @@ def _field_types() -> dict[str, tuple[type, ...]]:
 
 def _type_name(kinds: tuple[type, ...]) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             dict: "a table of numbers", type(None): "unset"}
+             dict: "a table of numbers", list: "a list of integers", type(None): "unset"}
     return " or ".join(names[k] for k in kinds)
 
 
@@ -167,11 +168,13 @@ def _check_types(config: TrainConfig) -> None:
             ok = int in kinds or float in kinds
             if ok and int not in kinds:
                 setattr(config, name, float(value))
+        elif isinstance(value, list):
+            ok = list in kinds and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         elif isinstance(value, dict):
             ok = dict in kinds and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                                        for k, v in value.items())
         else:
-            ok = isinstance(value, tuple(k for k in kinds if k is not dict))
+            ok = isinstance(value, tuple(k for k in kinds if k not in (dict, list)))
         if not ok:
             raise ConfigError(f"config field {name} must be {_type_name(kinds)}, got {value!r} "
                               f"({type(value).__name__})")
@@ -224,6 +227,11 @@ def _check_values(config: TrainConfig) -> None:
     if c.scale_hi < c.scale_lo:
         raise ConfigError(f"config field scale_hi must be >= scale_lo, got scale_lo={c.scale_lo}, "
                           f"scale_hi={c.scale_hi}")
+    ids = c.semantic_ids
+    if ids is not None and (len(set(ids)) != len(ids) or min(ids, default=0) < 0
+                            or c.num_keypoints not in (None, len(ids))):
+        raise ConfigError(f"config field semantic_ids must be num_keypoints distinct ids >= 0, got {ids[:8]}"
+                          f"{' ...' if len(ids) > 8 else ''}")
     for key, value in c.loss_weights.items():
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"config field loss_weights[{key!r}] must be a finite number >= 0, got {value}")

@@ -91,7 +91,7 @@ def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple
 
 def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, threshold: float = THRESHOLD) -> dict:
     """Keypoints of one cloud ``points (N, 3)`` by ``config.readout``, as a JSON-ready dict: ``keypoints``,
-    ``semantic_ids``, ``readout``, ``confidence`` (the map's probability that the keypoint lies within
+    ``semantic_ids`` (the data's id of each: those trained, ``config.semantic_ids``), ``readout``, ``confidence`` (the map's probability that the keypoint lies within
     ``threshold`` of the estimate), ``peak`` (its largest point probability) and ``snapped`` (the nearest
     cloud points)."""
     points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
@@ -103,7 +103,7 @@ def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, thr
     keypoints = estimate[0].cpu().double() * scale + center
     return {
         "keypoints": keypoints.tolist(),
-        "semantic_ids": list(range(len(keypoints))),
+        "semantic_ids": config.semantic_ids or list(range(len(keypoints))),  # the trained ids, and only those
         "readout": config.readout,
         "confidence": confidence.cpu().tolist(),
         "peak": probs[0].amax(-1).cpu().tolist(),

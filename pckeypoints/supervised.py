@@ -38,8 +38,12 @@ class SupervisedTask:
         if config.num_keypoints not in (None, num_keypoints):
             raise ValueError(f"{config.category} has {num_keypoints} semantic keypoints, config asks for "
                              f"{config.num_keypoints}")
+        ids = getattr(source_of(dataset), "semantic_ids", None)  # own data: the annotated ids, not always 0..K-1
+        ids = None if ids is None or ids == list(range(num_keypoints)) else list(ids)
+        if config.semantic_ids not in (None, ids):
+            raise ValueError(f"the data's semantic ids {ids} are not the config's {config.semantic_ids}")
         category = source_of(dataset).category if config.data is not None else config.category  # the folder's name
-        return dataclasses.replace(config, num_keypoints=num_keypoints, category=category)
+        return dataclasses.replace(config, num_keypoints=num_keypoints, semantic_ids=ids, category=category)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         if config.num_keypoints is None:

@@ -88,41 +88,47 @@ class KeypointFolder(KeypointClouds):
         seed: seed of the split (without ``splits.json``), of mesh sampling and of resampling clouds.
         tolerance: largest distance of a keypoint from its model's surface (nearest cloud point, or mesh
             triangle), as a fraction of the model's radius (bounding-box centre to farthest point).
+        min_points: fewest points a cloud file may hold (a model's ``knn_k + 1``).
 
-    Items are dicts with ``points (N, 3) float32``, ``keypoints (K, 3) float32`` (row ``k`` = semantic id ``k``, 0
-    where missing), ``mask (K,) bool``, ``point_index (K,) long`` (-1 where missing), ``center (3,)``, ``scale ()``,
-    ``model_id`` and ``class_id`` (the folder's name). Attributes: ``category`` (the folder's name),
-    ``num_keypoints`` (``len(keypoint_names)``, else the largest semantic id + 1), ``keypoint_names`` (or ``None``),
-    ``model_ids`` and ``files`` (item order).
+    Items are dicts with ``points (N, 3) float32``, ``keypoints (K, 3) float32`` (row ``k`` = semantic id
+    ``semantic_ids[k]``, 0 where missing), ``mask (K,) bool``, ``point_index (K,) long`` (-1 where missing),
+    ``center (3,) float64``, ``scale ()``, ``model_id`` and ``class_id`` (the folder's name). Files are read in
+    float64 and centred (bounding box) before the float32 points, so clouds far from the origin keep their
+    precision (``points * scale + center`` is the file's coordinates). Attributes: ``category`` (the folder's
+    name), ``semantic_ids`` (the annotated ids, sorted: ids need not be 0..K-1), ``num_keypoints`` (their
+    number), ``keypoint_names`` (of ``semantic_ids``, or ``None``), ``model_ids`` and ``files`` (item order).
     """
 
     def __init__(self, root: str | Path, split: str | None = None, normalize: bool = False,
                  transform: Callable[[dict], dict] | None = None, num_points: int = 2048, seed: int = 0,
-                 tolerance: float = 0.02):
+                 tolerance: float = 0.02, min_points: int = 1):
         self.root = Path(root)
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be None or one of {SPLITS}, got {split!r}")
-        if num_points < 1:
-            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        if num_points < 1 or min_points < 1:
+            raise ValueError(f"num_points and min_points must be >= 1, got {num_points}, {min_points}")
         self.split, self.num_points, self.seed, self.tolerance = split, num_points, seed, tolerance
         self.normalize = Normalize() if normalize else None
         self.transform = transform
         self.category = self.class_id = self.root.resolve().name
 
-        models, self.keypoint_names = _read_keypoint_file(self.root)
-        self.num_keypoints = len(self.keypoint_names) if self.keypoint_names else \
-            1 + max(k.semantic_id for m in models for k in m.keypoints)
+        models, names = _read_keypoint_file(self.root)
+        self.semantic_ids = sorted({k.semantic_id for m in models for k in m.keypoints})
+        self.num_keypoints = len(self.semantic_ids)
+        self.keypoint_names = [names[i] for i in self.semantic_ids] if names else None
+        row = {semantic_id: k for k, semantic_id in enumerate(self.semantic_ids)}
         splits = _read_splits(self.root, [m.model_id for m in models], seed)
-        clouds = {m.model_id: _model_cloud(m, num_points, seed, tolerance) for m in models}  # checks every model
+        clouds = {m.model_id: _model_cloud(m, num_points, seed, tolerance, min_points)
+                  for m in models}  # checks every model
         chosen = models if split is None else [m for m in models if m.model_id in splits[split]]
         if not chosen:
             raise ReadError(f"{self.root}: split {split!r} has no models")
         self.model_ids = [m.model_id for m in chosen]
         self.files = [m.file for m in chosen]
-        self._clouds, self._point_index = [], []
+        self._clouds, self._point_index, self._centers = [], [], []
         for model in chosen:
-            cloud, point_index = clouds[model.model_id]
-            self.add_cloud(cloud, [k.semantic_id for k in model.keypoints], point_index)
+            cloud, point_index, center = clouds[model.model_id]
+            self.add_cloud(cloud, [row[k.semantic_id] for k in model.keypoints], point_index, center)
 
     def __repr__(self) -> str:
         return (f"KeypointFolder(root={str(self.root)!r}, split={self.split!r}, models={len(self)}, "
@@ -269,24 +275,27 @@ def _read_splits(root: Path, model_ids: list[str], seed: int) -> dict[str, set[s
 
 
 # ---------------------------------------------------------------------------------------------- geometry
-def _model_cloud(model: _Model, num_points: int, seed: int, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(cloud (num_points, 3) float32, point index of each keypoint)`` of one model, cached by file version."""
+def _model_cloud(model: _Model, num_points: int, seed: int, tolerance: float,
+                 min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cloud (num_points, 3) float32 centred, point index of each keypoint, centre (3,) float64)`` of one
+    model, cached by file version."""
     try:
         stat = model.file.stat()
     except OSError as err:
         raise ReadError(f"{model.where}: model file {model.file} is missing ({err.strerror or err})") from err
-    return _model_cloud_cached(model, stat.st_size, stat.st_mtime_ns, num_points, seed, tolerance)
+    return _model_cloud_cached(model, stat.st_size, stat.st_mtime_ns, num_points, seed, tolerance, min_points)
 
 
 @functools.lru_cache(maxsize=4096)
-def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int, seed: int,
-                        tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int, seed: int, tolerance: float,
+                        min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
-        vertices, faces = read_geometry(model.file)
+        vertices, faces = read_geometry(model.file, dtype=np.float64)
     except ReadError as err:
         raise ReadError(f"{model.where}: {err}") from None
-    vertices = vertices.astype(np.float64)
-    radius = np.linalg.norm(vertices - (vertices.min(0) + vertices.max(0)) / 2, axis=1).max()
+    _check_geometry(vertices, faces, min_points, model)
+    center = (vertices.min(0) + vertices.max(0)) / 2
+    radius = np.linalg.norm(vertices - center, axis=1).max()
     xyz = np.empty((len(model.keypoints), 3))
     for row, k in enumerate(model.keypoints):
         if k.xyz is None and not 0 <= k.point_index < len(vertices):
@@ -311,9 +320,25 @@ def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int
         nearest = knn(torch.from_numpy(xyz)[None], torch.from_numpy(vertices)[None], 1).index[0, :, 0].numpy()
         cloud, point_index = _resample(vertices, nearest, num_points, rng, model.where)
     order = rng.permutation(num_points)  # no fixed positions for keypoints
-    cloud = cloud[order].astype(np.float32)
+    cloud = (cloud[order] - center).astype(np.float32)  # centred in float64: no precision lost far from 0
     cloud.setflags(write=False)
-    return cloud, np.argsort(order)[point_index]
+    return cloud, np.argsort(order)[point_index], center
+
+
+def _check_geometry(vertices: np.ndarray, faces: np.ndarray | None, min_points: int, model: _Model) -> None:
+    """The checks ``predict`` makes of its input: enough points, not all at one place, a mesh with an area."""
+    if faces is None and len(vertices) < min_points:
+        raise ReadError(f"{model.where}: {model.file} has {len(vertices)} points; the model needs at least "
+                        f"{min_points} (knn_k + 1)")
+    if not np.ptp(vertices, axis=0).any():
+        raise ReadError(f"{model.where}: all points of {model.file} coincide")
+    if faces is not None:
+        import trimesh
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            area = trimesh.Trimesh(vertices, faces, process=False).area
+        if not (np.isfinite(area) and area > 0):
+            raise ReadError(f"{model.where}: cannot sample the surface of {model.file} (total area {area})")
 
 
 def _distance_to_surface(xyz: np.ndarray, vertices: np.ndarray, faces: np.ndarray | None) -> np.ndarray:

@@ -15,7 +15,7 @@ def dataset_from_config(config: TrainConfig, split: str | None, train: bool) -> 
     the config's augmentations; at most ``config.max_models`` items."""
     augment = augmentation(config) if train else None
     if config.data is not None:
-        dataset = KeypointFolder(config.data, split, normalize=True, transform=augment)
+        dataset = KeypointFolder(config.data, split, normalize=True, transform=augment, min_points=config.knn_k + 1)
     else:
         dataset = KeypointNet(config.data_root, config.category, split, normalize=True, transform=augment)
     if config.max_models is not None and config.max_models < len(dataset):
