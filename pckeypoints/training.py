@@ -213,8 +213,9 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
                 improved = False
                 if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
                     metrics = task.evaluate(model.eval(), _eval_loader(eval_set, config), config)
-                    log.write(epoch, config.eval_split, metrics)
-                    scalars.update({f"{config.eval_split}/{key}": value for key, value in metrics.items()})
+                    label = "train_eval" if config.eval_split == "train" else config.eval_split  # not the loss rows
+                    log.write(epoch, label, metrics)
+                    scalars.update({f"{label}/{key}": value for key, value in metrics.items()})
                     if metrics[task.monitor] > best:
                         best, best_epoch, improved = float(metrics[task.monitor]), epoch + 1, True
                 state = {
@@ -265,6 +266,8 @@ def _resume_state(resume: Path) -> tuple[dict, TrainConfig]:
                 problem = err
     if not found:
         raise problem or CheckpointError(f"run folder {resume} has no last.pt or best.pt to resume from")
+    if problem is not None:
+        warnings.warn(f"{problem}; resuming from the other checkpoint, of epoch {found[0][0]['epoch']}")
     return max(found, key=lambda state: state[0]["epoch"])
 
 

@@ -278,3 +278,34 @@ def test_degenerate_clouds_are_rejected_before_training(tmp_path, capsys, name, 
 
     assert re.search(problem, err), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_keypoint_file_details(tmp_path):
+    """Issue 21 (low): a CSV with a byte-order mark loads; a CSV without z, and "xyz": "123", are named as such;
+    the same file under another path (.., a link) is a duplicate; 1-2 models say why they cannot be split."""
+    root = _defective(tmp_path, "csv")
+    csv_path = root / "keypoints.csv"
+    text = csv_path.read_text()
+    csv_path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert KeypointFolder(root).num_keypoints == 8
+    csv_path.write_text("file,semantic_id,x,y\nmodels/box00.npy,0,0.1,0.2\n")
+    with pytest.raises(ReadError, match="keypoints.csv: the header has x, y but not z; give x, y and z, or "
+                                        "point_index"):
+        KeypointFolder(root)
+    root = _defective(tmp_path / "json")
+    _edit_json(root, lambda d: d["models"][0]["keypoints"][0].update(xyz="123"))
+    with pytest.raises(ReadError, match=r"models\[0\] keypoints\[0\]: xyz must be three numbers, got '123'"):
+        KeypointFolder(root)
+    for alias in ("models/../models/box01.xyz", "models/link.xyz"):
+        root = _defective(tmp_path / alias.replace("/", "_"))
+        (root / "models" / "link.xyz").symlink_to(root / "models" / "box01.xyz")
+        _edit_json(root, lambda d: d["models"].append({"file": alias, "model_id": "other",
+                                                       "keypoints": d["models"][1]["keypoints"]}))
+        with pytest.raises(ReadError, match=rf"models\[7\]: duplicate model '.*{alias}' \(also .*models\[1\]\)"):
+            KeypointFolder(root)
+    root = tmp_path / "two"
+    make_box_folder(root, num_models=2)
+    assert len(KeypointFolder(root)) == 2
+    with pytest.raises(ReadError, match="2 model\\(s\\) cannot be split into train, val and test; add models "
+                                        "\\(3 at least\\) or a splits.json"):
+        KeypointFolder(root, "val")

@@ -121,6 +121,9 @@ class KeypointFolder(KeypointClouds):
         clouds = {m.model_id: _model_cloud(m, num_points, seed, tolerance, min_points)
                   for m in models}  # checks every model
         chosen = models if split is None else [m for m in models if m.model_id in splits[split]]
+        if not chosen and len(models) < 3 and not (self.root / SPLIT_FILE).is_file():
+            raise ReadError(f"{self.root}: {len(models)} model(s) cannot be split into train, val and test; add "
+                            f"models (3 at least) or a {SPLIT_FILE}")
         if not chosen:
             raise ReadError(f"{self.root}: split {split!r} has no models")
         self.model_ids = [m.model_id for m in chosen]
@@ -146,7 +149,7 @@ def _read_keypoint_file(root: Path) -> tuple[list[_Model], list[str] | None]:
                         f"found {len(present)}")
     path = present[0]
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports) is no error
     except (OSError, UnicodeDecodeError) as err:
         raise ReadError(f"cannot read {path}: {err}") from err
     names = None
@@ -167,9 +170,9 @@ def _read_keypoint_file(root: Path) -> tuple[list[_Model], list[str] | None]:
         raise ReadError(f"{path} lists no models")
     seen: dict[str, str] = {}
     for model in models:
-        for key in (model.model_id, str(model.file)):
-            if key in seen:
-                raise ReadError(f"{model.where}: duplicate model {key!r} (also {seen[key]})")
+        for key, shown in ((model.model_id, model.model_id), (str(model.file.resolve()), str(model.file))):
+            if key in seen:  # files by their real path: clouds/../clouds/a.pcd and links are a.pcd
+                raise ReadError(f"{model.where}: duplicate model {shown!r} (also {seen[key]})")
             seen[key] = model.where
         ids = [k.semantic_id for k in model.keypoints]
         for k in model.keypoints:
@@ -198,6 +201,10 @@ def _json_model(entry, where: str, root: Path) -> _Model:
 def _csv_models(text: str, path: Path, root: Path) -> list[_Model]:
     rows = csv.DictReader(text.splitlines(), skipinitialspace=True)
     columns = set(rows.fieldnames or ())
+    partial = sorted({"x", "y", "z"} & columns)
+    if partial and len(partial) < 3 and "point_index" not in columns:
+        raise ReadError(f"{path}: the header has {', '.join(partial)} but not {', '.join(sorted({'x', 'y', 'z'} - columns))}"
+                        f"; give x, y and z, or point_index")
     if not {"file", "semantic_id"} <= columns or not ({"x", "y", "z"} <= columns or "point_index" in columns):
         raise ReadError(f"{path}: the header must name file, semantic_id and x, y, z or point_index; "
                         f"got {sorted(columns)}")
@@ -225,6 +232,8 @@ def _keypoint(where: str, semantic_id, xyz, point_index) -> _Keypoint:
     if (xyz is None) == (point_index is None):
         raise ReadError(f"{where}: give either xyz or point_index")
     if xyz is not None:
+        if not isinstance(xyz, (list, tuple)):  # a string of digits is not three numbers
+            raise ReadError(f"{where}: xyz must be three numbers, got {xyz!r}")
         try:
             xyz = tuple(float(v) for v in xyz)
         except (TypeError, ValueError):
@@ -257,8 +266,8 @@ def _read_splits(root: Path, model_ids: list[str], seed: int) -> dict[str, set[s
         return {"train": set(order[:num_train]), "val": set(order[num_train:num_train + num_val]),
                 "test": set(order[num_train + num_val:])}
     try:
-        document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReadError(f"cannot read {path}: {err}") from err
     if not isinstance(document, dict) or set(document) - set(SPLITS) or not all(
             isinstance(ids, list) for ids in document.values()):
