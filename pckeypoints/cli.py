@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--config", help="TOML file of TrainConfig fields; flags override it")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run of the same --name (else <category>_<method>) once the new run has "
+                            "its first checkpoint")
     train.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                        help="evaluate the best checkpoint on the test split at the end")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
