@@ -12,6 +12,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -42,6 +43,12 @@ class SupervisedTask:
         ids = None if ids is None or ids == list(range(num_keypoints)) else list(ids)
         if config.semantic_ids not in (None, ids):
             raise ValueError(f"the data's semantic ids {ids} are not the config's {config.semantic_ids}")
+        if config.data is not None:  # own data: every keypoint the model predicts is one it was trained on
+            untrained = np.flatnonzero(~source_of(dataset).annotated(getattr(dataset, "indices", None)))
+            if len(untrained):
+                semantic_id = (ids or list(range(num_keypoints)))[untrained[0]]
+                raise ValueError(f"{config.data}: semantic id {semantic_id} is annotated in no model of the train "
+                                 f"split ({len(untrained)} such id(s)); annotate it in a train model or remove it")
         category = source_of(dataset).category if config.data is not None else config.category  # the folder's name
         return dataclasses.replace(config, num_keypoints=num_keypoints, semantic_ids=ids, category=category)
 

@@ -309,3 +309,15 @@ def test_keypoint_file_details(tmp_path):
     with pytest.raises(ReadError, match="2 model\\(s\\) cannot be split into train, val and test; add models "
                                         "\\(3 at least\\) or a splits.json"):
         KeypointFolder(root, "val")
+
+
+def test_an_id_annotated_only_outside_the_train_split_is_named(tmp_path, capsys):
+    """Issue 21 item 6: the model would predict it untrained; training says so before it starts."""
+    root = tmp_path / "boxes"
+    make_box_folder(root, num_models=4, splits={"train": ["box00", "box01"], "val": ["box02"], "test": ["box03"]})
+    _edit_json(root, lambda d: (d.pop("keypoint_names"), d["models"][3]["keypoints"][0].update(semantic_id=99)))
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("boxes: semantic id 99 is annotated in no model of the train split (1 such id(s)); "
+                        "annotate it in a train model or remove it"), err
+    assert not (tmp_path / "runs").exists()

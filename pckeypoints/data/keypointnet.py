@@ -56,6 +56,11 @@ class KeypointClouds(Dataset):
         self._point_index.append(index)
         self._centers.append(torch.zeros(3) if center is None else torch.as_tensor(center, dtype=torch.float64))
 
+    def annotated(self, indices=None) -> np.ndarray:
+        """``(K,) bool``: which keypoints are annotated in at least one of the items ``indices`` (default: all)."""
+        rows = [self._point_index[i] for i in (range(len(self)) if indices is None else indices)]
+        return np.any(np.stack(rows) >= 0, axis=0) if rows else np.zeros(self.num_keypoints, dtype=bool)
+
     def __len__(self) -> int:
         return len(self.model_ids)
 
