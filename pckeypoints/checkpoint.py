@@ -39,11 +39,18 @@ TRAINING_STATE = ("optimizer", "lr_schedule", "tau_schedule", "epoch", "best")
 def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
     """A checkpoint file: ``path`` itself, ``best.pt``/``last.pt`` inside the run folder ``path``, or, when no
     such file or folder exists, the shipped model of that name (:mod:`pckeypoints.pretrained`)."""
-    path = Path(path)
-    if not path.exists():
-        from .pretrained import pretrained_path
+    from .pretrained import pretrained_path
 
-        path = pretrained_path(str(path)) or path
+    path = Path(path)
+    shipped = pretrained_path(str(path)) if len(path.parts) == 1 else None
+    if shipped is not None and path.exists():
+        if path.is_dir() and not any((path / name).is_file() for name in ("best.pt", "last.pt")):
+            path = shipped  # a folder that is no run does not hide the shipped model
+        else:
+            warnings.warn(f"the local {path} hides the shipped model {path.name!r}; using the local one "
+                          f"(the shipped one is {shipped})")
+    elif shipped is not None:
+        path = shipped
     if path.is_dir():
         names = ("best.pt", "last.pt") if prefer_best else ("last.pt",)
         for name in names:
@@ -89,6 +96,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                               f"pckeypoints (checkpoint format {version}; this version reads format {FORMAT_VERSION})")
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in checkpoint["model"].items()):
         raise CheckpointError(f"{path} is damaged: its model weights are not all tensors")
+    for name, value in checkpoint["model"].items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path} is damaged: weight {name} holds NaN or infinite values")
     config = _config(checkpoint["config"], path)
     if training_state:
         missing = [key for key in TRAINING_STATE if key not in checkpoint]
@@ -125,7 +135,8 @@ def _load(path: Path, map_location) -> object:
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged files  # noqa: BLE001
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+        written_by_torch = magic == b"PK\x03\x04" or magic[:1] == b"\x80"  # zip archive or legacy pickle
+        if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower() and written_by_torch:
             raise CheckpointError(f"{path} is not a pckeypoints checkpoint (it holds Python objects, "
                                   f"not only tensors and plain values)") from None
         if magic == b"PK\x03\x04":

@@ -27,7 +27,10 @@ from pathlib import Path
 from .config import UNSET, TrainConfig, config_fields
 from .errors import PCKeypointsError, UsageError, write_error
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["MAX_POINTS", "build_parser", "main", "run"]
+
+#: Most points ``predict`` feeds the model (its time grows faster than linearly; training clouds have 2048).
+MAX_POINTS = 16384
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML file of a TrainConfig ([data], [model], [loss], [optim], ...); "
                        "flags override it")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same --name")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run of the same --name (else <category>_<method>) once the new run has "
+                            "its first checkpoint")
     train.add_argument("--test", action=argparse.BooleanOptionalAction, default=True,
                        help="evaluate the best checkpoint on the test split at the end")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -68,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("checkpoint", help="run folder or checkpoint file")
     predict.add_argument("file", help=".pcd, .ply, .obj, ... (meshes are sampled uniformly on the surface)")
     predict.add_argument("-o", "--output", help="JSON output (default: print to stdout)")
-    predict.add_argument("--num-points", type=positive_int, default=2048,
-                         help="points sampled from a mesh; bigger clouds are subsampled to this many")
+    predict.add_argument("--num-points", type=bounded_int(MAX_POINTS), default=2048,
+                         help=f"points sampled from a mesh; bigger clouds are subsampled to this many (at most "
+                              f"{MAX_POINTS})")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--readout", help="keypoint estimate from each map: expectation, snapped, top or mode "
                          "(default: the run's)")
@@ -133,6 +139,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def bounded_int(high: int, low: int = 1):
+    """An argparse type: an integer in ``[low, high]``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
 def _nullable(kind: type):
@@ -233,6 +251,8 @@ def _predict(args) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.is_dir():
         raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
+    if output is not None and output.exists() and output.resolve() == Path(args.file).resolve():
+        raise PCKeypointsError(f"-o {output} is the input file; give another file name")
     device = resolve_device(args.device)
     task, model, config, _ = load_checkpoint(args.checkpoint)
     if args.readout is not None:

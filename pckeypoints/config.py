@@ -92,6 +92,7 @@ class ModelConfig:
     hidden_channels: int = 128
     freeze_norm: bool = False  # keep BatchNorm in eval mode (running statistics) while training
     num_keypoints: int | None = None  # supervised: the data's (checked if set); unsupervised: None = 10
+    semantic_ids: list[int] | None = None  # supervised, set from the data: its id of each keypoint (None: 0..K-1)
     basis: str = "knn"  # "knn": σ_i from each point's knn_k nearest neighbours; "fixed": σ = sigma
     knn_k: int = 8
     sigma: float | None = None  # the fixed σ (normalised units), with basis = "fixed" only
@@ -285,8 +286,9 @@ class ConfigField:
 UNSET = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 
 
-def config_fields(mode: str | None = None) -> list[ConfigField]:
-    """The scalar fields settable from a command line, of ``mode`` (``None``: of every mode, each flat name once)."""
+def config_fields(mode: str | None = None, scalars: bool = True) -> list[ConfigField]:
+    """The fields of ``mode`` (``None``: of every mode, each flat name once): those settable from a command line,
+    or with ``scalars=False`` all of them (lists too)."""
     result, seen = [], set()
     for name, kind in SECTIONS.items():
         classes = [LOSSES[mode]] if name == "loss" and mode else list(LOSSES.values()) if name == "loss" else [kind]
@@ -295,7 +297,7 @@ def config_fields(mode: str | None = None) -> list[ConfigField]:
                 flat = f.metadata.get("flag", f.name)
                 kinds = _field_types(cls)[f.name]
                 scalar = str if str in kinds else kinds[0]
-                if flat not in seen and scalar in (bool, int, float, str):
+                if flat not in seen and (scalar in (bool, int, float, str) or not scalars):
                     seen.add(flat)
                     result.append(ConfigField(flat, name, f.name, scalar, f.default, type(None) in kinds))
     return result
@@ -303,7 +305,7 @@ def config_fields(mode: str | None = None) -> list[ConfigField]:
 
 @functools.cache
 def _flat_paths(mode: str) -> dict[str, tuple[str, str]]:
-    return {f.name: (f.section, f.key) for f in config_fields(mode)}
+    return {f.name: (f.section, f.key) for f in config_fields(mode, scalars=False)}
 
 
 def _unknown_flat(name: str, mode: str):
@@ -381,7 +383,8 @@ def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
 
 
 def _type_name(kinds: tuple[type, ...]) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "unset"}
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             list: "a list of integers", type(None): "unset"}
     return " or ".join(names[k] for k in kinds)
 
 
@@ -396,6 +399,8 @@ def _check_types(section, prefix: str) -> None:
             ok = int in kinds or float in kinds
             if ok and int not in kinds:
                 setattr(section, name, float(value))
+        elif isinstance(value, list):
+            ok = list in kinds and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         else:
             ok = isinstance(value, kinds)
         if not ok:
@@ -418,6 +423,12 @@ def _check_values(c: TrainConfig) -> None:
     for path, allowed in choices.items():
         if _get(c, path) not in allowed:
             raise ConfigError(f"config field {path} must be one of {tuple(allowed)}, got {_get(c, path)!r}")
+    _check_ranges(c)
+    _check_consistency(c)
+
+
+def _check_consistency(c: TrainConfig) -> None:
+    """Fields that must agree with each other, and the names and paths."""
     if (c.model.basis == "fixed") != (c.model.sigma is not None):
         raise ConfigError("config field model.sigma must be set with model.basis = 'fixed' (and only then), got "
                           f"basis {c.model.basis!r} and sigma {c.model.sigma!r}")
@@ -429,6 +440,20 @@ def _check_values(c: TrainConfig) -> None:
     for path in ("data.category", "data.root", "data.folder", "run.out"):
         if "\x00" in (_get(c, path) or ""):
             raise ConfigError(f"config field {path} must not contain a NUL character")
+    if c.augment.scale_hi < c.augment.scale_lo:
+        raise ConfigError(f"config field augment.scale_hi must be >= augment.scale_lo, got scale_lo="
+                          f"{c.augment.scale_lo}, scale_hi={c.augment.scale_hi}")
+    ids, count = c.model.semantic_ids, c.model.num_keypoints
+    if ids is not None and (len(set(ids)) != len(ids) or min(ids, default=0) < 0 or count not in (None, len(ids))):
+        raise ConfigError(f"config field model.semantic_ids must be num_keypoints distinct ids >= 0, got {ids[:8]}"
+                          f"{' ...' if len(ids) > 8 else ''}")
+    if c.mode == "unsupervised" and c.model.num_keypoints is not None and c.model.num_keypoints < 2:
+        raise ConfigError(f"config field model.num_keypoints of unsupervised keypoints must be >= 2 (one skeleton "
+                          f"edge), got {c.model.num_keypoints}")
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    """Numbers within their ranges (and finite)."""
     at_least = {"optim.epochs": 1, "optim.batch_size": 1, "loss.num_samples": 1, "eval.every": 1,
                 "optim.lr_step_epochs": 1, "model.knn_k": 1, "model.hidden_channels": 1, "model.num_keypoints": 1,
                 "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "loss.tau_epochs": 1}
@@ -456,12 +481,6 @@ def _check_values(c: TrainConfig) -> None:
     for path in non_negative:
         if _get(c, path) < 0:
             raise ConfigError(f"config field {path} must be >= 0, got {_get(c, path)}")
-    if c.augment.scale_hi < c.augment.scale_lo:
-        raise ConfigError(f"config field augment.scale_hi must be >= augment.scale_lo, got scale_lo="
-                          f"{c.augment.scale_lo}, scale_hi={c.augment.scale_hi}")
-    if c.mode == "unsupervised" and c.model.num_keypoints is not None and c.model.num_keypoints < 2:
-        raise ConfigError(f"config field model.num_keypoints of unsupervised keypoints must be >= 2 (one skeleton "
-                          f"edge), got {c.model.num_keypoints}")
 
 
 def _get(config: TrainConfig, path: str):

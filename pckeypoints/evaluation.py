@@ -92,20 +92,24 @@ def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple
 
 def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, threshold: float = THRESHOLD) -> dict:
     """Keypoints of one cloud ``points (N, 3)`` by ``config.eval.readout``, as a JSON-ready dict: ``keypoints``,
-    ``semantic_ids``, ``readout``, ``confidence`` (the map's probability that the keypoint lies within
-    ``threshold`` of the estimate), ``peak`` (its largest point probability) and ``snapped`` (the nearest
-    cloud points)."""
+    ``semantic_ids`` (the data's id of each: those trained, ``model.semantic_ids``), ``readout``,
+    ``confidence`` (the map's probability that the keypoint lies within ``confidence_radius`` of the estimate),
+    ``confidence_radius`` (``threshold`` x the cloud's bounding-box diagonal, in its units: the PCK radius of a
+    ShapeNet model, whose diagonal is 1, scaled with the cloud), ``peak`` (its largest point probability) and
+    ``snapped`` (the nearest cloud points)."""
     points = torch.as_tensor(points, dtype=torch.float64)  # centred in float64: see run_on_cloud
     maps, center, scale = run_on_cloud(model, points, config)
     probs = maps.probabilities
     estimate = read_out(probs, maps.basis, config.eval.readout)
     sigma = maps.basis.bandwidth[..., 0]
-    confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, threshold / float(scale))[0]
+    radius = threshold * float((points.amax(0) - points.amin(0)).norm())
+    confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, radius / float(scale))[0]
     keypoints = estimate[0].cpu().double() * scale + center
     return {
         "keypoints": keypoints.tolist(),
-        "semantic_ids": list(range(len(keypoints))),
+        "semantic_ids": config.model.semantic_ids or list(range(len(keypoints))),  # the trained ids, and only those
         "readout": config.eval.readout,
+        "confidence_radius": radius,
         "confidence": confidence.cpu().tolist(),
         "peak": probs[0].amax(-1).cpu().tolist(),
         "snapped": points[snap_to_points(keypoints, points)].tolist(),

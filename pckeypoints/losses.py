@@ -29,7 +29,7 @@ def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:
         return diff.abs().sum(-1)
     if metric == "l2":
         return diff.square().sum(-1).sqrt()
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:

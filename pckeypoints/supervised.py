@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import TrainConfig
 from .data.from_config import dataset_from_config, source_of
-from .errors import ConfigError
+from .errors import ConfigError, ReadError
 from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
 from .losses import KeypointLoss
 from .metrics.summary import CURVE_THRESHOLDS, keypoint_records, records_metrics
@@ -35,10 +36,22 @@ class SupervisedTask:
 
     def configure(self, config: TrainConfig, dataset: Dataset) -> TrainConfig:
         num_keypoints = int(source_of(dataset).num_keypoints)
+        source = source_of(dataset)
+        num_keypoints = int(source.num_keypoints)
         if config.model.num_keypoints not in (None, num_keypoints):
             raise ConfigError(f"{config.data.label} has {num_keypoints} semantic keypoints, config field "
                               f"model.num_keypoints asks for {config.model.num_keypoints}")
-        return config.replace(num_keypoints=num_keypoints)
+        ids = getattr(source, "semantic_ids", None)  # own data: the annotated ids, not always 0..K-1
+        ids = None if ids is None or ids == list(range(num_keypoints)) else list(ids)
+        if config.model.semantic_ids not in (None, ids):
+            raise ConfigError(f"the data's semantic ids {ids} are not the config's {config.model.semantic_ids}")
+        if config.data.folder is not None:  # own data: every keypoint the model predicts is one it was trained on
+            untrained = np.flatnonzero(~source.annotated(getattr(dataset, "indices", None)))
+            if len(untrained):
+                semantic_id = (ids or list(range(num_keypoints)))[untrained[0]]
+                raise ReadError(f"{config.data.folder}: semantic id {semantic_id} is annotated in no model of the "
+                                f"train split ({len(untrained)} such id(s)); annotate it in a train model or remove it")
+        return config.replace(num_keypoints=num_keypoints, semantic_ids=ids)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         return KeypointDetector(**config.model.arguments())

@@ -306,6 +306,8 @@ def _resume_state(resume: Path) -> tuple[dict, TrainConfig]:
                 problem = err
     if not found:
         raise problem or CheckpointError(f"run folder {resume} has no last.pt or best.pt to resume from")
+    if problem is not None:
+        warnings.warn(f"{problem}; resuming from the other checkpoint, of epoch {found[0][0]['epoch']}")
     return max(found, key=lambda state: state[0]["epoch"])
 
 

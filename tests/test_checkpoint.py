@@ -114,3 +114,41 @@ def test_resume_needs_the_training_state(tmp_path):
     assert load_checkpoint(path)[2] == CONFIG
     with pytest.raises(CheckpointError, match="cannot resume training: it has no optimizer"):
         read_checkpoint(path, training_state=True)
+
+
+# ---------------------------------------------------------------------------------------------- issue 21 (low)
+def test_random_bytes_nan_weights_and_a_damaged_last_checkpoint(tmp_path, good, recwarn):
+    import numpy as np
+
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(CheckpointError, match=r"noise.pt is not a pckeypoints checkpoint \(not a file written by "
+                                              r"torch.save\)"):
+        read_checkpoint(tmp_path / "noise.pt")
+    state = checkpoint_state()
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    save_checkpoint(state, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=rf"nan.pt is damaged: weight {name} holds NaN or infinite values"):
+        load_checkpoint(tmp_path / "nan.pt")
+    from pckeypoints.training import _resume_state
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(checkpoint_state(), run / "best.pt")
+    (run / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning, match=r"last.pt is truncated or damaged .*; resuming from the other checkpoint, "
+                                         r"of epoch 1"):
+        assert _resume_state(run)[0]["epoch"] == 1
+
+
+def test_a_local_folder_does_not_hide_a_shipped_model_silently(tmp_path, monkeypatch, good):
+    from pckeypoints.checkpoint import resolve_checkpoint
+    from pckeypoints.pretrained import pretrained_path
+
+    shipped = pretrained_path("bathtub")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bathtub").mkdir()  # e.g. a data folder
+    assert resolve_checkpoint("bathtub") == shipped
+    (tmp_path / "bathtub" / "last.pt").write_bytes(good.read_bytes())  # a run of that name: used, and said so
+    with pytest.warns(UserWarning, match="the local bathtub hides the shipped model 'bathtub'; using the local one"):
+        assert resolve_checkpoint("bathtub").resolve() == tmp_path / "bathtub" / "last.pt"

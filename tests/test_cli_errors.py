@@ -118,3 +118,36 @@ def test_eval_into_a_folder_that_cannot_be_written(checkpoint, tmp_path, capsys)
         out = str(tmp_path / "ro" / "eval")
     one_line_error(capsys, ["eval", str(checkpoint), "--out", out, "--data-root", str(tmp_path / "none")],
                    f"cannot write into {out}")
+
+
+def test_predict_and_viz_bounds(checkpoint, cloud, tmp_path, capsys):
+    """Issue 21 (low): -o the input file, --num-points / --samples / --width beyond what runs in reasonable time
+    and memory, --png a folder: each one line naming the option."""
+    before = cloud.read_bytes()
+    one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(cloud)], "is the input file")
+    assert cloud.read_bytes() == before
+    with pytest.raises(SystemExit):
+        main(["predict", str(checkpoint), str(cloud), "--num-points", "200000"])
+    assert "--num-points: must be in 1..16384, got 200000" in capsys.readouterr().err
+    for flags, problem in ((["--png", str(tmp_path)], "--png must name a .png file"),
+                           (["--png", str(tmp_path / "x.png"), "--width", "100000"], "--width must be in 16..8192"),
+                           (["--png", str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--map", "0",
+                             "--samples", "100000000"], "--samples must be in 1..100000")):
+        assert main(["viz", str(cloud), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and problem in err, err
+
+
+def test_predict_states_its_confidence_radius_and_scales_it_with_the_cloud(checkpoint, cloud, tmp_path):
+    """Issue 21 (low): confidence is P(within confidence_radius) with the radius 0.01 x the bounding-box
+    diagonal, so a cloud in millimetres gets the confidence it gets in metres."""
+    points = np.loadtxt(cloud)
+    np.savetxt(tmp_path / "mm.xyz", points * 1000)
+    results = []
+    for path in (cloud, tmp_path / "mm.xyz"):
+        assert main(["predict", str(checkpoint), str(path), "-o", str(tmp_path / "kp.json")]) == 0
+        results.append(json.loads((tmp_path / "kp.json").read_text()))
+    diagonal = np.linalg.norm(points.max(0) - points.min(0))
+    assert results[0]["confidence_radius"] == pytest.approx(0.01 * diagonal, rel=1e-12)
+    assert results[1]["confidence_radius"] == pytest.approx(10 * diagonal, rel=1e-12)
+    np.testing.assert_allclose(results[1]["confidence"], results[0]["confidence"], rtol=1e-4, atol=1e-7)

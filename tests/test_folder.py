@@ -33,7 +33,8 @@ def test_items_hold_the_annotated_keypoints_as_cloud_points(boxes):
         mask = item["mask"].numpy()
         expected = truth[item["model_id"]]
         np.testing.assert_array_equal(mask, ~np.isnan(expected[:, 0]))  # box02 lacks corner 7
-        np.testing.assert_allclose(item["keypoints"].numpy()[mask], expected[mask], atol=1e-5)
+        original = (item["keypoints"].double() * item["scale"] + item["center"]).numpy()  # centred in float64
+        np.testing.assert_allclose(original[mask], expected[mask], atol=1e-5)
         assert (item["points"][item["point_index"][mask]] == item["keypoints"][mask]).all()
     # The same items again (seeded resampling), and normalised ones map back to the files' coordinates.
     assert torch.equal(KeypointFolder(root, num_points=1024)[3]["points"], dataset[3]["points"])
@@ -209,3 +210,114 @@ def test_pyg_view_of_keypointnet(tmp_path):
     batch = next(iter(DataLoader(PyGKeypoints(dataset), batch_size=2)))
     assert batch.pos.shape == (2 * 2048, 3) and batch.y.shape == (2, dataset.num_keypoints, 3)
     assert torch.equal(batch.y[1], dataset[1]["keypoints"])
+
+
+# ---------------------------------------------------------------------------------------------- issue 21
+def _cloud_folder(root, clouds: dict[str, np.ndarray], keypoints: dict[str, list[tuple[int, int]]]):
+    """``root`` with ``.xyz`` clouds (full float64 text) whose keypoints are points of the cloud (xyz given)."""
+    (root / "clouds").mkdir(parents=True)
+    models = []
+    for name, cloud in clouds.items():
+        np.savetxt(root / "clouds" / f"{name}.xyz", cloud, fmt="%.17g")
+        models.append({"file": f"clouds/{name}.xyz", "keypoints": [
+            {"semantic_id": semantic_id, "xyz": cloud[index].tolist()} for semantic_id, index in keypoints[name]]})
+    (root / "keypoints.json").write_text(json.dumps({"models": models}))
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e6])
+def test_clouds_far_from_the_origin_keep_their_precision(tmp_path, offset):
+    """Issue 21 item 4: read in float64 and centred before float32 (at 1e6 a keypoint was '0.03 from the
+    surface', at 1e5 the points were snapped to a 7.8 mm grid)."""
+    rng = np.random.default_rng(0)
+    clouds = {f"m{i}": offset + rng.uniform(-0.5, 0.5, (500, 3)) for i in range(3)}
+    _cloud_folder(tmp_path, clouds, {name: [(0, 3), (1, 70)] for name in clouds})
+    dataset = KeypointFolder(tmp_path, num_points=256)
+    for item in (dataset[i] for i in range(3)):
+        assert item["center"].dtype == torch.float64
+        original = (item["keypoints"].double() * item["scale"] + item["center"]).numpy()
+        expected = clouds[item["model_id"]][[3, 70]]
+        np.testing.assert_allclose(original, expected, rtol=0, atol=1e-6)  # float32 of the unit cloud: 3e-8
+
+
+def test_sparse_semantic_ids_are_re_indexed_and_predicted_as_such(tmp_path, capsys):
+    """Issue 21 items 5, 6: ids 0, 5, 17, ..., 10**10 give 8 keypoint rows (not 10**10 + 1), and predict returns
+    those 8 with their own ids."""
+    root = tmp_path / "boxes"
+    make_box_folder(root, num_models=10)
+    ids = [0, 5, 17, 40, 41, 99, 100000, 10**10]
+    _edit_json(root, lambda d: (d.pop("keypoint_names"), [k.update(semantic_id=ids[k["semantic_id"]])
+                                                           for m in d["models"] for k in m["keypoints"]]))
+    dataset = KeypointFolder(root, num_points=512)
+    assert dataset.semantic_ids == ids and dataset.num_keypoints == 8 and dataset[0]["keypoints"].shape == (8, 3)
+    assert dataset[2]["mask"].tolist() == [True] * 7 + [False]  # box02 lacks corner 7, now id 10**10
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(root), "--out", str(out), "--name", "sparse", "--no-test", *TINY]) == 0
+    prediction = tmp_path / "kp.json"
+    assert main(["predict", str(out / "sparse"), str(root / "models" / "box01.xyz"), "-o", str(prediction)]) == 0
+    result = json.loads(prediction.read_text())
+    assert result["semantic_ids"] == ids and len(result["keypoints"]) == 8
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("flat.obj", "v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "cannot sample the surface of .*flat.obj"),
+    ("empty.pcd", "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 0\nHEIGHT 1\nPOINTS 0\n"
+                  "DATA ascii\n", "empty.pcd has 0 points; the model needs at least 9"),
+    ("one.xyz", "0.1 0.2 0.3\n", "one.xyz has 1 points; the model needs at least 9"),
+    ("same.xyz", "0.1 0.2 0.3\n" * 20, "all points of .*same.xyz coincide"),
+])
+def test_degenerate_clouds_are_rejected_before_training(tmp_path, capsys, name, content, problem):
+    """Issue 21 item 7: the checks predict makes of its input, for every model of --data, naming the file."""
+    root = _defective(tmp_path)
+    (root / "models" / name).write_text(content)
+    _edit_json(root, lambda d: d["models"].append({"file": f"models/{name}", "keypoints": [
+        {"semantic_id": 0, "point_index": 0}]}))
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "keypoints.json: models[7]" in err, err
+    import re
+
+    assert re.search(problem, err), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_keypoint_file_details(tmp_path):
+    """Issue 21 (low): a CSV with a byte-order mark loads; a CSV without z, and "xyz": "123", are named as such;
+    the same file under another path (.., a link) is a duplicate; 1-2 models say why they cannot be split."""
+    root = _defective(tmp_path, "csv")
+    csv_path = root / "keypoints.csv"
+    text = csv_path.read_text()
+    csv_path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert KeypointFolder(root).num_keypoints == 8
+    csv_path.write_text("file,semantic_id,x,y\nmodels/box00.npy,0,0.1,0.2\n")
+    with pytest.raises(ReadError, match="keypoints.csv: the header has x, y but not z; give x, y and z, or "
+                                        "point_index"):
+        KeypointFolder(root)
+    root = _defective(tmp_path / "json")
+    _edit_json(root, lambda d: d["models"][0]["keypoints"][0].update(xyz="123"))
+    with pytest.raises(ReadError, match=r"models\[0\] keypoints\[0\]: xyz must be three numbers, got '123'"):
+        KeypointFolder(root)
+    for alias in ("models/../models/box01.xyz", "models/link.xyz"):
+        root = _defective(tmp_path / alias.replace("/", "_"))
+        (root / "models" / "link.xyz").symlink_to(root / "models" / "box01.xyz")
+        _edit_json(root, lambda d: d["models"].append({"file": alias, "model_id": "other",
+                                                       "keypoints": d["models"][1]["keypoints"]}))
+        with pytest.raises(ReadError, match=rf"models\[7\]: duplicate model '.*{alias}' \(also .*models\[1\]\)"):
+            KeypointFolder(root)
+    root = tmp_path / "two"
+    make_box_folder(root, num_models=2)
+    assert len(KeypointFolder(root)) == 2
+    with pytest.raises(ReadError, match="2 model\\(s\\) cannot be split into train, val and test; add models "
+                                        "\\(3 at least\\) or a splits.json"):
+        KeypointFolder(root, "val")
+
+
+def test_an_id_annotated_only_outside_the_train_split_is_named(tmp_path, capsys):
+    """Issue 21 item 6: the model would predict it untrained; training says so before it starts."""
+    root = tmp_path / "boxes"
+    make_box_folder(root, num_models=4, splits={"train": ["box00", "box01"], "val": ["box02"], "test": ["box03"]})
+    _edit_json(root, lambda d: (d.pop("keypoint_names"), d["models"][3]["keypoints"][0].update(semantic_id=99)))
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "runs"), *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("boxes: semantic id 99 is annotated in no model of the train split (1 such id(s)); "
+                        "annotate it in a train model or remove it"), err
+    assert not (tmp_path / "runs").exists()

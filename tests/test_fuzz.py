@@ -1,6 +1,7 @@
-"""Fuzzing the readers: every mutated PCD / PLY / OBJ / keypoint JSON / TOML config / checkpoint file either
-loads (finite points, valid config, a model) or raises the project's own error naming the file; never another
-exception, never a hang (issue 11).
+"""Fuzzing the readers: every mutated PCD / PLY / OBJ / keypoint JSON / TOML config / checkpoint file, and every
+own-data folder with one mutated file (keypoints.json or .csv, splits.json, a cloud or mesh), either loads
+(finite points, valid config, a model, items whose keypoints are cloud points) or raises the project's own error
+naming the file; never another exception, never a hang (issues 11, 21).
 
 Each reader gets ``EXAMPLES`` inputs: a valid seed file mutated by 1-4 stacked edits (byte flips, inserted or
 deleted runs, duplicated or cut ranges, a number swapped for an extreme value), drawn by hypothesis with a
@@ -9,6 +10,7 @@ fixed seed (``derandomize``), so a run is reproducible and a failure shrinks to 
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 from pathlib import Path
@@ -22,7 +24,8 @@ from hypothesis import strategies as st
 
 from pckeypoints.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from pckeypoints.config import TrainConfig
-from pckeypoints.data import read_points
+from pckeypoints.data import KeypointFolder, read_points
+from pckeypoints.data import folder as folder_module
 from pckeypoints.errors import PCKeypointsError
 from pckeypoints.tasks import get_task
 from viz.cli import read_keypoints_json
@@ -73,9 +76,9 @@ class _Hang(Exception):
     pass
 
 
-def check_reader(path: Path, data: bytes, read, loaded) -> None:
+def check_reader(path: Path, data: bytes, read, loaded, names: str | None = None) -> None:
     """Write ``data`` to ``path``, read it: ``loaded(result)`` must hold, or the error is a PCKeypointsError
-    naming the file; a read over :data:`HANG` seconds fails."""
+    naming the file (or ``names``: e.g. the folder it is in); a read over :data:`HANG` seconds fails."""
     path.write_bytes(data)
 
     def hang(*_):
@@ -86,7 +89,7 @@ def check_reader(path: Path, data: bytes, read, loaded) -> None:
     try:
         result = read(path)
     except PCKeypointsError as err:
-        assert str(path) in str(err), f"error does not name the file: {err}"
+        assert (names or str(path)) in str(err), f"error does not name the file: {err}"
         assert "\n" not in str(err).strip(), f"error is not one line: {err!r}"
         return
     finally:
@@ -181,6 +184,70 @@ def test_fuzz_checkpoint(tmp_path_factory, edits):
     check_reader(path, mutate(CHECKPOINT_SEED, edits), load_checkpoint, loaded)
 
 
+@given(seed=st.integers(0, 1), target=st.integers(0, 5), split=st.sampled_from([None, "train", "val", "test"]),
+       edits=EDITS)
+@FUZZ
+def test_fuzz_keypoint_folder(tmp_path_factory, seed, target, split, edits):
+    """One file of an own-data folder (JSON with splits.json, or CSV with the seeded split) mutated."""
+    def loaded(dataset):
+        for i in range(len(dataset)):
+            item = dataset[i]
+            assert item["points"].shape == (64, 3) and torch.isfinite(item["points"]).all()
+            mask = item["mask"]
+            assert torch.equal(item["points"][item["point_index"][mask]], item["keypoints"][mask])
+
+    root = _scratch(tmp_path_factory) / f"folder{seed}"
+    files = FOLDER_SEEDS[seed]
+    if not root.is_dir():
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+    name = sorted(files)[target % len(files)]
+    folder_module._model_cloud_cached.cache_clear()  # a rewrite within the clock's resolution keeps size and mtime
+    try:
+        check_reader(root / name, mutate(files[name], edits), lambda _: KeypointFolder(root, split, num_points=64),
+                     loaded, names=str(root))
+    finally:
+        (root / name).write_bytes(files[name])
+
+
+def folder_seeds() -> list[dict[str, bytes]]:
+    """Two own-data folders of a cloud (.xyz), a cloud (.pcd), a mesh (.obj) and a mesh (.ply) with sparse
+    semantic ids: annotated in keypoints.json with a splits.json, and in keypoints.csv (seeded split)."""
+    points = _cloud().astype(np.float64)
+    box = trimesh.creation.box(extents=(0.8, 0.3, 0.4))
+    vertices = np.asarray(box.vertices)
+    files = {"clouds/a.xyz": "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in points).encode(),
+             "clouds/b.pcd": PCD_SEEDS[0], "clouds/c.obj": OBJ_SEED, "clouds/d.ply": PLY_SEEDS[0]}
+    b = read_points_of(files["clouds/b.pcd"])
+    models = [
+        {"file": "clouds/a.xyz", "keypoints": [{"semantic_id": 0, "xyz": points[3].round(6).tolist()},
+                                               {"semantic_id": 1, "point_index": 7}]},
+        {"file": "clouds/b.pcd", "model_id": "bee", "keypoints": [{"semantic_id": 0, "point_index": 5},
+                                                                  {"semantic_id": 5, "xyz": b[9].tolist()}]},
+        {"file": "clouds/c.obj", "keypoints": [{"semantic_id": 1, "xyz": vertices[0].tolist()},
+                                               {"semantic_id": 5, "point_index": 3}]},
+        {"file": "clouds/d.ply", "keypoints": [{"semantic_id": 0, "point_index": 1},
+                                               {"semantic_id": 5, "xyz": vertices[6].tolist()}]},
+    ]
+    rows = ["file,semantic_id,x,y,z,point_index,model_id"]
+    for model in models:
+        for k in model["keypoints"]:
+            rows.append(",".join([model["file"], str(k["semantic_id"]), *map(str, k.get("xyz", ["", "", ""])),
+                                  str(k.get("point_index", "")), model.get("model_id", "")]))
+    return [{**files, "keypoints.json": json.dumps({"models": models}).encode(),
+             "splits.json": json.dumps({"train": ["a", "bee"], "val": ["c"], "test": ["d"]}).encode()},
+            {**files, "keypoints.csv": ("\n".join(rows) + "\n").encode()}]
+
+
+def read_points_of(data: bytes) -> np.ndarray:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "seed.pcd").write_bytes(data)
+        return read_points(Path(folder) / "seed.pcd", dtype=np.float64)
+
+
 def _scratch(factory) -> Path:
     global _SCRATCH
     if _SCRATCH is None:
@@ -207,6 +274,7 @@ TOML_SEED = (b'mode = "supervised"\n[loss]\nmethod = "sampling"\nnum_samples = 1
              b'[augment]\nscale_lo = 0.9\nscale_hi = 1.1\n[data]\ncategory = "bathtub"\nmax_models = 8\n'
              b'[run]\nname = "bathtub_small"\ndevice = "cpu"\n')
 CHECKPOINT_SEED = _checkpoint_seed()
+FOLDER_SEEDS = folder_seeds()
 
 
 def test_mutations_change_the_seeds():
@@ -234,3 +302,14 @@ def test_the_seeds_load(tmp_path):
     assert TrainConfig.from_toml(tmp_path / "a.toml").data.max_models == 8
     assert load_checkpoint(tmp_path / "a.pt")[2].model.num_keypoints == 2
     save_checkpoint(torch.load(tmp_path / "a.pt", weights_only=True), tmp_path / "b.pt")
+
+
+def test_the_folder_seeds_load(tmp_path):
+    for i, files in enumerate(FOLDER_SEEDS):
+        root = tmp_path / f"folder{i}"
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        dataset = KeypointFolder(root, num_points=64)
+        assert len(dataset) == 4 and dataset.semantic_ids == [0, 1, 5] and dataset.num_keypoints == 3
+        assert [len(KeypointFolder(root, split, num_points=64)) for split in ("train", "val", "test")] == [2, 1, 1]

@@ -77,11 +77,10 @@ def test_commands_take_a_name(registry, tiny_run, tmp_path, monkeypatch, capsys)
     assert np.asarray(json.loads(out.read_text())["keypoints"]).shape == (8, 3)
     assert main(["eval", "boxes", "--split", "test", "--out", str(tmp_path / "eval")]) == 0
     assert "pck@0.01" in (tmp_path / "eval" / "metrics.md").read_text()
-    # An existing path wins over a name; an unknown name is a missing checkpoint.
+    # A local folder that holds no run does not hide the name (issue 21); an unknown name is a missing checkpoint.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "boxes").mkdir()
-    with pytest.raises(CheckpointError, match="run folder boxes has no best.pt or last.pt"):
-        load_checkpoint("boxes")
+    assert load_checkpoint("boxes")[2].data.label == "boxes"
     with pytest.raises(CheckpointError, match="checkpoint bathtubb does not exist"):
         load_checkpoint("bathtubb")
     (registry / "boxes.pt").unlink()

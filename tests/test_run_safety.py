@@ -333,3 +333,23 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_line(boxes, tmp_path):
     assert child.returncode == 1
     assert_one_line(child.stderr, f"cannot write checkpoint {tmp_path / 'runs' / 'run' / 'best.pt'}: the write failed")
     assert not (tmp_path / "runs").exists()
+
+
+def test_relative_data_overwrite_without_a_name_and_train_evaluation_rows(boxes, tmp_path, monkeypatch):
+    """Issue 21 (low): the run stores the data folder's absolute path (eval works from anywhere); --overwrite
+    without --name replaces <data>_<method>; with --eval-split train the evaluation rows are train_eval."""
+    from pckeypoints.cli import main
+
+    monkeypatch.chdir(boxes.parent)
+    out = tmp_path / "runs"
+    args = ["train", "--data", "boxes", "--out", str(out), *TINY_CLI]
+    assert main(args) == 0
+    run = out / "boxes_sampling"
+    assert read_checkpoint(run)[1].data.folder == str(boxes)
+    before = (run / "last.pt").read_bytes()
+    assert main([*args, "--overwrite", "--eval-split", "train"]) == 0
+    assert [p.name for p in out.iterdir()] == ["boxes_sampling"] and (run / "last.pt").read_bytes() != before
+    with open(run / "log.csv", newline="") as f:
+        assert [(r["epoch"], r["split"]) for r in csv.DictReader(f)] == [("0", "train"), ("0", "train_eval")]
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(run), "--split", "val", "--out", str(tmp_path / "val")]) == 0

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pckeypoints.errors import InputError
+
 
 @dataclass(frozen=True)
 class PinholeCamera:
@@ -37,11 +39,11 @@ def check_points(name: str, value, allow_empty: bool = False) -> np.ndarray:
     """The one validator of viz: ``value`` as a finite ``(M, 3)`` float64 array, else a ValueError naming it."""
     p = np.asarray(value, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (M, 3), got {p.shape}")
+        raise InputError(f"{name} must have shape (M, 3), got {p.shape}")
     if len(p) == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty: shape {p.shape}, need at least one point")
+        raise InputError(f"{name} is empty: shape {p.shape}, need at least one point")
     if not np.isfinite(p).all():
-        raise ValueError(f"{name} contains NaN or infinite values (drop missing keypoints with their mask)")
+        raise InputError(f"{name} contains NaN or infinite values (drop missing keypoints with their mask)")
     return p
 
 
@@ -59,9 +61,9 @@ def look_at_bbox(points, width: int, height: int, azimuth: float = 35.0, elevati
     """
     p = check_points("points", points)
     if width < 1 or height < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
+        raise InputError(f"image size must be positive, got {width}x{height}")
     if not -89.0 <= elevation <= 89.0:
-        raise ValueError(f"elevation must be within [-89, 89] degrees, got {elevation}")
+        raise InputError(f"elevation must be within [-89, 89] degrees, got {elevation}")
     lo, hi = p.min(0), p.max(0)
     center = (lo + hi) / 2
     radius = max(np.linalg.norm(hi - lo) / 2, 1e-6)

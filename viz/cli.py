@@ -10,10 +10,14 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from pckeypoints.errors import UsageError
+#: Largest ``--width`` / ``--height`` (Open3D's offscreen buffers fail far beyond it).
+MAX_PIXELS = 8192
+#: Most ``--samples`` (each is a sphere in the scene).
+MAX_SAMPLES = 100_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw N sampling-argmax samples of the --map keypoint at the run's tau_end")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --samples draws (default: 0)")
     parser.add_argument("--png", help="write the render here instead of opening a window")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640, help=f"pixels, at most {MAX_PIXELS} (default: 640)")
+    parser.add_argument("--height", type=int, default=480, help=f"pixels, at most {MAX_PIXELS} (default: 480)")
 
 
 def _shared_model(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,8 +145,13 @@ def _flag_error(args) -> str | None:
         return "--map needs --checkpoint (the model whose probability map is drawn)"
     if args.samples is not None and args.map is None:
         return "--samples needs --map ID (the keypoint to sample)"
-    if args.samples is not None and args.samples < 1:
-        return f"--samples must be >= 1, got {args.samples}"
+    if args.samples is not None and not 1 <= args.samples <= MAX_SAMPLES:
+        return f"--samples must be in 1..{MAX_SAMPLES}, got {args.samples}"
+    for name in ("width", "height"):
+        if not 16 <= getattr(args, name) <= MAX_PIXELS:
+            return f"--{name} must be in 16..{MAX_PIXELS}, got {getattr(args, name)}"
+    if args.png is not None and (Path(args.png).is_dir() or Path(args.png).suffix.lower() != ".png"):
+        return f"--png must name a .png file, got {args.png}"
     return None
 
 

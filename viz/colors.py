@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pckeypoints.errors import InputError
+
 CLOUD_GREY = (0.62, 0.62, 0.62)
 ERROR_RED = (0.85, 0.0, 0.0)
 SAMPLE_MAGENTA = (1.0, 0.0, 1.0)
@@ -24,9 +26,9 @@ def semantic_colors(semantic_ids) -> np.ndarray:
     if ids.size == 0:
         ids = ids.astype(np.int64)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"semantic_ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        raise InputError(f"semantic_ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
     if ids.size and ids.min() < 0:
-        raise ValueError(f"semantic_ids must be non-negative, got {ids.min()}")
+        raise InputError(f"semantic_ids must be non-negative, got {ids.min()}")
     return PALETTE[ids.astype(np.int64) % len(PALETTE)]
 
 
@@ -44,9 +46,9 @@ def probability_colors(probs, cmap: str = "viridis") -> np.ndarray:
 
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 1 or p.size == 0:
-        raise ValueError(f"probs must be a non-empty 1-D array, got shape {p.shape}")
+        raise InputError(f"probs must be a non-empty 1-D array, got shape {p.shape}")
     if not np.isfinite(p).all():
-        raise ValueError("probs contains NaN or infinite values")
+        raise InputError("probs contains NaN or infinite values")
     span = p.max() - p.min()
     normalised = (p - p.min()) / span if span > 0 else np.zeros_like(p)
     return colormaps[cmap](normalised)[:, :3]

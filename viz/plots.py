@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from pckeypoints.errors import InputError
+
 FIGSIZE = (6.4, 4.8)
 DPI = 100
 
@@ -34,13 +36,13 @@ def plot_pck_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
         path: output PNG, ``FIGSIZE * DPI`` pixels.
     """
     if not curves:
-        raise ValueError("curves is empty")
+        raise InputError("curves is empty")
     fig = Figure(figsize=FIGSIZE)
     ax = fig.subplots()
     for name, (thresholds, values) in curves.items():
         thresholds, values = np.asarray(thresholds, float), np.asarray(values, float)
         if thresholds.ndim != 1 or thresholds.shape != values.shape or len(thresholds) == 0:
-            raise ValueError(f"curve {name!r}: thresholds {thresholds.shape} and values {values.shape} "
+            raise InputError(f"curve {name!r}: thresholds {thresholds.shape} and values {values.shape} "
                              "must be equally long non-empty 1-D arrays")
         ax.plot(thresholds, values, marker="o", markersize=3, label=name)
     ax.set(xlabel="distance threshold", ylabel="PCK", title=title, ylim=(0, 1.02))
@@ -55,9 +57,9 @@ def _read_numeric_columns(csv_path) -> tuple[dict[str, dict[str, list[tuple[floa
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{csv_path}: no rows")
+        raise InputError(f"{csv_path}: no rows")
     if "epoch" not in rows[0]:
-        raise ValueError(f"{csv_path}: no 'epoch' column (columns: {list(rows[0])})")
+        raise InputError(f"{csv_path}: no 'epoch' column (columns: {list(rows[0])})")
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for row in rows:
         epoch = float(row["epoch"])
@@ -71,7 +73,7 @@ def _read_numeric_columns(csv_path) -> tuple[dict[str, dict[str, list[tuple[floa
                 continue
             series.setdefault(column, {}).setdefault(split, []).append((epoch, value))
     if not series:
-        raise ValueError(f"{csv_path}: no numeric column besides 'epoch'")
+        raise InputError(f"{csv_path}: no numeric column besides 'epoch'")
     return series, list(series)
 
 
@@ -110,10 +112,10 @@ def reliability_bins(confidence, correct, n_bins: int = 10) -> tuple[np.ndarray,
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct)
     if confidence.ndim != 1 or confidence.shape != correct.shape or len(confidence) == 0:
-        raise ValueError(f"confidence {confidence.shape} and correct {correct.shape} must be equally long "
+        raise InputError(f"confidence {confidence.shape} and correct {correct.shape} must be equally long "
                          "non-empty 1-D arrays")
     if not np.isfinite(confidence).all() or confidence.min() < 0 or confidence.max() > 1:
-        raise ValueError("confidence must be finite and within [0, 1]")
+        raise InputError("confidence must be finite and within [0, 1]")
     bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(bins, minlength=n_bins)
     used = count > 0
@@ -159,7 +161,7 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
     from viz.render import render_image
 
     if not items:
-        raise ValueError("items is empty")
+        raise InputError("items is empty")
     ok, reason = offscreen_status()
     if not ok and if_available:
         warnings.warn(f"{path} not written: {reason}", stacklevel=2)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pckeypoints.errors import InputError
 from pckeypoints.extras import require
 from viz.camera import check_points
 from viz.colors import CLOUD_GREY, ERROR_RED, SAMPLE_MAGENTA, probability_colors, semantic_colors
@@ -64,25 +65,25 @@ def build_scene(points, keypoints=None, semantic_ids=None, pred=None, probs=None
     if probs is not None:
         probs = np.asarray(probs)
         if probs.shape != (len(points),):
-            raise ValueError(f"probs must have shape ({len(points)},) like the points, got {probs.shape}")
+            raise InputError(f"probs must have shape ({len(points)},) like the points, got {probs.shape}")
         point_colors = probability_colors(probs)
     scene = [SceneGeometry("cloud", _cloud(points, point_colors), point_size=point_size)]
 
     if keypoints is None:
         if pred is not None or semantic_ids is not None:
-            raise ValueError("pred and semantic_ids need the ground-truth keypoints")
+            raise InputError("pred and semantic_ids need the ground-truth keypoints")
     else:
         keypoints = check_points("keypoints", keypoints, allow_empty=True)
         ids = np.arange(len(keypoints)) if semantic_ids is None else np.asarray(semantic_ids)
         if ids.shape != (len(keypoints),):
-            raise ValueError(f"semantic_ids must have shape ({len(keypoints)},), got {ids.shape}")
+            raise InputError(f"semantic_ids must have shape ({len(keypoints)},), got {ids.shape}")
         colors = semantic_colors(ids) / 255.0
         if len(keypoints):
             scene.append(SceneGeometry("keypoints", _markers(keypoints, colors, radius, "sphere")))
         if pred is not None:
             pred = check_points("pred", pred, allow_empty=True)
             if pred.shape != keypoints.shape:
-                raise ValueError(f"pred must have the keypoints' shape {keypoints.shape}, got {pred.shape}")
+                raise InputError(f"pred must have the keypoints' shape {keypoints.shape}, got {pred.shape}")
             if len(pred):
                 scene.append(SceneGeometry("pred", _markers(pred, colors, radius, "octahedron")))
                 lines = o3d.geometry.LineSet(

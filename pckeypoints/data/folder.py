@@ -88,41 +88,50 @@ class KeypointFolder(KeypointClouds):
         seed: seed of the split (without ``splits.json``), of mesh sampling and of resampling clouds.
         tolerance: largest distance of a keypoint from its model's surface (nearest cloud point, or mesh
             triangle), as a fraction of the model's radius (bounding-box centre to farthest point).
+        min_points: fewest points a cloud file may hold (a model's ``knn_k + 1``).
 
-    Items are dicts with ``points (N, 3) float32``, ``keypoints (K, 3) float32`` (row ``k`` = semantic id ``k``, 0
-    where missing), ``mask (K,) bool``, ``point_index (K,) long`` (-1 where missing), ``center (3,)``, ``scale ()``,
-    ``model_id`` and ``class_id`` (the folder's name). Attributes: ``category`` (the folder's name),
-    ``num_keypoints`` (``len(keypoint_names)``, else the largest semantic id + 1), ``keypoint_names`` (or ``None``),
-    ``model_ids`` and ``files`` (item order).
+    Items are dicts with ``points (N, 3) float32``, ``keypoints (K, 3) float32`` (row ``k`` = semantic id
+    ``semantic_ids[k]``, 0 where missing), ``mask (K,) bool``, ``point_index (K,) long`` (-1 where missing),
+    ``center (3,) float64``, ``scale ()``, ``model_id`` and ``class_id`` (the folder's name). Files are read in
+    float64 and centred (bounding box) before the float32 points, so clouds far from the origin keep their
+    precision (``points * scale + center`` is the file's coordinates). Attributes: ``category`` (the folder's
+    name), ``semantic_ids`` (the annotated ids, sorted: ids need not be 0..K-1), ``num_keypoints`` (their
+    number), ``keypoint_names`` (of ``semantic_ids``, or ``None``), ``model_ids`` and ``files`` (item order).
     """
 
     def __init__(self, root: str | Path, split: str | None = None, normalize: bool = False,
                  transform: Callable[[dict], dict] | None = None, num_points: int = 2048, seed: int = 0,
-                 tolerance: float = 0.02):
+                 tolerance: float = 0.02, min_points: int = 1):
         self.root = Path(root)
         if split is not None and split not in SPLITS:
             raise InputError(f"split must be None or one of {SPLITS}, got {split!r}")
-        if num_points < 1:
-            raise InputError(f"num_points must be >= 1, got {num_points}")
+        if num_points < 1 or min_points < 1:
+            raise InputError(f"num_points and min_points must be >= 1, got {num_points}, {min_points}")
         self.split, self.num_points, self.seed, self.tolerance = split, num_points, seed, tolerance
         self.normalize = Normalize() if normalize else None
         self.transform = transform
         self.category = self.class_id = self.root.resolve().name
 
-        models, self.keypoint_names = _read_keypoint_file(self.root)
-        self.num_keypoints = len(self.keypoint_names) if self.keypoint_names else \
-            1 + max(k.semantic_id for m in models for k in m.keypoints)
+        models, names = _read_keypoint_file(self.root)
+        self.semantic_ids = sorted({k.semantic_id for m in models for k in m.keypoints})
+        self.num_keypoints = len(self.semantic_ids)
+        self.keypoint_names = [names[i] for i in self.semantic_ids] if names else None
+        row = {semantic_id: k for k, semantic_id in enumerate(self.semantic_ids)}
         splits = _read_splits(self.root, [m.model_id for m in models], seed)
-        clouds = {m.model_id: _model_cloud(m, num_points, seed, tolerance) for m in models}  # checks every model
+        clouds = {m.model_id: _model_cloud(m, num_points, seed, tolerance, min_points)
+                  for m in models}  # checks every model
         chosen = models if split is None else [m for m in models if m.model_id in splits[split]]
+        if not chosen and len(models) < 3 and not (self.root / SPLIT_FILE).is_file():
+            raise ReadError(f"{self.root}: {len(models)} model(s) cannot be split into train, val and test; add "
+                            f"models (3 at least) or a {SPLIT_FILE}")
         if not chosen:
             raise ReadError(f"{self.root}: split {split!r} has no models")
         self.model_ids = [m.model_id for m in chosen]
         self.files = [m.file for m in chosen]
-        self._clouds, self._point_index = [], []
+        self._clouds, self._point_index, self._centers = [], [], []
         for model in chosen:
-            cloud, point_index = clouds[model.model_id]
-            self.add_cloud(cloud, [k.semantic_id for k in model.keypoints], point_index)
+            cloud, point_index, center = clouds[model.model_id]
+            self.add_cloud(cloud, [row[k.semantic_id] for k in model.keypoints], point_index, center)
 
     def __repr__(self) -> str:
         return (f"KeypointFolder(root={str(self.root)!r}, split={self.split!r}, models={len(self)}, "
@@ -140,7 +149,7 @@ def _read_keypoint_file(root: Path) -> tuple[list[_Model], list[str] | None]:
                         f"found {len(present)}")
     path = present[0]
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports) is no error
     except (OSError, UnicodeDecodeError) as err:
         raise ReadError(f"cannot read {path}: {err}") from err
     names = None
@@ -161,9 +170,9 @@ def _read_keypoint_file(root: Path) -> tuple[list[_Model], list[str] | None]:
         raise ReadError(f"{path} lists no models")
     seen: dict[str, str] = {}
     for model in models:
-        for key in (model.model_id, str(model.file)):
-            if key in seen:
-                raise ReadError(f"{model.where}: duplicate model {key!r} (also {seen[key]})")
+        for key, shown in ((model.model_id, model.model_id), (str(model.file.resolve()), str(model.file))):
+            if key in seen:  # files by their real path: clouds/../clouds/a.pcd and links are a.pcd
+                raise ReadError(f"{model.where}: duplicate model {shown!r} (also {seen[key]})")
             seen[key] = model.where
         ids = [k.semantic_id for k in model.keypoints]
         for k in model.keypoints:
@@ -192,6 +201,10 @@ def _json_model(entry, where: str, root: Path) -> _Model:
 def _csv_models(text: str, path: Path, root: Path) -> list[_Model]:
     rows = csv.DictReader(text.splitlines(), skipinitialspace=True)
     columns = set(rows.fieldnames or ())
+    partial = sorted({"x", "y", "z"} & columns)
+    if partial and len(partial) < 3 and "point_index" not in columns:
+        raise ReadError(f"{path}: the header has {', '.join(partial)} but not {', '.join(sorted({'x', 'y', 'z'} - columns))}"
+                        f"; give x, y and z, or point_index")
     if not {"file", "semantic_id"} <= columns or not ({"x", "y", "z"} <= columns or "point_index" in columns):
         raise ReadError(f"{path}: the header must name file, semantic_id and x, y, z or point_index; "
                         f"got {sorted(columns)}")
@@ -219,6 +232,8 @@ def _keypoint(where: str, semantic_id, xyz, point_index) -> _Keypoint:
     if (xyz is None) == (point_index is None):
         raise ReadError(f"{where}: give either xyz or point_index")
     if xyz is not None:
+        if not isinstance(xyz, (list, tuple)):  # a string of digits is not three numbers
+            raise ReadError(f"{where}: xyz must be three numbers, got {xyz!r}")
         try:
             xyz = tuple(float(v) for v in xyz)
         except (TypeError, ValueError):
@@ -251,8 +266,8 @@ def _read_splits(root: Path, model_ids: list[str], seed: int) -> dict[str, set[s
         return {"train": set(order[:num_train]), "val": set(order[num_train:num_train + num_val]),
                 "test": set(order[num_train + num_val:])}
     try:
-        document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReadError(f"cannot read {path}: {err}") from err
     if not isinstance(document, dict) or set(document) - set(SPLITS) or not all(
             isinstance(ids, list) for ids in document.values()):
@@ -269,24 +284,27 @@ def _read_splits(root: Path, model_ids: list[str], seed: int) -> dict[str, set[s
 
 
 # ---------------------------------------------------------------------------------------------- geometry
-def _model_cloud(model: _Model, num_points: int, seed: int, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(cloud (num_points, 3) float32, point index of each keypoint)`` of one model, cached by file version."""
+def _model_cloud(model: _Model, num_points: int, seed: int, tolerance: float,
+                 min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cloud (num_points, 3) float32 centred, point index of each keypoint, centre (3,) float64)`` of one
+    model, cached by file version."""
     try:
         stat = model.file.stat()
     except OSError as err:
         raise ReadError(f"{model.where}: model file {model.file} is missing ({err.strerror or err})") from err
-    return _model_cloud_cached(model, stat.st_size, stat.st_mtime_ns, num_points, seed, tolerance)
+    return _model_cloud_cached(model, stat.st_size, stat.st_mtime_ns, num_points, seed, tolerance, min_points)
 
 
 @functools.lru_cache(maxsize=4096)
-def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int, seed: int,
-                        tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int, seed: int, tolerance: float,
+                        min_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
-        vertices, faces = read_geometry(model.file)
+        vertices, faces = read_geometry(model.file, dtype=np.float64)
     except ReadError as err:
         raise ReadError(f"{model.where}: {err}") from None
-    vertices = vertices.astype(np.float64)
-    radius = np.linalg.norm(vertices - (vertices.min(0) + vertices.max(0)) / 2, axis=1).max()
+    _check_geometry(vertices, faces, min_points, model)
+    center = (vertices.min(0) + vertices.max(0)) / 2
+    radius = np.linalg.norm(vertices - center, axis=1).max()
     xyz = np.empty((len(model.keypoints), 3))
     for row, k in enumerate(model.keypoints):
         if k.xyz is None and not 0 <= k.point_index < len(vertices):
@@ -311,9 +329,25 @@ def _model_cloud_cached(model: _Model, size: int, mtime_ns: int, num_points: int
         nearest = knn_points(torch.from_numpy(xyz)[None], torch.from_numpy(vertices)[None], 1).index[0, :, 0].numpy()
         cloud, point_index = _resample(vertices, nearest, num_points, rng, model.where)
     order = rng.permutation(num_points)  # no fixed positions for keypoints
-    cloud = cloud[order].astype(np.float32)
+    cloud = (cloud[order] - center).astype(np.float32)  # centred in float64: no precision lost far from 0
     cloud.setflags(write=False)
-    return cloud, np.argsort(order)[point_index]
+    return cloud, np.argsort(order)[point_index], center
+
+
+def _check_geometry(vertices: np.ndarray, faces: np.ndarray | None, min_points: int, model: _Model) -> None:
+    """The checks ``predict`` makes of its input: enough points, not all at one place, a mesh with an area."""
+    if faces is None and len(vertices) < min_points:
+        raise ReadError(f"{model.where}: {model.file} has {len(vertices)} points; the model needs at least "
+                        f"{min_points} (knn_k + 1)")
+    if not np.ptp(vertices, axis=0).any():
+        raise ReadError(f"{model.where}: all points of {model.file} coincide")
+    if faces is not None:
+        import trimesh
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            area = trimesh.Trimesh(vertices, faces, process=False).area
+        if not (np.isfinite(area) and area > 0):
+            raise ReadError(f"{model.where}: cannot sample the surface of {model.file} (total area {area})")
 
 
 def _distance_to_surface(xyz: np.ndarray, vertices: np.ndarray, faces: np.ndarray | None) -> np.ndarray:

@@ -16,7 +16,8 @@ def dataset_from_config(config: TrainConfig, split: str | None, train: bool) -> 
     data = config.data
     augment = augmentation(config.augment) if train else None
     if data.folder is not None:
-        dataset = KeypointFolder(data.folder, split, normalize=True, transform=augment)
+        dataset = KeypointFolder(data.folder, split, normalize=True, transform=augment,
+                                 min_points=config.model.knn_k + 1)
     else:
         dataset = KeypointNet(data.root, data.category, split, normalize=True, transform=augment)
     if data.max_models is not None and data.max_models < len(dataset):

@@ -48,12 +48,19 @@ class KeypointClouds(Dataset):
     add each cloud with :meth:`add_cloud`; items are built here (format in :class:`KeypointNet`).
     """
 
-    def add_cloud(self, cloud: np.ndarray, semantic_ids, point_index) -> None:
-        """Append ``cloud (N, 3)`` whose keypoint ``semantic_ids[j]`` is its point ``point_index[j]``."""
+    def add_cloud(self, cloud: np.ndarray, semantic_ids, point_index, center: np.ndarray | None = None) -> None:
+        """Append ``cloud (N, 3)`` whose keypoint ``semantic_ids[j]`` is its point ``point_index[j]``; ``center``:
+        the float64 offset the cloud was moved by (its items' ``center``, else 0)."""
         index = np.full(self.num_keypoints, -1, dtype=np.int64)
         index[semantic_ids] = point_index
         self._clouds.append(cloud)
         self._point_index.append(index)
+        self._centers.append(torch.zeros(3) if center is None else torch.as_tensor(center, dtype=torch.float64))
+
+    def annotated(self, indices=None) -> np.ndarray:
+        """``(K,) bool``: which keypoints are annotated in at least one of the items ``indices`` (default: all)."""
+        rows = [self._point_index[i] for i in (range(len(self)) if indices is None else indices)]
+        return np.any(np.stack(rows) >= 0, axis=0) if rows else np.zeros(self.num_keypoints, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.model_ids)
@@ -67,7 +74,7 @@ class KeypointClouds(Dataset):
             "keypoints": keypoints_at(points, point_index, mask),
             "mask": mask,
             "point_index": point_index,
-            "center": torch.zeros(3),
+            "center": self._centers[i].clone(),
             "scale": torch.tensor(1.0),
             "model_id": self.model_ids[i],
             "class_id": self.class_id,
@@ -121,7 +128,7 @@ class KeypointNet(KeypointClouds):
         self.model_ids = list(models)
         self.symmetries = [models[m][3] for m in self.model_ids]
 
-        self._clouds, self._point_index = [], []
+        self._clouds, self._point_index, self._centers = [], [], []
         for model_id in tqdm(self.model_ids, desc=f"KeypointNet {self.category}", leave=False):
             cloud_file = self.root / "pcds" / self.class_id / f"{model_id}.pcd"
             cloud = _load_cloud(cloud_file)

@@ -7,6 +7,7 @@ corruption (bad header, missing ``x y z`` fields, wrong ``POINTS`` count, trunca
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,9 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
     faces = None
     if suffix in (".xyz", ".npy"):
         try:
-            array = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
+            with warnings.catch_warnings():  # an empty file: "holds no 3D points" below
+                warnings.simplefilter("ignore", UserWarning)
+                array = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
         except (OSError, ValueError) as err:
             raise ReadError(f"cannot read {path}: {err}") from err
         vertices = array[:, :3] if array.ndim == 2 and array.shape[1] >= 3 else np.zeros((0, 0))

@@ -23,6 +23,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from . import reference, rng
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
@@ -67,7 +68,7 @@ def available(device: torch.device) -> bool:
 def resolve(backend: str, device: torch.device) -> ModuleType | None:
     """The kernels (``forward``, ``backward``) of ``backend`` on ``device``; None for the reference."""
     if backend not in BACKENDS:
-        raise ValueError(f"fused backend must be one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"fused backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
         return None
     if backend == "auto":
@@ -76,11 +77,11 @@ def resolve(backend: str, device: torch.device) -> ModuleType | None:
         return _checked_triton(device) if device.type == "cuda" else None
     if backend == "cpu":
         if device.type != "cpu":
-            raise ValueError(f"fused backend 'cpu' needs CPU tensors, got {device}")
+            raise InputError(f"fused backend 'cpu' needs CPU tensors, got {device}")
         return _cpu()
     kernels = _triton()
     if kernels is None:
-        raise ValueError("fused backend 'triton' needs the triton package")
+        raise InputError("fused backend 'triton' needs the triton package")
     return kernels
 
 
