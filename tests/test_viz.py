@@ -305,7 +305,7 @@ def test_cli_model_flag_errors(tiny_runs, capsys):
     checkpoint = ["--checkpoint", str(runs["supervised"])]
     for argv, problem in [(["--map", "0"], "--map needs --checkpoint"),
                           ([*checkpoint, "--samples", "5"], "--samples needs --map"),
-                          ([*checkpoint, "--map", "0", "--samples", "0"], "--samples must be >= 1"),
+                          ([*checkpoint, "--map", "0", "--samples", "0"], "--samples must be in 1..100000, got 0"),
                           ([*checkpoint, "--keypoints", "k.json"], "either --keypoints or --checkpoint")]:
         assert cli.run(_viz_args(*source, *argv)) == 2
         assert problem in capsys.readouterr().err
