@@ -21,7 +21,8 @@ from .data.from_config import dataset_from_config, source_of
 from .errors import ConfigError, ReadError
 from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
 from .losses import KeypointLoss
-from .metrics.summary import CURVE_THRESHOLDS, keypoint_records, records_metrics
+from .metrics.pck import CURVE_THRESHOLDS
+from .metrics.summary import keypoint_records, records_metrics
 from .models import KeypointDetector
 from .report import gallery_items, metrics_markdown
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from ..errors import InputError
 
-__all__ = ["keypoint_distances", "mean_error", "pck", "pck_curve", "pck_from_distances"]
+__all__ = ["CURVE_THRESHOLDS", "keypoint_distances", "mean_error", "pck", "pck_curve", "pck_from_distances"]
+
+#: Thresholds of a PCK curve: KeypointNet's range, 0 to 0.1 in steps of 0.01.
+CURVE_THRESHOLDS = torch.linspace(0, 0.1, 11, dtype=torch.float64)
 
 Thresholds = float | Sequence[float] | torch.Tensor
 
@@ -46,8 +50,8 @@ def pck(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, thresholds
 
 def pck_curve(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
               thresholds: Thresholds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(thresholds (T,), pck (T,))``, by default at ``torch.linspace(0, 0.1, 11)``, KeypointNet's range."""
-    thresholds = as_thresholds(torch.linspace(0, 0.1, 11) if thresholds is None else thresholds, pred.device)
+    """``(thresholds (T,), pck (T,))``, by default at :data:`CURVE_THRESHOLDS`, KeypointNet's range."""
+    thresholds = as_thresholds(CURVE_THRESHOLDS.float() if thresholds is None else thresholds, pred.device)
     return thresholds, pck(pred, target, mask, thresholds)
 
 

@@ -17,12 +17,9 @@ from torch import Tensor
 
 from .calibration import brier_score, calibration_correlation, expected_calibration_error
 from .geodesic import OFFICIAL_GRAPH_K, cloud_geodesics, snap_to_points
+from .pck import CURVE_THRESHOLDS
 
-__all__ = ["CURVE_THRESHOLDS", "OFFICIAL_GRAPH_K", "is_correct", "keypoint_metrics", "keypoint_records",
-           "records_metrics"]
-
-#: Thresholds of the PCK curve (KeypointNet's range), dataset units.
-CURVE_THRESHOLDS = torch.linspace(0, 0.1, 11, dtype=torch.float64)
+__all__ = ["is_correct", "keypoint_metrics", "keypoint_records", "records_metrics"]
 
 
 def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL_GRAPH_K) -> dict[str, Tensor]:
