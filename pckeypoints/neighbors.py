@@ -25,9 +25,9 @@ from .errors import PCKeypointsError
 
 __all__ = ["Neighbors", "knn_points"]
 
-#: CPU searches with more query-point pairs than this (over the batch) use a k-d tree. At N = Q = 2048, k = 9,
-#: 1 thread, it takes 3.6 ms a cloud against 7.7 ms brute force, but importing SciPy's spatial module takes
-#: ~0.15 s: the tree pays from a few clouds on (a training batch), not for one cloud (``predict``, ``viz``).
+#: CPU searches with more query-point pairs than this (over the batch) use a k-d tree: the tree is faster per
+#: cloud than brute force, but importing SciPy's spatial module costs more than one cloud's search, so it pays
+#: from a few clouds on (a training batch), not for one cloud (``predict``, ``viz``).
 KDTREE_ENTRIES = 1 << 24
 #: Query-point pairs per ``torch.cdist`` chunk of the brute-force search in other dimensions.
 CDIST_ENTRIES = 1 << 18

@@ -49,7 +49,7 @@ def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...]
 
     Each build lives in a folder named by a hash of the source folders' files, the flags, torch and Python,
     so a built extension loads directly, without importing ``torch.utils.cpp_extension`` (and setuptools)
-    or running ninja: ~0.1 s off every process that uses it.
+    or running ninja in every process that uses it.
     """
     include = sorted({str(path.parent) for path in sources})
     flags = {"cxx": _FLAGS["cxx"] + list(cflags), "nvcc": _FLAGS["nvcc"]}
@@ -122,7 +122,7 @@ def use_reference(backend: str | None, device: torch.device) -> bool:
     return resolve(backend, device) is None
 
 
-# What @torch.compiler.assume_constant_result does, without importing torch._dynamo (1.2 s) with
+# What @torch.compiler.assume_constant_result does, without importing torch._dynamo (seconds) with
 # pointnet2: eager users never need it (tests/test_pointnet2_ops.py checks the two agree).
 use_reference._dynamo_marked_constant = True
 

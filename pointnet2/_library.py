@@ -125,7 +125,7 @@ interpolate.register_autograd(_interpolate_backward, setup_context=_interpolate_
 def call(name: str, *args):
     """Run op ``name`` (``torch.ops.pointnet2.<name>``) on ``args``: through the dispatcher while compiling or
     when a gradient is needed, else the extension directly, as inference needs neither, and a custom op's
-    first call imports torch._dynamo (~1.2 s)."""
+    first call imports torch._dynamo (seconds of start-up; experiments/bench_viz.md)."""
     needs_grad = torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
     if torch.compiler.is_compiling() or needs_grad:
         return getattr(torch.ops.pointnet2, name)(*args)

@@ -158,8 +158,8 @@ def _flag_error(args) -> str | None:
 @contextlib.contextmanager
 def _without_notebook_support():
     """Hide IPython while Open3D loads in a command-line process: Open3D imports Dash (for ``draw_plotly``),
-    whose Jupyter support imports IPython and ipykernel when they are installed (0.2-0.4 s of a 0.75-0.9 s
-    import, ``experiments/bench_viz.py``), and a command line has no notebook. Does nothing where IPython is
+    whose Jupyter support imports IPython and ipykernel when they are installed (a third to half of the import,
+    ``experiments/bench_viz.md``), and a command line has no notebook. Does nothing where IPython is
     already loaded."""
     if "IPython" in sys.modules:
         yield

@@ -2,9 +2,9 @@
 
 Without a display the hidden window is an EGL offscreen context (on a machine without a GPU, Mesa's
 llvmpipe: Debian's libegl1 and libgl1-mesa-dri); with one, a hidden GLFW window. Lighting is off, so
-every pixel has exactly its geometry's colour. A render takes about 0.1 s, context included, where
-``rendering.OffscreenRenderer`` first spends seconds starting its Filament engine on Vulkan
-(``experiments/bench_viz.py``). Where no context can be created, rendering raises a clear
+every pixel has exactly its geometry's colour. A render takes a fraction of a second, context included,
+where ``rendering.OffscreenRenderer`` first spends seconds starting its Filament engine on Vulkan
+(``experiments/bench_viz.md``). Where no context can be created, rendering raises a clear
 ``RuntimeError`` (Open3D then fails cleanly instead of crashing).
 """
 from __future__ import annotations

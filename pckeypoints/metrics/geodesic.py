@@ -34,7 +34,7 @@ def knn_distance_graph(points: torch.Tensor | np.ndarray, k: int = OFFICIAL_GRAP
     Use with ``directed=False`` in ``scipy.sparse.csgraph`` to get the symmetric graph; zero-length edges between
     duplicate points are kept as explicit zeros, which csgraph treats as edges.
     """
-    import scipy.sparse  # here, not at import: SciPy's sparse module takes ~0.2 s to load
+    import scipy.sparse  # here, not at import: SciPy's sparse module is slow to load
 
     points = _as_cloud(points)
     n = len(points)
