@@ -112,16 +112,18 @@ def train(model: nn.Module, data: dict[str, Tensor], steps: int, lr: float = 3e-
     return errors
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="dgcnn")
+def main(argv: list[str] | None = None, models: dict | None = None, description: str = __doc__) -> None:
+    """Train one of ``models`` (name -> class of ``num_keypoints``; default :data:`MODELS`) on the bathtubs."""
+    models = models or MODELS
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(models), default=next(iter(models)))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--clouds", type=int, default=8)
     parser.add_argument("--points", type=int, default=1024)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     data = bathtubs(num_clouds=args.clouds, num_points=args.points)
-    model = MODELS[args.model](data["keypoints"].shape[1])
+    model = models[args.model](data["keypoints"].shape[1])
     errors = train(model, data, args.steps)
     print(f"{args.model}: mean L1 keypoint error {errors[0]:.3f} -> {errors[-1]:.3f} after {args.steps} steps")
 

@@ -10,8 +10,6 @@ torch-cluster is needed.
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MLP, PointNetConv, global_max_pool
@@ -19,6 +17,7 @@ from torch_geometric.nn import MLP, PointNetConv, global_max_pool
 import pckeypoints as pk
 from pckeypoints.pyg_ops import fps, knn_interpolate, radius
 from pyg_backbones import bathtubs, train
+from pyg_backbones import main as run_example
 
 
 class SAModule(nn.Module):
@@ -89,15 +88,7 @@ class PointNet2Keypoints(nn.Module):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--clouds", type=int, default=8)
-    parser.add_argument("--points", type=int, default=1024)
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    data = bathtubs(num_clouds=args.clouds, num_points=args.points)
-    errors = train(PointNet2Keypoints(data["keypoints"].shape[1]), data, args.steps)
-    print(f"pointnet2: mean L1 keypoint error {errors[0]:.3f} -> {errors[-1]:.3f} after {args.steps} steps")
+    run_example(argv, {"pointnet2": PointNet2Keypoints}, __doc__)
 
 
 if __name__ == "__main__":
