@@ -206,11 +206,13 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
                                      max_models=max_models, readout=readout)
     except OSError as err:
         raise write_error(out_dir, err, "the report into") from None
+    from .tasks import get_task
+
     config = result.config
-    print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split:")
-    for name, value in result.metrics.items():
-        print(f"  {name:>16s}  {value:.4f}")
-    print(f"report: {out_dir}")
+    print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split, "
+          f"{result.num_models} models:")
+    print(get_task(config.mode).summary(result.metrics, config))
+    print(f"report: {out_dir} (every metric in metrics.md)")
     return result.metrics
 
 
