@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .config import TrainConfig
 from .data.from_config import dataset_from_config, source_of
 from .errors import ConfigError
-from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
+from .evaluation import THRESHOLD, collect_readouts, evaluate_model, predict_keypoints
 from .losses import KeypointLoss
 from .metrics.summary import COARSE_THRESHOLD, CURVE_THRESHOLDS, keypoint_records, records_metrics
 from .models import KeypointDetector
@@ -64,10 +64,9 @@ class SupervisedTask:
         ``pck_curve.png``, ``calibration.png`` and ``gallery.png`` (the first 8 clouds)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        predictions = collect_readouts(model, loader)
-        records = keypoint_records(predictions)
         readout = config.eval.readout
-        metrics = records_metrics(records, readout)
+        result = evaluate_model(model, loader, readout)
+        predictions, records, metrics = result.predictions, result.records, result.metrics
         title = f"{config.data.label} {config.loss.method}"
         torch.save({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
