@@ -1,4 +1,4 @@
-"""Command line: ``pckeypoints train | eval | predict | viz`` (also ``python -m pckeypoints``).
+"""Command line: ``pckeypoints train | eval | predict | export | viz`` (also ``python -m pckeypoints``).
 
 - ``train [--config FILE.toml] [--FIELD VALUE ...] [--resume RUN]``: every :class:`TrainConfig` field
   is a flag (``--num-samples 30`` sets ``[loss] num_samples``); flags override the file. Ends by evaluating
@@ -9,6 +9,7 @@
   ``predict RUN_OR_CKPT FILE... | DIR [-o OUT_DIR]``: of many, with one model load (JSON lines on stdout, or
   ``OUT_DIR/NAME.json``); an input that cannot be read is skipped with a line naming it, and the command ends
   with status 1.
+- ``export RUN_OR_CKPT -o model.pt2``: the detector as a ``torch.export`` program that ``predict`` takes.
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the run's)")
 
     predict = commands.add_parser("predict", help="predict keypoints of point cloud or mesh files")
-    predict.add_argument("checkpoint", help="run folder or checkpoint file")
+    predict.add_argument("checkpoint", help="run folder, checkpoint file or exported program (.pt2)")
     predict.add_argument("files", nargs="+", metavar="FILE",
                          help=".pcd, .ply, .obj, ... files, or folders of them (meshes are sampled uniformly on the "
                          "surface); several inputs print one JSON line each, with its \"file\"")
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--readout", help="keypoint estimate from each map: expectation, snapped, top or mode "
                          "(default: the run's)")
+
+    export = commands.add_parser("export", help="write a detector as a torch.export program (.pt2) for predict")
+    export.add_argument("checkpoint", help="run folder or checkpoint file of a supervised run")
+    export.add_argument("-o", "--output", required=True, help="program file, e.g. model.pt2")
+    export.add_argument("--max-points", type=positive_int, default=4096, help="largest cloud the program takes")
 
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
     try:
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if handled else None
     try:
-        return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
+        commands = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "viz": _viz}
+        return commands[args.command](args)
     except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
             raise
@@ -247,7 +254,14 @@ def _predict(args) -> int:
     if output is not None:
         _check_predict_output(output, inputs, single)
     device = resolve_device(args.device)
-    task, model, config, _ = load_checkpoint(args.checkpoint)
+    if Path(args.checkpoint).suffix == ".pt2":
+        from .exported import load_program
+
+        task, model, config = load_program(args.checkpoint)
+        if args.num_points > model.max_points:
+            raise UsageError(f"{args.checkpoint} takes up to {model.max_points} points; lower --num-points")
+    else:
+        task, model, config, _ = load_checkpoint(args.checkpoint)
     if args.readout is not None:
         config = config.replace(readout=args.readout)
     model = model.to(device)
@@ -330,6 +344,13 @@ def _write_prediction(result: dict, output: Path | None, quiet: bool = False) ->
         raise write_error(output, err, "prediction") from None
     if not quiet:
         print(f"{len(result['keypoints'])} keypoints -> {output}")
+
+
+def _export(args) -> int:
+    from .exported import export_program
+
+    print(f"program -> {export_program(args.checkpoint, args.output, args.max_points)}")
+    return 0
 
 
 def _viz(args) -> int:
