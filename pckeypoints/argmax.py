@@ -190,7 +190,8 @@ def sampling_argmax(
         if logits.dtype not in fused.DTYPES:
             raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
                                    "use sampler='gaussian'")
-        if basis.dim > fused.MAX_DIM or not fused.available(logits.device):
+        # under torch.compile the custom op finds the kernel when it runs (a build is no graph)
+        if basis.dim > fused.MAX_DIM or not (torch.compiler.is_compiling() or fused.available(logits.device)):
             raise PCKeypointsError(
                 f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
                 "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'"
