@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a detector as a torch.export program (.pt2) for predict")
     export.add_argument("checkpoint", help="run folder or checkpoint file of a supervised run")
     export.add_argument("-o", "--output", required=True, help="program file, e.g. model.pt2")
-    export.add_argument("--max-points", type=positive_int, default=4096, help="largest cloud the program takes")
+    export.add_argument("--max-points", type=positive_int, help="largest cloud the program takes "
+                        "(default: pckeypoints.exported.MAX_POINTS)")
 
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
     try:
@@ -349,7 +350,8 @@ def _write_prediction(result: dict, output: Path | None, quiet: bool = False) ->
 def _export(args) -> int:
     from .exported import export_program
 
-    print(f"program -> {export_program(args.checkpoint, args.output, args.max_points)}")
+    limit = {} if args.max_points is None else {"max_points": args.max_points}
+    print(f"program -> {export_program(args.checkpoint, args.output, **limit)}")
     return 0
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .basis import PointBasis
-from .config import TrainConfig
+from .config import EvalConfig, TrainConfig
 from .data import transforms
 from .errors import InputError
 from .head import KeypointMaps, RaggedKeypointMaps
@@ -47,7 +47,7 @@ class ModelEvaluation:
     predictions: dict
 
 
-def evaluate_model(model: Callable, data, readout: str = "snapped", batch_size: int = 8,
+def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, batch_size: int = 8,
                    progress: bool = False) -> ModelEvaluation:
     """The metrics and records of ``pckeypoints eval`` for any keypoint model, in the dataset's units.
 
@@ -60,7 +60,8 @@ def evaluate_model(model: Callable, data, readout: str = "snapped", batch_size: 
             (:class:`~pckeypoints.data.pyg.PyGKeypoints`), or such a dataset (batched by ``batch_size``).
             Items carry ``center`` and ``scale``: predictions and targets are mapped back to the dataset's
             own coordinates, where the PCK thresholds (KeypointNet's 0.01) are defined.
-        readout: the headline readout of the ``pck@t`` curve and ``mean_error`` (every readout is scored).
+        readout: the headline readout of the ``pck@t`` curve and ``mean_error`` (every readout is scored;
+            default: the config's ``eval.readout``).
     """
     predictions = collect_readouts(model, _loader(data, batch_size), progress=progress)
     records = keypoint_records(predictions)
