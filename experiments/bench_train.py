@@ -1,13 +1,14 @@
 """Training-step speed and peak memory of a KeypointDetector: soft- vs sampling-argmax, eager vs compiled.
 
-    python experiments/bench_train.py [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--out DIR]
+    python experiments/bench_train.py [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--tag T] [--out DIR]
 
 One step = forward, KeypointLoss, backward, AdamW, on B clouds of N points with K keypoints (random
 data: the cost does not depend on the values). Rows: soft-argmax, then sampling-argmax with Ns in
 1/10/30 for each sampler; with --compile the same again with the detector under torch.compile
-(inductor). Times are the best of the repeats (the least disturbed step on a shared machine);
-ratios are to the soft-argmax step of the same mode, measured in the same run. Writes
-experiments/results/bench_train_<device>.{json,md}.
+(inductor, mode "compiled"), and with detector and loss compiled as one graph (``fullgraph=True``, mode
+"fullgraph"; a loss whose sampler breaks the graph is left out and named). Times are the best of the repeats (the least disturbed step on a shared machine);
+ratios are to the soft-argmax step of the same mode, measured in the same run (column "x eager": to the
+same loss's eager step). Writes experiments/results/bench_train_<device>[_<tag>].{json,md}.
 Target: sampling-argmax at Ns = 30 within 1.15x the soft-argmax step.
 """
 from __future__ import annotations
@@ -26,7 +27,9 @@ def main() -> None:
     add_problem_arguments(p, batch=16)
     p.add_argument("--width", type=float, default=0.25, help="backbone width (1 on a GPU)")
     p.add_argument("--samplers", default="naive,gaussian,fused")
-    p.add_argument("--compile", action="store_true", help="also time the detector under torch.compile")
+    p.add_argument("--compile", action="store_true", help="also time the detector, and detector + loss in one "
+                   "graph, under torch.compile")
+    p.add_argument("--tag", help="suffix of the results' file name")
     args = p.parse_args()
     dev, (b, n, k) = args.device, (args.batch, args.points, args.keypoints)
     torch.manual_seed(0)
@@ -39,29 +42,38 @@ def main() -> None:
     for sampler in args.samplers.split(","):
         losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
                    for ns in (1, 10, 30)]
-    modes = [("eager", model)] + ([("compiled", torch.compile(model))] if args.compile else [])
+    compiled = torch.compile(model)
+    modes = {"eager": lambda loss_fn: lambda: loss_fn(model(points), target, mask),
+             "compiled": lambda loss_fn: lambda: loss_fn(compiled(points), target, mask),
+             "fullgraph": lambda loss_fn: torch.compile(lambda: loss_fn(model(points), target, mask), fullgraph=True)}
     repeat = 3 if args.quick else 7
-    rows = []
-    for mode, net in modes:
+    rows, eager_ms = [], {}
+    for mode in list(modes)[:3 if args.compile else 1]:
         base = None
         for method, sampler, ns, loss_fn in losses:
+            forward = modes[mode](loss_fn)
 
             def step():
                 opt.zero_grad(set_to_none=True)
-                maps = net(points)
-                loss_fn(maps, target, mask, tau=0.5).backward()
+                forward().backward()
                 opt.step()
 
-            ms = best_time(step, dev, repeat, 2 if mode == "compiled" else 1, args.clock)
+            try:
+                ms = best_time(step, dev, repeat, 1 if mode == "eager" else 2, args.clock)
+            except torch._dynamo.exc.Unsupported as err:  # the graph breaks (fullgraph=True)
+                print(f"{mode} {method} {sampler}: not one graph ({str(err).splitlines()[0][:120]})", flush=True)
+                continue
             row = {"mode": mode, "method": method, "sampler": sampler, "Ns": ns or "-", "ms/step": ms,
                    "steps/s": 1e3 / ms, "peak MiB": peak_bytes(step, dev) / 2**20}
             base = base or row
             row["time x soft"], row["memory x soft"] = ms / base["ms/step"], row["peak MiB"] / base["peak MiB"]
+            row["x eager"] = ms / eager_ms.setdefault((method, sampler, ns), ms)
             rows.append(row)
             print(row, flush=True)
     config = {"B": b, "N": n, "K": k, "width": args.width, "optimizer": "AdamW", "tau": 0.5, "repeat": repeat,
               "clock": args.clock}
-    write_results(f"bench_train_{dev.split(':')[0]}", rows, config, args.out)
+    name = f"bench_train_{dev.split(':')[0]}" + (f"_{args.tag}" if args.tag else "")
+    write_results(name, rows, config, args.out)
 
 
 if __name__ == "__main__":

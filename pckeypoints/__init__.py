@@ -35,7 +35,7 @@ _LAZY = {
     "pck": "metrics", "pck_curve": "metrics", "mean_error": "metrics", "geodesic_pck": "metrics",
     "dual_alignment_score": "metrics", "keypoint_miou": "metrics", "calibration_correlation": "metrics",
     "KeypointDetector": "models", "SkeletonAutoencoder": "models.autoencoder",
-    "KeypointNet": "data", "collate_keypoints": "data",
+    "KeypointNet": "data", "collate_keypoints": "data", "evaluate_model": "evaluation",
 }
 
 __all__ = [

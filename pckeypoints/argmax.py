@@ -208,7 +208,9 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
     if sampler == "fused" and logits.dtype not in fused.DTYPES:
         raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
                                "use sampler='gaussian'")
-    if sampler == "fused" and (basis.dim > fused.MAX_DIM or not fused.available(logits.device)):
+    # under torch.compile the custom op finds the kernel when it runs (a build is no graph)
+    if sampler == "fused" and (basis.dim > fused.MAX_DIM
+                               or not (torch.compiler.is_compiling() or fused.available(logits.device))):
         raise PCKeypointsError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
                                "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'")
     return sampler

@@ -1,11 +1,15 @@
-"""Command line: ``pckeypoints train | eval | predict | viz`` (also ``python -m pckeypoints``).
+"""Command line: ``pckeypoints train | eval | predict | export | viz`` (also ``python -m pckeypoints``).
 
 - ``train [--config FILE.toml] [--FIELD VALUE ...] [--resume RUN]``: every :class:`TrainConfig` field
   is a flag (``--num-samples 30`` sets ``[loss] num_samples``); flags override the file. Ends by evaluating
   the best checkpoint on the test split (``--no-test`` skips it). Multi-GPU/multi-node: ``torchrun --nproc-per-node 2 -m
   pckeypoints train ...``.
 - ``eval RUN_OR_CKPT [--split test] [--out DIR]``: metrics tables (markdown + JSON) and figures.
-- ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file.
+- ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file;
+  ``predict RUN_OR_CKPT FILE... | DIR [-o OUT_DIR]``: of many, with one model load (JSON lines on stdout, or
+  ``OUT_DIR/NAME.json``); an input that cannot be read is skipped with a line naming it, and the command ends
+  with status 1.
+- ``export RUN_OR_CKPT -o model.pt2``: the detector as a ``torch.export`` program that ``predict`` takes.
 - ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
@@ -69,16 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--readout", help="headline keypoint estimate: expectation, snapped, top or mode "
                           "(default: the run's)")
 
-    predict = commands.add_parser("predict", help="predict keypoints of a point cloud or mesh file")
-    predict.add_argument("checkpoint", help="run folder or checkpoint file")
-    predict.add_argument("file", help=".pcd, .ply, .obj, ... (meshes are sampled uniformly on the surface)")
-    predict.add_argument("-o", "--output", help="JSON output (default: print to stdout)")
+    predict = commands.add_parser("predict", help="predict keypoints of point cloud or mesh files")
+    predict.add_argument("checkpoint", help="run folder, checkpoint file or exported program (.pt2)")
+    predict.add_argument("files", nargs="+", metavar="FILE",
+                         help=".pcd, .ply, .obj, ... files, or folders of them (meshes are sampled uniformly on the "
+                         "surface); several inputs print one JSON line each, with its \"file\"")
+    predict.add_argument("-o", "--output", help="one input: a JSON file (default: print to stdout); several: a "
+                         "folder that gets one NAME.json per input")
+    predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                         help="progress bar (on stderr) for several inputs")
     predict.add_argument("--num-points", type=bounded_int(MAX_POINTS), default=2048,
                          help=f"points sampled from a mesh; bigger clouds are subsampled to this many (at most "
                               f"{MAX_POINTS})")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--readout", help="keypoint estimate from each map: expectation, snapped, top or mode "
                          "(default: the run's)")
+
+    export = commands.add_parser("export", help="write a detector as a torch.export program (.pt2) for predict")
+    export.add_argument("checkpoint", help="run folder or checkpoint file of a supervised run")
+    export.add_argument("-o", "--output", required=True, help="program file, e.g. model.pt2")
+    export.add_argument("--max-points", type=positive_int, help="largest cloud the program takes "
+                        "(default: pckeypoints.exported.MAX_POINTS)")
 
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
     try:
@@ -95,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if handled else None
     try:
-        return {"train": _train, "eval": _eval, "predict": _predict, "viz": _viz}[args.command](args)
+        commands = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "viz": _viz}
+        return commands[args.command](args)
     except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"pckeypoints {args.command}: error: {message}", file=sys.stderr)
+        print(f"pckeypoints {args.command}: error: {_first_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the cleanup has run on the way up
         if args.debug:
@@ -124,6 +139,10 @@ def run() -> None:
         signal.signal(code - 128, signal.SIG_DFL)
         os.kill(os.getpid(), code - 128)
     sys.exit(code)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 class _Terminated(KeyboardInterrupt):
@@ -213,11 +232,13 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
                                      max_models=max_models, readout=readout)
     except OSError as err:
         raise write_error(out_dir, err, "the report into") from None
+    from .tasks import get_task
+
     config = result.config
-    print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split:")
-    for name, value in result.metrics.items():
-        print(f"  {name:>16s}  {value:.4f}")
-    print(f"report: {out_dir}")
+    print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split, "
+          f"{result.num_models} models:")
+    print(get_task(config.mode).summary(result.metrics, config))
+    print(f"report: {out_dir} (every metric in metrics.md)")
     return result.metrics
 
 
@@ -241,31 +262,116 @@ def _check_writable(folder: Path) -> None:
 
 
 def _predict(args) -> int:
-    import numpy as np
+    from tqdm.auto import tqdm
 
     from .checkpoint import load_checkpoint
-    from .data import read_points
-    from .data.transforms import subsample_cloud
     from .devices import resolve_device
 
+    single = len(args.files) == 1 and not Path(args.files[0]).is_dir()
+    inputs = [Path(args.files[0])] if single else _point_files(args.files)
     output = Path(args.output) if args.output else None
-    if output is not None and output.is_dir():
-        raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
-    if output is not None and output.exists() and output.resolve() == Path(args.file).resolve():
-        raise PCKeypointsError(f"-o {output} is the input file; give another file name")
+    if output is not None:
+        _check_predict_output(output, inputs, single)
     device = resolve_device(args.device)
-    task, model, config, _ = load_checkpoint(args.checkpoint)
+    if Path(args.checkpoint).suffix == ".pt2":
+        from .exported import load_program
+
+        task, model, config = load_program(args.checkpoint)
+        if args.num_points > model.max_points:
+            raise UsageError(f"{args.checkpoint} takes up to {model.max_points} points; lower --num-points")
+    else:
+        task, model, config, _ = load_checkpoint(args.checkpoint)
     if args.readout is not None:
         config = config.replace(readout=args.readout)
-    points = subsample_cloud(read_points(args.file, num_points=args.num_points, dtype=np.float64), args.num_points)
-    result = task.predict(model.to(device), points, config)
-    text = json.dumps(result, indent=2)
+    model = model.to(device)
+    if single:
+        result = _predict_file(task, model, config, inputs[0], args.num_points)
+        _write_prediction(result, output)
+        return 0
+    failed = []
+    for path in tqdm(inputs, desc="predict", unit="cloud", file=sys.stderr, disable=not args.progress):
+        try:
+            result = _predict_file(task, model, config, path, args.num_points)
+        except (PCKeypointsError, OSError) as err:  # a bad input is skipped; a bug still stops with its traceback
+            failed.append(path)
+            tqdm.write(f"pckeypoints predict: skipped {path}: {_first_line(err)}", file=sys.stderr)
+            continue
+        if output is None:
+            print(json.dumps({"file": str(path), **result}), flush=True)
+        else:
+            _write_prediction({"file": str(path), **result}, output / f"{path.stem}.json", quiet=True)
     if output is not None:
+        print(f"{len(inputs) - len(failed)} predictions -> {output}")
+    if failed:
+        raise PCKeypointsError(f"{len(failed)} of {len(inputs)} inputs failed, first {failed[0]} (see above)")
+    return 0
+
+
+def _point_files(names: list[str]) -> list[Path]:
+    """The inputs of ``predict``: each file as given, each folder as its point cloud and mesh files (sorted,
+    not recursive)."""
+    from .data.pcd import POINT_FILE_SUFFIXES
+
+    inputs = []
+    for name in map(Path, names):
+        if not name.is_dir():
+            inputs.append(name)
+            continue
+        found = sorted(p for p in name.iterdir() if p.is_file() and p.suffix.lower() in POINT_FILE_SUFFIXES)
+        if not found:
+            suffixes = ", ".join(sorted(POINT_FILE_SUFFIXES))
+            raise UsageError(f"folder {name} has no point cloud or mesh files ({suffixes})")
+        inputs += found
+    return inputs
+
+
+def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> None:
+    """Raise a one-line error, before the model loads, for a ``-o`` that cannot take the predictions."""
+    if single:
+        if output.is_dir():
+            raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
+        if output.exists() and output.resolve() == inputs[0].resolve():
+            raise PCKeypointsError(f"-o {output} is the input file; give another file name")
+        return
+    if output.exists() and not output.is_dir():
+        raise PCKeypointsError(f"-o {output} is a file; several inputs need a folder (one NAME.json per input)")
+    stems: dict[str, Path] = {}
+    for path in inputs:
+        if stems.setdefault(path.stem, path) != path:
+            raise UsageError(f"{stems[path.stem]} and {path} would both be written to {output / (path.stem + '.json')}")
+    _check_writable(output)
+
+
+def _predict_file(task, model, config: TrainConfig, path: Path, num_points: int) -> dict:
+    import numpy as np
+
+    from .data import read_points
+    from .data.transforms import subsample_cloud
+
+    points = subsample_cloud(read_points(path, num_points=num_points, dtype=np.float64), num_points)
+    return task.predict(model, points, config)
+
+
+def _write_prediction(result: dict, output: Path | None, quiet: bool = False) -> None:
+    """``result`` as indented JSON into ``output`` (its folder created), or on stdout when ``output`` is None."""
+    text = json.dumps(result, indent=2)
+    if output is None:
+        print(text)
+        return
+    try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
+    except OSError as err:
+        raise write_error(output, err, "prediction") from None
+    if not quiet:
         print(f"{len(result['keypoints'])} keypoints -> {output}")
-    else:
-        print(text)
+
+
+def _export(args) -> int:
+    from .exported import export_program
+
+    limit = {} if args.max_points is None else {"max_points": args.max_points}
+    print(f"program -> {export_program(args.checkpoint, args.output, **limit)}")
     return 0
 
 

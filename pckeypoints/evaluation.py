@@ -1,6 +1,7 @@
 """Inference: a keypoint model on one cloud or over a dataset, in the dataset's own units.
 
-:func:`collect_readouts` gathers, for each cloud and keypoint, the estimate of every
+:func:`evaluate_model` scores any model (this project's or a PyG one) on a dataset as ``pckeypoints eval``
+does. :func:`collect_readouts` gathers, for each cloud and keypoint, the estimate of every
 :mod:`~pckeypoints.readouts` readout, the map's peak probability, and for every readout the mixture's own
 probability that the target lies within the PCK radius of it
 (:func:`~pckeypoints.metrics.within_radius_probability`); :mod:`pckeypoints.metrics.summary` turns that
@@ -8,64 +9,149 @@ into numbers. :func:`predict_keypoints` does the same for one cloud of any size 
 """
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .basis import PointBasis
+from .config import EvalConfig, TrainConfig
 from .data import transforms
-from .head import KeypointMaps
+from .errors import InputError
+from .head import KeypointMaps, RaggedKeypointMaps
 from .metrics.calibration import within_radius_probability
 from .metrics.geodesic import snap_to_points
+from .metrics.summary import keypoint_records, records_metrics
 from .readouts import READOUTS, read_out
 from .validation import check_cloud
-from .errors import InputError
+
+__all__ = ["THRESHOLD", "ModelEvaluation", "collect_predictions", "collect_readouts", "evaluate_model",
+           "predict_keypoints", "run_on_cloud"]
 
 #: The PCK threshold of the tables, in dataset units (KeypointNet's PCK@0.01).
 THRESHOLD = 0.01
 
 
+@dataclass
+class ModelEvaluation:
+    """What :func:`evaluate_model` measured: ``metrics`` (:func:`~pckeypoints.metrics.summary.records_metrics`),
+    per-keypoint ``records`` (:func:`~pckeypoints.metrics.summary.keypoint_records`) and the ``predictions`` of
+    :func:`collect_readouts` they came from, all in the dataset's units."""
+
+    metrics: dict[str, float]
+    records: dict[str, Tensor]
+    predictions: dict
+
+
+def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, batch_size: int = 8,
+                   progress: bool = False) -> ModelEvaluation:
+    """The metrics and records of ``pckeypoints eval`` for any keypoint model, in the dataset's units.
+
+    Args:
+        model: called as ``model(points (B, N, 3))`` on dense batches and ``model(pos (ΣN, 3), batch (ΣN,))``
+            on PyG batches; returns :class:`~pckeypoints.head.KeypointMaps`, :class:`~pckeypoints.head.
+            RaggedKeypointMaps`, an object with such ``maps``, or ``(logits (B, K, N), basis)``. Wrap other
+            signatures: ``lambda pos, batch: net(None, pos, batch)``. An ``nn.Module`` is put in eval mode.
+        data: a loader of dict batches (:func:`~pckeypoints.data.collate_keypoints`) or of PyG batches
+            (:class:`~pckeypoints.data.pyg.PyGKeypoints`), or such a dataset (batched by ``batch_size``).
+            Items carry ``center`` and ``scale``: predictions and targets are mapped back to the dataset's
+            own coordinates, where the PCK thresholds (KeypointNet's 0.01) are defined.
+        readout: the headline readout of the ``pck@t`` curve and ``mean_error`` (every readout is scored;
+            default: the config's ``eval.readout``).
+    """
+    predictions = collect_readouts(model, _loader(data, batch_size), progress=progress)
+    records = keypoint_records(predictions)
+    return ModelEvaluation(records_metrics(records, readout), records, predictions)
+
+
 @torch.no_grad()
-def collect_readouts(model: nn.Module, loader: DataLoader, readouts: tuple[str, ...] = READOUTS,
+def collect_readouts(model: Callable, loader, readouts: tuple[str, ...] = READOUTS,
                      threshold: float = THRESHOLD, progress: bool = False) -> dict:
-    """Run ``model`` over ``loader``: a detector returning :class:`~pckeypoints.head.KeypointMaps`, or a
-    model whose output has such ``maps``.
+    """Run ``model`` over ``loader`` (both as in :func:`evaluate_model`).
 
     Returns a dict, everything on the CPU and in the dataset's original coordinates:
     ``pred`` ``{readout: (M, K, 3)}``, ``within`` ``{readout: (M, K)}`` P(target within ``threshold`` of
     that estimate) under the map's mixture, ``peak (M, K)`` max π, ``target (M, K, 3)``, ``mask (M, K)``,
-    ``points (M, N, 3)``, ``point_index (M, K)`` and ``model_id`` (M strings).
+    ``points (M, N, 3)`` (a list of ``(N_i, 3)`` where the clouds differ in size), ``point_index (M, K)`` and
+    ``model_id`` (M strings).
     """
-    model.eval()
-    device = next(model.parameters()).device
-    parts: dict[str, list] = {k: [] for k in ("peak", "target", "mask", "points", "point_index")}
+    device = None  # a plain callable gets the batches where the loader puts them
+    if isinstance(model, nn.Module):
+        device = next(model.eval().parameters(), torch.empty(0)).device
+    parts: dict[str, list] = {k: [] for k in ("peak", "target", "mask", "point_index")}
     pred: dict[str, list] = {r: [] for r in readouts}
     within: dict[str, list] = {r: [] for r in readouts}
+    points: list[Tensor] = []
     model_ids: list[str] = []
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        output = model(batch["points"].to(device))
-        maps = getattr(output, "maps", output)
-        probs, basis = maps.probabilities, maps.basis
-        scale, center = batch["scale"].double(), batch["center"].double()
+        inputs, batch = _model_inputs(batch)
+        probs, basis = _dense_maps(model(*(x.to(device) if device else x for x in inputs)))
+        scale, center = batch["scale"].double().cpu(), batch["center"].double().cpu()
         sigma = basis.bandwidth[..., 0].expand(probs.shape[0], -1)
         for readout in readouts:
             estimate = read_out(probs, basis, readout)
             pred[readout].append(estimate.cpu().double() * scale[:, None, None] + center[:, None])
             within[readout].append(within_radius_probability(estimate, probs, basis.pos, sigma,
-                                                             threshold / scale.to(device)).cpu())
+                                                             threshold / scale.to(probs.device)).cpu())
         parts["peak"].append(probs.amax(-1).cpu())
-        parts["target"].append(batch["keypoints"].double() * scale[:, None, None] + center[:, None])
-        parts["points"].append(batch["points"].double() * scale[:, None, None] + center[:, None])
-        parts["mask"].append(batch["mask"])
-        parts["point_index"].append(batch["point_index"])
-        model_ids += batch["model_id"]
+        parts["target"].append(batch["keypoints"].double().cpu() * scale[:, None, None] + center[:, None])
+        points += [p.double().cpu() * s + c for p, s, c in zip(batch["points"], scale, center)]
+        parts["mask"].append(batch["mask"].cpu())
+        parts["point_index"].append(batch["point_index"].cpu())
+        model_ids += list(batch["model_id"])
     if not model_ids:
         raise InputError("cannot evaluate on an empty split")
+    same_size = len({len(p) for p in points}) == 1
     return {**{k: torch.cat(v) for k, v in parts.items()},
+            "points": torch.stack(points) if same_size else points,
             "pred": {r: torch.cat(v) for r, v in pred.items()},
             "within": {r: torch.cat(v) for r, v in within.items()},
             "model_id": model_ids}
+
+
+def _loader(data, batch_size: int):
+    """``data`` itself if it is a loader, else a loader of the dataset ``data`` (PyG's for PyG datasets)."""
+    if isinstance(data, DataLoader) or not isinstance(data, Dataset):
+        return data
+    if "torch_geometric" in sys.modules and isinstance(data, sys.modules["torch_geometric"].data.Dataset):
+        from torch_geometric.loader import DataLoader as PyGLoader
+
+        return PyGLoader(data, batch_size)
+    from .data import collate_keypoints
+
+    return DataLoader(data, batch_size, collate_fn=collate_keypoints)
+
+
+def _model_inputs(batch) -> tuple[tuple[Tensor, ...], dict]:
+    """The model's arguments for ``batch`` and its fields as a dict of dense batches (``points`` per cloud)."""
+    if isinstance(batch, dict):
+        return (batch["points"],), batch
+    if not all(hasattr(batch, name) for name in ("pos", "batch", "y", "mask")):
+        raise InputError(f"cannot evaluate on a batch of type {type(batch).__name__}: need dicts of "
+                         f"collate_keypoints or PyG batches of PyGKeypoints (pos, batch, y, mask, ...)")
+    counts = torch.bincount(batch.batch, minlength=batch.num_graphs).tolist()
+    fields = {"points": batch.pos.split(counts), "keypoints": batch.y, "mask": batch.mask,
+              "point_index": batch.point_index, "center": batch.center, "scale": batch.scale,
+              "model_id": batch.model_id}
+    return (batch.pos, batch.batch), fields
+
+
+def _dense_maps(output) -> tuple[Tensor, PointBasis]:
+    """``(probabilities (B, K, N), basis)`` of a model's output (see :func:`evaluate_model`)."""
+    output = getattr(output, "maps", output)
+    if isinstance(output, RaggedKeypointMaps):
+        output = output.to_dense()
+    if isinstance(output, KeypointMaps):
+        return output.probabilities, output.basis
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], PointBasis) \
+            and output[0].ndim == 3:
+        return output[1].probabilities(output[0]), output[1]
+    raise InputError(f"the model must return KeypointMaps, RaggedKeypointMaps or (logits (B, K, N), basis), "
+                     f"got {type(output).__name__}")
 
 
 def collect_predictions(model: nn.Module, loader: DataLoader, progress: bool = False) -> dict:

@@ -1,21 +1,46 @@
-"""Report pieces shared by the tasks: a metrics table in markdown and gallery items for :mod:`viz`."""
+"""Report pieces shared by the tasks: metrics tables in markdown and gallery items for :mod:`viz`."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from torch.utils.data import DataLoader
+
+from .config import TrainConfig
+from .data.from_config import source_of
 from .evaluation import THRESHOLD
 
 
-def metrics_markdown(title: str, metrics: dict[str, float]) -> str:
-    """The metrics of one model as a markdown table."""
-    def fmt(value: float) -> str:
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
+def markdown_table(header: list[str], rows: list[list], align: bool = True) -> str:
+    """A markdown table, with ``align`` padded to aligned columns (readable as text too); floats with 4
+    decimals, NaN as n/a."""
+    def fmt(value) -> str:
+        if isinstance(value, float):
+            return "n/a" if math.isnan(value) else f"{value:.4f}"
+        return str(value)
 
-    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {fmt(value)} |" for name, value in metrics.items()]
+    cells = [header, *([fmt(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) if align else 1 for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) if align else "---" for w in widths) + "|")
     return "\n".join(lines) + "\n"
+
+
+def metrics_markdown(title: str, metrics: dict[str, float], summary: str = "") -> str:
+    """The metrics of one model as markdown: ``summary`` (e.g. :meth:`~pckeypoints.tasks.Task.summary`) first,
+    then every metric in a table."""
+    full = markdown_table(["metric", "value"], [[name, float(value)] for name, value in metrics.items()],
+                          align=False)
+    return f"# {title}\n\n" + (f"{summary}\n## All metrics\n\n" if summary else "") + full
+
+
+def gallery_title(config: TrainConfig, loader: DataLoader, readout: str | None = None) -> str:
+    """``"<run name>: <mode> <method> on <data> <split> split[, <readout> readout]"``: the model and the data of
+    a report's gallery."""
+    split = getattr(source_of(loader.dataset), "split", None) or "every"
+    text = f"{config.run_name}: {config.mode} {config.loss.method} on {config.data.label} {split} split"
+    return text + (f", {readout} readout" if readout else "")
 
 
 def gallery_items(predictions: dict, readout: str, count: int) -> list[dict]:

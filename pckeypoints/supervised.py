@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 from .config import TrainConfig
 from .data.from_config import dataset_from_config, source_of
 from .errors import ConfigError, ReadError
-from .evaluation import THRESHOLD, collect_readouts, predict_keypoints
+from .evaluation import THRESHOLD, collect_readouts, evaluate_model, predict_keypoints
 from .losses import KeypointLoss
 from .metrics.pck import CURVE_THRESHOLDS
-from .metrics.summary import keypoint_records, records_metrics
+from .metrics.summary import COARSE_THRESHOLD, keypoint_records, records_metrics
 from .models import KeypointDetector
-from .report import gallery_items, metrics_markdown
+from .report import gallery_items, gallery_title, markdown_table, metrics_markdown
 
 
 class SupervisedTask:
@@ -78,14 +78,13 @@ class SupervisedTask:
         ``pck_curve.png``, ``calibration.png`` and ``gallery.png`` (the first 8 clouds)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        predictions = collect_readouts(model, loader)
-        records = keypoint_records(predictions)
         readout = config.eval.readout
-        metrics = records_metrics(records, readout)
+        result = evaluate_model(model, loader, readout)
+        predictions, records, metrics = result.predictions, result.records, result.metrics
         title = f"{config.data.label} {config.loss.method}"
         torch.save({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics))
+        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
         if figures is not None:
             correct = records[f"dist/{readout}"] <= THRESHOLD
             figures.plot_pck_curves({title: (CURVE_THRESHOLDS.tolist(), [metrics[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])},
@@ -93,8 +92,21 @@ class SupervisedTask:
             figures.plot_calibration(records[f"within/{readout}"].numpy(), correct.numpy(),
                                      out_dir / "calibration.png")
             figures.render_gallery(gallery_items(predictions, readout, 8), out_dir / "gallery.png",
-                                   if_available=True)
+                                   title=gallery_title(config, loader, readout), legend=True, if_available=True)
         return metrics
+
+    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
+        """One row per readout (``*``: the run's ``eval.readout``): Euclidean and official (geodesic) PCK@0.01,
+        PCK@0.05, mean error and the ECE of the within-0.01 probability."""
+        t, coarse = f"{THRESHOLD:.2f}", f"{COARSE_THRESHOLD:.2f}"
+        readouts = [name.split("/", 1)[1] for name in metrics if name.startswith(f"pck@{t}/")]
+        columns = [f"pck@{t}", f"geo_pck@{t}", f"pck@{coarse}", "mean_error", "ece"]
+        rows = [[r + ("*" if r == config.eval.readout else ""),
+                 *(metrics.get(f"{c}/{r}", float("nan")) for c in columns)] for r in readouts]
+        header = ["readout", f"pck@{t}", f"geo_pck@{t} (official)", f"pck@{coarse}", "mean_error", "ece"]
+        return markdown_table(header, rows) + (
+            f"\npck: Euclidean d <= t; geo_pck: KeypointNet's official geodesic d < t from the estimate snapped "
+            f"to the cloud; distances in the dataset's units; ece: of P(within {t}).\n")
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """See :func:`~pckeypoints.evaluation.predict_keypoints`."""

@@ -52,6 +52,10 @@ class Task(Protocol):
         drawn with ``figures`` if given: the :mod:`viz` module or anything with its plotting functions (the
         library itself never imports viz)."""
 
+    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
+        """The headline numbers of :meth:`report`'s ``metrics`` as a short markdown table (with a line saying
+        what they measure), printed first by ``pckeypoints eval`` and put atop ``metrics.md``."""
+
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """Keypoints of one cloud ``points (N, 3)`` in its own coordinates, as a JSON-ready dict with
         ``keypoints`` ``[[x, y, z], ...]``, ``semantic_ids`` and ``confidence`` lists."""

@@ -29,7 +29,7 @@ from .metrics import dual_alignment_score, keypoint_miou
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
 from .evaluation import collect_predictions, predict_keypoints
-from .report import metrics_markdown
+from .report import gallery_title, markdown_table, metrics_markdown
 from .config import TrainConfig, UnsupervisedLoss
 from .errors import InputError
 
@@ -81,7 +81,7 @@ class UnsupervisedTask:
                    **unsupervised_metrics(collected), **published, "das_sm_shapes": len(every_shape)}
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         title = f"{config.data.label} unsupervised ({config.loss.method})"
-        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics))
+        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
         items = [{
             "points": collected["points"][i].numpy(),
             "keypoints": collected["pred"][i].numpy(),
@@ -89,8 +89,19 @@ class UnsupervisedTask:
             "title": collected["model_id"][i][:8],
         } for i in range(min(8, len(collected["model_id"])))]
         if figures is not None:
-            figures.render_gallery(items, out_dir / "gallery.png", if_available=True)
+            figures.render_gallery(items, out_dir / "gallery.png", title=gallery_title(config, loader),
+                                   if_available=True)
         return metrics
+
+    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
+        """One row: the strict and Skeleton Merger DAS, the keypoint mIoU and the reconstruction loss."""
+        columns = {"DAS": "das", "DAS (SM)": "das_sm", f"mIoU@{MIOU_THRESHOLD}": f"miou@{MIOU_THRESHOLD}",
+                   "reconstruction": "neg_reconstruction"}
+        row = [metrics.get(key, float("nan")) for key in columns.values()]
+        row[-1] = -row[-1]
+        return markdown_table(list(columns), [row]) + (
+            f"\nDAS: strict over pairs of shapes; DAS (SM): Skeleton Merger's protocol over "
+            f"{int(metrics.get('das_sm_shapes', 0))} shapes; mIoU at geodesic distance {MIOU_THRESHOLD}.\n")
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """As the supervised task's: each map's ``eval.readout``, with its within-radius probability as confidence."""

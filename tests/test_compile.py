@@ -57,3 +57,46 @@ def test_maps_and_bases_are_pytrees_and_the_head_exports():
     assert isinstance(exported, pk.KeypointMaps)
     assert torch.allclose(exported.keypoints, maps.keypoints, atol=1e-6)
     assert torch.allclose(exported.basis.bandwidth, maps.basis.bandwidth)
+
+
+needs_fused_cpu = pytest.mark.skipif(not pk.argmax.fused.available(torch.device("cpu")),
+                                     reason="the fused C++ kernel did not build")
+
+
+@needs_fused_cpu
+def test_fused_sampler_ops_pass_opcheck():
+    """Schema, fake kernel and registered autograd of torch.ops.pckeypoints.gumbel_moments (torch.library.opcheck)."""
+    from pckeypoints import fused
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 40, generator=g, dtype=torch.float64, requires_grad=True)
+    for batch in (2, 1):  # one basis per cloud, or one broadcast
+        pos = torch.rand(batch, 3, 40, generator=g, dtype=torch.float64, requires_grad=True)
+        var = torch.full((batch, 3, 40), 1e-3, dtype=torch.float64, requires_grad=True)
+        torch.library.opcheck(fused.gumbel_moments, (logits, pos, var, torch.tensor([3, 4]), 5, 2.0, "cpu"))
+
+
+@pytest.mark.slow
+@needs_fused_cpu
+def test_compiled_head_and_fused_sampling_loss_equal_eager(monkeypatch):
+    """sampler="fused" is one graph too (the kernels are a custom op): the same loss and gradients as eager
+    for the same seed (drawn from eager's RNG: inductor's fallback_random; the Gumbel noise then comes from
+    the kernels' counter-based hash)."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    torch.manual_seed(0)
+    head = pk.KeypointHead(16, 4, hidden_channels=32, knn_k=4)
+    loss_fn = pk.KeypointLoss("sampling", num_samples=6, sampler="fused")
+
+    def step(x, pos, target, mask):
+        maps = head(x, pos)
+        return loss_fn(maps, target, mask, tau=0.5)
+
+    compiled = torch.compile(step, fullgraph=True)
+    results = []
+    for fn in (step, compiled):
+        torch.manual_seed(1)
+        loss = fn(*problem())
+        results.append((loss, *torch.autograd.grad(loss, list(head.parameters()))))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))

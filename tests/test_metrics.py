@@ -25,6 +25,16 @@ def test_pck_hand_case():
     torch.testing.assert_close(mean_error(pred, target, mask), torch.tensor(2.5 / 3))
 
 
+def test_pck_and_mean_error_of_2d_keypoints():
+    pred = torch.tensor([[[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]]])  # distances 5, 1 and 0 from the origin
+    mask = torch.tensor([[True, True, False]])
+    torch.testing.assert_close(pck(pred, torch.zeros_like(pred), mask, [0.5, 1.0, 5.0]),
+                               torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(mean_error(pred, torch.zeros_like(pred), mask), torch.tensor(3.0))
+    with pytest.raises(ValueError, match=r"\(B, K, 2\) or \(B, K, 3\)"):
+        pck(torch.zeros(1, 3, 4), torch.zeros(1, 3, 4), mask, 1.0)
+
+
 def test_pck_pools_over_batch():
     pred, target, mask = _one_shape_case()
     # second shape: one present keypoint, error 1 -> at t=1: (2 + 1) / 4 present keypoints

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pointnet2 import _extension, ops, reference
+from pointnet2 import _extension, build, ops, reference
 
 CSRC = Path(ops.__file__).resolve().parent / "csrc"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -193,10 +193,11 @@ def test_three_nn_interpolate_gradcheck():
 # ---------------------------------------------------------------- dispatcher ops and torch.compile
 
 
-def test_inference_leaves_dynamo_out_and_marks_the_backend_choice_constant():
+def test_inference_leaves_dynamo_out():
     """torch._dynamo costs ~1.2 s to import: importing pointnet2 and running an op without gradient must
-    not load it, so use_reference is marked as @torch.compiler.assume_constant_result does, by hand. A built
-    extension loads from its folder without the builder (cpp_extension and setuptools, ~0.1 s)."""
+    not load it (under torch.compile, use_reference decides by torch.compiler.is_compiling, without
+    building). A built extension loads from its folder without the builder (cpp_extension and setuptools,
+    ~0.1 s)."""
     _extension.extension(torch.device("cpu"))  # built (or loaded) here, so the child only loads it
     code = ("import sys, torch, pointnet2.ops as ops, pckeypoints\n"
             "ops.ball_query_group(torch.rand(1, 64, 3), torch.rand(1, 8, 3), None, 0.3, 4, backend='cpu')\n"
@@ -204,9 +205,6 @@ def test_inference_leaves_dynamo_out_and_marks_the_backend_choice_constant():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "False", "False"]
-    marked = torch.compiler.assume_constant_result(lambda: None)
-    assert vars(marked) == {"_dynamo_marked_constant": True}
-    assert _extension.use_reference._dynamo_marked_constant is True
 
 
 def test_extension_build_folder_follows_every_source_file_and_flag(tmp_path, monkeypatch):
@@ -217,13 +215,13 @@ def test_extension_build_folder_follows_every_source_file_and_flag(tmp_path, mon
     (src / "op.cpp").write_text("#include \"op.h\"\n")
     (src / "op.h").write_text("// v1\n")
     flags = {"cxx": ["-O3"], "nvcc": []}
-    first = _extension._build_dir("op", [str(src)], flags)
+    first = build._build_dir("op", [str(src)], flags)
     assert first.parent == tmp_path / "cache" and first.name.startswith("op_")
-    assert _extension._build_dir("op", [str(src)], flags) == first
+    assert build._build_dir("op", [str(src)], flags) == first
     (src / "op.h").write_text("// v2\n")
-    second = _extension._build_dir("op", [str(src)], flags)
+    second = build._build_dir("op", [str(src)], flags)
     assert second != first
-    assert _extension._build_dir("op", [str(src)], {"cxx": ["-O2"], "nvcc": []}) != second
+    assert build._build_dir("op", [str(src)], {"cxx": ["-O2"], "nvcc": []}) != second
 
 
 def test_dispatcher_ops_pass_opcheck():
@@ -278,6 +276,25 @@ def test_backbone_compiles_without_graph_breaks_and_matches_eager():
     grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
     expect_grads = torch.autograd.grad(expect.square().sum(), list(model.parameters()))
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, expect_grads))
+
+
+def test_compiled_ops_follow_an_explicit_reference_backend(monkeypatch):
+    """Under torch.compile the backend choice is made without building: "reference" (argument or environment)
+    traces the pure-PyTorch ops, the others the dispatcher ops; the results are the same."""
+    xyz = make_cloud("random", N=200)
+    new_xyz = xyz[:, :16]
+    want = reference.knn(xyz, new_xyz, 4)[1]
+    traced, knn = [], reference.knn
+    monkeypatch.setattr(reference, "knn", lambda *args: traced.append(1) or knn(*args))
+
+    def compiled(backend):
+        torch._dynamo.reset()
+        return torch.compile(lambda a, b: ops.knn(a, b, 4, backend=backend).idx, fullgraph=True)(xyz, new_xyz)
+
+    assert torch.equal(compiled("reference"), want) and len(traced) == 1
+    assert torch.equal(compiled("cpu"), want) and len(traced) == 1  # the dispatcher op, not the reference
+    monkeypatch.setenv(_extension.ENV_VAR, "reference")
+    assert torch.equal(compiled(None), want) and len(traced) == 2
 
 
 # ---------------------------------------------------------------- bad input and backend selection

@@ -1,15 +1,18 @@
 """Readouts (mixture mode vs brute force), the closed-form within-radius probability (vs Monte Carlo),
-ECE/Brier and the KeypointNet geodesic PCK on hand-built cases."""
+ECE/Brier, the KeypointNet geodesic PCK and the eval summary tables on hand-built cases."""
 import math
 
 import pytest
 import torch
 
 from pckeypoints.basis import PointBasis
+from pckeypoints.config import TrainConfig
 from pckeypoints.metrics import (brier_score, calibration_correlation, expected_calibration_error, reliability_bins,
                                  within_radius_probability)
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
 from pckeypoints.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
+from pckeypoints.supervised import SupervisedTask
+from pckeypoints.unsupervised import UnsupervisedTask
 
 
 def small_mixture(seed=0, n=6):
@@ -140,3 +143,21 @@ def test_official_geodesic_pck_is_strict_on_the_20nn_graph():
     assert records["geo/top"][1] > 0.06  # around the bend, not across the gap
     metrics = records_metrics(records, default="top")
     assert metrics["geo_pck@0.01/top"] == 0.0 and metrics["pck@0.01/top"] == 0.5  # Euclidean d <= t counts
+
+
+def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
+    predictions = line_predictions()
+    predictions["pred"]["top"] = predictions["target"] + torch.tensor([[[0.0, 0, 0], [0.03, 0, 0], [0.06, 0, 0]]],
+                                                                      dtype=torch.float64)
+    predictions["within"]["top"] = predictions["within"]["expectation"]
+    metrics = records_metrics(keypoint_records(predictions))
+    assert metrics["pck@0.05/expectation"] == 1.0 and metrics["pck@0.05/top"] == pytest.approx(2 / 3)
+    assert metrics["mean_error/top"] == pytest.approx(0.03) and metrics["mean_error/expectation"] == metrics["mean_error"]
+    config = TrainConfig.from_fields(readout="top")
+    lines = SupervisedTask().summary(metrics, config).splitlines()
+    assert lines[0].split("|")[1].strip() == "readout" and len(lines) == 2 + 2 + 2  # header, rule, rows, note
+    top = [cell.strip() for cell in lines[3].split("|")[1:-1]]
+    assert top == ["top*", "0.3333", "0.3333", "0.6667", "0.0300", f"{metrics['ece/top']:.4f}"]
+    unsupervised = UnsupervisedTask().summary({"das": 0.5, "das_sm": 0.75, "miou@0.1": 0.25, "neg_reconstruction": -2.0,
+                                               "das_sm_shapes": 9}, TrainConfig.from_fields(mode="unsupervised"))
+    assert [c.strip() for c in unsupervised.splitlines()[2].split("|")[1:-1]] == ["0.5000", "0.7500", "0.2500", "2.0000"]

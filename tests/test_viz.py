@@ -181,6 +181,11 @@ def test_render_gallery_tiles(offscreen, bathtub, tmp_path):
               "title": f"shift {shift}"} for shift in (0.0, 0.03, 0.1)]
     path = render_gallery(items, tmp_path / "gallery.png", ncols=2, width=160, height=120)
     assert _png_size(path) == (2 * 160, 2 * (120 + 24))
+    titled = render_gallery(items, tmp_path / "titled.png", ncols=2, width=160, height=120, title="run on test",
+                            legend=True)
+    assert _png_size(titled) == (2 * 160, 2 * (120 + 24) + 24 + 20)  # a header band for the title and legend
+    header = np.asarray(Image.open(titled).convert("L"))[:44]
+    assert (header < 128).sum() > 100  # text and legend marks drawn in it
 
 
 def test_cli_loads_open3d_without_notebook_support():

@@ -146,7 +146,7 @@ def plot_calibration(confidence, correct, path, n_bins: int = 10) -> Path:
 
 
 def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 320, height: int = 240,
-                   if_available: bool = False) -> Path | None:
+                   title: str | None = None, legend: bool = False, if_available: bool = False) -> Path | None:
     """Tile Open3D renders of several predictions (ground truth vs prediction) into one PNG.
 
     Args:
@@ -154,6 +154,8 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
             ``semantic_ids (K,)`` and ``title``.
         ncols: tiles per row.
         width, height: size of each tile's render in pixels.
+        title: of the figure (e.g. the model and split), in a header band above the tiles.
+        legend: explain the marks in that band: sphere the truth, diamond the prediction, red line the error.
         if_available: where Open3D cannot render (not installed, no GL), warn and return None
             instead of raising.
     """
@@ -168,8 +170,9 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
         return None
     ncols = min(ncols, len(items))
     nrows = math.ceil(len(items) / ncols)
+    header = 24 * (title is not None) + 20 * legend  # pixels above the tiles
     tile_inches = (width / DPI, (height + 24) / DPI)
-    fig = Figure(figsize=(ncols * tile_inches[0], nrows * tile_inches[1]))
+    fig = Figure(figsize=(ncols * tile_inches[0], nrows * tile_inches[1] + header / DPI))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -178,5 +181,23 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
                              pred=item.get("pred"), width=width, height=height, legend=False)
         ax.imshow(image)
         ax.set_title(item.get("title", ""), fontsize=8)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 20 / (nrows * (height + 24)), wspace=0.02, hspace=0.1)
+    total = nrows * (height + 24) + header
+    if title is not None:
+        fig.suptitle(title, y=1 - 4 / total, va="top", fontsize=10)
+    if legend:
+        top = 1 - 24 * (title is not None) / total
+        fig.legend(handles=_gallery_legend(), loc="upper center", bbox_to_anchor=(0.5, top), ncols=3, fontsize=8,
+                   frameon=False, handlelength=1.5)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - (20 + header) / total, wspace=0.02, hspace=0.1)
     return _save(fig, path)
+
+
+def _gallery_legend() -> list:
+    """Legend handles of :func:`viz.render.render_image`'s marks."""
+    from matplotlib.lines import Line2D
+
+    from viz.colors import ERROR_RED
+
+    return [Line2D([], [], ls="", marker="o", color="0.3", label="truth (sphere)"),
+            Line2D([], [], ls="", marker="D", color="0.3", label="prediction (diamond)"),
+            Line2D([], [], color=ERROR_RED, label="error")]

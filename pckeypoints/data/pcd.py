@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ReadError
 
-__all__ = ["read_geometry", "read_pcd", "read_points"]
+__all__ = ["POINT_FILE_SUFFIXES", "read_geometry", "read_pcd", "read_points"]
 
 _HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 _NUMPY_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8",
@@ -22,6 +22,8 @@ _NUMPY_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "<u1", ("U", 2): "<u
 _NOT_TEXT = re.compile(rb"[^\t\r\x20-\x7e]")  # bytes that cannot be in a PCD header line
 _CLOUD_SUFFIXES = {".pcd", ".xyz", ".npy"}
 _MESH_SUFFIXES = {".ply", ".obj", ".off", ".stl"}
+#: File suffixes :func:`read_points` reads (lower case): clouds, and meshes it samples.
+POINT_FILE_SUFFIXES = frozenset(_CLOUD_SUFFIXES | _MESH_SUFFIXES)
 
 
 def read_pcd(path: str | Path, return_rgb: bool = False, dtype=np.float32):
@@ -87,9 +89,9 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in _CLOUD_SUFFIXES | _MESH_SUFFIXES:
+    if suffix not in POINT_FILE_SUFFIXES:
         raise ReadError(f"unsupported point cloud format {path.suffix!r} for {path}: "
-                         f"expected {', '.join(sorted(_CLOUD_SUFFIXES | _MESH_SUFFIXES))}")
+                         f"expected {', '.join(sorted(POINT_FILE_SUFFIXES))}")
     if suffix == ".pcd":
         return read_pcd(path, dtype=dtype), None
     if not path.is_file():

@@ -11,6 +11,10 @@ Backends, picked by the tensors' device under ``"auto"``:
 - ``"triton"``: Triton kernels for CUDA tensors (on CPU tensors with ``TRITON_INTERPRET=1``, for tests).
 - ``"reference"``: pure PyTorch (:mod:`.reference`), dense, any device.
 
+The kernels run as the custom op ``torch.ops.pckeypoints.gumbel_moments`` (with a fake kernel and a registered
+backward, itself the op ``gumbel_moments_backward``), so ``torch.compile(fullgraph=True)`` traces through the
+sampler.
+
 Every backend draws the same samples for the same seed (within float rounding).
 """
 from __future__ import annotations
@@ -44,18 +48,19 @@ def gaussian_samples(
         tau: Gumbel-softmax temperature (> 0; any tiny τ is safe: the softmax subtracts its maximum
             before dividing by τ).
         seed: ``(2,)`` int64 from :func:`.rng.draw_seed`, on any device; equal seeds give equal samples.
-        backend: one of :data:`BACKENDS`.
+        backend: one of :data:`BACKENDS`. Under ``torch.compile`` the kernels are the custom op
+            ``torch.ops.pckeypoints.gumbel_moments``, which resolves ``backend`` when it runs (no fallback
+            to the reference there: a kernel that cannot be built is an error).
     """
     inv_tau = 1.0 / tau
     seed = seed.to(logits.device)  # the kernels read it on the logits' device
     pos_t, var_t = pos.transpose(1, 2), var.transpose(1, 2)
-    kernels = resolve(backend, logits.device)
-    if kernels is None:
+    if backend == "reference" or (not torch.compiler.is_compiling() and resolve(backend, logits.device) is None):
         mean, variance = reference.gumbel_moments(logits, pos_t, var_t, seed, num_samples, inv_tau)
         noise = rng.normal(seed, tuple(mean.shape), mean.dtype)
     else:  # the kernels draw the normal noise too: one launch instead of a few hundred small ops
-        mean, variance, noise = _GumbelMoments.apply(
-            logits.contiguous(), pos_t.contiguous(), var_t.contiguous(), seed, num_samples, inv_tau, kernels
+        mean, variance, _, _, noise = gumbel_moments(
+            logits.contiguous(), pos_t.contiguous(), var_t.contiguous(), seed, num_samples, inv_tau, backend
         )
     return mean + variance.sqrt() * noise
 
@@ -87,7 +92,7 @@ def resolve(backend: str, device: torch.device) -> ModuleType | None:
 
 @cache
 def _cpu() -> ModuleType:
-    from pointnet2._extension import load_extension
+    from pointnet2.build import load_extension
 
     source = Path(__file__).parent / "csrc" / "sampling_argmax.cpp"
     # -fno-trapping-math lets the compiler vectorise the branch-free selects of the float loops;
@@ -127,7 +132,7 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
     var = torch.full_like(pos, 1e-3)
     seed = torch.tensor([1, 2], device=device)
     try:
-        got, _, noise = _GumbelMoments.apply(logits, pos, var, seed, 5, 2.0, kernels)
+        got, _, _, _, noise = gumbel_moments(logits, pos, var, seed, 5, 2.0, "triton")
         want = reference.gumbel_moments(logits, pos, var, seed, 5, 2.0)[0]
         grads = [torch.autograd.grad(y.square().sum(), logits)[0] for y in (got, want)]
         ok = (torch.allclose(got, want, rtol=1e-3, atol=1e-4) and torch.allclose(*grads, rtol=1e-3, atol=1e-4)
@@ -142,27 +147,73 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
     return kernels
 
 
-class _GumbelMoments(torch.autograd.Function):
-    """(mean, variance) ``(B, K, Ns, D)`` of each sample's weights and its standard normal draw (no
-    gradient); backward regenerates the Gumbel noise."""
+def _kernels(backend: str, device: torch.device) -> ModuleType:
+    kernels = resolve(backend, device)
+    if kernels is None:
+        raise RuntimeError(f"the fused sampling-argmax kernels ({backend!r}) are unavailable on {device}; "
+                           "use sampler='gaussian'")
+    return kernels
 
-    @staticmethod
-    def forward(ctx, logits, pos, var, seed, num_samples, inv_tau, kernels):
-        mean, variance, row_max, log_sum, noise = kernels.forward(logits, pos, var, seed, num_samples, inv_tau)
-        ctx.save_for_backward(logits, pos, var, seed, mean, variance, row_max, log_sum)
-        ctx.inv_tau, ctx.kernels = inv_tau, kernels
-        ctx.mark_non_differentiable(noise)
-        return mean, variance, noise
 
-    @staticmethod
-    def backward(ctx, grad_mean, grad_var, _grad_noise):
-        logits, pos, var, seed, mean, variance, row_max, log_sum = ctx.saved_tensors
-        need_pos, need_var = ctx.needs_input_grad[1:3]
-        grad_logits, grad_pos, grad_var_basis = ctx.kernels.backward(
-            logits, pos, var, seed, ctx.inv_tau, row_max, log_sum, mean, variance, grad_mean.contiguous(),
-            grad_var.contiguous(), need_pos, need_var,
-        )
-        if pos.shape[0] == 1:  # one basis broadcast over the batch
-            grad_pos = grad_pos.sum(0, keepdim=True) if need_pos else None
-            grad_var_basis = grad_var_basis.sum(0, keepdim=True) if need_var else None
-        return grad_logits, grad_pos if need_pos else None, grad_var_basis if need_var else None, None, None, None, None
+@torch.library.custom_op("pckeypoints::gumbel_moments", mutates_args=())
+def gumbel_moments(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples: int, inv_tau: float,
+                   backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The kernels' ``(mean, variance, row_max, log_sum, noise)``: the two moments ``(B, K, Ns, D)`` of each
+    sample's weights, the online softmax's max and log-sum ``(B, K, Ns)`` (for the backward) and each sample's
+    standard normal draw ``(B, K, Ns, D)`` (no gradient); ``pos``, ``var`` channels first ``(Bp, D, N)``."""
+    mean, variance, row_max, log_sum, noise = _kernels(backend, logits.device).forward(
+        logits, pos, var, seed, num_samples, inv_tau)
+    return mean, variance, row_max, log_sum, noise
+
+
+@gumbel_moments.register_fake
+def _(logits, pos, var, seed, num_samples, inv_tau, backend):
+    b, k, _ = logits.shape
+    mean = logits.new_empty(b, k, num_samples, pos.shape[1])
+    row_max = logits.new_empty(b, k, num_samples)
+    return mean, torch.empty_like(mean), row_max, torch.empty_like(row_max), torch.empty_like(mean)
+
+
+@torch.library.custom_op("pckeypoints::gumbel_moments_backward", mutates_args=())
+def gumbel_moments_backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float,
+                            row_max: Tensor, log_sum: Tensor, mean: Tensor, variance: Tensor, grad_mean: Tensor,
+                            grad_var: Tensor, need_pos: bool, need_var: bool,
+                            backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`gumbel_moments`' moments for ``logits (B, K, N)`` and the basis ``(B, D, N)``;
+    the basis ones empty unless ``need_pos`` / ``need_var``. The Gumbel noise is regenerated, not saved."""
+    grads = _kernels(backend, logits.device).backward(logits, pos, var, seed, inv_tau, row_max, log_sum, mean,
+                                                      variance, grad_mean, grad_var, need_pos, need_var)
+    return tuple(logits.new_empty(0) if g is None else g for g in grads)
+
+
+@gumbel_moments_backward.register_fake
+def _(logits, pos, var, seed, inv_tau, row_max, log_sum, mean, variance, grad_mean, grad_var, need_pos, need_var,
+      backend):
+    b, _, n = logits.shape
+    basis = lambda need: logits.new_empty(b, pos.shape[1], n) if need else logits.new_empty(0)
+    return torch.empty_like(logits), basis(need_pos), basis(need_var)
+
+
+def _setup_backward(ctx, inputs, output):
+    logits, pos, var, seed, _, inv_tau, backend = inputs
+    mean, variance, row_max, log_sum, noise = output
+    ctx.save_for_backward(logits, pos, var, seed, mean, variance, row_max, log_sum)
+    ctx.inv_tau, ctx.backend = inv_tau, backend
+    ctx.mark_non_differentiable(row_max, log_sum, noise)
+
+
+def _backward(ctx, grad_mean, grad_var, _grad_max, _grad_log_sum, _grad_noise):
+    logits, pos, var, seed, mean, variance, row_max, log_sum = ctx.saved_tensors
+    need_pos, need_var = ctx.needs_input_grad[1:3]
+    zero = lambda g, like: torch.zeros_like(like) if g is None else g.contiguous()
+    grad_logits, grad_pos, grad_var_basis = gumbel_moments_backward(
+        logits, pos, var, seed, ctx.inv_tau, row_max, log_sum, mean, variance, zero(grad_mean, mean),
+        zero(grad_var, variance), need_pos, need_var, ctx.backend)
+    if pos.shape[0] == 1:  # one basis broadcast over the batch
+        grad_pos = grad_pos.sum(0, keepdim=True) if need_pos else None
+        grad_var_basis = grad_var_basis.sum(0, keepdim=True) if need_var else None
+    return (grad_logits, grad_pos if need_pos else None, grad_var_basis if need_var else None,
+            None, None, None, None)
+
+
+gumbel_moments.register_autograd(_backward, setup_context=_setup_backward)

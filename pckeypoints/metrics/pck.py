@@ -1,4 +1,9 @@
-"""Percentage of correct keypoints (PCK) and mean error for predicted keypoints with Euclidean distances."""
+"""Percentage of correct keypoints (PCK) and mean error for predicted keypoints with Euclidean distances.
+
+Keypoints are 2-D or 3-D (``D`` = 2 or 3). Every distance and threshold is in the units of the coordinates
+passed in: KeypointNet's PCK@0.01 is defined in the dataset's own units, so map normalised predictions back
+first (``x * scale + center``, as :func:`pckeypoints.evaluation.evaluate_model` does); on unit-radius
+(``normalize=True``) coordinates the same threshold means something else."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,7 +21,8 @@ Thresholds = float | Sequence[float] | torch.Tensor
 
 
 def keypoint_distances(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances ``(M,)`` between ``pred (B, K, 3)`` and ``target (B, K, 3)`` where ``mask (B, K)`` is set."""
+    """Euclidean distances ``(M,)``, in the units of the coordinates, between ``pred (B, K, D)`` and
+    ``target (B, K, D)`` where ``mask (B, K)`` is set."""
     check_keypoints(pred, mask, "pred")
     check_keypoints(target, mask, "target")
     if pred.shape != target.shape:
@@ -40,23 +46,24 @@ def pck(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, thresholds
     """PCK ``(T,)``: fraction of present keypoints (``mask (B, K)``) whose prediction lies within each threshold.
 
     Args:
-        pred: ``(B, K, 3)`` predicted keypoints.
-        target: ``(B, K, 3)`` ground truth.
+        pred: ``(B, K, D)`` predicted keypoints, ``D`` = 2 or 3.
+        target: ``(B, K, D)`` ground truth, in the same units.
         mask: ``(B, K)`` bool, keypoints that are annotated; at least one must be set.
-        thresholds: a float or ``(T,)`` distances, in the units of the points; a keypoint counts when ``d <= t``.
+        thresholds: a float or ``(T,)`` distances, in the units of the keypoints; a keypoint counts when ``d <= t``.
     """
     return pck_from_distances(keypoint_distances(pred, target, mask), thresholds)
 
 
 def pck_curve(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
               thresholds: Thresholds | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(thresholds (T,), pck (T,))``, by default at :data:`CURVE_THRESHOLDS`, KeypointNet's range."""
+    """``(thresholds (T,), pck (T,))`` of :func:`pck`, by default at :data:`CURVE_THRESHOLDS`, KeypointNet's
+    range in its dataset units."""
     thresholds = as_thresholds(CURVE_THRESHOLDS.float() if thresholds is None else thresholds, pred.device)
     return thresholds, pck(pred, target, mask, thresholds)
 
 
 def mean_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance ``()`` over present keypoints."""
+    """Mean Euclidean distance ``()`` over present keypoints of ``pred``/``target (B, K, D)``, in their units."""
     return keypoint_distances(pred, target, mask).mean()
 
 
@@ -71,9 +78,10 @@ def as_thresholds(thresholds: Thresholds, device: torch.device | None = None) ->
 
 
 def check_keypoints(keypoints: torch.Tensor, mask: torch.Tensor, name: str) -> None:
-    """Raise ``ValueError`` unless ``keypoints (B, K, 3)`` are finite where ``mask (B, K)`` (bool) is set."""
-    if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
-        raise InputError(f"{name} must have shape (B, K, 3), got {tuple(keypoints.shape)}")
+    """Raise an :class:`~pckeypoints.errors.InputError` unless ``keypoints (B, K, D)``, ``D`` = 2 or 3, are
+    finite where ``mask (B, K)`` (bool) is set."""
+    if keypoints.ndim != 3 or keypoints.shape[-1] not in (2, 3):
+        raise InputError(f"{name} must have shape (B, K, 2) or (B, K, 3), got {tuple(keypoints.shape)}")
     if mask.dtype != torch.bool or mask.shape != keypoints.shape[:2]:
         raise InputError(f"mask must be a bool tensor of shape {tuple(keypoints.shape[:2])}, got "
                          f"{mask.dtype} {tuple(mask.shape)}")

@@ -19,7 +19,10 @@ from .calibration import brier_score, calibration_correlation, expected_calibrat
 from .geodesic import OFFICIAL_GRAPH_K, cloud_geodesics, snap_to_points
 from .pck import CURVE_THRESHOLDS
 
-__all__ = ["is_correct", "keypoint_metrics", "keypoint_records", "records_metrics"]
+__all__ = ["COARSE_THRESHOLD", "is_correct", "keypoint_metrics", "keypoint_records", "records_metrics"]
+
+#: The second, coarse PCK threshold reported per readout (``pck@0.05/<readout>``), dataset units.
+COARSE_THRESHOLD = 0.05
 
 
 def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL_GRAPH_K) -> dict[str, Tensor]:
@@ -54,7 +57,8 @@ def is_correct(records: dict, readout: str, geodesic: bool = False, threshold: f
 
 
 def records_metrics(records: dict[str, Tensor], default: str = "expectation", threshold: float = 0.01) -> dict[str, float]:
-    """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, and of its
+    """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, ``pck@0.05/r``
+    (:data:`COARSE_THRESHOLD`), ``mean_error/r``, and of its
     within-radius probability ``mean_within/r``, ``ece/r``, ``brier/r`` and ``r_within/r`` (Pearson r with
     correctness); for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``,
     ``geo_pck@t``, ``mean_error``, the mean peak π ``mean_confidence`` and its Pearson r with correctness,
@@ -67,6 +71,9 @@ def records_metrics(records: dict[str, Tensor], default: str = "expectation", th
         metrics[f"pck@{t}/{readout}"] = float(correct.double().mean())
         if f"geo/{readout}" in records:
             metrics[f"geo_pck@{t}/{readout}"] = float(is_correct(records, readout, True, threshold).double().mean())
+        coarse = is_correct(records, readout, threshold=COARSE_THRESHOLD)
+        metrics[f"pck@{COARSE_THRESHOLD:.2f}/{readout}"] = float(coarse.double().mean())
+        metrics[f"mean_error/{readout}"] = float(records[f"dist/{readout}"].mean())
         within = records[f"within/{readout}"]
         metrics[f"mean_within/{readout}"] = float(within.mean())
         metrics[f"ece/{readout}"] = expected_calibration_error(within, correct)

@@ -1,0 +1,92 @@
+"""A detector as a ``torch.export`` program (``.pt2``): its graph and weights without the Python model code.
+
+:func:`export_program` writes one from a checkpoint (``pckeypoints export RUN -o model.pt2``); the file also
+holds the run's config, so that :func:`load_program` gives what ``pckeypoints predict`` needs. The program
+takes clouds ``(1, N, 3)`` of any ``N`` from ``knn_k + 1`` to ``max_points``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .errors import CheckpointError, InputError, UsageError, write_error
+from .head import KeypointMaps
+from .tasks import Task, get_task
+
+__all__ = ["ExportedDetector", "export_program", "load_program"]
+
+FORMAT = "pckeypoints-program"
+#: Version of the metadata :func:`export_program` writes beside the program.
+FORMAT_VERSION = 1
+#: Default largest cloud the program takes (a size guard that tracing the detector's kNN records allows 4096).
+MAX_POINTS = 4096
+_META = "pckeypoints.json"
+
+
+class ExportedDetector(nn.Module):
+    """A loaded program as a detector: ``points (1, N, 3)`` -> :class:`~pckeypoints.head.KeypointMaps`, with
+    ``knn_k + 1 <= N <= max_points``; always in eval mode (the program was traced so)."""
+
+    def __init__(self, program: torch.export.ExportedProgram, min_points: int, max_points: int):
+        super().__init__()
+        self.program = program.module()
+        self.min_points, self.max_points = min_points, max_points
+
+    def forward(self, points: Tensor) -> KeypointMaps:
+        if points.ndim != 3 or points.shape[0] != 1 or points.shape[-1] != 3:
+            raise InputError(f"the exported detector takes one cloud (1, N, 3), got {tuple(points.shape)}")
+        if not self.min_points <= points.shape[1] <= self.max_points:
+            raise InputError(f"the exported detector takes {self.min_points} to {self.max_points} points, "
+                             f"got {points.shape[1]}")
+        return self.program(points)
+
+    def train(self, mode: bool = True) -> ExportedDetector:
+        if mode:
+            raise UsageError("an exported detector cannot be trained; train its checkpoint")
+        return self
+
+
+def export_program(checkpoint: str | Path, dest: str | Path, max_points: int = MAX_POINTS) -> Path:
+    """Write the supervised detector of ``checkpoint`` (run folder, file or shipped name) to ``dest`` as a
+    ``torch.export`` program for clouds of up to ``max_points`` points, with its config."""
+    task, model, config, _ = load_checkpoint(checkpoint)
+    if config.mode != "supervised":
+        raise UsageError(f"export takes a detector (a supervised run); {checkpoint} is {config.mode}")
+    min_points = config.model.knn_k + 1
+    if max_points < min_points:
+        raise UsageError(f"--max-points must be at least {min_points} (knn_k + 1), got {max_points}")
+    points = torch.export.Dim("points", min=min_points, max=max_points)
+    example = torch.rand(1, min(max_points, 2 * min_points), 3)
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({1: points},))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "min_points": min_points, "max_points": max_points,
+            "config": config.to_dict()}
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(program, dest, extra_files={_META: json.dumps(meta)})
+    except (OSError, RuntimeError) as err:
+        raise write_error(dest, err, "program") from None
+    return dest
+
+
+def load_program(path: str | Path) -> tuple[Task, ExportedDetector, TrainConfig]:
+    """``(task, detector, config)`` of a program written by :func:`export_program`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"program {path} does not exist")
+    extra = {_META: ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+        meta = json.loads(extra[_META]) if extra[_META] else {}
+    except Exception as err:  # torch.export.load raises many types for damaged files  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a torch.export program ({type(err).__name__})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a pckeypoints program of format {FORMAT_VERSION} "
+                              f"(written by `pckeypoints export`)")
+    config = TrainConfig.from_dict(meta["config"])
+    return get_task(config.mode), ExportedDetector(program, meta["min_points"], meta["max_points"]), config
