@@ -48,6 +48,8 @@ PROTOCOLS = {
                  "its records come from the kernel that drew every keypoint its own noise (up to ced17c4)",
     "cpu-fused-shared": "cpu-fused again with the kernel whose keypoints share each sample's noise at "
                         "different shifts (from 7037b20 on: what cpu-fused trains now)",
+    "cpu-full": "the speedrun recipe: width 0.5, 50 epochs, AdamW lr 3e-3 cosine, batch 16, σ = 0.01 (~600 s of one "
+                "core per bathtub run)",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
     "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
