@@ -41,7 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pckeypoints", description="Keypoints on point clouds with sampling-argmax.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_eval(commands)
+    _add_predict(commands)
+    _add_export(commands)
+    viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
+    try:
+        from viz import cli as viz_cli
+    except ImportError as err:
+        viz_parser.set_defaults(viz_error=f"the viz package is unavailable ({err})")
+    else:
+        viz_cli.add_arguments(viz_parser)
+    return parser
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train a model (supervised or unsupervised)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--config", help="TOML file of a TrainConfig ([data], [model], [loss], [optim], ...); "
@@ -63,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                metavar=f.type.__name__.upper(), help=f"{where} (default: {f.default}"
                                f"{'; none unsets it' if f.nullable else ''})")
 
+
+def _add_eval(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint: tables, PCK curve, gallery")
     evaluate.add_argument("checkpoint", help="run folder (uses best.pt, else last.pt) or checkpoint file")
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
@@ -73,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--readout", help="headline keypoint estimate: expectation, snapped, top or mode "
                           "(default: the run's)")
 
+
+def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="predict keypoints of point cloud or mesh files")
     predict.add_argument("checkpoint", help="run folder, checkpoint file or exported program (.pt2)")
     predict.add_argument("files", nargs="+", metavar="FILE",
@@ -89,20 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--readout", help="keypoint estimate from each map: expectation, snapped, top or mode "
                          "(default: the run's)")
 
+
+def _add_export(commands) -> None:
     export = commands.add_parser("export", help="write a detector as a torch.export program (.pt2) for predict")
     export.add_argument("checkpoint", help="run folder or checkpoint file of a supervised run")
     export.add_argument("-o", "--output", required=True, help="program file, e.g. model.pt2")
     export.add_argument("--max-points", type=positive_int, help="largest cloud the program takes "
                         "(default: pckeypoints.exported.MAX_POINTS)")
-
-    viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
-    try:
-        from viz import cli as viz_cli
-    except ImportError as err:
-        viz_parser.set_defaults(viz_error=f"the viz package is unavailable ({err})")
-    else:
-        viz_cli.add_arguments(viz_parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

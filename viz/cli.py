@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pckeypoints.errors import UsageError
+
 #: Largest ``--width`` / ``--height`` (Open3D's offscreen buffers fail far beyond it).
 MAX_PIXELS = 8192
 #: Most ``--samples`` (each is a sphere in the scene).
