@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .config import UNSET, TrainConfig, config_fields
@@ -198,6 +199,7 @@ def _train(args) -> int:
     _import_swallowers()
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
+    started = time.perf_counter()
     if args.resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or args.config:
@@ -207,9 +209,13 @@ def _train(args) -> int:
         run_dir = train(TrainConfig.from_toml(args.config, **overrides), progress=args.progress,
                         overwrite=args.overwrite)
     if _is_main_process():
+        trained = time.perf_counter()
+        print(f"trained in {trained - started:.0f} s (wall clock)")
         print(f"run: {run_dir}")
         if args.test:
             _report(run_dir, "test", run_dir / "eval_test")
+            print(f"wall time: {time.perf_counter() - started:.0f} s (training {trained - started:.0f} s, test "
+                  f"evaluation {time.perf_counter() - trained:.0f} s)")
     return 0
 
 
