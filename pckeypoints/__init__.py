@@ -41,7 +41,8 @@ _LAZY = {
 __all__ = [
     "ConstantTau", "CosineTau", "ExponentialTau", "KeypointHead", "KeypointLoss", "KeypointMaps", "KeypointReadout",
     "LinearTau", "PCKeypointsError", "PointBasis", "RaggedKeypointMaps", "TemperatureSchedule", "check_cloud", "fps",
-    "knn_graph", "knn_interpolate", "knn_points", "make_schedule", "radius", "radius_graph", "sampling_argmax", "soft_argmax", *_LAZY,
+    "knn_graph", "knn_interpolate", "knn_points", "make_schedule", "radius", "radius_graph", "sampling_argmax",
+    "soft_argmax", *_LAZY,
 ]
 
 

@@ -36,9 +36,10 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
     model's name) on ``split`` of its data.
 
     ``overrides`` change config fields by flat name (``max_models=20``, ``data_root=...``, ``readout="top"``;
-    ``None`` values are ignored, :data:`~pckeypoints.config.UNSET` unsets a field). Without ``out_dir`` it runs the task's cheap :meth:`~pckeypoints.tasks.Task.
-    evaluate`; with it the full :meth:`~pckeypoints.tasks.Task.report` (tables, records, and figures drawn with
-    ``figures``, e.g. the :mod:`viz` module), and a report folder it created is removed again if that fails."""
+    ``None`` values are ignored, :data:`~pckeypoints.config.UNSET` unsets a field). Without ``out_dir`` it runs
+    the task's cheap :meth:`~pckeypoints.tasks.Task.evaluate`; with it the full
+    :meth:`~pckeypoints.tasks.Task.report` (tables, records, and figures drawn with ``figures``, e.g. the
+    :mod:`viz` module), and a report folder it created is removed again if that fails."""
     device = resolve_device(device)
     task, model, config, state = load_checkpoint(checkpoint)
     config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
