@@ -167,6 +167,41 @@ def test_tiny_temperature_gives_one_hot_weights_not_nan(tau):
     assert ((y.flatten(1, 2) - picked).abs() < spread).all()
 
 
+class RecordingKernels:
+    """A kernels module (``forward``, ``backward``) that records the device of every tensor it is handed
+    and returns empty results of the right shapes on the logits' device (meta tensors compute nothing)."""
+
+    def __init__(self):
+        self.devices = []
+
+    def _record(self, args):
+        self.devices += [(i, x.device) for i, x in enumerate(args) if isinstance(x, torch.Tensor)]
+
+    def forward(self, logits, pos, var, seed, num_samples, inv_tau):
+        self._record((logits, pos, var, seed))
+        b, k, _ = logits.shape
+        moments = [logits.new_empty(b, k, num_samples, pos.shape[1]) for _ in range(2)]
+        return [*moments, logits.new_empty(b, k, num_samples), logits.new_empty(b, k, num_samples), moments[0].clone()]
+
+    def backward(self, logits, pos, var, seed, inv_tau, *rest):
+        self._record((logits, pos, var, seed, *rest))
+        b, d, n = pos.shape
+        return [torch.empty_like(logits), logits.new_empty(b, d, n), logits.new_empty(b, d, n)]
+
+
+def test_every_tensor_handed_to_the_kernels_is_on_the_logits_device(monkeypatch):
+    """The Triton launcher rejects a CPU pointer on CUDA ("Pointer argument (at 3) cannot be accessed from
+    Triton (cpu tensor?)": argument 3, the seed, was a CPU tensor). Meta stands in for the GPU: the seed
+    comes from the CPU, as the tests' ``torch.tensor(seed)`` and a CPU generator give it."""
+    kernels = RecordingKernels()
+    monkeypatch.setattr(fused, "resolve", lambda backend, device: kernels)
+    logits, pos, var = (x.detach().to("meta").requires_grad_() for x in problem(torch.float32))
+    y = gaussian_samples(logits, pos, var, 4, 0.5, torch.tensor([1, 2]), "triton")
+    y.sum().backward()
+    assert {i for i, _ in kernels.devices} >= {0, 1, 2, 3}  # both launches ran, the seed among the arguments
+    assert all(device == logits.device for _, device in kernels.devices), kernels.devices
+
+
 # Triton reads TRITON_INTERPRET when it is imported, so the interpreted kernels run in a subprocess.
 TRITON_RUN = """
 import sys, torch
