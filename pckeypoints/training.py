@@ -37,7 +37,8 @@ from .errors import CheckpointError, PCKeypointsError
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "config_fields", "load_checkpoint", "resolve_checkpoint", "resolve_device", "train"]
+__all__ = ["TrainConfig", "config_fields", "load_checkpoint", "make_lr_schedule", "make_optimizer", "resolve_checkpoint",
+           "resolve_device", "train"]
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -147,16 +148,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
     torch.manual_seed(config.seed)
     model = task.build_model(config).to(device)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.lr_schedule == "cosine":
-        lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
-    elif config.lr_schedule == "step":
-        lr_schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=0.5)
-    else:
-        lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    optimizer = make_optimizer(config, model)
+    lr_schedule = make_lr_schedule(config, optimizer)
     tau_schedule = make_schedule(config.tau_schedule, config.tau_start, config.tau_end, config.epochs)
     start_epoch, best, best_epoch = 0, -math.inf, 0
     if checkpoint is not None:
@@ -223,6 +216,22 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     if writer is not None:
         writer.close()
     return run_dir
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``config.optimizer`` (AdamW, or SGD with momentum 0.9) over ``model``'s parameters."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_lr_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """``config.lr_schedule``, stepped once per epoch."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=0.5)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- run folders
