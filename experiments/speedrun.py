@@ -56,6 +56,9 @@ RECIPES: dict[str, dict] = {
     # width 0.5 (0.49 s a step): 50 epochs of bathtub (22 steps) or 85 of bed (7 steps) fit their budgets
     "w05-e50": {**_SHIPPED, "width": 0.5, "epochs": 50, "lr": 3e-3, "lr_schedule": "cosine"},
     "w05-e85": {**_SHIPPED, "width": 0.5, "epochs": 85, "lr": 3e-3, "lr_schedule": "cosine"},
+    # one-seed probes of the bathtub gap: width 0.75 (34 epochs fit), width 0.5 with a higher lr and the whole budget
+    "w075-e34": {**_SHIPPED, "width": 0.75, "epochs": 34, "lr": 3e-3, "lr_schedule": "cosine"},
+    "w05-e54-lr5": {**_SHIPPED, "width": 0.5, "epochs": 54, "lr": 5e-3, "lr_schedule": "cosine"},
     # the quick start's budget (5 minutes of 2 cores, run at 300 CPU-s of one core): 25 epochs of bathtub
     "w05-e25": {**_SHIPPED, "width": 0.5, "epochs": 25, "lr": 3e-3, "lr_schedule": "cosine"},
 }
