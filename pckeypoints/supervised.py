@@ -59,11 +59,15 @@ class SupervisedTask:
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
         maps = model(batch["points"])
+        return self.criterion(config)(maps, batch["keypoints"], batch["mask"], tau=tau), {}
+
+    @staticmethod
+    def criterion(config: TrainConfig) -> KeypointLoss:
+        """The :class:`~pckeypoints.losses.KeypointLoss` of the ``[loss]`` section."""
         loss = config.loss
-        criterion = KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
-                                 target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
-                                 clipped_integral=loss.clipped_integral)
-        return criterion(maps.logits, maps.basis, batch["keypoints"], batch["mask"], tau=tau), {}
+        return KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
+                            target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
+                            clipped_integral=loss.clipped_integral)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
         """Euclidean PCK of ``eval.readout`` (cheap: run after every epoch to select ``best.pt``)."""

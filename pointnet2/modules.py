@@ -45,7 +45,7 @@ class SetAbstraction(nn.Module):
     """FPS ``npoint`` centres, then per scale: ball query + grouping, shared MLP, max pool over the ball.
 
     One radius is single-scale grouping (SSG); several radii are multi-scale grouping (MSG), the scales'
-    features concatenated. Padding slots and empty balls are masked out of the max (empty balls give 0).
+    features concatenated. The centres are cloud points, so no ball is empty.
 
     Args:
         npoint: number of centres M.
@@ -74,11 +74,14 @@ class SetAbstraction(nn.Module):
         new_xyz = gather_points(xyz, furthest_point_sample(xyz, self.npoint, validate=False))
         pooled = []
         for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
-            grouped, counts = ball_query_group(xyz, new_xyz, features, radius, nsample, validate=False)
+            grouped, _ = ball_query_group(xyz, new_xyz, features, radius, nsample, validate=False)
             h = mlp(grouped.permute(0, 2, 3, 1))  # (B, M, S, C')
-            valid = torch.arange(nsample, device=h.device) < counts.unsqueeze(-1)  # (B, M, S)
-            h = h.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=2)
-            pooled.append(torch.where(counts.unsqueeze(-1) > 0, h, 0.0))
+            # Every ball holds its centre (a cloud point) and its padding slots repeat its first neighbour,
+            # so the plain max over the slots is the max over the distinct neighbours. max, not amax: its
+            # backward routes each gradient to one slot (an index scatter) instead of splitting it over ties
+            # (mask tensors of h's size); the ties are padding copies of one point or ReLU zeros, which pass
+            # no gradient, so the gradients are the same.
+            pooled.append(h.max(dim=2).values)
         return new_xyz, torch.cat(pooled, dim=-1).transpose(1, 2)
 
 

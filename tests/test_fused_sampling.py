@@ -167,6 +167,27 @@ def test_tiny_temperature_gives_one_hot_weights_not_nan(tau):
     assert ((y.flatten(1, 2) - picked).abs() < spread).all()
 
 
+def test_every_tensor_handed_to_the_kernels_is_on_the_logits_device(monkeypatch):
+    """The Triton launcher rejects a CPU pointer on CUDA ("Pointer argument (at 3) cannot be accessed from
+    Triton (cpu tensor?)": argument 3, the seed, was a CPU tensor). Meta stands in for the GPU (the ops' fake
+    kernels run on it): every tensor reaching the kernels' two ops is on the logits' device, though the seed
+    comes from the CPU, as the tests' ``torch.tensor(seed)`` and a CPU generator give it."""
+    seen = {}
+    for name in ("gumbel_moments", "gumbel_moments_backward"):
+        def recording(*args, _op=getattr(fused, name), _name=name):
+            seen[_name] = [(i, x.device) for i, x in enumerate(args) if isinstance(x, torch.Tensor)]
+            return _op(*args)
+
+        monkeypatch.setattr(fused, name, recording)
+    monkeypatch.setattr(fused, "resolve", lambda backend, device: fused.reference)  # a kernel "exists" on meta
+    logits, pos, var = (x.detach().to("meta").requires_grad_() for x in problem(torch.float32))
+    y = gaussian_samples(logits, pos, var, 4, 0.5, torch.tensor([1, 2]), "triton")
+    y.sum().backward()
+    assert set(seen) == {"gumbel_moments", "gumbel_moments_backward"}  # both ops ran
+    assert (3, logits.device) in seen["gumbel_moments"]  # the seed, argument 3, among them
+    assert all(device == logits.device for devices in seen.values() for _, device in devices), seen
+
+
 # Triton reads TRITON_INTERPRET when it is imported, so the interpreted kernels run in a subprocess.
 TRITON_RUN = """
 import sys, torch

@@ -50,6 +50,37 @@ def test_set_abstraction_pools_distinct_neighbours():
         assert torch.allclose(pooled[b, :, m], expected, atol=1e-6)
 
 
+def masked_pooling(sa: SetAbstraction, xyz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """The pooling SetAbstraction had before: padding slots masked to -inf, amax, empty balls 0."""
+    new_xyz = gather_points(xyz, reference.furthest_point_sample(xyz, sa.npoint))
+    grouped, counts = reference.ball_query_group(xyz, new_xyz, feats, sa.radii[0], sa.nsamples[0])
+    h = sa.mlps[0](grouped.permute(0, 2, 3, 1))
+    valid = torch.arange(sa.nsamples[0]) < counts.unsqueeze(-1)
+    h = h.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=2)
+    return torch.where(counts.unsqueeze(-1) > 0, h, 0.0).transpose(1, 2)
+
+
+def test_set_abstraction_max_equals_the_masked_pooling_with_gradients():
+    """Training mode (batch statistics), sparse balls with many padding slots, duplicated points (exact
+    ties): outputs and every gradient equal the masked amax pooling's (a duplicate pair's gradient summed)."""
+    torch.manual_seed(0)
+    sa = SetAbstraction(24, [0.15], [16], 3, [[8, 8, 16]]).train()
+    xyz = cloud(2, 120)
+    xyz = torch.cat([xyz, xyz[:, :10]], dim=1)  # ten points twice
+    feats = torch.randn(2, 3, 130)
+    feats[:, :, 120:] = feats[:, :, :10]
+    results = []
+    for pool in (lambda x, f: sa(x, f)[1], lambda x, f: masked_pooling(sa, x, f)):
+        f = feats.clone().requires_grad_()
+        out = pool(xyz, f)
+        sa.zero_grad()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        # a duplicated point's gradient may go to either copy (max) or be split over both (amax): compare sums
+        g = torch.cat([f.grad[:, :, :10] + f.grad[:, :, 120:], f.grad[:, :, 10:120]], dim=2)
+        results.append([out, g] + [p.grad.clone() for p in sa.parameters()])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(*results))
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread, and do not stall when the cores are busy."""
