@@ -64,7 +64,7 @@ fi
 
 step "Python dependencies (exact versions; pyproject.toml declares the ranges)"
 $PIP torch-geometric==2.8.1 numpy==2.4.6 scipy==1.17.1 open3d==0.20.0 trimesh==5.2.0 matplotlib==3.11.2 \
-  pillow==13.0.0 tqdm==4.70.1 tensorboard==2.21.0 pytest==9.0.3 hypothesis==6.155.2
+  pillow==13.0.0 tqdm==4.70.1 tensorboard==2.21.0 pytest==9.0.3 hypothesis==6.155.2 kornia==0.9.0
 
 if [ -n "$build" ]; then
   step "waiting for the torch-cluster compile (a dot every 30 s)"
