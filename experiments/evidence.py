@@ -33,10 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "experiments" / "results" / "evidence"
 CONFIGS = ROOT / "experiments" / "configs"
-METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30")
+#: sampling-argmax variants (issue-19 ablation): name -> the config fields beside Ns = 30
+SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30+js": {"method": "sampling+js"},
+                     "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-tau0.5": {"tau_end": 0.5}}
+METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30",
+           *SAMPLING_VARIANTS)
 METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js": "soft-argmax + JS",
                 "discrete": "discrete expectation", "sampling1": "sampling, Ns = 1", "sampling5": "sampling, Ns = 5",
-                "sampling10": "sampling, Ns = 10", "sampling30": "sampling, Ns = 30"}
+                "sampling10": "sampling, Ns = 10", "sampling30": "sampling, Ns = 30",
+                "sampling30-official": "sampling, Ns = 30, official Gumbel form", "sampling30+js": "sampling + JS, Ns = 30",
+                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5"}
 #: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
 PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 41.6, "bed": 39.2},
                 "soft+js": {"bathtub": 42.7, "bed": 43.9}, "discrete": {"bathtub": None, "bed": None},
@@ -69,6 +75,8 @@ def protocol_config(protocol: str) -> tuple[Path, dict]:
 
 
 def method_overrides(method: str) -> dict:
+    if method in SAMPLING_VARIANTS:
+        return {"method": "sampling", "num_samples": 30, **SAMPLING_VARIANTS[method]}
     if method.startswith("sampling"):
         return {"method": "sampling", "num_samples": int(method.removeprefix("sampling"))}
     return {"method": method}
@@ -95,9 +103,17 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
                  "data_root": args.data_root, "max_models": args.max_models, "epochs": args.epochs,
                  "device": args.device}
     flags = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in variant.items()]  # None: unset
-    flags += [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if v is not None]
+    flags += [_flag(k, v) for k, v in overrides.items() if v is not None]
     return [sys.executable, "-m", "pckeypoints", "train", "--config", str(config_file),
             *flags, "--no-test", "--no-progress"]
+
+
+def _flag(name: str, value) -> str:
+    """The command-line flag that sets ``name`` to ``value`` (booleans as ``--x`` / ``--no-x``)."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag}={value}"
 
 
 def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -> None:

@@ -78,3 +78,16 @@ def test_variant_protocols_train_their_base_config_with_their_fields(tmp_path, p
     assert any(plain.get(name) != value for name, value in fields.items())
     assert (config.loss.method, config.loss.num_samples, config.data.category, config.run.seed) == (
         "sampling", 10, "bathtub", 0)
+
+
+@pytest.mark.parametrize("method", sorted(evidence.SAMPLING_VARIANTS))
+def test_sampling_variants_train_with_their_fields(tmp_path, method):
+    from pckeypoints.cli import build_parser
+    from pckeypoints.config import TrainConfig, config_fields
+
+    args = argparse.Namespace(runs=str(tmp_path), protocol="cpu-full", data_root=None, max_models=None, epochs=None,
+                              device="auto")
+    parsed = build_parser().parse_args(evidence.train_command(args, "bathtub", method, 0)[3:])
+    config = TrainConfig.from_toml(parsed.config, **{f.name: getattr(parsed, f.name) for f in config_fields()})
+    assert config.loss.num_samples == 30 and config.loss.method.startswith("sampling")
+    assert all(config.get(name) == value for name, value in evidence.SAMPLING_VARIANTS[method].items())
