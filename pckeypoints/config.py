@@ -256,14 +256,14 @@ class TrainConfig:
 
     def get(self, name: str):
         """The value of a field by flat name (``config.get("lr") == config.optim.lr``)."""
-        section, key = _flat_paths(self.mode).get(name) or _unknown_flat(name, self.mode)
+        section, key = _field_path(name, self.mode)
         return getattr(getattr(self, section), key)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with fields changed by flat name (``max_models=None``, ``data_root=...``), checked."""
         values = self.to_dict()
         for name, value in changes.items():
-            section, key = _flat_paths(self.mode).get(name) or _unknown_flat(name, self.mode)
+            section, key = _field_path(name, self.mode)
             values[section][key] = None if value is UNSET else value
         return TrainConfig.from_dict(values)
 
@@ -308,7 +308,12 @@ def _flat_paths(mode: str) -> dict[str, tuple[str, str]]:
     return {f.name: (f.section, f.key) for f in config_fields(mode, scalars=False)}
 
 
-def _unknown_flat(name: str, mode: str):
+def _field_path(name: str, mode: str) -> tuple[str, str]:
+    """``(section, key)`` of the field whose flat name is ``name`` in a config of ``mode``."""
+    if mode not in MODES:
+        raise ConfigError(f"config field mode must be one of {MODES}, got {mode!r}")
+    if name in _flat_paths(mode):
+        return _flat_paths(mode)[name]
     other = _flat_paths(MODES[1 - MODES.index(mode)])
     if name in other:
         raise ConfigError(f"config field {'.'.join(other[name])} is not used by {mode} training")
@@ -321,10 +326,8 @@ def _with_overrides(values: dict, overrides: dict) -> dict:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "mode" in overrides:
         values["mode"] = overrides.pop("mode")
-    mode = values.get("mode", "supervised")
-    paths = _flat_paths(mode) if mode in MODES else _flat_paths(MODES[0])
     for name, value in overrides.items():
-        section, key = paths.get(name) or _unknown_flat(name, mode)
+        section, key = _field_path(name, values.get("mode", "supervised"))
         if not isinstance(values.setdefault(section, {}), dict):
             raise ConfigError(f"config key {section} must be a section ([{section}]), got {values[section]!r}")
         values[section][key] = None if value is UNSET else value
