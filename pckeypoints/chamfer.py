@@ -1,9 +1,13 @@
 """Chamfer distances between point clouds, plain and composite (Skeleton Merger, Shi et al., CVPR 2021).
 
 Distances are smoothed Euclidean, d(x, y) = sqrt(|x - y|² + eps), so that their gradient stays finite
-when points coincide. Nearest neighbours are searched without autograd (one ``torch.cdist`` per chunk of
-the batch serves both directions) and only the selected pairs are recomputed with gradients: the
-gradient of a minimum flows only to its argmin anyway, and memory stays O(B·N) instead of O(B·N·M).
+when points coincide. Nearest neighbours are searched without autograd and only the selected pairs are
+recomputed with gradients: the gradient of a minimum flows only to its argmin anyway, and memory stays
+O(B·N) instead of O(B·N·M). The search is one pass over the point pairs serving both directions: a C++
+kernel on the CPU (``fused/csrc/chamfer.cpp``), one ``torch.cdist`` per chunk of the batch elsewhere.
+On the CPU the composite distance's greedy coverage is a C++ kernel too (forward and backward, without
+the ``(B, N, P)`` tensors of distances, orders and weights); the PyTorch code is its fallback and the
+reference it is tested against.
 
 The composite Chamfer distance compares a cloud with a reconstruction made of P sub-clouds (parts),
 each present with an activation strength a_p in [0, 1]:
@@ -17,6 +21,10 @@ each present with an activation strength a_p in [0, 1]:
 """
 from __future__ import annotations
 
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import torch
@@ -36,26 +44,62 @@ class CompositeChamfer(NamedTuple):
     input_to_reconstruction: Tensor
 
 
-def _nearest_indices(x: Tensor, y: Tensor, groups: int = 1) -> tuple[Tensor, Tensor]:
-    """Nearest-neighbour indices both ways, from one ``torch.cdist`` per chunk of the batch, no autograd.
+def _nearest_indices(x: Tensor, y: Tensor, groups: int = 1, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Nearest-neighbour indices both ways, no autograd.
 
     Args:
         x: ``(B, N, 3)``; y: ``(B, G·M, 3)``, read as ``groups`` = G consecutive groups of M points.
+        backend: ``"auto"`` (the C++ kernel for float32/float64 CPU tensors when it builds, else the dense
+            search), ``"kernel"`` or ``"dense"``.
     Returns:
         for each point of ``x`` its nearest point of each group of ``y``, ``(B, N, G)`` indices into ``y``,
         and for each point of ``y`` its nearest point of ``x``, ``(B, G·M)`` indices into ``x``.
     """
+    x, y = x.detach(), y.detach()
+    kernel = _kernel() if backend == "kernel" else _cpu_kernel(x, y) if backend == "auto" else None
+    if kernel is None:
+        return _dense_nearest_indices(x, y, groups)
+    return tuple(kernel.nearest(x.contiguous(), y.contiguous(), groups))
+
+
+def _dense_nearest_indices(x: Tensor, y: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """:func:`_nearest_indices` by one ``torch.cdist`` per chunk of the batch (any device)."""
     b, n, _ = x.shape
     size = y.shape[1] // groups
     x_to_y, y_to_x = [], []
-    with torch.no_grad():
-        step = max(1, _CHUNK_ENTRIES // (n * y.shape[1]))
-        for i in range(0, b, step):
-            d = torch.cdist(x[i : i + step], y[i : i + step])  # (b', N, G·M)
-            x_to_y.append(d.view(d.shape[0], n, groups, size).argmin(-1))
-            y_to_x.append(d.argmin(1))
+    step = max(1, _CHUNK_ENTRIES // (n * y.shape[1]))
+    for i in range(0, b, step):
+        d = torch.cdist(x[i : i + step], y[i : i + step])  # (b', N, G·M)
+        x_to_y.append(d.view(d.shape[0], n, groups, size).argmin(-1))
+        y_to_x.append(d.argmin(1))
     offsets = torch.arange(groups, device=x.device) * size
     return torch.cat(x_to_y) + offsets, torch.cat(y_to_x)
+
+
+def _cpu_kernel(*tensors: Tensor) -> ModuleType | None:
+    """The C++ kernels when ``tensors`` are CPU float32 or float64 of one dtype and they build, else None."""
+    dtype = tensors[0].dtype
+    if dtype in (torch.float32, torch.float64) and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors):
+        return _kernel_or_warn()
+    return None
+
+
+@cache
+def _kernel() -> ModuleType:
+    from pointnet2.build import load_extension
+
+    source = Path(__file__).parent / "fused" / "csrc" / "chamfer.cpp"
+    return load_extension("pckeypoints_chamfer", (source,), ("-fno-trapping-math",))
+
+
+@cache
+def _kernel_or_warn() -> ModuleType | None:
+    try:
+        return _kernel()
+    except Exception as err:  # no compiler, build error: the dense search
+        warnings.warn(f"building the Chamfer CPU kernels failed ({type(err).__name__}: {err}); "
+                      "using PyTorch", RuntimeWarning, stacklevel=4)
+        return None
 
 
 def _squared_distance(x: Tensor, y: Tensor, index: Tensor) -> Tensor:
@@ -131,7 +175,28 @@ def composite_chamfer_distance(
     to_parts, to_input = _nearest_indices(points, flat, groups=p)  # (B, N, P), (B, P·M)
     rec_dist = _squared_distance(flat, points, to_input.unsqueeze(-1)).add(eps).sqrt().view(b, p, m)
     reconstruction_to_input = (rec_dist.mean(-1) * activations).mean(-1)
-    distances = _squared_distance(points, flat, to_parts).add(eps).sqrt()  # (B, N, P)
-    weights, missing = greedy_coverage(distances, activations)
-    input_to_reconstruction = ((weights * distances).sum(-1) + uncovered_penalty * missing).mean(-1)
-    return CompositeChamfer(reconstruction_to_input, input_to_reconstruction)
+    kernel = _cpu_kernel(points, flat, activations)
+    if kernel is not None:
+        per_point = _CoverageCost.apply(points, flat, activations, to_parts, uncovered_penalty, eps)
+    else:
+        distances = _squared_distance(points, flat, to_parts).add(eps).sqrt()  # (B, N, P)
+        weights, missing = greedy_coverage(distances, activations)
+        per_point = (weights * distances).sum(-1) + uncovered_penalty * missing
+    return CompositeChamfer(reconstruction_to_input, per_point.mean(-1))
+
+
+class _CoverageCost(torch.autograd.Function):
+    """Per input point ``(B, N)``: Σ_p w_p d_p + penalty · missing coverage, by the C++ kernels (see
+    :func:`greedy_coverage`); ``to_parts (B, N, P)`` indexes each point's nearest point of every part."""
+
+    @staticmethod
+    def forward(ctx, points, flat, activations, to_parts, penalty, eps):
+        args = (points.contiguous(), flat.contiguous(), activations.contiguous(), to_parts.contiguous())
+        ctx.save_for_backward(*args)
+        ctx.constants = (penalty, eps)
+        return _kernel().coverage_forward(*args, penalty, eps)
+
+    @staticmethod
+    def backward(ctx, grad_cost):
+        grads = _kernel().coverage_backward(grad_cost.contiguous(), *ctx.saved_tensors, *ctx.constants)
+        return *grads, None, None, None

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import pckeypoints.chamfer as chamfer
 from pckeypoints.chamfer import (
     chamfer_distance,
     composite_chamfer_distance,
@@ -10,6 +11,16 @@ from pckeypoints.chamfer import (
 )
 
 EPS = 1e-4
+
+
+@pytest.fixture(params=["kernel", "dense"])
+def search(request, monkeypatch):
+    """Runs a test with the C++ nearest-neighbour kernel and with the dense torch.cdist search."""
+    if request.param == "dense":
+        monkeypatch.setattr(chamfer, "_kernel_or_warn", lambda: None)
+    else:
+        chamfer._kernel()  # a build failure fails the test instead of falling back
+    return request.param
 
 
 def dist(a, b):
@@ -43,7 +54,7 @@ def brute_composite(points, parts, act, penalty):
     return rec_to_input, input_to_rec / len(points)
 
 
-def test_chamfer_distance_against_loops():
+def test_chamfer_distance_against_loops(search):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(2, 9, 3, generator=g), torch.randn(2, 13, 3, generator=g)
     got = chamfer_distance(x, y)
@@ -54,7 +65,7 @@ def test_chamfer_distance_against_loops():
 
 
 @pytest.mark.parametrize("scale", [0.2, 0.5, 1.0])
-def test_composite_chamfer_against_loops(scale):
+def test_composite_chamfer_against_loops(scale, search):
     # scale varies the activations: small ones leave points uncovered (penalty), large ones saturate at 1.
     g = torch.Generator().manual_seed(2)
     points = torch.randn(2, 12, 3, generator=g)
@@ -77,7 +88,7 @@ def test_greedy_coverage_hand_case():
     assert missing.item() == pytest.approx(0.1)
 
 
-def test_composite_chamfer_gradients_match_finite_differences():
+def test_composite_chamfer_gradients_match_finite_differences(search):
     g = torch.Generator().manual_seed(3)
     points = torch.randn(1, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     parts = torch.randn(1, 3, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -106,12 +117,52 @@ def test_composite_chamfer_bad_input():
 
 
 def test_chunked_search_matches_single_pass(monkeypatch):
-    import pckeypoints.chamfer as chamfer
-
     g = torch.Generator().manual_seed(4)
     points, parts, act = torch.randn(3, 20, 3, generator=g), torch.randn(3, 4, 5, 3, generator=g), torch.rand(3, 4, generator=g)
+    monkeypatch.setattr(chamfer, "_kernel_or_warn", lambda: None)
     whole = composite_chamfer_distance(points, parts, act)
     monkeypatch.setattr(chamfer, "_CHUNK_ENTRIES", 1)  # one batch element per cdist
     chunked = composite_chamfer_distance(points, parts, act)
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups", [1, 7])
+def test_nearest_kernel_matches_dense_search(dtype, groups):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 300, 3, generator=g, dtype=dtype)
+    y = torch.randn(3, groups * 40, 3, generator=g, dtype=dtype)
+    y[:, 5] = y[:, 3]  # exact ties: both searches keep the lower index
+    x[:, 9] = x[:, 2]
+    got = chamfer._nearest_indices(x, y, groups, backend="kernel")
+    want = chamfer._nearest_indices(x, y, groups, backend="dense")
+    assert got[0].shape == (3, 300, groups) and got[1].shape == (3, groups * 40)
+    group_of = got[0] // 40
+    assert torch.equal(group_of, torch.arange(groups).expand_as(group_of))
+    if dtype == torch.float64:  # torch.cdist's rounding may break near-ties differently in float32
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    # Either way the chosen neighbours are nearest: equal distances, to rounding.
+    torch.testing.assert_close(chamfer._squared_distance(x, y, got[0]), chamfer._squared_distance(x, y, want[0]))
+    torch.testing.assert_close(chamfer._squared_distance(y, x, got[1][..., None]),
+                               chamfer._squared_distance(y, x, want[1][..., None]))
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.3, 1.0])
+def test_coverage_kernel_matches_pytorch(scale, monkeypatch):
+    # scale 0.05: every point uncovered (penalty), 0.3: a few parts per point, 1.0: mostly the nearest part alone.
+    g = torch.Generator().manual_seed(6)
+    inputs = (torch.randn(3, 200, 3, generator=g, dtype=torch.float64), torch.randn(3, 10, 6, 3, generator=g,
+              dtype=torch.float64), torch.rand(3, 10, generator=g, dtype=torch.float64) * scale)
+
+    def value_and_grads():
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        d = composite_chamfer_distance(*leaves, uncovered_penalty=4.0)
+        (d.input_to_reconstruction * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)).sum().backward()
+        return [d.input_to_reconstruction] + [t.grad for t in leaves]
+
+    chamfer._kernel()
+    fused = value_and_grads()
+    monkeypatch.setattr(chamfer, "_kernel_or_warn", lambda: None)
+    for got, want in zip(fused, value_and_grads()):
+        torch.testing.assert_close(got, want)
