@@ -6,7 +6,7 @@ decoder rebuilds the cloud from each of ``num_samples`` sampling-argmax keypoint
 mean over them (the expected reconstruction error); with ``"soft"`` from the soft-argmax.
 
 Checkpoints are selected without labels: ``best.pt`` has the lowest soft-argmax reconstruction loss on the
-eval split (the monitor ``neg_reconstruction`` is its negation). The annotations only score the soft-argmax
+eval split (the monitor ``neg_reconstruction`` is its negation; ``reconstruction`` in a report). The annotations only score the soft-argmax
 keypoints, mapped back to the dataset's own coordinates: the dual alignment score (DAS, with its forward and
 backward parts) in two protocols and KeypointNet's keypoint mIoU at geodesic distance 0.1. ``das``: the
 strict one, pairs of distinct shapes of the evaluated split; ``das_sm``: Skeleton Merger's published one
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import dual_alignment_score, keypoint_miou
+from .metrics.das import alignment_votes, keypoint_matches
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
 from .evaluation import collect_predictions, predict_keypoints
@@ -69,16 +70,22 @@ class UnsupervisedTask:
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
                figures=None) -> dict[str, float]:
         """:meth:`evaluate`'s metrics plus ``das_sm`` (with ``_forward``, ``_backward``) over every annotated shape
-        of the category; writes ``metrics.md``/``metrics.json`` and ``gallery.png`` (keypoints of the first 8
-        clouds of ``loader``, coloured by index: aligned keypoints share a colour across shapes) in ``out_dir``."""
+        of the category; writes ``metrics.md``/``metrics.json``, ``records.pt`` (per shape: the reconstruction
+        loss and the counts behind DAS and mIoU, :func:`_shape_records`, for bootstrap CIs over shapes) and
+        ``gallery.png`` (keypoints of the first 8 clouds of ``loader``, coloured by index: aligned keypoints share
+        a colour across shapes) in ``out_dir``."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected = collect_predictions(model, loader)
         every_shape = self.dataset(config.replace(max_models=None), None, train=False)
-        published = skeleton_merger_das(collect_predictions(model, DataLoader(
-            every_shape, loader.batch_size, collate_fn=loader.collate_fn)))
-        metrics = {"neg_reconstruction": -reconstruction_loss(model, loader, config),
-                   **unsupervised_metrics(collected), **published, "das_sm_shapes": len(every_shape)}
+        collected_all = collect_predictions(model, DataLoader(every_shape, loader.batch_size,
+                                                              collate_fn=loader.collate_fn))
+        reconstruction = reconstruction_per_shape(model, loader, config)
+        metrics = {"neg_reconstruction": -float(reconstruction.mean()), **unsupervised_metrics(collected),
+                   **skeleton_merger_das(collected_all), "das_sm_shapes": len(every_shape)}
+        torch.save({"model_id": collected["model_id"], "reconstruction": reconstruction,
+                    **_shape_records(collected, "das"), **_shape_records(collected_all, "das_sm"),
+                    "das_sm_model_id": collected_all["model_id"]}, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         title = f"{config.data.label} unsupervised ({config.loss.method})"
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
@@ -111,34 +118,59 @@ class UnsupervisedTask:
 def reconstruction_objective(points: Tensor, output, weights: UnsupervisedLoss = UnsupervisedLoss()
                              ) -> tuple[Tensor, dict[str, float]]:
     """Skeleton Merger loss, weighted by ``weights``, of a :class:`~pckeypoints.models.autoencoder.SkeletonOutput`
-    for the clouds ``points (B, N, 3)``, and its terms (batch means) for logging."""
+    for the clouds ``points (B, N, 3)`` (the batch mean of :func:`_objective_per_shape`), and its terms (batch
+    means) for logging."""
+    per_shape, terms = _objective_per_shape(points, output, weights)
+    return per_shape.mean(), {name: value.mean().item() for name, value in terms.items()}
+
+
+def _objective_per_shape(points: Tensor, output, weights: UnsupervisedLoss) -> tuple[Tensor, dict[str, Tensor]]:
+    """The weighted Skeleton Merger loss of each cloud ``(B,)`` and its terms ``(B,)`` (the offsets' penalty is
+    the same for every cloud)."""
     chamfer = skeleton_loss(points, output, uncovered_penalty=weights.uncovered)
     terms = {
-        "reconstruction_to_input": chamfer.reconstruction_to_input.mean(),
-        "input_to_reconstruction": chamfer.input_to_reconstruction.mean(),
-        "offset": output.offsets.square().sum(),
+        "reconstruction_to_input": chamfer.reconstruction_to_input,
+        "input_to_reconstruction": chamfer.input_to_reconstruction,
+        "offset": output.offsets.square().sum().expand(len(points)),
     }
-    total = sum(getattr(weights, name) * value for name, value in terms.items())
-    return total, {name: value.item() for name, value in terms.items()}
+    return sum(getattr(weights, name) * value for name, value in terms.items()), terms
 
 
 @torch.no_grad()
-def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfig) -> float:
-    """Mean training objective of the soft-argmax skeleton over ``loader``'s clouds (no labels used)."""
+def reconstruction_per_shape(model: nn.Module, loader: DataLoader, config: TrainConfig) -> Tensor:
+    """Training objective of the soft-argmax skeleton for each cloud of ``loader`` ``(S,)`` (no labels used)."""
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    losses = []
     for batch in loader:
         points = batch["points"].to(device)
-        loss, _ = reconstruction_objective(points, model(points), config.loss)
-        total, count = total + loss.item() * len(points), count + len(points)
-    return total / count
+        losses.append(_objective_per_shape(points, model(points), config.loss)[0].cpu())
+    return torch.cat(losses)
+
+
+def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfig) -> float:
+    """Mean training objective of the soft-argmax skeleton over ``loader``'s clouds (no labels used)."""
+    return float(reconstruction_per_shape(model, loader, config).mean())
 
 
 def _annotations(collected: dict) -> list[tuple[Tensor, Tensor]]:
     """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.evaluation.collect_predictions`."""
     target, mask = collected["target"], collected["mask"]
     return [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(target))]
+
+
+def _shape_records(collected: dict, prefix: str) -> dict[str, Tensor]:
+    """Per shape of :func:`~pckeypoints.evaluation.collect_predictions`: the DAS votes (``<prefix>_forward_votes
+    (S, P, I)``, ``<prefix>_backward_votes (S, I, P)``, :func:`~pckeypoints.metrics.das.alignment_votes`) and, for
+    ``prefix == "das"``, the mIoU counts ``miou_matches (S, 3)`` (:func:`~pckeypoints.metrics.das.keypoint_matches`
+    at :data:`MIOU_THRESHOLD`)."""
+    annotations = _annotations(collected)
+    votes = alignment_votes(collected["pred"], annotations)
+    records = {f"{prefix}_forward_votes": votes.forward, f"{prefix}_backward_votes": votes.backward}
+    if prefix == "das":
+        records["miou_matches"] = keypoint_matches(collected["pred"], [xyz for xyz, _ in annotations],
+                                                   collected["points"], MIOU_THRESHOLD, k=GEODESIC_K)[:, 0]
+    return records
 
 
 def skeleton_merger_das(collected: dict) -> dict[str, float]:

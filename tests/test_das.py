@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pckeypoints.metrics import dual_alignment_score, keypoint_miou
+from pckeypoints.metrics.das import alignment_votes, das_from_votes, keypoint_matches
 
 
 def _annotation(xyz, ids):
@@ -145,6 +146,36 @@ def test_das_matches_reference_and_ignores_shape_order(seed, self_pairs):
     order = torch.randperm(len(pred), generator=torch.Generator().manual_seed(100 + seed))
     shuffled = dual_alignment_score(pred[order], [annotations[i] for i in order], self_pairs=self_pairs)
     assert shuffled.das == pytest.approx(result.das)
+
+
+@pytest.mark.parametrize("self_pairs", [False, True])
+def test_weighted_votes_equal_the_score_of_repeated_shapes(self_pairs):
+    # A bootstrap resample weights shapes: weights (2, 1, 0, 3, 1, 0, 1) must score like the list that repeats them.
+    pred, annotations = _random_case(3)
+    weights = torch.tensor([2.0, 1, 0, 3, 1, 0, 1], dtype=torch.float64)
+    repeated = [s for s, w in enumerate(weights.long().tolist()) for _ in range(w)]
+    want = dual_alignment_score(pred[repeated], [annotations[s] for s in repeated], self_pairs=self_pairs)
+    votes = alignment_votes(pred, annotations)
+    got = das_from_votes(torch.einsum("s,spi->pi", weights, votes.forward),
+                         torch.einsum("s,sip->ip", weights, votes.backward), weights.sum(), self_pairs)
+    assert [float(v) for v in got] == pytest.approx([want.das, want.forward, want.backward])
+    # batched over resamples: (2, S) weights give both scores at once
+    both = das_from_votes(torch.einsum("ds,spi->dpi", torch.stack([weights, torch.ones(7)]), votes.forward),
+                          torch.einsum("ds,sip->dip", torch.stack([weights, torch.ones(7)]), votes.backward),
+                          torch.tensor([weights.sum(), 7.0]), self_pairs)
+    assert float(both[0][0]) == pytest.approx(want.das)
+    assert float(both[0][1]) == pytest.approx(dual_alignment_score(pred, annotations, self_pairs=self_pairs).das)
+
+
+def test_keypoint_matches_weighted_equal_the_miou_of_repeated_shapes():
+    pred, annotations = _random_case(4)
+    gt = [xyz for xyz, _ in annotations]
+    counts = keypoint_matches(pred, gt, None, [0.2, 0.4])  # (S, T, 3)
+    weights = torch.tensor([0.0, 2, 1, 1, 0, 3, 1], dtype=torch.float64)
+    repeated = [s for s, w in enumerate(weights.long().tolist()) for _ in range(w)]
+    pooled = torch.einsum("s,stc->tc", weights, counts)
+    torch.testing.assert_close((pooled[:, 0] / (pooled[:, 2] + pooled[:, 1])).float(),
+                               keypoint_miou(pred[repeated], [gt[s] for s in repeated], None, [0.2, 0.4]))
 
 
 def test_das_bad_input():

@@ -10,7 +10,8 @@ from .geodesic import cloud_geodesics, snap_to_points
 from .pck import Thresholds, as_thresholds
 from ..errors import InputError
 
-__all__ = ["DualAlignment", "dual_alignment_score", "keypoint_miou"]
+__all__ = ["AlignmentVotes", "DualAlignment", "alignment_votes", "das_from_votes", "dual_alignment_score",
+           "keypoint_matches", "keypoint_miou"]
 
 Annotation = tuple[torch.Tensor, torch.Tensor]  # (xyz (K_i, 3), semantic ids (K_i,))
 
@@ -43,36 +44,63 @@ def dual_alignment_score(pred: torch.Tensor, annotations: Sequence[Annotation],
     score is unchanged by scaling and shifting a shape (Skeleton Merger's min/max normalisation); ties go to the
     lowest index.
     """
+    votes = alignment_votes(pred, annotations)
     min_shapes = 1 if self_pairs else 2
-    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < min_shapes or pred.shape[1] < 1:
+    if len(pred) < min_shapes:
         raise InputError(f"pred must have shape (S, P, 3) with S >= {min_shapes} and P >= 1, got {tuple(pred.shape)}")
+    shapes_with_id = votes.backward.sum(dim=(0, 2))
+    if not (shapes_with_id * (shapes_with_id - (0 if self_pairs else 1)) > 0).any():
+        raise InputError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
+    das, forward, backward = das_from_votes(votes.forward.sum(0), votes.backward.sum(0), len(pred), self_pairs)
+    return DualAlignment(das=float(das), forward=float(forward), backward=float(backward))
+
+
+@dataclass(frozen=True)
+class AlignmentVotes:
+    """Per shape, the one-hot votes behind :func:`dual_alignment_score` (float64): ``forward (S, P, I)``, the
+    semantic id (of I) each prediction takes; ``backward (S, I, P)``, the prediction each annotated id takes (a
+    zero row for an id the shape lacks). Their sums over any multiset of shapes give its DAS by
+    :func:`das_from_votes` (a bootstrap over shapes weights them)."""
+
+    forward: torch.Tensor
+    backward: torch.Tensor
+
+
+def alignment_votes(pred: torch.Tensor, annotations: Sequence[Annotation]) -> AlignmentVotes:
+    """:class:`AlignmentVotes` of ``pred (S, P, 3)`` against the annotations (see :func:`dual_alignment_score`)."""
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape[0] < 1 or pred.shape[1] < 1:
+        raise InputError(f"pred must have shape (S, P, 3) with S >= 1 and P >= 1, got {tuple(pred.shape)}")
     if len(annotations) != len(pred):
         raise InputError(f"got {len(annotations)} annotations for {len(pred)} shapes")
     if not torch.isfinite(pred).all():
         raise InputError("pred has NaN or infinite values")
     xyz, ids, present = _pad_annotations(annotations, pred.device)  # (S, K, 3), (S, K), (S, K)
-    num_pred = pred.shape[1]
-    num_ids = int(ids.max()) + 1
+    num_pred, num_ids = pred.shape[1], int(ids.max()) + 1
     distances = torch.cdist(pred.double(), xyz.double())  # (S, P, K)
-    not_self = 0 if self_pairs else 1  # ordered pairs among n shapes: n (n - not_self)
-
     nearest_gt = distances.masked_fill(~present[:, None, :], float("inf")).argmin(dim=2)  # (S, P)
-    labels = ids.gather(1, nearest_gt)
-    votes = torch.zeros(num_pred, num_ids, dtype=torch.float64, device=pred.device)
-    votes.index_put_((torch.arange(num_pred, device=pred.device).expand_as(labels), labels),
-                     torch.ones_like(labels, dtype=torch.float64), accumulate=True)
-    forward = (votes * (votes - not_self)).sum() / (num_pred * len(pred) * (len(pred) - not_self))
+    forward = torch.nn.functional.one_hot(ids.gather(1, nearest_gt), num_ids).double()  # (S, P, I)
+    nearest_pred = torch.nn.functional.one_hot(distances.argmin(dim=1), num_pred).double()  # (S, K, P)
+    backward = torch.zeros(len(pred), num_ids, num_pred, dtype=torch.float64, device=pred.device)
+    backward.scatter_add_(1, ids[..., None].expand_as(nearest_pred), nearest_pred * present[..., None])
+    return AlignmentVotes(forward, backward)
 
-    nearest_pred = distances.argmin(dim=1)  # (S, K)
-    votes = torch.zeros(num_ids, num_pred, dtype=torch.float64, device=pred.device)
-    votes.index_put_((ids[present], nearest_pred[present]), torch.ones(int(present.sum()), dtype=torch.float64,
-                                                                       device=pred.device), accumulate=True)
-    shapes_with_id = votes.sum(dim=1)
+
+def das_from_votes(forward: torch.Tensor, backward: torch.Tensor, num_shapes: float | torch.Tensor,
+                   self_pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(das, forward, backward)``, each ``(...)``, from summed :class:`AlignmentVotes` ``forward (..., P, I)``,
+    ``backward (..., I, P)`` of ``num_shapes`` shapes (``(...)`` or a number; weights of a resample may count a
+    shape several times, each a distinct shape of the pairs). Backward averages the ids with at least one pair."""
+    not_self = 0 if self_pairs else 1  # ordered pairs among n shapes: n (n - not_self)
+    num_pred = forward.shape[-2]
+    num_shapes = torch.as_tensor(num_shapes, dtype=torch.float64)
+    forward_score = (forward * (forward - not_self)).sum((-2, -1)) / (num_pred * num_shapes * (num_shapes - not_self))
+    shapes_with_id = backward.sum(-1)
     pairs = shapes_with_id * (shapes_with_id - not_self)
-    if not (pairs > 0).any():
-        raise InputError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
-    backward = ((votes * (votes - not_self)).sum(dim=1)[pairs > 0] / pairs[pairs > 0]).mean()
-    return DualAlignment(das=float(forward + backward) / 2, forward=float(forward), backward=float(backward))
+    agreeing = (backward * (backward - not_self)).sum(-1)
+    scored = pairs > 0
+    per_id = torch.where(scored, agreeing / pairs.clamp(min=1), torch.zeros_like(pairs))
+    backward_score = per_id.sum(-1) / scored.sum(-1)
+    return (forward_score + backward_score) / 2, forward_score, backward_score
 
 
 def keypoint_miou(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torch.Tensor],
@@ -94,21 +122,30 @@ def keypoint_miou(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torc
         thresholds: float or ``(T,)``; a pair matches when its distance is ``<= t``.
         k: neighbours per point of the geodesic graph.
     """
+    counts = keypoint_matches(pred, gt, points, thresholds, k).sum(0)  # (T, 3)
+    return (counts[:, 0] / (counts[:, 2] + counts[:, 1])).float()
+
+
+def keypoint_matches(pred: torch.Tensor | Sequence[torch.Tensor], gt: Sequence[torch.Tensor],
+                     points: torch.Tensor | Sequence[torch.Tensor] | None, thresholds: Thresholds,
+                     k: int = 10) -> torch.Tensor:
+    """Per shape and threshold the counts behind :func:`keypoint_miou` (same arguments), ``(S, T, 3)``: true
+    positives, false positives and annotated keypoints (a bootstrap over shapes weights them)."""
     if len(pred) != len(gt) or (points is not None and len(points) != len(gt)) or len(gt) == 0:
         raise InputError(f"pred, gt and points must list the same positive number of shapes, got {len(pred)}, "
                          f"{len(gt)}, {None if points is None else len(points)}")
     thresholds = as_thresholds(thresholds)
-    true_pos = false_pos = num_gt = 0
+    counts = torch.zeros(len(gt), len(thresholds), 3, dtype=torch.float64)
     for s in range(len(gt)):
         shape_pred, shape_gt = _keypoint_set(pred[s], "pred", s), _keypoint_set(gt[s], "gt", s)
         if len(shape_gt) == 0:
             raise InputError(f"gt of shape {s} has no keypoints")
         distances = _set_distances(shape_pred, shape_gt, None if points is None else points[s], k)  # (P, K)
         close = distances[None] <= thresholds[:, None, None]  # (T, P, K)
-        true_pos = true_pos + close.any(dim=1).sum(dim=1)
-        false_pos = false_pos + (~close.any(dim=2)).sum(dim=1)
-        num_gt += len(shape_gt)
-    return true_pos / (num_gt + false_pos)
+        counts[s, :, 0] = close.any(dim=1).sum(dim=1)
+        counts[s, :, 1] = (~close.any(dim=2)).sum(dim=1)
+        counts[s, :, 2] = len(shape_gt)
+    return counts
 
 
 def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
