@@ -6,7 +6,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ["BOOTSTRAP_DRAWS", "mean_sd", "nan_mean", "paired_bootstrap", "percent", "summarize"]
+__all__ = ["BOOTSTRAP_DRAWS", "bootstrap", "mean_sd", "nan_mean", "paired_bootstrap", "percent", "summarize"]
 
 #: Bootstrap resamples of a CI: 10,000, so that a CI's ends (and whether it excludes 0) do not move with the
 #: bootstrap seed at the tables' precision.
@@ -25,14 +25,23 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray, draws: in
     num_groups = int(groups.max()) + 1
     per_group_sum = np.bincount(groups, diff, num_groups)
     per_group_count = np.bincount(groups, minlength=num_groups).astype(np.float64)
+    _, low, high = bootstrap(lambda weights: (weights @ per_group_sum) / (weights @ per_group_count), num_groups,
+                             draws, seed)
+    return float(diff.mean()), low, high
+
+
+def bootstrap(statistic, num_groups: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float, float]:
+    """``statistic`` of the whole sample and its 95 % percentile CI over resamples of ``num_groups`` groups with
+    replacement. ``statistic`` maps group weights ``(d, G)`` (how often each group was drawn; all ones for the
+    sample itself) to ``(d,)`` values, e.g. a metric of method b minus method a on the same weighted shapes."""
     rng = np.random.default_rng(seed)
     stats = np.empty(draws)
     for start in range(0, draws, 1000):  # (1000, G) weights at a time
         picks = rng.integers(0, num_groups, size=(min(1000, draws - start), num_groups))
-        weights = np.stack([np.bincount(p, minlength=num_groups) for p in picks])
-        stats[start:start + len(picks)] = (weights @ per_group_sum) / (weights @ per_group_count)
+        weights = np.stack([np.bincount(p, minlength=num_groups) for p in picks]).astype(np.float64)
+        stats[start:start + len(picks)] = statistic(weights)
     low, high = np.percentile(stats, [2.5, 97.5])
-    return float(diff.mean()), float(low), float(high)
+    return float(statistic(np.ones((1, num_groups)))[0]), float(low), float(high)
 
 
 def nan_mean(values: list[float]) -> float:

@@ -6,12 +6,13 @@ Each (category, variant, seed) trains on the train split without labels and is s
 (``last.pt``: an unsupervised method has no labels to select a checkpoint with) by the dual alignment score
 in two protocols, Skeleton Merger's published one (self-pairs, every annotated shape of the category) and
 the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1 on the test split.
-Writes ``table7.{md,json}`` (mean ± sd over seeds per cell, every run's metrics, the missing runs) into
-``--results``. Finished runs are reused and interrupted ones resumed. Each run trains in its own process
+Writes ``table7.{md,json}`` (mean ± sd over seeds per cell with the reconstruction loss and CPU time, paired
+bootstrap CIs over shapes of sampling − soft from each run's per-shape records, every run's metrics, the missing
+runs) into ``--results``. Finished runs are reused and interrupted ones resumed. Each run trains in its own process
 (:mod:`runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
 cell; ``--table-only`` writes the table from every scored run of the grid.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python experiments/table7.py --variants soft 10   # CPU protocol, 3 seeds
+    python experiments/table7.py --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
     python experiments/table7.py --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
         --runs /tmp/runs7 --results experiments/results/evidence/gpu   # one GPU, the paper's protocol
 """
@@ -25,24 +26,30 @@ from pathlib import Path
 
 import torch
 from runner import run_commands
-from stats import percent, summarize
+from stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
 
 from pckeypoints.checkpoint import read_checkpoint, resolve_checkpoint
 from pckeypoints.config import UNSET, TrainConfig
 from pckeypoints.devices import resolve_device
 from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.metrics.das import das_from_votes
 from pckeypoints.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("soft", "1", "5", "10", "30")
+#: Epochs per category of the CPU protocol (``configs/table7_cpu.toml``): about 1,000 optimiser steps each at
+#: batch 8 (344 bathtub, 104 bed train clouds). ``--epochs`` overrides them.
+EPOCHS = {"bathtub": 25, "bed": 75}
 #: Li et al. (2021), Table 7: DAS "following Skeleton Merger" (../shared/reference/paper_tables.md), as fractions.
 PAPER_DAS = {"soft": {"bathtub": 0.562, "bed": 0.580}, "1": {"bathtub": 0.538, "bed": 0.635},
              "5": {"bathtub": 0.540, "bed": 0.619}, "10": {"bathtub": 0.588, "bed": 0.617},
              "30": {"bathtub": 0.567, "bed": 0.600}}
 #: Metrics of a cell, averaged over seeds.
 CELL_METRICS = ("das_sm", "das_sm_forward", "das_sm_backward", "das", "das_forward", "das_backward", "miou@0.1",
-                "train_minutes")
+                "reconstruction", "train_minutes")
+#: Metrics with paired bootstrap CIs of sampling − soft over shapes (from each run's ``eval_test/records.pt``).
+CI_METRICS = {"das_sm": "DAS (SM)", "das": "DAS strict", "miou@0.1": "mIoU@0.1", "reconstruction": "reconstruction"}
 
 
 def variant_name(variant: str) -> str:
@@ -75,14 +82,15 @@ def display_path(path: str) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "experiments/configs/table7_unsup.toml"),
+    parser.add_argument("--config", default=str(ROOT / "experiments/configs/table7_cpu.toml"),
                         help="base TrainConfig TOML (category, method, num_samples, seed, name, out and the flags "
                              "override it)")
     parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="'soft' or a number of sampling-argmax samples Ns")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
+    parser.add_argument("--epochs", type=int,
+                        help="training epochs (default: EPOCHS per category with the CPU config, else the config's)")
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the config's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
@@ -104,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
     tag = "soft" if variant == "soft" else f"ns{variant}"
     overrides = {"category": category, "method": "soft" if variant == "soft" else "sampling", "seed": seed,
-                 "name": f"{category}_{tag}_s{seed}", "out": args.runs, "epochs": args.epochs, "width": args.width,
+                 "name": f"{category}_{tag}_s{seed}", "out": args.runs,
+                 "epochs": args.epochs or default_epochs(args, category), "width": args.width,
                  "batch_size": args.batch_size, "lr": args.lr, "sigma": args.sigma,
                  "max_models": args.max_models or None, "device": args.device, "data_root": args.data_root}
     if variant != "soft":
@@ -113,10 +122,18 @@ def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
     return config.replace(max_models=None) if args.max_models == 0 else config
 
 
+def default_epochs(args, category: str) -> int | None:
+    """:data:`EPOCHS` of ``category`` under the CPU protocol's config, else None (the config's epochs)."""
+    cpu = Path(args.config).resolve() == (ROOT / "experiments/configs/table7_cpu.toml").resolve()
+    return EPOCHS.get(category) if cpu else None
+
+
 def run_one(args, category: str, variant: str, seed: int) -> dict:
     """Train (or resume, or reuse) one run and score its last epoch (``last.pt``: no label-based selection) on
-    the whole test split. A finished run whose ``eval_test/metrics.json`` exists is reused as is; the metrics
-    gain ``train_minutes`` (training + evaluation in this session) and the device."""
+    the whole test split. A finished run whose ``eval_test/metrics.json`` and ``records.pt`` exist is reused as
+    is, one without records scored again (keeping its timings); the metrics gain ``reconstruction``,
+    ``train_minutes`` (wall) and ``train_cpu_minutes`` (this process's CPU time: one thread, so a fair measure
+    under load) of training + evaluation in this session, and the device."""
     config = run_config(args, category, variant, seed)
     run_dir = Path(config.run.out) / config.run_name
     report_dir = run_dir / "eval_test"
@@ -127,14 +144,20 @@ def run_one(args, category: str, variant: str, seed: int) -> dict:
         if saved.replace(num_keypoints=config.model.num_keypoints) != config:
             raise ValueError(f"{run_dir} was trained with another config; pass --retrain or another --runs")
         finished = state["epoch"] >= saved.optim.epochs
-    if finished and (report_dir / "metrics.json").is_file():
-        return json.loads((report_dir / "metrics.json").read_text())["metrics"]
-    started = time.time()
+    scored = json.loads((report_dir / "metrics.json").read_text())["metrics"] if (
+        finished and (report_dir / "metrics.json").is_file()) else None
+    if scored is not None and (report_dir / "records.pt").is_file():
+        return scored
+    started, cpu_started = time.time(), time.process_time()
     if not finished:
         train(None if resume else config, resume=run_dir if resume else None, overwrite=not resume)
     device = resolve_device(config.run.device)
     result = evaluate_checkpoint(run_dir / "last.pt", "test", str(device), report_dir, max_models=UNSET)
-    metrics = {**result.metrics, "train_minutes": (time.time() - started) / 60,
+    timings = {"train_minutes": (time.time() - started) / 60,
+               "train_cpu_minutes": (time.process_time() - cpu_started) / 60}
+    if scored is not None:
+        timings = {key: scored.get(key, float("nan")) for key in timings}
+    metrics = {**result.metrics, "reconstruction": -result.metrics["neg_reconstruction"], **timings,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     trained = read_checkpoint(run_dir / "last.pt")[1]  # the run's config (the scoring unset max_models)
     (report_dir / "metrics.json").write_text(json.dumps({"config": trained.to_dict(), "metrics": metrics}, indent=2))
@@ -160,12 +183,16 @@ def recorded_runs(args) -> list[dict]:
     return runs
 
 
-def cell_text(cell: dict | None, key: str) -> str:
-    """A table cell of :func:`stats.summarize` results: ``mean ± sd`` in percent, or ``missing``."""
+def cell_text(cell: dict | None, key: str, scale: float = 100, digits: int = 1) -> str:
+    """A table cell of :func:`stats.summarize` results: ``mean ± sd`` times ``scale`` (percent by default),
+    ``missing`` without runs, ``n/a`` where the runs lack the metric."""
     if cell is None:
         return "missing"
+    if key not in cell:
+        return "n/a"
     stats = cell[key]
-    return percent(stats["mean"]) + ("" if stats["sd"] is None else f" ± {percent(stats['sd'])}")
+    text = f"{stats['mean'] * scale:.{digits}f}"
+    return text + ("" if stats["sd"] is None else f" ± {stats['sd'] * scale:.{digits}f}")
 
 
 def protocol_line(config: TrainConfig) -> str:
@@ -196,7 +223,8 @@ def write_tables(args, out: Path) -> None:
         for variant in args.variants:
             done = [runs[category, variant, s] for s in args.seeds if (category, variant, s) in runs]
             if done:
-                cells.setdefault(category, {})[variant] = {k: summarize([m[k] for m in done]) for k in CELL_METRICS}
+                cells.setdefault(category, {})[variant] = {k: summarize([m[k] for m in done]) for k in CELL_METRICS
+                                                           if all(k in m for m in done)}
     missing = [f"{c}/{variant_name(v)}/seed {s}" for c in args.categories for v in args.variants for s in args.seeds
                if (c, v, s) not in runs]
     config = run_config(args, args.categories[0], "soft", args.seeds[0])
@@ -213,8 +241,8 @@ def write_tables(args, out: Path) -> None:
              "- **mIoU@0.1**: KeypointNet's keypoint IoU at geodesic distance 0.1 (10-NN graph), test split.", ""]
     for category in args.categories:
         lines += [f"## {category}", "", "| Method | seeds | DAS (SM) | DAS (SM), paper | SM fwd / bwd | "
-                  "DAS strict (test) | strict fwd / bwd | mIoU@0.1 (test) | wall min / run |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "DAS strict (test) | strict fwd / bwd | mIoU@0.1 (test) | reconstruction (test, ×10³) | "
+                  "CPU min / run |", "|---|---|---|---|---|---|---|---|---|---|"]
         for variant in args.variants:
             cell = cells.get(category, {}).get(variant)
             lines.append(" | ".join([
@@ -223,15 +251,89 @@ def write_tables(args, out: Path) -> None:
                 percent(PAPER_DAS[variant][category]) if category in PAPER_DAS[variant] else "n/a",
                 f"{cell_text(cell, 'das_sm_forward')} / {cell_text(cell, 'das_sm_backward')}", cell_text(cell, "das"),
                 f"{cell_text(cell, 'das_forward')} / {cell_text(cell, 'das_backward')}", cell_text(cell, "miou@0.1"),
-                "–" if cell is None else f"{cell['train_minutes']['mean']:.1f}"]) + " |")
+                cell_text(cell, "reconstruction", 1000, 2), cell_text(cell, "train_cpu_minutes", 1)]) + " |")
         lines.append("")
+    intervals = sampling_minus_soft(args, runs)
+    lines += bootstrap_lines(intervals)
     lines += ["Missing runs: " + ("; ".join(missing) if missing else "none") + ".",
               f"Per-run reports (metrics, gallery of test keypoints coloured by index) under "
               f"`{display_path(args.runs)}/<category>_<variant>_s<seed>/eval_test/`."]
     payload = {"protocol": protocol_line(config), "config": config.to_dict(), "paper": PAPER_DAS, "cells": cells,
-               "missing": missing, "runs": recorded}
+               "sampling_minus_soft": intervals, "missing": missing, "runs": recorded}
     gallery = run_config(args, args.categories[0], args.variants[-1], args.seeds[0]).run_name
     save_table(out, "table7", lines, payload, Path(args.runs) / gallery / "eval_test" / "gallery.png")
+
+
+def shape_statistics(records: dict) -> dict:
+    """Per metric of :data:`CI_METRICS`, a function of shape weights ``(d, S)`` to the run's metric on each
+    weighted resample ``(d,)``, from its ``records.pt`` (:meth:`pckeypoints.unsupervised.UnsupervisedTask.report`)."""
+    def das(prefix: str, self_pairs: bool):
+        forward, backward = records[f"{prefix}_forward_votes"], records[f"{prefix}_backward_votes"]
+        def statistic(weights):
+            w = torch.from_numpy(weights)
+            return das_from_votes(torch.einsum("ds,spi->dpi", w, forward), torch.einsum("ds,sip->dip", w, backward),
+                                  w.sum(1), self_pairs)[0].numpy()
+        return statistic
+
+    matches, reconstruction = records["miou_matches"].numpy(), records["reconstruction"].double().numpy()
+    def miou(weights):
+        tp, fp, gt = (weights @ matches).T
+        return tp / (gt + fp)
+    return {"das_sm": das("das_sm", True), "das": das("das", False), "miou@0.1": miou,
+            "reconstruction": lambda weights: weights @ reconstruction / weights.sum(1)}
+
+
+def sampling_minus_soft(args, runs: dict) -> dict:
+    """``{category: {variant: {metric: {"diff", "low", "high", "seeds"}}}}``: paired bootstrap CIs over shapes
+    (:data:`stats.BOOTSTRAP_DRAWS` resamples; the shapes of the test split, or every annotated shape for DAS (SM))
+    of the seed-mean metric of sampling with ``variant`` minus soft-argmax's, over the seeds both have scored
+    with records."""
+    def records(category, variant, seed):
+        path = Path(args.runs) / run_config(args, category, variant, seed).run_name / "eval_test" / "records.pt"
+        return torch.load(path) if (category, variant, seed) in runs and path.is_file() else None
+
+    intervals = {}
+    for category in args.categories:
+        for variant in [v for v in args.variants if v != "soft"]:
+            pairs = [(records(category, "soft", s), records(category, variant, s)) for s in args.seeds]
+            seeds = [s for s, (a, b) in zip(args.seeds, pairs) if a is not None and b is not None]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if not pairs:
+                continue
+            for a, b in pairs:
+                if a["model_id"] != b["model_id"] or a["das_sm_model_id"] != b["das_sm_model_id"]:
+                    raise ValueError(f"{category}: the runs scored different shapes; score them again")
+            stats_a, stats_b = [shape_statistics(a) for a, _ in pairs], [shape_statistics(b) for _, b in pairs]
+            cell = intervals.setdefault(category, {}).setdefault(variant, {})
+            for metric in CI_METRICS:
+                num_shapes = len(pairs[0][0]["das_sm_model_id" if metric == "das_sm" else "model_id"])
+                def difference(weights, metric=metric):
+                    return sum(b[metric](weights) - a[metric](weights) for a, b in zip(stats_a, stats_b)) / len(pairs)
+                diff, low, high = bootstrap(difference, num_shapes)
+                cell[metric] = {"diff": diff, "low": low, "high": high, "seeds": seeds}
+    return intervals
+
+
+def bootstrap_lines(intervals: dict) -> list[str]:
+    """The table of :func:`sampling_minus_soft` (percentage points; reconstruction ×10³)."""
+    if not intervals:
+        return ["No paired bootstrap CIs yet: they need soft-argmax and sampling runs of a seed scored with records.",
+                ""]
+    lines = [f"## Sampling − soft-argmax, paired bootstrap over shapes ({BOOTSTRAP_DRAWS:,} resamples, 95 % CI)", "",
+             "Seed-mean metric of sampling minus soft-argmax's on the same resampled shapes (test split; every "
+             "annotated shape for DAS (SM)); percentage points, reconstruction ×10³ (lower is better).", "",
+             "| Category | Ns | seeds | " + " | ".join(CI_METRICS.values()) + " |",
+             "|---|---|---|" + "---|" * len(CI_METRICS)]
+    for category, variants in intervals.items():
+        for variant, cell in variants.items():
+            texts = [f"{_points(s['diff'], m)} [{_points(s['low'], m)}, {_points(s['high'], m)}]" for m, s in cell.items()]
+            seeds = next(iter(cell.values()))["seeds"]
+            lines.append(f"| {category} | {variant} | {', '.join(map(str, seeds))} | " + " | ".join(texts) + " |")
+    return lines + [""]
+
+
+def _points(value: float, metric: str) -> str:
+    return f"{value * 1000:+.2f}" if metric == "reconstruction" else f"{value * 100:+.1f}"
 
 
 def main(argv=None) -> int:
