@@ -10,7 +10,7 @@
   ``OUT_DIR/NAME.json``); an input that cannot be read is skipped with a line naming it, and the command ends
   with status 1.
 - ``export RUN_OR_CKPT -o model.pt2``: the detector as a ``torch.export`` program that ``predict`` takes.
-- ``viz ...``: render clouds with keypoints (see ``pckeypoints viz --help``).
+- ``viz ...``: render a cloud with keypoints, or a gallery of a category's models (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
 folder, a full disk; or an ``OSError`` of a file the user named) prints one line and exits with 1; Ctrl-C and

@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from box_folder import make_box_folder
-from keypointnet_subset import shared_data_root
+from keypointnet_subset import make_subset, shared_data_root
 
 import pckeypoints.pretrained as pretrained
 from pckeypoints.checkpoint import MAX_EXPORT_BYTES, export_model, load_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointNet, read_points
 from pckeypoints.errors import CheckpointError
+from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.metrics import dual_alignment_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import ship_pretrained  # noqa: E402
 
 SHIPPED = pretrained.REGISTRY.parent
 
@@ -102,6 +109,39 @@ def test_viz_renders_a_named_models_predictions(registry, tiny_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_ship_an_unsupervised_run(tmp_path, monkeypatch, capsys):
+    """ship_pretrained.py ships an unsupervised run (trained for seconds) into a registry of its own: weights, card
+    with the DAS / mIoU metrics, entry; ``predict NAME`` prints its 10 keypoints, indices 0..9."""
+    from test_training import tiny_config
+
+    from pckeypoints.training import train
+
+    data = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 2, "test": 3})
+    torch.manual_seed(0)
+    run = train(tiny_config(data, tmp_path / "runs", mode="unsupervised", method="soft", epochs=1,
+                            readout="expectation"), progress=False)
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / "registry.json").write_text("{}")
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "shipped" / "registry.json")
+    monkeypatch.setenv("PCKP_DATA", str(data))  # the shipped config names no data folder
+    ship_pretrained.main([str(run / "last.pt"), "--name", "tub-unsup", "--protocol", "1 epoch", "--seeds", "0"])
+    entry = pretrained.pretrained_models()["tub-unsup"]
+    assert (entry["category"], entry["test_models"], entry["das_sm_shapes"]) == ("bathtub", 3, 9)
+    for key in ("test_das", "first20_das", "test_miou@0.1", "das_sm"):
+        assert 0 <= entry[key] <= 1, key
+    assert entry["first20_das"] == entry["test_das"]  # the test split has fewer than 20 models
+    card = pretrained.model_card("tub-unsup")
+    for field in ("Protocol", "Seeds", "Test DAS", "DAS (Skeleton Merger's protocol)", "Test keypoint mIoU@0.1"):
+        assert f"**{field}**" in card, field
+    assert "10 keypoints (indices 0..9" in card
+    metrics = evaluate_checkpoint("tub-unsup", "test").metrics  # the shipped file is the whole autoencoder
+    assert metrics["das"] == pytest.approx(entry["test_das"])
+    capsys.readouterr()
+    assert main(["predict", "tub-unsup", str(next((data / "pcds").rglob("*.pcd")))]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert np.asarray(printed["keypoints"]).shape == (10, 3) and printed["semantic_ids"] == list(range(10))
+
+
 # ---------------------------------------------------------------------------------------------- shipped models
 @pytest.mark.parametrize("name", ["bathtub", "bed"])
 def test_shipped_model_reproduces_its_card(name):
@@ -123,3 +163,27 @@ def test_shipped_model_reproduces_its_card(name):
         pred = torch.tensor(task.predict(model, item["points"], config)["keypoints"])
         correct.append(((pred - item["keypoints"]).norm(dim=-1) <= 0.01)[item["mask"]])
     assert abs(float(torch.cat(correct).double().mean()) - entry["first20_pck"]) <= 0.01
+
+
+@pytest.mark.parametrize("name", ["bathtub-unsup", "bed-unsup"])
+def test_shipped_unsupervised_model_reproduces_its_card(name):
+    """The strict DAS of ``predict NAME``'s soft-argmax keypoints on the first 20 shared test models is the card's
+    within 1 point."""
+    if not (SHIPPED / f"{name}.pt").is_file():
+        pytest.skip(f"the {name} weights are not shipped yet")
+    entry = pretrained.pretrained_models()[name]
+    assert (SHIPPED / entry["file"]).stat().st_size < MAX_EXPORT_BYTES
+    card = pretrained.model_card(name)
+    for field in ("Protocol", "Seeds", "Test DAS", "DAS (Skeleton Merger's protocol)", "Date"):
+        assert f"**{field}**" in card, field
+    if not (shared_data_root() / "annotations" / f"{entry['category']}.json").is_file():
+        pytest.skip("KeypointNet data not found")
+    task, model, config, _ = load_checkpoint(name)
+    config = config.replace(readout="expectation")  # what DAS scores
+    test = KeypointNet(shared_data_root(), entry["category"], "test")
+    pred, annotations = [], []
+    for i in range(20):
+        item = test[i]
+        pred.append(torch.tensor(task.predict(model, item["points"], config)["keypoints"]))
+        annotations.append((item["keypoints"][item["mask"]], item["mask"].nonzero().squeeze(-1)))
+    assert abs(dual_alignment_score(torch.stack(pred), annotations).das - entry["first20_das"]) <= 0.01

@@ -289,10 +289,12 @@ def test_cli_draws_a_checkpoints_map_and_samples(offscreen, tiny_runs, tmp_path)
 def test_model_view_is_in_the_clouds_own_coordinates(tiny_runs, bathtub, mode):
     from viz.cli import _model_view
 
+    from pckeypoints.checkpoint import load_checkpoint
+
     _, runs = tiny_runs
-    points = bathtub[0]
-    view = _model_view(str(runs[mode]), points, 1, 50, seed=3)
-    moved = _model_view(str(runs[mode]), 3.0 * points + [10.0, -2.0, 0.5], 1, 50, seed=3)
+    points, checkpoint = bathtub[0], load_checkpoint(runs[mode])
+    view = _model_view(checkpoint, points, 1, 50, seed=3)
+    moved = _model_view(checkpoint, 3.0 * points + [10.0, -2.0, 0.5], 1, 50, seed=3)
     # Normalisation removes scale and offset: the same maps and samples, mapped back to each cloud.
     np.testing.assert_allclose(moved["samples"], 3.0 * view["samples"] + [10.0, -2.0, 0.5], atol=1e-4)
     np.testing.assert_allclose(moved["keypoints"], 3.0 * view["keypoints"] + [10.0, -2.0, 0.5], atol=1e-4)
@@ -300,6 +302,27 @@ def test_model_view_is_in_the_clouds_own_coordinates(tiny_runs, bathtub, mode):
     assert view["samples"].shape == (50, 3) and view["log_probs"].shape == (len(points),)
     np.testing.assert_allclose(np.exp(view["log_probs"]).sum(), 1.0, rtol=1e-5)
     assert (np.abs(view["samples"]).max(0) < np.abs(points).max(0) + 0.1).all()
+
+
+def test_cli_gallery_gives_each_keypoint_index_one_colour(offscreen, tiny_runs, tmp_path):
+    """``--gallery``: an unsupervised model's keypoints on several shapes, keypoint k in ``PALETTE[k]`` on each."""
+    import torch
+    from viz import cli
+
+    from pckeypoints.checkpoint import load_checkpoint, save_checkpoint
+
+    data_root, runs = tiny_runs
+    _, model, config, checkpoint = load_checkpoint(runs["unsupervised"])
+    with torch.no_grad():
+        model.head.mlp[-1].weight.mul_(1000)  # peaked maps: the keypoints lie on distinct points of the surface
+    save_checkpoint({**checkpoint, "model": model.state_dict()}, tmp_path / "peaked.pt")
+    png = tmp_path / "gallery.png"
+    assert cli.run(_viz_args("--category", "bathtub", "--data", str(data_root), "--split", "train", "--gallery", "3",
+                             "--checkpoint", str(tmp_path / "peaked.pt"), "--png", str(png))) == 0
+    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert image.shape[1] == 3 * SMALL_WIDTH  # three tiles in a row
+    pixels = [int((np.abs(image - colour).max(-1) <= 3).sum()) for colour in PALETTE[:8]]
+    assert config.model.num_keypoints == 4 and min(pixels[:4]) > 10 and max(pixels[4:]) == 0, pixels
 
 
 def test_cli_model_flag_errors(tiny_runs, capsys):
@@ -311,7 +334,10 @@ def test_cli_model_flag_errors(tiny_runs, capsys):
     for argv, problem in [(["--map", "0"], "--map needs --checkpoint"),
                           ([*checkpoint, "--samples", "5"], "--samples needs --map"),
                           ([*checkpoint, "--map", "0", "--samples", "0"], "--samples must be in 1..100000, got 0"),
-                          ([*checkpoint, "--keypoints", "k.json"], "either --keypoints or --checkpoint")]:
+                          ([*checkpoint, "--keypoints", "k.json"], "either --keypoints or --checkpoint"),
+                          (["--gallery", "0"], "--gallery must be in 1..64, got 0"),
+                          (["--gallery", "8", "--model-id", "x"], "drop the file or --model-id"),
+                          ([*checkpoint, "--gallery", "8", "--map", "0"], "drop --keypoints, --map, --samples")]:
         assert cli.run(_viz_args(*source, *argv)) == 2
         assert problem in capsys.readouterr().err
     with pytest.raises(ValueError, match="out of range"):
@@ -320,4 +346,11 @@ def test_cli_model_flag_errors(tiny_runs, capsys):
         cli.run(_viz_args(*source, "--checkpoint", str(runs["unsupervised"]), "--map", "4"))
     with pytest.raises(ValueError, match="not bed"):
         cli.run(_viz_args("--category", "bed", "--data", str(DATA), "--png", "never.png", *checkpoint))
+    with pytest.raises(ValueError, match="trained on bathtub models, not bed ones"):
+        cli.run(_viz_args("--category", "bed", "--data", str(DATA), "--png", "never.png", "--gallery", "8",
+                          "--checkpoint", str(runs["unsupervised"])))
+    with pytest.raises(ValueError, match="cannot read annotation file .*car.json"):  # no data of that category
+        cli.run(_viz_args("--category", "car", "--data", str(data_root), "--png", "never.png", "--gallery", "8"))
+    assert cli.run(_viz_args("--category", "bathtub", "--gallery", "8")) == 2
+    assert "--gallery writes a PNG" in capsys.readouterr().err
     assert not os.path.exists("never.png")

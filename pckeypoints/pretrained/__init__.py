@@ -1,7 +1,7 @@
-"""Keypoint detectors trained by this project and shipped with the package.
+"""Keypoint models trained by this project and shipped with the package: detectors and unsupervised ones.
 
-``registry.json`` maps each name (``"bathtub"``) to its checkpoint file in this folder (weights and config
-only) and its model card (markdown: training protocol, seeds, test PCK, date). Wherever a command takes a
+``registry.json`` maps each name (``"bathtub"``, ``"bathtub-unsup"``) to its checkpoint file in this folder (weights
+and config only) and its model card (markdown: training protocol, seeds, test metrics, date). Wherever a command takes a
 checkpoint (``pckeypoints predict bathtub model.ply``, ``eval``, ``viz --model``), a name of the registry may
 stand in for a run folder or checkpoint file; an existing path of the same name wins.
 """
@@ -19,8 +19,10 @@ REGISTRY = Path(__file__).with_name("registry.json")
 
 
 def pretrained_models() -> dict[str, dict]:
-    """The registry: name -> entry with ``file`` and ``card`` (names of files in this folder), ``category``,
-    ``test_pck`` (PCK@0.01 on the whole test split) and ``first20_pck`` (on its first 20 models)."""
+    """The registry: name -> entry with ``file`` and ``card`` (names of files in this folder), ``category`` and the
+    test metrics: a detector's ``test_pck`` (PCK@0.01 on the whole test split) and ``first20_pck`` (on its first 20
+    models); an unsupervised model's strict DAS ``test_das`` and ``first20_das``, ``test_miou@0.1`` and ``das_sm``
+    (Skeleton Merger's protocol, over ``das_sm_shapes`` shapes)."""
     return json.loads(REGISTRY.read_text())
 
 
