@@ -262,6 +262,41 @@ def write_tables(args, out: Path) -> None:
                "sampling_minus_soft": intervals, "missing": missing, "runs": recorded}
     gallery = run_config(args, args.categories[0], args.variants[-1], args.seeds[0]).run_name
     save_table(out, "table7", lines, payload, Path(args.runs) / gallery / "eval_test" / "gallery.png")
+    plot_convergence(args, out / "table7_convergence.png")
+
+
+def plot_convergence(args, path: Path) -> None:
+    """Validation curves of the grid's runs from their ``log.csv`` (the label-free reconstruction loss, and the
+    logged strict DAS and mIoU@0.1) against the epoch, per category: does the protocol train to convergence?"""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("neg_reconstruction", "val reconstruction loss", -1), ("das", "val DAS strict (%)", 100),
+              ("miou@0.1", "val mIoU@0.1 (%)", 100))
+    fig, axes = plt.subplots(len(args.categories), len(panels), figsize=(4.2 * len(panels), 3.2 * len(args.categories)),
+                             squeeze=False)
+    for row, category in enumerate(args.categories):
+        for variant, seed in [(v, s) for v in args.variants for s in args.seeds]:
+            log = Path(args.runs) / run_config(args, category, variant, seed).run_name / "log.csv"
+            if not log.is_file():
+                continue
+            rows = [r for r in csv.DictReader(log.open()) if r["split"] == "val" and r.get("das")]
+            for ax, (key, label, scale) in zip(axes[row], panels):
+                ax.plot([int(r["epoch"]) + 1 for r in rows], [float(r[key]) * scale for r in rows], marker=".",
+                        color=f"C{args.variants.index(variant)}", alpha=0.4 + 0.6 * (seed == args.seeds[0]),
+                        label=f"{variant_name(variant)}" if seed == args.seeds[0] else None)
+        for ax, (_, label, _) in zip(axes[row], panels):
+            ax.set(title=f"{category}: {label}", xlabel="epoch")
+            ax.grid(alpha=0.3)
+        if axes[row][0].get_legend_handles_labels()[0]:
+            axes[row][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def shape_statistics(records: dict) -> dict:
