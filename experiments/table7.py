@@ -91,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int,
                         help="training epochs (default: EPOCHS per category with the CPU config, else the config's)")
+    parser.add_argument("--epochs-factor", type=int, default=1,
+                        help="multiplies the CPU config's EPOCHS (e.g. 2: is the protocol converged?)")
     parser.add_argument("--width", type=float, help="backbone width (default: the config's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the config's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the config's)")
@@ -125,7 +127,7 @@ def run_config(args, category: str, variant: str, seed: int) -> TrainConfig:
 def default_epochs(args, category: str) -> int | None:
     """:data:`EPOCHS` of ``category`` under the CPU protocol's config, else None (the config's epochs)."""
     cpu = Path(args.config).resolve() == (ROOT / "experiments/configs/table7_cpu.toml").resolve()
-    return EPOCHS.get(category) if cpu else None
+    return EPOCHS[category] * args.epochs_factor if cpu and category in EPOCHS else None
 
 
 def run_one(args, category: str, variant: str, seed: int) -> dict:
