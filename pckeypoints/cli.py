@@ -72,10 +72,10 @@ def _add_train(commands) -> None:
         flag, where = "--" + f.name.replace("_", "-"), f"[{f.section}] {f.key}"
         if f.type is bool:
             train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{where} (default: {f.default})")
+                               help=f"{where} (default: {f.default_text})")
         else:
             train.add_argument(flag, dest=f.name, type=_nullable(f.type) if f.nullable else f.type, default=None,
-                               metavar=f.type.__name__.upper(), help=f"{where} (default: {f.default}"
+                               metavar=f.type.__name__.upper(), help=f"{where} (default: {f.default_text}"
                                f"{'; none unsets it' if f.nullable else ''})")
 
 

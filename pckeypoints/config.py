@@ -13,6 +13,12 @@ A config is ``mode`` plus one section per concern, as in its TOML file::
     [eval]     readout, split, every
     [run]      seed, out, name, device
 
+The defaults are the project's recipe, the speedrun's best accuracy per CPU second (``experiments/evidence.py
+--protocol cpu-full``, ``experiments/configs/evidence_cpu-full.toml``): width 0.5, 50 epochs, batch 16, AdamW lr
+3e-3 cosine with weight decay 1e-4, a fixed basis σ of 0.01, jitter 0.005 and scaling by 0.9-1.1, target_sigma
+0.02 and the snapped readout; only the method (``sampling``) differs from the recipe's ``soft+js``. The augmentations
+apply to both modes (set ``[augment] jitter = 0``, ``scale_lo = scale_hi = 1`` for none).
+
 Each field has one command-line flag, ``--<name>`` (``--data`` and ``--data-root`` for ``data.folder`` and
 ``data.root``, ``--eval-split`` and ``--eval-every`` for ``eval.split`` and ``eval.every``): :func:`config_fields`.
 Every field is checked on construction, type first, then value; a field of the other mode's loss (``sampler``
@@ -38,7 +44,7 @@ from .errors import ConfigError
 from .schedules import SCHEDULES
 
 __all__ = ["TrainConfig", "ConfigField", "UNSET", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS", "BASES",
-           "SPLITS", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss", "UnsupervisedLoss",
+           "SPLITS", "FIXED_SIGMA", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss", "UnsupervisedLoss",
            "OptimConfig", "EvalConfig", "RunConfig"]
 
 #: Training modes (the tasks of :data:`pckeypoints.tasks.TASKS`).
@@ -46,6 +52,8 @@ MODES = ("supervised", "unsupervised")
 LR_SCHEDULES = ("constant", "cosine", "step")  # step: halved every lr_step_epochs (the paper's)
 OPTIMIZERS = ("adamw", "sgd")
 BASES = ("knn", "fixed")  # a Gaussian per point with σ from its k nearest neighbours, or one fixed σ
+#: model.sigma of the fixed basis when it is not given (normalised units: clouds of radius 1)
+FIXED_SIGMA = 0.01
 SPLITS = ("train", "val", "test")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
@@ -77,26 +85,31 @@ class AugmentConfig:
     """``[augment]``: random transforms of the training clouds (normalised units)."""
 
     rotate: bool = False  # random rotation about the up axis
-    jitter: float = 0.0  # std of per-point Gaussian jitter
-    scale_lo: float = 1.0  # uniform scaling by a factor in [scale_lo, scale_hi]
-    scale_hi: float = 1.0
+    jitter: float = 0.005  # std of per-point Gaussian jitter (0: none)
+    scale_lo: float = 0.9  # uniform scaling by a factor in [scale_lo, scale_hi] (1, 1: none)
+    scale_hi: float = 1.1
 
 
 @dataclass
 class ModelConfig:
     """``[model]``: the PointNet++ backbone, its keypoint head and the basis densities on the points."""
 
-    width: float = 1.0  # channel multiplier of the backbone
+    width: float = 0.5  # channel multiplier of the backbone
     msg: bool = False  # multi-scale grouping
     radius_scale: float = 2.0  # PointNet++ radii suit radius-0.5 clouds; inputs are normalised to radius 1
     hidden_channels: int = 128
     freeze_norm: bool = False  # keep BatchNorm in eval mode (running statistics) while training
     num_keypoints: int | None = None  # supervised: the data's (checked if set); unsupervised: None = 10
     semantic_ids: list[int] | None = None  # supervised, set from the data: its id of each keypoint (None: 0..K-1)
-    basis: str = "knn"  # "knn": σ_i from each point's knn_k nearest neighbours; "fixed": σ = sigma
+    basis: str = "fixed"  # "fixed": σ = sigma; "knn": σ_i from each point's knn_k nearest neighbours
     knn_k: int = 8
-    sigma: float | None = None  # the fixed σ (normalised units), with basis = "fixed" only
+    # the fixed σ (normalised units), with basis = "fixed" only (unset there: FIXED_SIGMA); unset with "knn"
+    sigma: float | None = field(default=None, metadata={"default_text": f"{FIXED_SIGMA} with basis fixed"})
     learn_sigma: bool = False  # σ_i times a learned per-point factor (trained through the sampling loss)
+
+    def __post_init__(self):
+        if self.basis == "fixed" and self.sigma is None:
+            self.sigma = FIXED_SIGMA
 
     def arguments(self) -> dict:
         """This section as keyword arguments of the tasks' models (``num_keypoints`` must be known: see
@@ -127,7 +140,7 @@ class SupervisedLoss(_LossBase):
     metric: str = "l1"  # distance of a sample or estimate to the target
     sampler: str = "auto"  # "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian", "fused"
     reg_weight: float = 1.0  # weight of the soft+var / soft+js regulariser
-    target_sigma: float = 0.01  # σ of the soft+var / soft+js / sampling+js target distribution, normalised units
+    target_sigma: float = 0.02  # σ of the soft+var / soft+js / sampling+js target distribution, normalised units
     gumbel: str = "paper"  # sampling: "paper" softmax((l + g)/τ) or "official" softmax(l + g/τ) (authors' code)
     clipped_integral: bool = False  # the authors' clipped gradient of the weighted sum (naive sampler)
 
@@ -147,9 +160,9 @@ class UnsupervisedLoss(_LossBase):
 class OptimConfig:
     """``[optim]``: the optimiser and its learning-rate schedule."""
 
-    epochs: int = 15
+    epochs: int = 50
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
     lr_schedule: str = "cosine"
@@ -262,6 +275,8 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         """A copy with fields changed by flat name (``max_models=None``, ``data_root=...``), checked."""
         values = self.to_dict()
+        if changes.get("basis", self.model.basis) != self.model.basis and "sigma" not in changes:
+            values["model"]["sigma"] = None  # the other basis's: unset with knn, FIXED_SIGMA with fixed
         for name, value in changes.items():
             section, key = _field_path(name, self.mode)
             values[section][key] = None if value is UNSET else value
@@ -280,6 +295,7 @@ class ConfigField:
     type: type
     default: object
     nullable: bool
+    default_text: str = ""  # the default as the command line's help states it (``str(default)`` if empty)
 
 
 #: An override that unsets a field (``--sigma none`` on the command line); ``None`` means "not given".
@@ -299,7 +315,8 @@ def config_fields(mode: str | None = None, scalars: bool = True) -> list[ConfigF
                 scalar = str if str in kinds else kinds[0]
                 if flat not in seen and (scalar in (bool, int, float, str) or not scalars):
                     seen.add(flat)
-                    result.append(ConfigField(flat, name, f.name, scalar, f.default, type(None) in kinds))
+                    result.append(ConfigField(flat, name, f.name, scalar, f.default, type(None) in kinds,
+                                              f.metadata.get("default_text", str(f.default))))
     return result
 
 
@@ -433,8 +450,8 @@ def _check_values(c: TrainConfig) -> None:
 def _check_consistency(c: TrainConfig) -> None:
     """Fields that must agree with each other, and the names and paths."""
     if (c.model.basis == "fixed") != (c.model.sigma is not None):
-        raise ConfigError("config field model.sigma must be set with model.basis = 'fixed' (and only then), got "
-                          f"basis {c.model.basis!r} and sigma {c.model.sigma!r}")
+        raise ConfigError("config field model.sigma must be set with model.basis = 'fixed' (and only then; unset "
+                          f"it with basis 'knn'), got basis {c.model.basis!r} and sigma {c.model.sigma!r}")
     if not _DEVICE.fullmatch(c.run.device):
         raise ConfigError(f"config field run.device must be auto, cpu, cuda, cuda:N or mps, got {c.run.device!r}")
     name = c.run.name

@@ -154,7 +154,8 @@ class KeypointLoss(nn.Module):
     Args:
         method, metric: see above; metric ``"l1"`` or ``"l2"``.
         num_samples: Ns of ``"sampling"``.
-        reg_weight, target_sigma: the regularisers' weight and target σ.
+        reg_weight, target_sigma: the regularisers' weight and target σ (0.02: twice the fixed basis σ of
+            the default config, in the units of clouds of radius 1).
         sampler: sampling-argmax sampler (see :func:`~pckeypoints.argmax.sampling_argmax`).
         gumbel: Gumbel-softmax form of the sampling methods: ``"paper"`` softmax((l + g) / τ) or
             ``"official"`` softmax(l + g / τ), the authors' public code.
@@ -190,7 +191,7 @@ class KeypointLoss(nn.Module):
         metric: str = "l1",
         num_samples: int = 30,
         reg_weight: float = 1.0,
-        target_sigma: float = 0.01,
+        target_sigma: float = 0.02,
         sampler: str = "auto",
         validate: bool = True,
         gumbel: str = "paper",

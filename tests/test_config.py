@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pckeypoints.config import MODES, TrainConfig, config_fields
+from pckeypoints.config import FIXED_SIGMA, MODES, UNSET, TrainConfig, config_fields
 from pckeypoints.errors import ConfigError, PCKeypointsError
 
 
@@ -27,9 +27,10 @@ from pckeypoints.errors import ConfigError, PCKeypointsError
     (dict(lr=0.0), "lr must be > 0"),
     (dict(lr=float("inf")), "lr must be finite"),
     (dict(basis="fixed", sigma=-0.01), "sigma must be > 0"),
-    (dict(sigma=0.01), "model.sigma must be set with model.basis = 'fixed'"),
-    (dict(basis="fixed"), "model.sigma must be set with model.basis = 'fixed'"),
+    (dict(basis="knn", sigma=0.01), "model.sigma must be set with model.basis = 'fixed'"),
+    (dict(basis="knn", sigma=0.02), "model.sigma must be set with model.basis = 'fixed'"),
     (dict(basis="fixed", sigma=0.01, knn_k=4), "model.knn_k is set but unused"),
+    (dict(knn_k=4), "model.knn_k is set but unused"),
     (dict(lr_step_epochs=3), "optim.lr_step_epochs is set but unused"),
     (dict(mode="unsupervised", sampler="naive"), "loss.sampler is not used by unsupervised training"),
     (dict(mode="unsupervised", method="soft+js"), "loss.method must be one of"),
@@ -56,7 +57,8 @@ def test_numbers_are_converted_and_good_values_pass():
     config = TrainConfig.from_fields(lr=1, basis="fixed", sigma=0.02, device="cuda:1", max_models=3)
     assert isinstance(config.optim.lr, float) and config.optim.lr == 1.0
     assert config.model.sigma == 0.02 and config.replace(num_keypoints=3).model.arguments()["fixed_sigma"] == 0.02
-    assert TrainConfig.from_fields(num_keypoints=3).model.arguments()["fixed_sigma"] is None
+    assert TrainConfig.from_fields(num_keypoints=3).model.arguments()["fixed_sigma"] == FIXED_SIGMA
+    assert TrainConfig.from_fields(num_keypoints=3, basis="knn").model.arguments()["fixed_sigma"] is None
     unsupervised = TrainConfig.from_fields(mode="unsupervised", offset=1)
     assert isinstance(unsupervised.loss.offset, float) and unsupervised.loss.offset == 1.0
 
@@ -70,6 +72,36 @@ def test_sections_round_trip_and_replace_checks():
         config.replace(epochs=0)
     with pytest.raises(ConfigError, match="offset is not used by supervised training"):
         config.replace(offset=1.0)
+
+
+def test_the_fixed_basis_sigma_defaults_and_follows_the_basis():
+    # the fixed basis without a σ takes FIXED_SIGMA, the k-NN one has none; a stored σ is kept
+    assert TrainConfig().model.sigma == TrainConfig.from_fields(basis="fixed").model.sigma == FIXED_SIGMA
+    assert TrainConfig.from_fields(basis="knn").model.sigma is None
+    assert TrainConfig.from_fields(sigma=0.02).model.basis == "fixed"
+    assert TrainConfig.from_fields(basis="knn", sigma=UNSET).model.sigma is None
+    assert TrainConfig.from_dict(TrainConfig.from_fields(sigma=0.03).to_dict()).model.sigma == 0.03
+    # replace: a changed basis drops the other basis's σ unless one is given
+    fixed = TrainConfig.from_fields(sigma=0.03)
+    assert fixed.replace(basis="knn").model.sigma is None and fixed.replace(epochs=2).model.sigma == 0.03
+    assert fixed.replace(basis="knn").replace(basis="fixed").model.sigma == FIXED_SIGMA
+    assert TrainConfig.from_fields(basis="knn").replace(basis="fixed", sigma=0.05).model.sigma == 0.05
+    assert {f.name: f.default_text for f in config_fields()}["sigma"] == f"{FIXED_SIGMA} with basis fixed"
+
+
+def test_the_defaults_are_the_cpu_full_recipe():
+    """``pckeypoints train``'s defaults are the cpu-full protocol (the speedrun's w05-e50) but for the method,
+    which the protocol's runner sets; the quick start is the recipe cut to 35 epochs with soft+js."""
+    from pathlib import Path
+
+    configs = Path(__file__).parents[1] / "experiments" / "configs"
+    assert TrainConfig.from_toml(configs / "evidence_cpu-full.toml") == TrainConfig()
+    expected = TrainConfig.from_fields(method="soft+js", epochs=35, name="bathtub_small")
+    assert TrainConfig.from_toml(configs / "bathtub_small.toml") == expected
+    c = TrainConfig()
+    assert (c.model.width, c.model.basis, c.model.sigma, c.optim.epochs, c.optim.lr, c.loss.target_sigma) == \
+        (0.5, "fixed", 0.01, 50, 3e-3, 0.02)
+    assert (c.augment.jitter, c.augment.scale_lo, c.augment.scale_hi) == (0.005, 0.9, 1.1)
 
 
 def test_old_flat_toml_names_the_new_key(tmp_path):
@@ -99,6 +131,10 @@ def test_defaults_agree_with_the_modules():
     detector = inspect.signature(KeypointDetector).parameters
     for name in ("width", "msg", "radius_scale", "hidden_channels", "learn_sigma"):
         assert detector[name].default == getattr(config.model, name), name
+    # the one difference: the modules take any units, so their basis is the k-NN σ (scale-free) unless given
+    # fixed_sigma; the config's fixed σ is in the units of the normalised clouds (radius 1)
+    assert detector["fixed_sigma"].default is None and detector["knn_k"].default is None
+    assert config.model.basis == "fixed" and config.model.knn_k == 8  # the head's k when knn_k is None
     loss = inspect.signature(KeypointLoss).parameters
     for name in ("method", "metric", "num_samples", "reg_weight", "target_sigma", "sampler", "gumbel",
                  "clipped_integral"):

@@ -17,7 +17,7 @@ class KeypointDetector(nn.Module):
 
     Args:
         num_keypoints: K.
-        width: channel multiplier of the backbone.
+        width: channel multiplier of the backbone (0.5, the config's default; 1 is the shipped models').
         msg: multi-scale grouping in the backbone.
         radius_scale: multiplies the backbone's ball radii (2 for clouds of unit radius).
         feature_channels: per-point feature channels between backbone and head.
@@ -37,7 +37,7 @@ class KeypointDetector(nn.Module):
     def __init__(
         self,
         num_keypoints: int,
-        width: float = 1.0,
+        width: float = 0.5,
         msg: bool = False,
         radius_scale: float = 2.0,
         feature_channels: int = 128,
