@@ -56,9 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: ...)`` to the options whose help does not state it (the config fields' flags do: their
+    argparse default is ``None``, "not given")."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default:" in (action.help or "") else super()._get_help_string(action)
+
+
 def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train a model (supervised or unsupervised)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_DefaultsHelp)
     train.add_argument("--config", help="TOML file of a TrainConfig ([data], [model], [loss], [optim], ...); "
                        "flags override it")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")

@@ -104,7 +104,8 @@ class ModelConfig:
     basis: str = "fixed"  # "fixed": σ = sigma; "knn": σ_i from each point's knn_k nearest neighbours
     knn_k: int = 8
     # the fixed σ (normalised units), with basis = "fixed" only (unset there: FIXED_SIGMA); unset with "knn"
-    sigma: float | None = field(default=None, metadata={"default_text": f"{FIXED_SIGMA} with basis fixed"})
+    sigma: float | None = field(default=None,
+                                metadata={"default_text": f"{FIXED_SIGMA} with basis fixed, none with knn"})
     learn_sigma: bool = False  # σ_i times a learned per-point factor (trained through the sampling loss)
 
     def __post_init__(self):

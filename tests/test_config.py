@@ -86,7 +86,8 @@ def test_the_fixed_basis_sigma_defaults_and_follows_the_basis():
     assert fixed.replace(basis="knn").model.sigma is None and fixed.replace(epochs=2).model.sigma == 0.03
     assert fixed.replace(basis="knn").replace(basis="fixed").model.sigma == FIXED_SIGMA
     assert TrainConfig.from_fields(basis="knn").replace(basis="fixed", sigma=0.05).model.sigma == 0.05
-    assert {f.name: f.default_text for f in config_fields()}["sigma"] == f"{FIXED_SIGMA} with basis fixed"
+    sigma = {f.name: f for f in config_fields()}["sigma"]
+    assert sigma.default is None and sigma.default_text == f"{FIXED_SIGMA} with basis fixed, none with knn"
 
 
 def test_the_defaults_are_the_cpu_full_recipe():

@@ -44,7 +44,8 @@ def _worker(rank: int, world_size: int, port: int, config: TrainConfig) -> None:
 def test_two_processes_match_one(tmp_path):
     data_root = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 1, "test": 1}, num_keypoints=16)
     base = dict(category="bathtub", method="soft", width=0.25, hidden_channels=16, epochs=2, batch_size=2,
-                lr=0.05, optimizer="sgd", data_root=str(data_root), freeze_norm=True, name="run")
+                lr=0.05, optimizer="sgd", data_root=str(data_root), freeze_norm=True, name="run",
+                jitter=0.0, scale_lo=1.0, scale_hi=1.0)  # no augmentation: each rank draws its own noise
     single = load_checkpoint(train(TrainConfig.from_fields(**base, out=str(tmp_path / "single")), progress=False) / "last.pt")[1]
     mp.spawn(_worker, args=(2, _free_port(), TrainConfig.from_fields(**base, out=str(tmp_path / "ddp"))), nprocs=2, join=True)
     _, ddp, config, checkpoint = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
