@@ -44,8 +44,8 @@ from .errors import ConfigError
 from .schedules import SCHEDULES
 
 __all__ = ["TrainConfig", "ConfigField", "UNSET", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS", "BASES",
-           "SPLITS", "FIXED_SIGMA", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss", "UnsupervisedLoss",
-           "OptimConfig", "EvalConfig", "RunConfig"]
+           "SPLITS", "FIXED_SIGMA", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss",
+           "UnsupervisedLoss", "OptimConfig", "EvalConfig", "RunConfig"]
 
 #: Training modes (the tasks of :data:`pckeypoints.tasks.TASKS`).
 MODES = ("supervised", "unsupervised")
@@ -103,7 +103,7 @@ class ModelConfig:
     semantic_ids: list[int] | None = None  # supervised, set from the data: its id of each keypoint (None: 0..K-1)
     basis: str = "fixed"  # "fixed": σ = sigma; "knn": σ_i from each point's knn_k nearest neighbours
     knn_k: int = 8
-    # the fixed σ (normalised units), with basis = "fixed" only (unset there: FIXED_SIGMA); unset with "knn"
+    # the fixed σ (normalised units), with basis = "fixed" only (FIXED_SIGMA if not given); unset with "knn"
     sigma: float | None = field(default=None,
                                 metadata={"default_text": f"{FIXED_SIGMA} with basis fixed, none with knn"})
     learn_sigma: bool = False  # σ_i times a learned per-point factor (trained through the sampling loss)
