@@ -46,7 +46,7 @@ _SHIPPED = {"method": "soft+js", "readout": "snapped", "basis": "fixed", "sigma"
             "weight_decay": 1e-4, "jitter": 0.005, "scale_lo": 0.9, "scale_hi": 1.1}
 #: name -> TrainConfig fields (category, seed, device, out and name are set per cell)
 RECIPES: dict[str, dict] = {
-    # experiments/configs/bathtub_small.toml, the quick start: width 0.25, 30 epochs, σ from 8-NN
+    # the quick start before the recipe (width 0.25, 30 epochs, σ from 8-NN), the speedrun's baseline
     "quickstart": {**_SHIPPED, "basis": "knn", "sigma": None, "knn_k": 8, "width": 0.25, "epochs": 30, "lr": 5e-3,
                    "lr_schedule": "cosine"},
     # the shipped models' protocol (experiments/configs/evidence_best.toml) cut to the budget
