@@ -9,7 +9,7 @@ run's metrics, every table's numbers) and ``table6.md`` with mean ± sd over see
 sampling − soft, readouts, calibration, plus reliability diagrams. Finished runs are skipped, interrupted
 ones resumed, and the tables are rebuilt from whatever ``.npz`` files exist (from any machine).
 
-    python experiments/evidence.py all --protocol cpu --jobs 2            # this 2-core CPU: soft vs sampling, 3 seeds
+    python experiments/evidence.py all --protocol cpu-full --jobs 2       # this 2-core CPU: 3 seeds, ~10 min a run
     python experiments/evidence.py all --protocol best --methods soft sampling30 --jobs 12   # one GPU (gpu_evidence.sh)
     python experiments/evidence.py tables                                   # rebuild the tables only
 
@@ -49,11 +49,6 @@ PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 
                 "sampling1": {"bathtub": 43.0, "bed": 41.2}, "sampling5": {"bathtub": 42.4, "bed": 43.8},
                 "sampling10": {"bathtub": 45.5, "bed": 41.7}, "sampling30": {"bathtub": 45.1, "bed": 47.5}}
 PROTOCOLS = {
-    "cpu": "reduced CPU protocol: width 0.25, 30 epochs, AdamW lr 5e-3 cosine, batch 16, σ from 8-NN, Ns ≤ 10",
-    "cpu-fused": "the cpu protocol with the fused sampler (C++ kernel) instead of the Python Gaussian one; "
-                 "its records come from the kernel that drew every keypoint its own noise (up to ced17c4)",
-    "cpu-fused-shared": "cpu-fused again with the kernel whose keypoints share each sample's noise at "
-                        "different shifts (from 7037b20 on: what cpu-fused trains now)",
     "cpu-full": "the speedrun recipe: width 0.5, 50 epochs, AdamW lr 3e-3 cosine, batch 16, σ = 0.01 (~600 s of one "
                 "core per bathtub run)",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
@@ -61,8 +56,7 @@ PROTOCOLS = {
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
 #: protocols that are another one's config with a few fields changed: name -> (base protocol, fields)
-VARIANTS = {"cpu-fused": ("cpu", {"sampler": "fused"}), "cpu-fused-shared": ("cpu", {"sampler": "fused"}),
-            "best-knn": ("best", {"basis": "knn", "knn_k": 8, "sigma": None})}
+VARIANTS = {"best-knn": ("best", {"basis": "knn", "knn_k": 8, "sigma": None})}
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
@@ -347,10 +341,10 @@ def write_tables(results: Path) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "evaluate", "tables", "all"))
-    parser.add_argument("--protocol", default="cpu",
+    parser.add_argument("--protocol", default="cpu-full",
                         help="experiments/configs/evidence_<protocol>.toml, or a VARIANTS key")
     parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
-    parser.add_argument("--methods", nargs="+", default=["soft", "sampling10"], choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["soft", "soft+js", "sampling30"], choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "evidence"), help="folder of the training runs")
