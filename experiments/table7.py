@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ PAPER_DAS = {"soft": {"bathtub": 0.562, "bed": 0.580}, "1": {"bathtub": 0.538, "
              "30": {"bathtub": 0.567, "bed": 0.600}}
 #: Metrics of a cell, averaged over seeds.
 CELL_METRICS = ("das_sm", "das_sm_forward", "das_sm_backward", "das", "das_forward", "das_backward", "miou@0.1",
-                "reconstruction", "train_minutes")
+                "reconstruction", "train_minutes", "train_cpu_minutes")
 #: Metrics with paired bootstrap CIs of sampling − soft over shapes (from each run's ``eval_test/records.pt``).
 CI_METRICS = {"das_sm": "DAS (SM)", "das": "DAS strict", "miou@0.1": "mIoU@0.1", "reconstruction": "reconstruction"}
 
@@ -224,9 +225,9 @@ def write_tables(args, out: Path) -> None:
     for category in args.categories:
         for variant in args.variants:
             done = [runs[category, variant, s] for s in args.seeds if (category, variant, s) in runs]
-            if done:
-                cells.setdefault(category, {})[variant] = {k: summarize([m[k] for m in done]) for k in CELL_METRICS
-                                                           if all(k in m for m in done)}
+            if done:  # a metric over the runs that have it (runs of older versions lack some; NaN: not measured)
+                values = {k: [m[k] for m in done if k in m and not math.isnan(m[k])] for k in CELL_METRICS}
+                cells.setdefault(category, {})[variant] = {k: summarize(v) for k, v in values.items() if v}
     missing = [f"{c}/{variant_name(v)}/seed {s}" for c in args.categories for v in args.variants for s in args.seeds
                if (c, v, s) not in runs]
     config = run_config(args, args.categories[0], "soft", args.seeds[0])
