@@ -198,14 +198,15 @@ def cell_text(cell: dict | None, key: str, scale: float = 100, digits: int = 1) 
     return text + ("" if stats["sd"] is None else f" ± {stats['sd'] * scale:.{digits}f}")
 
 
-def protocol_line(config: TrainConfig) -> str:
+def protocol_line(config: TrainConfig, epochs: dict[str, int]) -> str:
     data, model, loss, optim = config.data, config.model, config.loss, config.optim
     subset = (f"first {data.max_models} models of the train and val splits" if data.max_models
               else "all train models")
     sigma = (f"σ_i from the {model.knn_k} nearest neighbours" if model.basis == "knn"
              else f"σ = {model.sigma} (normalised units)")
     schedule = f"halved every {optim.lr_step_epochs} epochs" if optim.lr_schedule == "step" else optim.lr_schedule
-    return (f"Protocol: {optim.epochs} epochs, backbone width {model.width}, batch {optim.batch_size}, "
+    per_category = ", ".join(f"{category} {n}" for category, n in epochs.items())
+    return (f"Protocol: epochs {per_category}, backbone width {model.width}, batch {optim.batch_size}, "
             f"{optim.optimizer} lr {optim.lr} ({schedule}), weight decay {optim.weight_decay}, {sigma}, "
             f"{model.num_keypoints} keypoints, "
             f"τ {loss.tau_start} → {loss.tau_end} ({loss.tau_schedule}), {subset}, trained on KeypointNet's "
@@ -231,11 +232,12 @@ def write_tables(args, out: Path) -> None:
     missing = [f"{c}/{variant_name(v)}/seed {s}" for c in args.categories for v in args.variants for s in args.seeds
                if (c, v, s) not in runs]
     config = run_config(args, args.categories[0], "soft", args.seeds[0])
+    epochs = {c: run_config(args, c, "soft", args.seeds[0]).optim.epochs for c in args.categories}
     shapes = {c: next(m["das_sm_shapes"] for (cc, _, _), m in runs.items() if cc == c)
               for c in args.categories if any(key[0] == c for key in runs)}
     devices = sorted({m.get("device", "?") for m in runs.values()})
     lines = ["# Table 7: unsupervised keypoints (Skeleton Merger style) on KeypointNet, DAS (%)", "",
-             protocol_line(config), f"Seeds {args.seeds}; mean ± sd over the finished seeds (n per cell); "
+             protocol_line(config, epochs), f"Seeds {args.seeds}; mean ± sd over the finished seeds (n per cell); "
              f"machine: {', '.join(devices) or 'none yet'}.",
              "- **DAS (SM)**: Skeleton Merger's published protocol — forward and backward over every annotated shape "
              "of the category (" + ", ".join(f"{c}: {n}" for c, n in shapes.items()) + " shapes, all splits), "
@@ -261,7 +263,7 @@ def write_tables(args, out: Path) -> None:
     lines += ["Missing runs: " + ("; ".join(missing) if missing else "none") + ".",
               f"Per-run reports (metrics, gallery of test keypoints coloured by index) under "
               f"`{display_path(args.runs)}/<category>_<variant>_s<seed>/eval_test/`."]
-    payload = {"protocol": protocol_line(config), "config": config.to_dict(), "paper": PAPER_DAS, "cells": cells,
+    payload = {"protocol": protocol_line(config, epochs), "config": config.to_dict(), "paper": PAPER_DAS, "cells": cells,
                "sampling_minus_soft": intervals, "missing": missing, "runs": recorded}
     gallery = run_config(args, args.categories[0], args.variants[-1], args.seeds[0]).run_name
     save_table(out, "table7", lines, payload, Path(args.runs) / gallery / "eval_test" / "gallery.png")
