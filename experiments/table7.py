@@ -361,7 +361,8 @@ def bootstrap_lines(intervals: dict) -> list[str]:
                 ""]
     lines = [f"## Sampling − soft-argmax, paired bootstrap over shapes ({BOOTSTRAP_DRAWS:,} resamples, 95 % CI)", "",
              "Seed-mean metric of sampling minus soft-argmax's on the same resampled shapes (test split; every "
-             "annotated shape for DAS (SM)); percentage points, reconstruction ×10³ (lower is better).", "",
+             "annotated shape for DAS (SM)); percentage points, reconstruction ×10³ (lower is better). They resample "
+             "shapes only: the seeds' own spread (the ± above) is not in them.", "",
              "| Category | Ns | seeds | " + " | ".join(CI_METRICS.values()) + " |",
              "|---|---|---|" + "---|" * len(CI_METRICS)]
     for category, variants in intervals.items():
