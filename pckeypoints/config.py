@@ -11,7 +11,7 @@ A config is ``mode`` plus one section per concern, as in its TOML file::
                unsupervised: the Skeleton Merger weights
     [optim]    epochs, batch_size, lr, weight_decay, optimizer, lr_schedule, lr_step_epochs
     [eval]     readout, split, every
-    [run]      seed, out, name, device
+    [run]      seed, out, name, device, procs
 
 The defaults are the project's recipe, the speedrun's best accuracy per CPU second (``experiments/evidence.py
 --protocol cpu-full``, ``experiments/configs/evidence_cpu-full.toml``): width 0.5, 50 epochs, batch 16, AdamW lr
@@ -187,6 +187,7 @@ class RunConfig:
     out: str = "runs"
     name: str | None = None  # run folder under out; default <data label>_<method> (+ _2, _3, ... if taken)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
+    procs: int = 1  # CPU training processes (data parallel, cores shared out); GPUs: torchrun
 
 
 LOSSES = {"supervised": SupervisedLoss, "unsupervised": UnsupervisedLoss}
@@ -477,7 +478,7 @@ def _check_ranges(c: TrainConfig) -> None:
     """Numbers within their ranges (and finite)."""
     at_least = {"optim.epochs": 1, "optim.batch_size": 1, "loss.num_samples": 1, "eval.every": 1,
                 "optim.lr_step_epochs": 1, "model.knn_k": 1, "model.hidden_channels": 1, "model.num_keypoints": 1,
-                "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "loss.tau_epochs": 1}
+                "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "run.procs": 1, "loss.tau_epochs": 1}
     positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
                 "augment.scale_lo", "model.sigma")
     non_negative = ["optim.weight_decay", "augment.jitter"]

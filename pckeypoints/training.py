@@ -5,9 +5,10 @@
 monitored validation metric). Each epoch reseeds every random number generator from ``(seed, epoch,
 rank)``, so a run resumed from ``last.pt`` continues exactly as an uninterrupted one.
 
-Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: gloo on CPU, nccl on
-CUDA; ``batch_size`` is the global batch, split evenly over the processes; only rank 0 logs, evaluates
-and writes checkpoints.
+With ``run.procs > 1`` (CPU processes started by :func:`~pckeypoints.distributed.spawn`) or under
+``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: gloo on CPU, nccl on CUDA;
+``batch_size`` is the global batch, split evenly over the processes; only rank 0 logs, evaluates and
+writes checkpoints.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import math
 import os
 import random
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig
 from .data import collate_keypoints
 from .devices import resolve_device
+from .distributed import World, init_world, spawn
 from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
 from .run_folder import RunFolder, claim, resume_target
 from .schedules import make_schedule
@@ -40,27 +41,7 @@ from .tasks import Task, get_task
 __all__ = ["TrainState", "make_lr_schedule", "make_optimizer", "train"]
 
 
-# ---------------------------------------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device: torch.device) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return _Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
+# ---------------------------------------------------------------------------------------------- seeds
 def _seed(seed: int, epoch: int, rank: int) -> None:
     """Reseed torch, NumPy and ``random`` for ``epoch`` on ``rank`` (different noise on every rank)."""
     value = (seed * 100_003 + epoch) * 1_009 + rank
@@ -150,7 +131,12 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     else:
         config = config.replace(**_absolute_paths(config))
     device = resolve_device(config.run.device)
-    world = _init_distributed(device)
+    if config.run.procs > 1 and "WORLD_SIZE" not in os.environ:
+        if device.type != "cpu":
+            raise ConfigError(f"config field run.procs = {config.run.procs} starts CPU processes; on {device.type} "
+                              "start one process per device with torchrun")
+        return spawn(train, config.run.procs, None if resume else config, resume, progress, stop_after, overwrite)
+    world = init_world(device)
     if config.optim.batch_size % world.world_size:
         raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be divisible by the {world.world_size} "
                           f"processes")
@@ -173,7 +159,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
 
 def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | None, run_dir: Path,
-           device: torch.device, world: _Dist, progress: bool, stop_after: int | None) -> Path:
+           device: torch.device, world: World, progress: bool, stop_after: int | None) -> Path:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     task = get_task(config.mode)
@@ -248,7 +234,7 @@ class TrainState:
 
 
 def _run_epoch(task: Task, trained: nn.Module, state: TrainState, loader: DataLoader, config: TrainConfig,
-               device: torch.device, world: _Dist, progress: bool) -> dict[str, dict[str, float]]:
+               device: torch.device, world: World, progress: bool) -> dict[str, dict[str, float]]:
     """Train one epoch, reseeded from ``(seed, epoch, rank)``, and step the schedules; ``{"train": scalars}``."""
     _seed(config.run.seed, state.epoch, world.rank)
     tau, lr = state.tau_schedule.value, state.optimizer.param_groups[0]["lr"]
@@ -274,7 +260,7 @@ def _evaluate(task: Task, state: TrainState, loader: DataLoader, config: TrainCo
     return metrics
 
 
-def _save(state: TrainState, config: TrainConfig, world: _Dist, folder: RunFolder, run_dir: Path) -> Path:
+def _save(state: TrainState, config: TrainConfig, world: World, folder: RunFolder, run_dir: Path) -> Path:
     """Write ``last.pt`` (and ``best.pt`` first, at a new best: ``last.pt`` never names a best checkpoint that is
     not on disk); returns the run folder, which an ``--overwrite`` run swaps in after its first checkpoint."""
     checkpoint = {**state.state_dict(), "config": config.to_dict(), "world_size": world.world_size}
@@ -336,7 +322,7 @@ def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
 
 
 def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, tau: float, device: torch.device, world: _Dist, desc: str,
+                 config: TrainConfig, tau: float, device: torch.device, world: World, desc: str,
                  progress: bool) -> dict[str, float]:
     """One pass over ``loader``; returns the batch means of the loss and the task's logged scalars,
     averaged over the processes."""

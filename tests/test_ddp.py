@@ -1,4 +1,4 @@
-"""DistributedDataParallel training (2 CPU processes, gloo) equals single-process training.
+"""DistributedDataParallel training (``run.procs = 2``: 2 CPU processes, gloo) equals single-process training.
 
 Equivalent setups: ``batch_size`` is the global batch (2 processes x 1 cloud vs 1 process x 2 clouds,
 the same clouds per step thanks to DistributedSampler's interleaving); BatchNorm is frozen (batch
@@ -9,36 +9,18 @@ gradients are zero up to rounding, which Adam would rescale into lr-sized, run-d
 """
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 from keypointnet_subset import make_subset
 
 from pckeypoints.tasks import get_task
 from pckeypoints.checkpoint import load_checkpoint
 from pckeypoints.config import TrainConfig
+from pckeypoints.distributed import init_world, spawn
+from pckeypoints.errors import ConfigError, TrainingError
 from pckeypoints.training import train
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world_size: int, port: int, config: TrainConfig) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    try:
-        train(config, progress=False)
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_two_processes_match_one(tmp_path):
@@ -47,8 +29,9 @@ def test_two_processes_match_one(tmp_path):
                 lr=0.05, optimizer="sgd", data_root=str(data_root), freeze_norm=True, name="run",
                 jitter=0.0, scale_lo=1.0, scale_hi=1.0)  # no augmentation: each rank draws its own noise
     single = load_checkpoint(train(TrainConfig.from_fields(**base, out=str(tmp_path / "single")), progress=False) / "last.pt")[1]
-    mp.spawn(_worker, args=(2, _free_port(), TrainConfig.from_fields(**base, out=str(tmp_path / "ddp"))), nprocs=2, join=True)
-    _, ddp, config, checkpoint = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
+    run_dir = train(TrainConfig.from_fields(**base, procs=2, out=str(tmp_path / "ddp")), progress=False)
+    assert run_dir == tmp_path / "ddp" / "run"
+    _, ddp, config, checkpoint = load_checkpoint(run_dir / "last.pt")
     assert checkpoint["world_size"] == 2 and checkpoint["epoch"] == 2
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
@@ -61,3 +44,21 @@ def test_two_processes_match_one(tmp_path):
     torch.manual_seed(config.run.seed)
     initial = task.build_model(config)
     assert any(not torch.allclose(p, q, atol=1e-4) for p, q in zip(initial.parameters(), ddp.parameters()))
+
+
+def _join_the_group() -> tuple[int, int, int]:
+    world = init_world(torch.device("cpu"))
+    return world.rank, world.world_size, torch.get_num_threads()
+
+
+def _fail(kind: str) -> None:
+    raise ConfigError("config field optim.lr is wrong") if kind == "config" else ValueError("not a toolkit error")
+
+
+def test_spawn_returns_rank_0s_result_and_raises_the_processes_errors():
+    assert spawn(_join_the_group, 2) == (0, 2, max(1, torch.get_num_threads() // 2))
+    assert init_world(torch.device("cpu")).world_size == 1  # this process joined nothing
+    with pytest.raises(ConfigError, match="optim.lr is wrong"):
+        spawn(_fail, 2, "config")
+    with pytest.raises(TrainingError, match="a training process failed:(.|\n)*not a toolkit error"):
+        spawn(_fail, 2, "crash")
