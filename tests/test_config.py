@@ -92,12 +92,12 @@ def test_the_fixed_basis_sigma_defaults_and_follows_the_basis():
 
 def test_the_defaults_are_the_cpu_full_recipe():
     """``pckeypoints train``'s defaults are the cpu-full protocol (the speedrun's w05-e50) but for the method,
-    which the protocol's runner sets; the quick start is the recipe cut to 35 epochs with soft+js."""
+    which the protocol's runner sets; the quick start is the recipe on 2 processes for 40 epochs with soft+js."""
     from pathlib import Path
 
     configs = Path(__file__).parents[1] / "experiments" / "configs"
     assert TrainConfig.from_toml(configs / "evidence_cpu-full.toml") == TrainConfig()
-    expected = TrainConfig.from_fields(method="soft+js", epochs=35, name="bathtub_small")
+    expected = TrainConfig.from_fields(method="soft+js", epochs=40, name="bathtub_small", procs=2)
     assert TrainConfig.from_toml(configs / "bathtub_small.toml") == expected
     c = TrainConfig()
     assert (c.model.width, c.model.basis, c.model.sigma, c.optim.epochs, c.optim.lr, c.loss.target_sigma) == \
