@@ -19,6 +19,7 @@ unsupervised config), with Skeleton Merger's values as defaults.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import dual_alignment_score, keypoint_miou
-from .metrics.das import alignment_votes, keypoint_matches
+from .metrics.das import alignment_votes, das_from_votes, keypoint_matches
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
 from .evaluation import collect_predictions, predict_keypoints
@@ -81,11 +82,12 @@ class UnsupervisedTask:
         collected_all = collect_predictions(model, DataLoader(every_shape, loader.batch_size,
                                                               collate_fn=loader.collate_fn))
         reconstruction = reconstruction_per_shape(model, loader, config)
-        metrics = {"neg_reconstruction": -float(reconstruction.mean()), **unsupervised_metrics(collected),
-                   **skeleton_merger_das(collected_all), "das_sm_shapes": len(every_shape)}
-        torch.save({"model_id": collected["model_id"], "reconstruction": reconstruction,
-                    **_shape_records(collected, "das"), **_shape_records(collected_all, "das_sm"),
-                    "das_sm_model_id": collected_all["model_id"]}, out_dir / "records.pt")
+        records = {"model_id": collected["model_id"], "reconstruction": reconstruction,
+                   **_shape_records(collected, "das"), **_shape_records(collected_all, "das_sm"),
+                   "das_sm_model_id": collected_all["model_id"]}
+        metrics = {"neg_reconstruction": -float(reconstruction.mean()), **_records_metrics(records),
+                   "das_sm_shapes": len(every_shape)}
+        torch.save(records, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         title = f"{config.data.label} unsupervised ({config.loss.method})"
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
@@ -173,12 +175,23 @@ def _shape_records(collected: dict, prefix: str) -> dict[str, Tensor]:
     return records
 
 
-def skeleton_merger_das(collected: dict) -> dict[str, float]:
-    """DAS with self-pairs (Skeleton Merger's published evaluation) of :func:`~pckeypoints.evaluation.
-    collect_predictions` run on every annotated shape of a category: ``das_sm``, ``das_sm_forward``,
-    ``das_sm_backward``."""
-    alignment = dual_alignment_score(collected["pred"], _annotations(collected), self_pairs=True)
-    return {"das_sm": alignment.das, "das_sm_forward": alignment.forward, "das_sm_backward": alignment.backward}
+def _records_metrics(records: dict) -> dict[str, float]:
+    """The report's scores from the sums of :func:`_shape_records`: the strict DAS (``das``, ``_forward``,
+    ``_backward``; pairs of distinct test shapes), Skeleton Merger's (``das_sm...``; every annotated shape,
+    self-pairs included) and the keypoint mIoU at :data:`MIOU_THRESHOLD`."""
+    if len(records["das_forward_votes"]) < 2:
+        raise InputError(f"DAS compares shapes: need at least 2 models to evaluate, got "
+                         f"{len(records['das_forward_votes'])}")
+    metrics = {}
+    for prefix, self_pairs in (("das", False), ("das_sm", True)):
+        forward, backward = records[f"{prefix}_forward_votes"], records[f"{prefix}_backward_votes"]
+        scores = [float(score) for score in das_from_votes(forward.sum(0), backward.sum(0), len(forward), self_pairs)]
+        if not math.isfinite(scores[0]):
+            raise InputError("no semantic id is annotated on two or more test shapes; backward alignment is undefined")
+        metrics.update(zip((prefix, f"{prefix}_forward", f"{prefix}_backward"), scores))
+    true_positives, false_positives, annotated = records["miou_matches"].sum(0)
+    metrics[f"miou@{MIOU_THRESHOLD}"] = float(true_positives / (annotated + false_positives))
+    return metrics
 
 
 def unsupervised_metrics(collected: dict) -> dict[str, float]:
