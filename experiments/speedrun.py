@@ -153,7 +153,8 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
             step += 1
             last_step = clock() - s0
             if world.is_main and marks and spent + clock() - t0 >= marks[0]:
-                marks.pop(0)
+                while marks and spent + clock() - t0 >= marks[0]:  # a slow step may pass several marks
+                    marks.pop(0)
                 pause(t0, w0, c0)
                 validate(epoch + (i + 1) / len(loader))
                 t0, w0, c0 = clock(), time.perf_counter(), time.process_time()
