@@ -43,9 +43,11 @@ def main() -> None:
         losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
                    for ns in (1, 10, 30)]
     compiled = torch.compile(model)
-    modes = {"eager": lambda loss_fn: lambda: loss_fn(model(points), target, mask),
-             "compiled": lambda loss_fn: lambda: loss_fn(compiled(points), target, mask),
-             "fullgraph": lambda loss_fn: torch.compile(lambda: loss_fn(model(points), target, mask), fullgraph=True)}
+    tau = 0.5
+    modes = {"eager": lambda loss_fn: lambda: loss_fn(model(points), target, mask, tau=tau),
+             "compiled": lambda loss_fn: lambda: loss_fn(compiled(points), target, mask, tau=tau),
+             "fullgraph": lambda loss_fn: torch.compile(lambda: loss_fn(model(points), target, mask, tau=tau),
+                                                        fullgraph=True)}
     repeat = 3 if args.quick else 7
     rows, eager_ms = [], {}
     for mode in list(modes)[:3 if args.compile else 1]:
@@ -70,7 +72,7 @@ def main() -> None:
             row["x eager"] = ms / eager_ms.setdefault((method, sampler, ns), ms)
             rows.append(row)
             print(row, flush=True)
-    config = {"B": b, "N": n, "K": k, "width": args.width, "optimizer": "AdamW", "tau": 0.5, "repeat": repeat,
+    config = {"B": b, "N": n, "K": k, "width": args.width, "optimizer": "AdamW", "tau": tau, "repeat": repeat,
               "clock": args.clock}
     name = f"bench_train_{dev.split(':')[0]}" + (f"_{args.tag}" if args.tag else "")
     write_results(name, rows, config, args.out)

@@ -104,7 +104,7 @@ def problem(dtype=torch.float64, b=2, k=3, n=300, d=3, shared_basis=False, padde
 
 def samples_and_grads(backend, logits, pos, var, num_samples=5, tau=0.5, seed=(123, 456)):
     y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend)
-    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)
     return (y, *torch.autograd.grad((y * weights).sum(), (logits, pos, var)))
 
 
