@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics import dual_alignment_score, keypoint_miou
 from .metrics.das import alignment_votes, das_from_votes, keypoint_matches
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
@@ -176,18 +175,20 @@ def _shape_records(collected: dict, prefix: str) -> dict[str, Tensor]:
 
 
 def _records_metrics(records: dict) -> dict[str, float]:
-    """The report's scores from the sums of :func:`_shape_records`: the strict DAS (``das``, ``_forward``,
-    ``_backward``; pairs of distinct test shapes), Skeleton Merger's (``das_sm...``; every annotated shape,
-    self-pairs included) and the keypoint mIoU at :data:`MIOU_THRESHOLD`."""
+    """Scores from the sums of :func:`_shape_records`: the strict DAS (``das``, ``_forward``, ``_backward``; pairs
+    of distinct shapes), the keypoint mIoU at :data:`MIOU_THRESHOLD` and, where ``records`` hold its votes,
+    Skeleton Merger's DAS (``das_sm...``; self-pairs included)."""
     if len(records["das_forward_votes"]) < 2:
         raise InputError(f"DAS compares shapes: need at least 2 models to evaluate, got "
                          f"{len(records['das_forward_votes'])}")
     metrics = {}
     for prefix, self_pairs in (("das", False), ("das_sm", True)):
+        if f"{prefix}_forward_votes" not in records:
+            continue
         forward, backward = records[f"{prefix}_forward_votes"], records[f"{prefix}_backward_votes"]
         scores = [float(score) for score in das_from_votes(forward.sum(0), backward.sum(0), len(forward), self_pairs)]
         if not math.isfinite(scores[0]):
-            raise InputError("no semantic id is annotated on two or more test shapes; backward alignment is undefined")
+            raise InputError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
         metrics.update(zip((prefix, f"{prefix}_forward", f"{prefix}_backward"), scores))
     true_positives, false_positives, annotated = records["miou_matches"].sum(0)
     metrics[f"miou@{MIOU_THRESHOLD}"] = float(true_positives / (annotated + false_positives))
@@ -198,15 +199,4 @@ def unsupervised_metrics(collected: dict) -> dict[str, float]:
     """From :func:`pckeypoints.evaluation.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
     dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
     keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
-    if len(collected["pred"]) < 2:
-        raise InputError(f"DAS compares shapes: need at least 2 models to evaluate, got {len(collected['pred'])}")
-    pred, points = collected["pred"], collected["points"]
-    annotations = _annotations(collected)
-    alignment = dual_alignment_score(pred, annotations)
-    miou = keypoint_miou(pred, [xyz for xyz, _ in annotations], points, MIOU_THRESHOLD, k=GEODESIC_K)
-    return {
-        "das": alignment.das,
-        "das_forward": alignment.forward,
-        "das_backward": alignment.backward,
-        f"miou@{MIOU_THRESHOLD}": float(miou[0]),
-    }
+    return _records_metrics(_shape_records(collected, "das"))

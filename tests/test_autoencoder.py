@@ -208,11 +208,17 @@ def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
     # the strict DAS and the mIoU of the test split, computed directly (the report derives every score from the
     # per-shape counts of records.pt, which table7.py's bootstrap resamples)
     from pckeypoints.evaluation import collect_predictions
-    from pckeypoints.unsupervised import unsupervised_metrics
+    from pckeypoints.metrics import keypoint_miou
+    from pckeypoints.unsupervised import GEODESIC_K, _annotations
 
-    direct = unsupervised_metrics(collect_predictions(model, DataLoader(dataset, 2, collate_fn=collate_keypoints)))
-    for name in ("das", "das_forward", "das_backward", "miou@0.1"):
-        assert metrics[name] == pytest.approx(direct[name], abs=1e-6), name
+    collected = collect_predictions(model, DataLoader(dataset, 2, collate_fn=collate_keypoints))
+    test_annotations = _annotations(collected)
+    strict = dual_alignment_score(collected["pred"], test_annotations)
+    assert (metrics["das"], metrics["das_forward"], metrics["das_backward"]) == pytest.approx(
+        (strict.das, strict.forward, strict.backward), abs=1e-6)
+    miou = keypoint_miou(collected["pred"], [xyz for xyz, _ in test_annotations], collected["points"], 0.1,
+                         k=GEODESIC_K)
+    assert metrics["miou@0.1"] == pytest.approx(float(miou[0]), abs=1e-6)
     records = torch.load(tmp_path / "report" / "records.pt")
     assert len(records["model_id"]) == 2 and len(records["das_sm_model_id"]) == 7
     assert float(records["reconstruction"].mean()) == pytest.approx(-metrics["neg_reconstruction"], rel=1e-6)
