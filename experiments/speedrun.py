@@ -79,7 +79,7 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
 
     from pckeypoints.config import UNSET, TrainConfig
     from pckeypoints.data import collate_keypoints
@@ -88,7 +88,7 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     from pckeypoints.evaluation import collect_readouts
     from pckeypoints.metrics.summary import keypoint_records, records_metrics
     from pckeypoints.supervised import SupervisedTask
-    from pckeypoints.training import TrainState, _seed
+    from pckeypoints.training import TrainState, _seed, train_loader
 
     torch.set_num_threads(1)
     world = init_world(torch.device("cpu"))
@@ -99,9 +99,7 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     task = SupervisedTask()
     train_set = task.dataset(config, "train", train=True)
     config = task.configure(config, train_set)
-    sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.run.seed)
-    loader = DataLoader(train_set, config.optim.batch_size // world.world_size, sampler=sampler,
-                        collate_fn=collate_keypoints)
+    loader = train_loader(train_set, config, world)
     eval_loader = lambda split: DataLoader(task.dataset(config, split, train=False), 32, collate_fn=collate_keypoints)
     val_loader = eval_loader("val") if world.is_main else None
     state = TrainState.create(task, config, torch.device("cpu"))
@@ -137,7 +135,7 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     epoch, cut = 0, False
     while epoch < config.optim.epochs and not cut:
         _seed(config.run.seed, epoch, world.rank)
-        sampler.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         model.train()
         tau = tau_schedule.value
         t0, w0, c0 = clock(), time.perf_counter(), time.process_time()

@@ -38,7 +38,7 @@ from .run_folder import RunFolder, claim, resume_target
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
-__all__ = ["TrainState", "make_lr_schedule", "make_optimizer", "train"]
+__all__ = ["TrainState", "make_lr_schedule", "make_optimizer", "train", "train_loader"]
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -166,9 +166,7 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
     train_set = task.dataset(config, "train", train=True)
     config = task.configure(config, train_set)
     eval_loader = _eval_loader(task.dataset(config, config.eval.split, train=False), config) if world.is_main else None
-    sampler = DistributedSampler(train_set, world.world_size, world.rank, shuffle=True, seed=config.run.seed)
-    loader = DataLoader(train_set, config.optim.batch_size // world.world_size, sampler=sampler,
-                        num_workers=config.data.num_workers, collate_fn=collate_keypoints)
+    loader = train_loader(train_set, config, world)
     state = TrainState.create(task, config, device)
     log = None
     if checkpoint is not None:
@@ -182,7 +180,7 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
     trained = DistributedDataParallel(state.model) if world.world_size > 1 else state.model
     try:
         while state.epoch < end_epoch:
-            sampler.set_epoch(state.epoch)
+            loader.sampler.set_epoch(state.epoch)
             scalars = _run_epoch(task, trained, state, loader, config, device, world, progress and world.is_main)
             if world.is_main:
                 if state.epoch % config.eval.every == 0 or state.epoch == end_epoch:
@@ -350,6 +348,14 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
         dist.all_reduce(means)
         means /= world.world_size
     return dict(zip(names, means.tolist()))
+
+
+def train_loader(dataset, config: TrainConfig, world: World) -> DataLoader:
+    """This process's share of the training clouds, ``optim.batch_size / world_size`` a batch, shuffled anew by
+    ``run.seed`` and the epoch set with ``loader.sampler.set_epoch``."""
+    sampler = DistributedSampler(dataset, world.world_size, world.rank, shuffle=True, seed=config.run.seed)
+    return DataLoader(dataset, config.optim.batch_size // world.world_size, sampler=sampler,
+                      num_workers=config.data.num_workers, collate_fn=collate_keypoints)
 
 
 def _eval_loader(dataset, config: TrainConfig) -> DataLoader:
