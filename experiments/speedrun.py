@@ -65,7 +65,8 @@ RECIPES: dict[str, dict] = {
     # the quick start's budget (5 minutes of 2 cores, run at 300 CPU-s of one core): 25 epochs of bathtub
     "w05-e25": {**_SHIPPED, "width": 0.5, "epochs": 25, "lr": 3e-3, "lr_schedule": "cosine"},
     # the budgets on both cores (--procs 2, wall clock): the same recipe with the epochs that fit
-    # (0.233 s a step of 2 processes: bathtub 100 epochs ~540 s, bed 165 epochs ~270 s)
+    # (a 60 s probe cell measured 0.233 s a step of 2 processes: bathtub 100 epochs ~540 s, bed 165 epochs ~270 s;
+    #  the cells used 511-540 s and 247-252 s, speedrun.json)
     "w05-e100": {**_SHIPPED, "width": 0.5, "epochs": 100, "lr": 3e-3, "lr_schedule": "cosine"},
     "w05-e165": {**_SHIPPED, "width": 0.5, "epochs": 165, "lr": 3e-3, "lr_schedule": "cosine"},
 }
