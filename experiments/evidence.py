@@ -1,7 +1,6 @@
 """Does sampling-argmax give better keypoints? Methods × categories × seeds, every readout, calibration.
 
-Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``,
-or a variant of one, :data:`VARIANTS`),
+Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``),
 one run per (category, method, seed), scores each on the test split with every readout of
 :mod:`pckeypoints.readouts`, and writes ``experiments/results/evidence/``: one ``records/<protocol>/<run>.npz``
 of per-keypoint records per run (distances, geodesic distances, confidences), ``evidence.json`` (every
@@ -35,14 +34,16 @@ RESULTS = ROOT / "experiments" / "results" / "evidence"
 CONFIGS = ROOT / "experiments" / "configs"
 #: sampling-argmax variants (issue-19 ablation): name -> the config fields beside Ns = 30
 SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30+js": {"method": "sampling+js"},
-                     "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-tau0.5": {"tau_end": 0.5}}
+                     "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-tau0.5": {"tau_end": 0.5},
+                     "sampling30-knn": {"basis": "knn", "knn_k": 8, "sigma": None}}
 METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30",
            *SAMPLING_VARIANTS)
 METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js": "soft-argmax + JS",
                 "discrete": "discrete expectation", "sampling1": "sampling, Ns = 1", "sampling5": "sampling, Ns = 5",
                 "sampling10": "sampling, Ns = 10", "sampling30": "sampling, Ns = 30",
                 "sampling30-official": "sampling, Ns = 30, official Gumbel form", "sampling30+js": "sampling + JS, Ns = 30",
-                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5"}
+                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5",
+                "sampling30-knn": "sampling, Ns = 30, σ from 8-NN"}
 #: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
 PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 41.6, "bed": 39.2},
                 "soft+js": {"bathtub": 42.7, "bed": 43.9}, "discrete": {"bathtub": None, "bed": None},
@@ -52,20 +53,16 @@ PROTOCOLS = {
     "cpu-full": "the speedrun recipe: width 0.5, 50 epochs, AdamW lr 3e-3 cosine, batch 16, σ = 0.01 (~600 s of one "
                 "core per bathtub run)",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
-    "best-knn": "project's best with σ from 8-NN (σ ablation)",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
-#: protocols that are another one's config with a few fields changed: name -> (base protocol, fields)
-VARIANTS = {"best-knn": ("best", {"basis": "knn", "knn_k": 8, "sigma": None})}
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
 
 
-def protocol_config(protocol: str) -> tuple[Path, dict]:
-    """The config file of ``protocol`` and the fields its variant changes (none for a base protocol)."""
-    base, fields = VARIANTS.get(protocol, (protocol, {}))
-    return CONFIGS / f"evidence_{base}.toml", fields
+def protocol_config(protocol: str) -> Path:
+    """The config file of ``protocol``."""
+    return CONFIGS / f"evidence_{protocol}.toml"
 
 
 def method_overrides(method: str) -> dict:
@@ -91,23 +88,22 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
         if state["epoch"] >= config.optim.epochs:
             return None
         return [sys.executable, "-m", "pckeypoints", "train", "--resume", str(run_dir), "--no-test", "--no-progress"]
-    config_file, variant = protocol_config(args.protocol)
-    overrides = {**method_overrides(method), "category": category, "seed": seed,
-                 "name": run_name(category, method, seed), "out": str(Path(args.runs) / args.protocol),
-                 "data_root": args.data_root, "max_models": args.max_models, "epochs": args.epochs,
-                 "device": args.device}
-    flags = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in variant.items()]  # None: unset
-    flags += [_flag(k, v) for k, v in overrides.items() if v is not None]
-    return [sys.executable, "-m", "pckeypoints", "train", "--config", str(config_file),
+    fields = method_overrides(method)  # None: unset the field
+    given = {"category": category, "seed": seed, "name": run_name(category, method, seed),
+             "out": str(Path(args.runs) / args.protocol), "data_root": args.data_root, "max_models": args.max_models,
+             "epochs": args.epochs, "device": args.device}  # None: not given
+    flags = [_flag(k, v) for k, v in fields.items()] + [_flag(k, v) for k, v in given.items() if v is not None]
+    return [sys.executable, "-m", "pckeypoints", "train", "--config", str(protocol_config(args.protocol)),
             *flags, "--no-test", "--no-progress"]
 
 
 def _flag(name: str, value) -> str:
-    """The command-line flag that sets ``name`` to ``value`` (booleans as ``--x`` / ``--no-x``)."""
+    """The command-line flag that sets ``name`` to ``value`` (booleans as ``--x`` / ``--no-x``, ``None`` as
+    ``--x=none``, which unsets a nullable field)."""
     flag = name.replace("_", "-")
     if isinstance(value, bool):
         return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag}={value}"
+    return f"--{flag}={'none' if value is None else value}"
 
 
 def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -> None:
@@ -342,7 +338,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "evaluate", "tables", "all"))
     parser.add_argument("--protocol", default="cpu-full",
-                        help="experiments/configs/evidence_<protocol>.toml, or a VARIANTS key")
+                        help="experiments/configs/evidence_<protocol>.toml")
     parser.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
     parser.add_argument("--methods", nargs="+", default=["soft", "soft+js", "sampling30"], choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -359,7 +355,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
-    config_file = protocol_config(args.protocol)[0]
+    config_file = protocol_config(args.protocol)
     if not config_file.is_file():
         raise SystemExit(f"evidence.py: no protocol config {config_file}")
     grid = [(c, m, s) for s in args.seeds for c in args.categories for m in args.methods]
