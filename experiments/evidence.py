@@ -33,17 +33,26 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results" / "evidence"
 CONFIGS = ROOT / "experiments" / "configs"
 #: sampling-argmax variants (issue-19 ablation): name -> the config fields beside Ns = 30
-SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30+js": {"method": "sampling+js"},
-                     "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-tau0.5": {"tau_end": 0.5},
-                     "sampling30-knn": {"basis": "knn", "knn_k": 8, "sigma": None}}
+_AUTHORS = {"gumbel": "official", "tau_schedule": "linear", "tau_start": 2.0, "tau_end": 0.5, "tau_epochs": 26}
+_KNN = {"basis": "knn", "knn_k": 8, "sigma": None}
+SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30-authors": _AUTHORS,
+                     "sampling30-authors+clip": {**_AUTHORS, "clipped_integral": True},
+                     "sampling30+js": {"method": "sampling+js"}, "sampling30+js-knn": {"method": "sampling+js", **_KNN},
+                     "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-knn": _KNN,
+                     "sampling30-tau0.5": {"tau_end": 0.5}, "sampling30-tau1": {"tau_end": 1.0},
+                     "sampling30-tau2": {"tau_start": 2.0, "tau_end": 2.0}}
 METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30",
            *SAMPLING_VARIANTS)
 METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js": "soft-argmax + JS",
                 "discrete": "discrete expectation", "sampling1": "sampling, Ns = 1", "sampling5": "sampling, Ns = 5",
                 "sampling10": "sampling, Ns = 10", "sampling30": "sampling, Ns = 30",
-                "sampling30-official": "sampling, Ns = 30, official Gumbel form", "sampling30+js": "sampling + JS, Ns = 30",
-                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5",
-                "sampling30-knn": "sampling, Ns = 30, σ from 8-NN"}
+                "sampling30-official": "sampling, Ns = 30, official Gumbel form",
+                "sampling30-authors": "sampling, Ns = 30, authors' Gumbel form and τ 2 → 0.5",
+                "sampling30-authors+clip": "sampling, Ns = 30, authors' form, τ and clipped gradient",
+                "sampling30+js": "sampling + JS, Ns = 30", "sampling30+js-knn": "sampling + JS, Ns = 30, σ from 8-NN",
+                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-knn": "sampling, Ns = 30, σ from 8-NN",
+                "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5", "sampling30-tau1": "sampling, Ns = 30, τ = 1",
+                "sampling30-tau2": "sampling, Ns = 30, τ = 2"}
 #: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
 PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 41.6, "bed": 39.2},
                 "soft+js": {"bathtub": 42.7, "bed": 43.9}, "discrete": {"bathtub": None, "bed": None},
