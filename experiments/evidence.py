@@ -5,8 +5,9 @@ one run per (category, method, seed), scores each on the test split with every r
 :mod:`pckeypoints.readouts`, and writes ``experiments/results/evidence/``: one ``records/<protocol>/<run>.npz``
 of per-keypoint records per run (distances, geodesic distances, confidences), ``evidence.json`` (every
 run's metrics, every table's numbers) and ``table6.md`` with mean ± sd over seeds, paired bootstrap CIs of
-sampling − soft, readouts, calibration, plus reliability diagrams. Finished runs are skipped, interrupted
-ones resumed, and the tables are rebuilt from whatever ``.npz`` files exist (from any machine).
+each method − soft-argmax (and − soft-argmax + JS), readouts, calibration, plus reliability diagrams. Finished
+runs are skipped, interrupted ones resumed, and the tables are rebuilt from whatever ``.npz`` files exist (from
+any machine).
 
     python experiments/evidence.py all --protocol cpu-full --jobs 2       # this 2-core CPU: 3 seeds, ~10 min a run
     python experiments/evidence.py all --protocol best --methods soft sampling30 --jobs 12   # one GPU (gpu_evidence.sh)
@@ -236,13 +237,13 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     lines.append("")
 
-    # paired differences: every sampler against each baseline that was run
-    samplers = [m for m in methods if m.startswith("sampling")]
-    pairs = [(base, m) for base in PAIRED_BASELINES if base in methods for m in samplers]
+    # paired differences: every sampler and the discrete expectation against each baseline that was run
+    compared = [m for m in methods if m.startswith("sampling") or m == "discrete"]
+    pairs = [(base, m) for base in PAIRED_BASELINES if base in methods for m in compared]
     if pairs:
-        lines += ["### Sampling − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
+        lines += ["### Methods − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
                   "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
-                  f"are resampled with replacement ({BOOTSTRAP_DRAWS} draws). A CI above 0 means sampling wins.", "",
+                  f"are resampled with replacement ({BOOTSTRAP_DRAWS} draws). A CI above 0 means the method wins.", "",
                   "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in categories) + " |",
                   "|---|---|" + "---|---|" * len(categories)]
         for base, m in pairs:
