@@ -65,6 +65,8 @@ PROTOCOLS = {
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
+#: PCK thresholds of the threshold table (dataset units), beside the mean error and the PCK curve's area
+TABLE_THRESHOLDS = (0.01, 0.02, 0.05)
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
@@ -141,11 +143,23 @@ def load_records(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def correct(records: dict[str, np.ndarray], readout: str, geodesic: bool) -> np.ndarray:
+def correct(records: dict[str, np.ndarray], readout: str, geodesic: bool, threshold: float = THRESHOLD) -> np.ndarray:
     """Per keypoint 0/1 (:func:`pckeypoints.metrics.summary.is_correct`)."""
     from pckeypoints.metrics.summary import is_correct
 
-    return is_correct(records, readout, geodesic, THRESHOLD).astype(np.float64)
+    return is_correct(records, readout, geodesic, threshold).astype(np.float64)
+
+
+def distance_row(records: dict[str, np.ndarray], geodesic: bool) -> dict[str, float]:
+    """The expectation readout's PCK (%) at :data:`TABLE_THRESHOLDS`, mean error and area under the PCK curve
+    (%, 0 to 0.1, :func:`pckeypoints.metrics.pck_auc`), Euclidean or geodesic (snapped, ``d < t``)."""
+    import torch
+
+    from pckeypoints.metrics import pck_auc
+
+    distances = torch.from_numpy(records["geo/expectation" if geodesic else "dist/expectation"].astype(np.float64))
+    row = {f"pck@{t:.2f}": 100 * correct(records, "expectation", geodesic, t).mean() for t in TABLE_THRESHOLDS}
+    return {**row, "mean_error": float(distances.mean()), "auc": 100 * pck_auc(distances, inclusive=not geodesic)}
 
 
 def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
@@ -234,6 +248,29 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
                 g = [correct(x, r, True).mean() for _, x in rs]
                 cells.append("–" if not rs else f"{100 * np.mean(e):.1f} / {100 * np.mean(g):.1f}")
                 numbers.setdefault("readouts", {}).setdefault(c, {}).setdefault(m, {})[r] = {"euclidean": e, "geodesic": g}
+        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # thresholds, mean error, PCK-curve area
+    columns = [f"pck@{t:.2f}" for t in TABLE_THRESHOLDS] + ["mean_error", "auc"]
+    titles = [f"@{t:g}" for t in TABLE_THRESHOLDS] + ["mean error ×10³", "AUC"]
+    lines += ["### Thresholds: PCK (%) at 0.01, 0.02 and 0.05, mean error and the PCK curve's area (%, 0 to 0.1), "
+              "expectation readout (Euclidean / geodesic)", "",
+              "| method | " + " | ".join(f"{c} {t}" for c in categories for t in titles) + " |",
+              "|---|" + "---|" * (len(categories) * len(columns))]
+    for m in methods:
+        cells = []
+        for c in categories:
+            rs = seeds(c, m)
+            if not rs:
+                cells += ["–"] * len(columns)
+                continue
+            rows = {name: [distance_row(r, geodesic) for _, r in rs] for name, geodesic in (("euclidean", False),
+                                                                                                ("geodesic", True))}
+            values = {g: {k: float(np.mean([row[k] for row in rows[g]])) for k in columns} for g in rows}
+            numbers.setdefault("thresholds", {}).setdefault(c, {})[m] = values
+            scale = {k: 1000 if k == "mean_error" else 1 for k in columns}
+            cells += [f"{scale[k] * values['euclidean'][k]:.1f} / {scale[k] * values['geodesic'][k]:.1f}" for k in columns]
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     lines.append("")
 

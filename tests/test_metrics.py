@@ -6,7 +6,7 @@ import torch
 from scipy.sparse.csgraph import floyd_warshall
 
 from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_distance_graph,
-                                 mean_error, pck, pck_curve, pck_from_distances, snap_to_points)
+                                 mean_error, pck, pck_auc, pck_curve, pck_from_distances, snap_to_points)
 
 
 def _one_shape_case():
@@ -53,6 +53,18 @@ def test_pck_curve_default_thresholds():
     assert (values.diff() >= 0).all() and values[0] == 0
     distances = (pred - target).norm(dim=-1)[mask]
     assert values[5].item() == pytest.approx((distances <= 0.05).float().mean().item())
+
+
+def test_pck_auc_hand_case():
+    # distances 0 and 0.05 on thresholds 0, 0.1: the curve is 0.5 -> 1, area (0.5 + 1) / 2
+    assert pck_auc(torch.tensor([0.0, 0.05]), [0.0, 0.1]) == pytest.approx(0.75)
+    # on the default 0, 0.01, ..., 0.1: 0.5 up to t = 0.04, 1 from t = 0.05: (4 x 0.5 + 0.75 + 5 x 1) / 10
+    assert pck_auc(torch.tensor([0.0, 0.045])) == pytest.approx(0.775)
+    # strict (the geodesic metric's d < t): the keypoint at 0 counts from t = 0.01 on, 0.25 less on [0, 0.01]
+    assert pck_auc(torch.tensor([0.0, 0.045]), inclusive=False) == pytest.approx(0.75)
+    assert pck_auc(torch.tensor([0.5, math.inf])) == 0.0
+    with pytest.raises(ValueError, match="two increasing thresholds"):
+        pck_auc(torch.tensor([0.0]), [0.1, 0.0])
 
 
 def test_pck_bad_input():

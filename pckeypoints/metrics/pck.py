@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["CURVE_THRESHOLDS", "keypoint_distances", "mean_error", "pck", "pck_curve", "pck_from_distances"]
+__all__ = ["CURVE_THRESHOLDS", "keypoint_distances", "mean_error", "pck", "pck_auc", "pck_curve", "pck_from_distances"]
 
 #: Thresholds of a PCK curve: KeypointNet's range, 0 to 0.1 in steps of 0.01.
 CURVE_THRESHOLDS = torch.linspace(0, 0.1, 11, dtype=torch.float64)
@@ -40,6 +40,17 @@ def pck_from_distances(distances: torch.Tensor, thresholds: Thresholds, inclusiv
         raise InputError("distances contain NaN")
     within = distances[None, :] <= thresholds[:, None] if inclusive else distances[None, :] < thresholds[:, None]
     return within.float().mean(dim=1)
+
+
+def pck_auc(distances: torch.Tensor, thresholds: Thresholds | None = None, inclusive: bool = True) -> float:
+    """Area under the PCK curve of ``distances (M,)`` over ``thresholds (T,)`` (default :data:`CURVE_THRESHOLDS`,
+    0 to 0.1), trapezoidal, divided by the thresholds' span: 1 when every keypoint is within the first
+    threshold, 0 when none is within the last."""
+    thresholds = as_thresholds(CURVE_THRESHOLDS if thresholds is None else thresholds, distances.device)
+    if thresholds.numel() < 2 or (thresholds.diff() <= 0).any():
+        raise InputError(f"need at least two increasing thresholds, got {thresholds.tolist()}")
+    curve = pck_from_distances(distances, thresholds, inclusive).double()
+    return float(torch.trapezoid(curve, thresholds) / (thresholds[-1] - thresholds[0]))
 
 
 def pck(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, thresholds: Thresholds) -> torch.Tensor:
