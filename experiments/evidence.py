@@ -325,6 +325,9 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     figure = plot_reliability(protocol, runs, categories, methods, plots)
     lines += ["", f"Reliability diagrams: `{figure.name}`.", ""]
+    curves = plot_pck_curves(protocol, runs, categories, methods, plots)
+    if curves is not None:
+        lines += [f"PCK against the threshold, each method − soft-argmax + JS: `{curves.name}`.", ""]
     return lines, numbers
 
 
@@ -356,6 +359,47 @@ def plot_reliability(protocol: str, runs: dict, categories: list[str], methods: 
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"reliability_{protocol}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pck_curves(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path | None:
+    """One panel per category and distance: each method's PCK − soft-argmax + JS's at thresholds 0.0025 to 0.05
+    (expectation readout, seed means); ``None`` without soft-argmax + JS runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(runs[c].get("soft+js") for c in categories):
+        return None
+    thresholds = np.linspace(0.0025, 0.05, 20)
+
+    def curve(c, m, geodesic):
+        return 100 * np.mean([[correct(r, "expectation", geodesic, t).mean() for t in thresholds]
+                              for _, r in runs[c][m]], axis=0)
+
+    fig, axes = plt.subplots(2, len(categories), figsize=(4.8 * len(categories), 7.5), squeeze=False)
+    for j, c in enumerate(categories):
+        for i, (distance, geodesic) in enumerate((("Euclidean", False), ("geodesic", True))):
+            ax = axes[i, j]
+            if not runs[c].get("soft+js"):
+                continue
+            baseline = curve(c, "soft+js", geodesic)
+            ax.axhline(0, color="0.6", lw=1, ls="--")
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
+            for m in methods:
+                if m != "soft+js" and runs[c].get(m):
+                    ax.plot(thresholds, curve(c, m, geodesic) - baseline, lw=1.2,
+                            label=f"{METHOD_NAMES[m]} (n = {len(runs[c][m])})")
+            ax.axvline(THRESHOLD, color="0.8", lw=1)
+            ax.set(title=f"{c}, {distance} ({protocol})", xlabel="threshold",
+                   ylabel="PCK − soft-argmax + JS (points)")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"pck_curves_{protocol}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

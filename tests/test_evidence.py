@@ -77,3 +77,12 @@ def test_sampling_variants_train_with_their_fields(tmp_path, method):
     assert all(config.get(name) == value for name, value in fields.items())  # None: the field unset
     plain = TrainConfig.from_toml(ROOT / "experiments" / "configs" / "evidence_cpu-full.toml")
     assert any(plain.get(name) != value for name, value in fields.items())
+
+
+def test_pck_curve_plot_needs_the_js_baseline(tmp_path):
+    clouds = [0, 0, 1, 1]
+    runs = {"bathtub": {"soft": [({}, records([0.0, 1.0] * 2, clouds))]}}
+    assert evidence.plot_pck_curves("cpu", runs, ["bathtub"], ["soft"], tmp_path) is None
+    runs["bathtub"]["soft+js"] = [({}, records([0.0] * 4, clouds))]
+    path = evidence.plot_pck_curves("cpu", runs, ["bathtub"], ["soft", "soft+js"], tmp_path)
+    assert path == tmp_path / "pck_curves_cpu.png" and path.stat().st_size > 0
