@@ -51,7 +51,8 @@ METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js
                 "sampling30-authors": "sampling, Ns = 30, authors' Gumbel form and τ 2 → 0.5",
                 "sampling30-authors+clip": "sampling, Ns = 30, authors' form, τ and clipped gradient",
                 "sampling30+js": "sampling + JS, Ns = 30", "sampling30+js-knn": "sampling + JS, Ns = 30, σ from 8-NN",
-                "sampling30-learnsigma": "sampling, Ns = 30, learned σ", "sampling30-knn": "sampling, Ns = 30, σ from 8-NN",
+                "sampling30-learnsigma": "sampling, Ns = 30, learned σ",
+                "sampling30-knn": "sampling, Ns = 30, σ from 8-NN",
                 "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5", "sampling30-tau1": "sampling, Ns = 30, τ = 1",
                 "sampling30-tau2": "sampling, Ns = 30, τ = 2"}
 #: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
@@ -270,7 +271,8 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
             values = {g: {k: float(np.mean([row[k] for row in rows[g]])) for k in columns} for g in rows}
             numbers.setdefault("thresholds", {}).setdefault(c, {})[m] = values
             scale = {k: 1000 if k == "mean_error" else 1 for k in columns}
-            cells += [f"{scale[k] * values['euclidean'][k]:.1f} / {scale[k] * values['geodesic'][k]:.1f}" for k in columns]
+            cells += [f"{scale[k] * values['euclidean'][k]:.1f} / {scale[k] * values['geodesic'][k]:.1f}"
+                      for k in columns]
         lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
     lines.append("")
 

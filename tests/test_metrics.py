@@ -5,8 +5,9 @@ import pytest
 import torch
 from scipy.sparse.csgraph import floyd_warshall
 
-from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck, knn_distance_graph,
-                                 mean_error, pck, pck_auc, pck_curve, pck_from_distances, snap_to_points)
+from pckeypoints.metrics import (calibration_correlation, cloud_geodesics, geodesic_distance, geodesic_pck,
+                                 knn_distance_graph, mean_error, pck, pck_auc, pck_curve, pck_from_distances,
+                                 snap_to_points)
 
 
 def _one_shape_case():

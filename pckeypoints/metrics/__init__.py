@@ -7,5 +7,5 @@ from .pck import mean_error, pck, pck_auc, pck_curve, pck_from_distances
 
 __all__ = ["DualAlignment", "brier_score", "calibration_correlation", "expected_calibration_error", "reliability_bins",
            "within_radius_probability", "cloud_geodesics", "dual_alignment_score", "geodesic_distance",
-           "geodesic_pck", "keypoint_miou", "knn_distance_graph", "mean_error", "pck", "pck_auc", "pck_curve", "pck_from_distances",
-           "snap_to_points"]
+           "geodesic_pck", "keypoint_miou", "knn_distance_graph", "mean_error", "pck", "pck_auc", "pck_curve",
+           "pck_from_distances", "snap_to_points"]
