@@ -333,6 +333,17 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
     return lines, numbers
 
 
+def _save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (its folder created) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_reliability(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path:
     """One panel per category: accuracy against the predicted P(within 0.01) in 10 bins, all seeds pooled."""
     import matplotlib
@@ -358,12 +369,7 @@ def plot_reliability(protocol: str, runs: dict, categories: list[str], methods: 
         ax.set(title=f"{c} ({protocol})", xlabel="predicted P(target within 0.01)", ylabel="fraction correct",
                xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"reliability_{protocol}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / f"reliability_{protocol}.png")
 
 
 def plot_pck_curves(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path | None:
@@ -399,12 +405,7 @@ def plot_pck_curves(protocol: str, runs: dict, categories: list[str], methods: l
             ax.set(title=f"{c}, {distance} ({protocol})", xlabel="threshold",
                    ylabel="PCK − soft-argmax + JS (points)")
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"pck_curves_{protocol}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / f"pck_curves_{protocol}.png")
 
 
 def write_tables(results: Path) -> None:
