@@ -38,6 +38,7 @@ _AUTHORS = {"gumbel": "official", "tau_schedule": "linear", "tau_start": 2.0, "t
 _KNN = {"basis": "knn", "knn_k": 8, "sigma": None}
 SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30-authors": _AUTHORS,
                      "sampling30-authors+clip": {**_AUTHORS, "clipped_integral": True},
+                     "sampling30-authors+clip+js": {**_AUTHORS, "clipped_integral": True, "method": "sampling+js"},
                      "sampling30+js": {"method": "sampling+js"}, "sampling30+js-knn": {"method": "sampling+js", **_KNN},
                      "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-knn": _KNN,
                      "sampling30-tau0.5": {"tau_end": 0.5}, "sampling30-tau1": {"tau_end": 1.0},
@@ -50,6 +51,7 @@ METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js
                 "sampling30-official": "sampling, Ns = 30, official Gumbel form",
                 "sampling30-authors": "sampling, Ns = 30, authors' Gumbel form and τ 2 → 0.5",
                 "sampling30-authors+clip": "sampling, Ns = 30, authors' form, τ and clipped gradient",
+                "sampling30-authors+clip+js": "sampling + JS, Ns = 30, authors' form, τ and clipped gradient",
                 "sampling30+js": "sampling + JS, Ns = 30", "sampling30+js-knn": "sampling + JS, Ns = 30, σ from 8-NN",
                 "sampling30-learnsigma": "sampling, Ns = 30, learned σ",
                 "sampling30-knn": "sampling, Ns = 30, σ from 8-NN",
@@ -67,10 +69,14 @@ PROTOCOLS = {
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
 }
 #: PCK thresholds of the threshold table (dataset units), beside the mean error and the PCK curve's area
-TABLE_THRESHOLDS = (0.01, 0.02, 0.05)
+TABLE_THRESHOLDS = (0.005, 0.01, 0.02, 0.05)
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
 #: comparison; + JS: the strongest baseline here)
 PAIRED_BASELINES = ("soft", "soft+js")
+#: further (baseline, method) pairs: the discrete expectation against sampling, its noise-free τ → 0 limit
+PAIRED_EXTRA = (("sampling30", "discrete"),)
+#: the strongest baseline, compared with every method at each of :data:`TABLE_THRESHOLDS` besides 0.01
+STRONGEST_BASELINE = "soft+js"
 
 
 def protocol_config(protocol: str) -> Path:
@@ -159,7 +165,7 @@ def distance_row(records: dict[str, np.ndarray], geodesic: bool) -> dict[str, fl
     from pckeypoints.metrics import pck_auc
 
     distances = torch.from_numpy(records["geo/expectation" if geodesic else "dist/expectation"].astype(np.float64))
-    row = {f"pck@{t:.2f}": 100 * correct(records, "expectation", geodesic, t).mean() for t in TABLE_THRESHOLDS}
+    row = {f"pck@{t:g}": 100 * correct(records, "expectation", geodesic, t).mean() for t in TABLE_THRESHOLDS}
     return {**row, "mean_error": float(distances.mean()), "auc": 100 * pck_auc(distances, inclusive=not geodesic)}
 
 
@@ -179,15 +185,17 @@ def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: metrics[key] for name, key in names.items()}
 
 
-def paired_difference(a: list[dict], b: list[dict], readout: str, geodesic: bool) -> tuple[float, float, float]:
-    """PCK of ``b`` − ``a`` (in points) with its paired 95 % bootstrap CI (:func:`stats.paired_bootstrap`): per
-    test keypoint the correctness is averaged over the seeds, test models are resampled."""
+def paired_difference(a: list[dict], b: list[dict], readout: str, geodesic: bool,
+                      threshold: float = THRESHOLD) -> tuple[float, float, float]:
+    """PCK@``threshold`` of ``b`` − ``a`` (in points) with its paired 95 % bootstrap CI
+    (:func:`stats.paired_bootstrap`): per test keypoint the correctness is averaged over the seeds, test models
+    are resampled."""
     for runs in (a, b):
         if any(len(r["cloud"]) != len(a[0]["cloud"]) or (r["cloud"] != a[0]["cloud"]).any() for r in runs):
             raise ValueError("runs were scored on different test keypoints")
 
     def seed_mean(runs):
-        return np.mean([correct(r, readout, geodesic) for r in runs], axis=0)
+        return np.mean([correct(r, readout, geodesic, threshold) for r in runs], axis=0)
 
     d, low, high = paired_bootstrap(seed_mean(a), seed_mean(b), a[0]["cloud"])
     return 100 * d, 100 * low, 100 * high
@@ -209,11 +217,27 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
     """Markdown lines and JSON numbers of one protocol."""
     categories = [c for c in ("bathtub", "bed") if c in runs] + sorted(set(runs) - {"bathtub", "bed"})
     methods = [m for m in METHODS if any(m in runs[c] for c in categories)]
-    numbers: dict = {"description": PROTOCOLS.get(protocol, protocol), "cells": {}, "paired": {}, "calibration": {}}
+    numbers: dict = {"description": PROTOCOLS.get(protocol, protocol), "cells": {}, "paired": {},
+                     "paired_thresholds": {}, "calibration": {}}
     lines = [f"## Protocol `{protocol}`: {PROTOCOLS.get(protocol, protocol)}", ""]
 
     def seeds(c, m):
         return runs[c].get(m, [])
+
+    def paired_cells(c, base, m, readout, threshold, store, label):
+        """``m`` − ``base`` on both distances over the seeds both have, as "d [lo, hi]" cells; the numbers go to
+        ``store[c][m or "m - base"]["label/distance"]``."""
+        shared = min(len(seeds(c, base)), len(seeds(c, m)))
+        if not shared:
+            return ["–", "–"]
+        cells = []
+        for geodesic in (False, True):
+            d, lo, hi = paired_difference([x for _, x in seeds(c, base)[:shared]], [x for _, x in seeds(c, m)[:shared]],
+                                          readout, geodesic, threshold)
+            cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+            store.setdefault(c, {}).setdefault(m if base == "soft" else f"{m} - {base}", {})[
+                f"{label}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
+        return cells
 
     # main table
     lines += ["PCK@0.01 (%) on the test split, mean ± sd over seeds (n = seeds). **Euclidean**: the expectation "
@@ -253,10 +277,10 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
     lines.append("")
 
     # thresholds, mean error, PCK-curve area
-    columns = [f"pck@{t:.2f}" for t in TABLE_THRESHOLDS] + ["mean_error", "auc"]
+    columns = [f"pck@{t:g}" for t in TABLE_THRESHOLDS] + ["mean_error", "auc"]
     titles = [f"@{t:g}" for t in TABLE_THRESHOLDS] + ["mean error ×10³", "AUC"]
-    lines += ["### Thresholds: PCK (%) at 0.01, 0.02 and 0.05, mean error and the PCK curve's area (%, 0 to 0.1), "
-              "expectation readout (Euclidean / geodesic)", "",
+    lines += [f"### Thresholds: PCK (%) at {', '.join(f'{t:g}' for t in TABLE_THRESHOLDS)}, mean error and the PCK "
+              "curve's area (%, 0 to 0.1), expectation readout (Euclidean / geodesic)", "",
               "| method | " + " | ".join(f"{c} {t}" for c in categories for t in titles) + " |",
               "|---|" + "---|" * (len(categories) * len(columns))]
     for m in methods:
@@ -279,6 +303,7 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
     # paired differences: every sampler and the discrete expectation against each baseline that was run
     compared = [m for m in methods if m.startswith("sampling") or m == "discrete"]
     pairs = [(base, m) for base in PAIRED_BASELINES if base in methods for m in compared]
+    pairs += [(base, m) for base, m in PAIRED_EXTRA if base in methods and m in methods]
     if pairs:
         lines += ["### Methods − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
                   "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
@@ -287,21 +312,20 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
                   "|---|---|" + "---|---|" * len(categories)]
         for base, m in pairs:
             for r in READOUTS:
-                cells = []
-                for c in categories:
-                    shared = min(len(seeds(c, base)), len(seeds(c, m)))
-                    for geodesic in (False, True):
-                        if not shared:
-                            cells.append("–")
-                            continue
-                        baseline_runs = [x for _, x in seeds(c, base)[:shared]]
-                        sampler_runs = [x for _, x in seeds(c, m)[:shared]]
-                        d, lo, hi = paired_difference(baseline_runs, sampler_runs, r, geodesic)
-                        cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
-                        key = m if base == "soft" else f"{m} - {base}"
-                        metric = f"{r}/{'geodesic' if geodesic else 'euclidean'}"
-                        numbers["paired"].setdefault(c, {}).setdefault(key, {})[metric] = [d, lo, hi, shared]
+                cells = [cell for c in categories
+                         for cell in paired_cells(c, base, m, r, THRESHOLD, numbers["paired"], r)]
                 lines.append(f"| {METHOD_NAMES[m]} − {METHOD_NAMES[base]} | {r} | " + " | ".join(cells) + " |")
+        lines.append("")
+    others = [t for t in TABLE_THRESHOLDS if t != THRESHOLD]
+    if STRONGEST_BASELINE in methods and compared:
+        lines += [f"### Methods − {METHOD_NAMES[STRONGEST_BASELINE]} at the other thresholds: PCK difference (points), "
+                  "paired 95 % CI as above, expectation readout (Euclidean / geodesic)", "",
+                  "| method | " + " | ".join(f"{c} @{t:g}" for c in categories for t in others) + " |",
+                  "|---|" + "---|" * (len(categories) * len(others))]
+        for m in compared:
+            cells = [" / ".join(paired_cells(c, STRONGEST_BASELINE, m, "expectation", t, numbers["paired_thresholds"],
+                                             f"{t:g}")) for c in categories for t in others]
+            lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
         lines.append("")
 
     # calibration

@@ -41,26 +41,49 @@ def test_paired_difference_by_hand():
         evidence.paired_difference([always], [records([0.0] * 4, [0, 0, 1, 1])], "expectation", False)
 
 
-def test_tables_from_records(tmp_path):
+def write_records(results, methods, seeds=(0, 1)):
+    """``results/records/cpu/bathtub_<method>_s<seed>.npz`` with ``records(dist, clouds)`` of each method."""
     clouds = [0, 0, 1, 1, 2, 2]
     metrics = {k: 0.5 for k in ("calibration_r", "calibration_r_continuous", "mean_within/expectation",
                                 "pck@0.01/expectation", "ece/expectation", "brier/expectation")}
-    for method, dist in (("soft", [0.0, 1.0] * 3), ("sampling10", [0.0] * 6)):
-        for seed in (0, 1):
-            path = tmp_path / "records" / "cpu" / f"bathtub_{method}_s{seed}.npz"
+    for method, dist in methods.items():
+        for seed in seeds:
+            path = results / "records" / "cpu" / f"bathtub_{method}_s{seed}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"config": {}, "metrics": metrics, "epoch": 30, "model_id": ["a", "b", "c"]}
             np.savez_compressed(path, meta=np.array(json.dumps(meta)),
                                 **{k.replace("/", "__"): v for k, v in records(dist, clouds).items()})
+
+
+def test_tables_from_records(tmp_path):
+    write_records(tmp_path, {"soft": [0.0, 1.0] * 3, "sampling10": [0.0] * 6})
     evidence.write_tables(tmp_path)
     table = (tmp_path / "table6.md").read_text()
     assert "| soft-argmax | 50.0 ± 0.0 | 50.0 ± 0.0 | 43.6 | 2 |" in table
     # distances 0 and 1 (geodesic 0 and 1.5): PCK 50 at every threshold; AUC 50, geodesic (d < t) 0 at t = 0
-    assert "| soft-argmax | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 500.0 / 750.0 | 50.0 / 47.5 |" in table
+    assert "| soft-argmax | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 500.0 / 750.0 | 50.0 / 47.5 |" in table
     assert "| sampling, Ns = 10 − soft-argmax | expectation | +50.0 [+50.0, +50.0] | +50.0 [+50.0, +50.0] |" in table
     numbers = json.loads((tmp_path / "evidence.json").read_text())
     assert numbers["tables"]["cpu"]["cells"]["bathtub"]["sampling10"]["euclidean"] == [1.0, 1.0]
     assert (tmp_path / "reliability_cpu.png").is_file()
+
+
+def test_paired_tables_at_other_thresholds(tmp_path):
+    # soft + JS misses by 0.004 and 0.015 (geodesic 0.006 and 0.0225), sampling is exact, the discrete
+    # expectation misses by 0.012 (Euclidean d <= t counts, geodesic d < t)
+    write_records(tmp_path, {"soft+js": [0.004, 0.015] * 3, "sampling30": [0.0] * 6, "discrete": [0.012] * 6})
+    evidence.write_tables(tmp_path)
+    table = (tmp_path / "table6.md").read_text()
+    assert ("| sampling, Ns = 30 | +50.0 [+50.0, +50.0] / +100.0 [+100.0, +100.0] | +0.0 [+0.0, +0.0] / "
+            "+50.0 [+50.0, +50.0] | +0.0 [+0.0, +0.0] / +0.0 [+0.0, +0.0] |") in table
+    # @0.005 the discrete expectation is wrong everywhere, soft + JS right on half (Euclidean); @0.02 both
+    # Euclidean distances count, geodesically 0.018 against 0.006 and 0.0225
+    assert ("| discrete expectation | -50.0 [-50.0, -50.0] / +0.0 [+0.0, +0.0] | +0.0 [+0.0, +0.0] / "
+            "+50.0 [+50.0, +50.0] |") in table
+    assert ("| discrete expectation − sampling, Ns = 30 | expectation | -100.0 [-100.0, -100.0] | "
+            "-100.0 [-100.0, -100.0] |") in table
+    paired = json.loads((tmp_path / "evidence.json").read_text())["tables"]["cpu"]["paired_thresholds"]
+    assert paired["bathtub"]["sampling30 - soft+js"]["0.005/euclidean"] == [50.0, 50.0, 50.0, 2]
 
 
 @pytest.mark.parametrize("method", sorted(evidence.SAMPLING_VARIANTS))
