@@ -226,7 +226,7 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
 
     def paired_cells(c, base, m, readout, threshold, store, label):
         """``m`` − ``base`` on both distances over the seeds both have, as "d [lo, hi]" cells; the numbers go to
-        ``store[c][m or "m - base"]["label/distance"]``."""
+        ``store[c][key][f"{label}/{distance}"]``, key ``m`` against soft-argmax, else ``f"{m} - {base}"``."""
         shared = min(len(seeds(c, base)), len(seeds(c, m)))
         if not shared:
             return ["–", "–"]
