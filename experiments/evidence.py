@@ -318,8 +318,8 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
         lines.append("")
     others = [t for t in TABLE_THRESHOLDS if t != THRESHOLD]
     if STRONGEST_BASELINE in methods and compared:
-        lines += [f"### Methods − {METHOD_NAMES[STRONGEST_BASELINE]} at the other thresholds: PCK difference (points), "
-                  "paired 95 % CI as above, expectation readout (Euclidean / geodesic)", "",
+        lines += [f"### Methods − {METHOD_NAMES[STRONGEST_BASELINE]} at the other thresholds: PCK difference "
+                  "(points), paired 95 % CI as above, expectation readout (Euclidean / geodesic)", "",
                   "| method | " + " | ".join(f"{c} @{t:g}" for c in categories for t in others) + " |",
                   "|---|" + "---|" * (len(categories) * len(others))]
         for m in compared:

@@ -61,7 +61,8 @@ def test_tables_from_records(tmp_path):
     table = (tmp_path / "table6.md").read_text()
     assert "| soft-argmax | 50.0 ± 0.0 | 50.0 ± 0.0 | 43.6 | 2 |" in table
     # distances 0 and 1 (geodesic 0 and 1.5): PCK 50 at every threshold; AUC 50, geodesic (d < t) 0 at t = 0
-    assert "| soft-argmax | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 500.0 / 750.0 | 50.0 / 47.5 |" in table
+    assert ("| soft-argmax | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 50.0 / 50.0 | 500.0 / 750.0 | 50.0 / 47.5 |"
+            in table)
     assert "| sampling, Ns = 10 − soft-argmax | expectation | +50.0 [+50.0, +50.0] | +50.0 [+50.0, +50.0] |" in table
     numbers = json.loads((tmp_path / "evidence.json").read_text())
     assert numbers["tables"]["cpu"]["cells"]["bathtub"]["sampling10"]["euclidean"] == [1.0, 1.0]
