@@ -10,6 +10,10 @@ data: the cost does not depend on the values). Rows: soft-argmax, then sampling-
 ratios are to the soft-argmax step of the same mode, measured in the same run (column "x eager": to the
 same loss's eager step). Writes experiments/results/bench_train_<device>[_<tag>].{json,md}.
 Target: sampling-argmax at Ns = 30 within 1.15x the soft-argmax step.
+
+With --js the rows are the decisive comparison's pair (experiments/results/decisive/rule.md) instead:
+soft-argmax + JS, then sampling + JS at Ns = 30 with the authors' Gumbel form and clipped-integral gradient
+through the fused and the naive sampler, ratios to soft-argmax + JS (target: fused within 1.15x).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ def main() -> None:
     p.add_argument("--samplers", default="naive,gaussian,fused")
     p.add_argument("--compile", action="store_true", help="also time the detector, and detector + loss in one "
                    "graph, under torch.compile")
+    p.add_argument("--js", action="store_true", help="soft-argmax + JS against the authors' sampling + JS instead")
     p.add_argument("--tag", help="suffix of the results' file name")
     args = p.parse_args()
     dev, (b, n, k) = args.device, (args.batch, args.points, args.keypoints)
@@ -38,10 +43,17 @@ def main() -> None:
     mask = torch.ones(b, k, dtype=torch.bool, device=dev)
     model = KeypointDetector(k, width=args.width).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = [("soft", "-", None, KeypointLoss("soft"))]
-    for sampler in args.samplers.split(","):
-        losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
-                   for ns in (1, 10, 30)]
+    if args.js:
+        authors = {"num_samples": 30, "gumbel": "official", "clipped_integral": True}
+        losses = [("soft+js", "-", None, KeypointLoss("soft+js"))]
+        losses += [("sampling+js, authors' form + clipped", sampler, 30, KeypointLoss("sampling+js", sampler=sampler,
+                                                                                      **authors))
+                   for sampler in ("fused", "naive")]
+    else:
+        losses = [("soft", "-", None, KeypointLoss("soft"))]
+        for sampler in args.samplers.split(","):
+            losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
+                       for ns in (1, 10, 30)]
     compiled = torch.compile(model)
     tau = 0.5
     modes = {"eager": lambda loss_fn: lambda: loss_fn(model(points), target, mask, tau=tau),
@@ -68,7 +80,8 @@ def main() -> None:
             row = {"mode": mode, "method": method, "sampler": sampler, "Ns": ns or "-", "ms/step": ms,
                    "steps/s": 1e3 / ms, "peak MiB": peak_bytes(step, dev) / 2**20}
             base = base or row
-            row["time x soft"], row["memory x soft"] = ms / base["ms/step"], row["peak MiB"] / base["peak MiB"]
+            first = losses[0][0]  # soft, or soft+js
+            row[f"time x {first}"], row[f"memory x {first}"] = ms / base["ms/step"], row["peak MiB"] / base["peak MiB"]
             row["x eager"] = ms / eager_ms.setdefault((method, sampler, ns), ms)
             rows.append(row)
             print(row, flush=True)

@@ -67,7 +67,11 @@ PROTOCOLS = {
                 "core per bathtub run)",
     "best": "project's best: width 1, 100 epochs, AdamW lr 2e-3 cosine, batch 16, σ = 0.01",
     "paper": "paper's: width 1, 100 epochs, Adam lr 1e-3 halved every 10 epochs, batch 8, σ = 0.01",
+    "speedrun": "the recipe users train (speedrun w05-e100 / w05-e165): width 0.5, bathtub 100 epochs, bed 165, AdamW "
+                "lr 3e-3 cosine, batch 16, σ = 0.01, 2 processes; the decisive comparison (decisive/rule.md)",
 }
+#: epochs per category where a protocol's differ (its config holds the first category's)
+PROTOCOL_EPOCHS = {"speedrun": {"bathtub": 100, "bed": 165}}
 #: PCK thresholds of the threshold table (dataset units), beside the mean error and the PCK curve's area
 TABLE_THRESHOLDS = (0.005, 0.01, 0.02, 0.05)
 #: baselines every sampling method is compared with, paired over test keypoints (soft-argmax: the paper's
@@ -110,7 +114,8 @@ def train_command(args, category: str, method: str, seed: int) -> list[str] | No
     fields = method_overrides(method)  # None: unset the field
     given = {"category": category, "seed": seed, "name": run_name(category, method, seed),
              "out": str(Path(args.runs) / args.protocol), "data_root": args.data_root, "max_models": args.max_models,
-             "epochs": args.epochs, "device": args.device}  # None: not given
+             "epochs": args.epochs or PROTOCOL_EPOCHS.get(args.protocol, {}).get(category),
+             "device": args.device}  # None: not given
     flags = [_flag(k, v) for k, v in fields.items()] + [_flag(k, v) for k, v in given.items() if v is not None]
     return [sys.executable, "-m", "pckeypoints", "train", "--config", str(protocol_config(args.protocol)),
             *flags, "--no-test", "--no-progress"]

@@ -6,7 +6,8 @@ import statistics
 
 import numpy as np
 
-__all__ = ["BOOTSTRAP_DRAWS", "bootstrap", "mean_sd", "nan_mean", "paired_bootstrap", "percent", "summarize"]
+__all__ = ["BOOTSTRAP_DRAWS", "bootstrap", "mean_sd", "nan_mean", "paired_bootstrap", "percent", "summarize",
+           "two_level_bootstrap"]
 
 #: Bootstrap resamples of a CI: 10,000, so that a CI's ends (and whether it excludes 0) do not move with the
 #: bootstrap seed at the tables' precision.
@@ -29,6 +30,36 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, groups: np.ndarray, draws: in
                              draws, seed)
     return float(diff.mean()), low, high
 
+
+def two_level_bootstrap(strata: list[tuple[np.ndarray, np.ndarray, np.ndarray]], draws: int = BOOTSTRAP_DRAWS,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seed pairs of the paired difference ``b − a`` with a 95 % percentile CI that resamples both
+    levels: per stratum (e.g. category) its seed pairs with replacement, then, within each drawn pair, the
+    stratum's groups (test models) with replacement, the same groups for ``a`` and ``b`` of the pair.
+
+    Args:
+        strata: per stratum ``(a, b, groups)``: scores ``(P, n)`` of P seed pairs on the same n items, and the
+            items' group ids ``(n,)`` (0..G-1).
+    Returns:
+        ``(mean, low, high)``: the mean of the pairs' differences (every pair of every stratum weighs the same).
+    """
+    rng = np.random.default_rng(seed)
+    totals, whole = np.zeros(draws), []
+    for a, b, groups in strata:
+        diff = np.asarray(b, np.float64) - np.asarray(a, np.float64)
+        groups = np.asarray(groups)
+        if diff.ndim != 2 or diff.shape[1:] != groups.shape or diff.size == 0:
+            raise ValueError(f"need (P, n) scores and (n,) groups, got {diff.shape} and {groups.shape}")
+        num_groups = int(groups.max()) + 1
+        sums = np.stack([np.bincount(groups, row, num_groups) for row in diff])  # (P, G)
+        counts = np.bincount(groups, minlength=num_groups).astype(np.float64)
+        whole += list(diff.mean(1))
+        pairs = rng.integers(0, len(diff), size=(draws, len(diff)))  # (draws, P) drawn seed pairs
+        weights = rng.multinomial(num_groups, np.full(num_groups, 1 / num_groups), size=(draws, len(diff)))
+        totals += ((weights * sums[pairs]).sum(-1) / (weights @ counts)).sum(1)
+    means = totals / len(whole)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(np.mean(whole)), float(low), float(high)
 
 def bootstrap(statistic, num_groups: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float, float]:
     """``statistic`` of the whole sample and its 95 % percentile CI over resamples of ``num_groups`` groups with

@@ -23,8 +23,12 @@ Variants of the authors' public code (``../shared/reference/official_code.md`` o
 
 - ``gumbel="official"``: weights softmax(l + g / τ) instead of the paper's softmax((l + g) / τ), i.e. the
   paper's form over the logits τ·l (samples follow softmax(τ·l)); every sampler supports it.
-- ``clipped=True``: the "clipped integral" gradient of the weighted sum (:func:`clipped_weighted_sum`);
-  it needs each sample's weights, so only the ``"naive"`` sampler (which ``"auto"`` then picks).
+- ``clipped=True``: the "clipped integral" gradient of the weighted sum (:func:`clipped_weighted_sum`):
+  each weight's gradient is the amplitude :data:`CLIP_AMPLITUDE` σ_i times the sign of its (noisy) point against
+  the sample. The ``"naive"`` sampler applies it to each sample's weights; the ``"fused"`` sampler, whose basis
+  draws are summed analytically, uses that sign's expectation given the weights and the sample, an erf
+  (:func:`pckeypoints.fused.gaussian_samples`): the same expected gradient. ``"auto"`` picks ``"fused"`` where
+  it can, else ``"naive"``.
 
 Every sampler subtracts the maximum of l + g before dividing by τ, so any τ > 0 is safe (τ → 0
 gives one-hot weights, never NaN). Only shapes are checked here (no host synchronisation); logit
@@ -150,8 +154,8 @@ def sampling_argmax(
         tau: Gumbel-softmax temperature (> 0).
         generator: RNG for reproducible samples.
         sampler: ``"naive"``, ``"gaussian"`` (low memory), ``"fused"`` (kernels) or ``"auto"``
-            (``"naive"`` with ``clipped``, else ``"fused"`` for Gaussian bases of D <= 3 and float32/float64
-            logits when its kernel is available on the device, else ``"gaussian"`` for Gaussian bases, else
+            (``"fused"`` for Gaussian bases of D <= 3 and float32/float64 logits when its kernel is available
+            on the device, else ``"gaussian"`` for Gaussian bases (``"naive"`` with ``clipped``), else
             ``"naive"``).
         chunk_size: samples per chunk for the low-memory sampler. Its working memory is a few
             ``(B, chunk_size·K, N)`` tensors; the default fits 2^19 weights in each (at least 1
@@ -159,7 +163,7 @@ def sampling_argmax(
         validate: check that the logits are finite (a full pass; a training step that checked its
             inputs once passes False).
         gumbel: ``"paper"`` softmax((l + g) / τ) or ``"official"`` softmax(l + g / τ) (module doc).
-        clipped: the clipped-integral gradient of the weighted sum (``"naive"`` sampler only).
+        clipped: the clipped-integral gradient of the weighted sum (``"naive"`` and ``"fused"`` samplers).
     Returns:
         ``(B, K, Ns, D)`` samples. (For evaluation use :func:`soft_argmax`.)
     """
@@ -171,7 +175,8 @@ def sampling_argmax(
     b, k, n = logits.shape
     if sampler == "fused":
         seed = rng.draw_seed(generator, logits.device)
-        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed)
+        clip = CLIP_AMPLITUDE if clipped else 0.0
+        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed, clip=clip)
     if sampler == "naive":
         return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
     pos = basis.pos.expand(b, n, -1)
@@ -196,15 +201,15 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
     if gumbel not in GUMBEL_FORMS:
         raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
     if sampler == "auto":
-        sampler = "gaussian" if basis.kind == "gaussian" and not clipped else "naive"
-        if (sampler == "gaussian" and basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES
-                and fused.available(logits.device)):
-            sampler = "fused"
+        sampler = "naive"
+        if basis.kind == "gaussian":
+            fits = basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES and fused.available(logits.device)
+            sampler = "fused" if fits else "naive" if clipped else "gaussian"
     if sampler != "naive" and basis.kind != "gaussian":
         raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
-    if clipped and sampler != "naive":
-        raise PCKeypointsError(f"the clipped-integral gradient needs the 'naive' sampler (each sample's weights), "
-                               f"got sampler={sampler!r}")
+    if clipped and sampler == "gaussian":
+        raise PCKeypointsError("the clipped-integral gradient needs the 'naive' or 'fused' sampler, got "
+                               "sampler='gaussian'")
     if sampler == "fused" and logits.dtype not in fused.DTYPES:
         raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
                                "use sampler='gaussian'")

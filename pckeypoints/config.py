@@ -143,7 +143,7 @@ class SupervisedLoss(_LossBase):
     reg_weight: float = 1.0  # weight of the soft+var / soft+js regulariser
     target_sigma: float = 0.02  # σ of the soft+var / soft+js / sampling+js target distribution, normalised units
     gumbel: str = "paper"  # sampling: "paper" softmax((l + g)/τ) or "official" softmax(l + g/τ) (authors' code)
-    clipped_integral: bool = False  # the authors' clipped gradient of the weighted sum (naive sampler)
+    clipped_integral: bool = False  # the authors' clipped gradient of the weighted sum (naive or fused sampler)
 
 
 @dataclass

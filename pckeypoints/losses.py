@@ -161,7 +161,7 @@ class KeypointLoss(nn.Module):
             ``"official"`` softmax(l + g / τ), the authors' public code.
         clipped_integral: the authors' clipped-integral gradient of the weighted sum
             (:func:`~pckeypoints.argmax.clipped_weighted_sum`) for the soft and sampling methods;
-            sampling then needs the ``"naive"`` sampler (``"auto"`` picks it).
+            sampling then needs the ``"naive"`` or ``"fused"`` sampler (``"auto"`` picks one).
         validate: check the values of every call's input (finite logits and annotated targets);
             shapes and dtypes are always checked.
 
@@ -214,8 +214,8 @@ class KeypointLoss(nn.Module):
             raise PCKeypointsError(f"gumbel applies to the sampling methods, not {method!r}")
         if clipped_integral and method == "discrete":
             raise PCKeypointsError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
-        if clipped_integral and method.startswith("sampling") and sampler not in ("auto", "naive"):
-            raise PCKeypointsError(f"clipped_integral needs the 'naive' sampler (each sample's weights), got {sampler!r}")
+        if clipped_integral and method.startswith("sampling") and sampler == "gaussian":
+            raise PCKeypointsError("clipped_integral needs the 'naive' or 'fused' sampler, got 'gaussian'")
         self.gumbel, self.clipped_integral = gumbel, clipped_integral
         self.method, self.metric, self.num_samples = method, metric, num_samples
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate

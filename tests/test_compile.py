@@ -73,21 +73,23 @@ def test_fused_sampler_ops_pass_opcheck():
     for batch in (2, 1):  # one basis per cloud, or one broadcast
         pos = torch.rand(batch, 3, 40, generator=g, dtype=torch.float64, requires_grad=True)
         var = torch.full((batch, 3, 40), 1e-3, dtype=torch.float64, requires_grad=True)
-        torch.library.opcheck(fused.gumbel_moments, (logits, pos, var, torch.tensor([3, 4]), 5, 2.0, "cpu"))
+        for clip in (0.0, 2.0):  # the exact and the clipped-integral backward
+            torch.library.opcheck(fused.gumbel_moments, (logits, pos, var, torch.tensor([3, 4]), 5, 2.0, clip, "cpu"))
 
 
 @pytest.mark.slow
 @needs_fused_cpu
-def test_compiled_head_and_fused_sampling_loss_equal_eager(monkeypatch):
+@pytest.mark.parametrize("variant", [{}, {"gumbel": "official", "clipped_integral": True}])
+def test_compiled_head_and_fused_sampling_loss_equal_eager(monkeypatch, variant):
     """sampler="fused" is one graph too (the kernels are a custom op): the same loss and gradients as eager
     for the same seed (drawn from eager's RNG: inductor's fallback_random; the Gumbel noise then comes from
-    the kernels' counter-based hash)."""
+    the kernels' counter-based hash), with the exact and the authors' clipped gradient."""
     import torch._inductor.config
 
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch.manual_seed(0)
     head = pk.KeypointHead(16, 4, hidden_channels=32, knn_k=4)
-    loss_fn = pk.KeypointLoss("sampling", num_samples=6, sampler="fused")
+    loss_fn = pk.KeypointLoss("sampling", num_samples=6, sampler="fused", **variant)
 
     def step(x, pos, target, mask):
         maps = head(x, pos)

@@ -102,8 +102,8 @@ def problem(dtype=torch.float64, b=2, k=3, n=300, d=3, shared_basis=False, padde
     return logits.requires_grad_(), pos.requires_grad_(), var.requires_grad_()
 
 
-def samples_and_grads(backend, logits, pos, var, num_samples=5, tau=0.5, seed=(123, 456)):
-    y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend)
+def samples_and_grads(backend, logits, pos, var, num_samples=5, tau=0.5, seed=(123, 456), clip=0.0):
+    y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend, clip)
     weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)
     return (y, *torch.autograd.grad((y * weights).sum(), (logits, pos, var)))
 
@@ -114,11 +114,63 @@ needs_cpu_kernel = pytest.mark.skipif(not fused.available(torch.device("cpu")), 
 @needs_cpu_kernel
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("d, shared", [(3, False), (2, True), (1, False)])
-def test_cpu_kernel_matches_the_reference(dtype, tol, d, shared):
+@pytest.mark.parametrize("clip", [0.0, 2.0])
+def test_cpu_kernel_matches_the_reference(dtype, tol, d, shared, clip):
+    if clip:  # the clipped gradient divides by sqrt(1 − ρ), ill-conditioned for the near one-hot samples (w ≈ 1 − 1e-11) here
+        tol = {torch.float64: 1e-9, torch.float32: 5e-5}[dtype]
     inputs = problem(dtype, d=d, shared_basis=shared)
-    for got, want in zip(samples_and_grads("cpu", *inputs, num_samples=13, seed=EXTREME_SEED),
-                         samples_and_grads("reference", *inputs, num_samples=13, seed=EXTREME_SEED)):
+    for got, want in zip(samples_and_grads("cpu", *inputs, num_samples=13, seed=EXTREME_SEED, clip=clip),
+                         samples_and_grads("reference", *inputs, num_samples=13, seed=EXTREME_SEED, clip=clip)):
         assert torch.isfinite(want).all() and torch.allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_clipped_reference_by_hand():
+    """The clipped gradient of the logits is w (dw − Σ w dw) / τ with dw_i = Σ_d c σ_id E[sign(y_id + ε_id − s_d) | w, s]
+    dL/ds_d (an erf, :func:`pckeypoints.fused.reference.clipped_weight_grads`); the samples and the basis' gradients
+    are those of the exact estimator."""
+    logits, pos, var = problem(torch.float64, b=1, k=2, n=7, d=2, padded=False)
+    seed, tau, c = torch.tensor([5, 8]), 0.6, 2.0
+    y, *grads = samples_and_grads("reference", logits, pos, var, num_samples=3, tau=tau, seed=(5, 8), clip=c)
+    exact_y, *exact = samples_and_grads("reference", logits, pos, var, num_samples=3, tau=tau, seed=(5, 8))
+    torch.testing.assert_close(y, exact_y)
+    torch.testing.assert_close(grads[1:], exact[1:])
+    w = ((logits.detach()[:, :, None] + rng.gumbel(seed, (1, 2, 3, 7), torch.float64)) / tau).softmax(-1)
+    dy = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)  # the upstream gradient of samples_and_grads
+    y_i, var_i = pos.detach()[0], var.detach()[0]  # (N, D)
+    m = torch.einsum("bksn,nd->bksd", w, y_i)
+    v = torch.einsum("bksn,nd->bksd", w.square(), var_i)
+    w_, s_, m_, v_ = w[..., None], y.detach()[..., None, :], m[..., None, :], v[..., None, :]  # (1, 2, 3, N|1, D|1)
+    expected_sign = torch.erf((y_i - s_ + w_ * var_i / v_ * (s_ - m_))
+                              / ((2 * var_i).sqrt() * (1 - w_.square() * var_i / v_).sqrt()))
+    dw = (c * var_i.sqrt() * expected_sign * dy[..., None, :]).sum(-1)
+    want = (w * (dw - (w * dw).sum(-1, keepdim=True)) / tau).sum(2)
+    torch.testing.assert_close(grads[0], want)
+    assert not torch.allclose(grads[0], exact[0])
+
+
+@needs_cpu_kernel
+def test_fused_and_naive_clipped_estimators_agree_in_expectation():
+    """The naive estimator's clipped gradient, sign(y_i + ε_i − s) per basis draw, and the fused one, its expectation
+    given the weights and the sample: the same mean gradient of an L1 loss (overlapping bases, soft weights) within
+    4 standard errors, while the exact gradient's mean differs by more than 8 (and so does the expected sign over
+    the point's own draw alone, erf((y_i − s) / (√2 σ_i)), an earlier definition that ignored the draw's share of s)."""
+    basis = PointBasis(torch.tensor([[[0.0], [0.2], [0.5], [0.6], [1.0]]], dtype=torch.float64), 0.15)
+    logits = torch.tensor([[[0.5, 1.0, -0.3, 0.2, 0.0]]], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0.45], dtype=torch.float64)
+
+    def mean_grad(sampler, clipped):
+        grads = []
+        for seed in range(4):
+            y = sampling_argmax(logits, basis, 40_000, 0.8, torch.Generator().manual_seed(seed), sampler,
+                                clipped=clipped)
+            grads.append(torch.autograd.grad((y - target).abs().mean(), logits)[0][0, 0])
+        grads = torch.stack(grads)
+        return grads.mean(0), grads.std(0) / 2  # mean and its standard error
+
+    (naive, se_naive), (fused_clip, se_fused) = mean_grad("naive", True), mean_grad("fused", True)
+    exact, se_exact = mean_grad("fused", False)
+    assert ((naive - fused_clip).abs() < 4 * (se_naive.square() + se_fused.square()).sqrt()).all()
+    assert ((exact - fused_clip).abs() > 8 * (se_exact.square() + se_fused.square()).sqrt()).any()
 
 
 @needs_cpu_kernel
@@ -196,8 +248,11 @@ inputs = torch.load(sys.argv[1])
 results = []
 for block_n, block_s in [(128, 16), (32, 4)]:  # results do not depend on the tiling
     fwd = kernels.forward(*inputs["forward"], block_n, block_s)
-    bwd = kernels.backward(*inputs["backward"][:5], *fwd[2:4], *fwd[:2], *inputs["backward"][5:], block_n, block_s)
-    results.append(fwd + bwd)
+    sample = fwd[0] + fwd[1].sqrt() * fwd[4]
+    for clip in (0.0, 2.0):
+        bwd = kernels.backward(*inputs["backward"][:5], *fwd[2:4], *fwd[:2], *inputs["backward"][5:], sample, clip,
+                               block_n, block_s)
+        results.append(fwd + bwd)
 torch.save(results, sys.argv[2])
 """
 
@@ -212,7 +267,9 @@ def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
     cpu = fused.resolve("cpu", torch.device("cpu"))
     fwd = cpu.forward(logits, pos, var, seed, 13, inv_tau)
     grads = [torch.randn_like(fwd[0]), torch.randn_like(fwd[1])]
-    bwd = cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], fwd[0], fwd[1], *grads, True, True)
+    sample = fwd[0] + fwd[1].sqrt() * fwd[4]
+    bwd = [cpu.backward(logits, pos, var, seed, inv_tau, fwd[2], fwd[3], fwd[0], fwd[1], *grads, True, True, sample,
+                        clip) for clip in (0.0, 2.0)]
     inputs = {"forward": (logits, pos, var, seed, 13, inv_tau),
               "backward": (logits, pos, var, seed, inv_tau, *grads, True, True)}
     torch.save(inputs, tmp_path / "in.pt")
@@ -220,15 +277,18 @@ def test_triton_kernels_match_the_cpu_kernel(tmp_path, dtype, tol):
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     subprocess.run([sys.executable, "-c", TRITON_RUN, tmp_path / "in.pt", tmp_path / "out.pt"], env=env, check=True)
     results = torch.load(tmp_path / "out.pt")
-    assert len(results) == 2
-    for got in results:
-        assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, fwd + bwd))
+    assert len(results) == 4  # two tilings, without and with clip
+    clip_tol = {torch.float64: 1e-9, torch.float32: 2e-4}[dtype]  # ill-conditioned at one-hot samples, as above
+    for i, got in enumerate(results):
+        for a, b in zip(got, fwd + bwd[i % 2]):
+            assert torch.allclose(a, b, rtol=clip_tol if i % 2 else tol, atol=clip_tol if i % 2 else tol)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and fused.available(torch.device("cuda"))), reason="needs CUDA + triton")
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_triton_kernels_on_cuda_match_the_reference(dtype, tol):
+@pytest.mark.parametrize("clip", [0.0, 2.0])
+def test_triton_kernels_on_cuda_match_the_reference(dtype, tol, clip):
     inputs = [x.detach().cuda().requires_grad_() for x in problem(dtype, b=2, k=3, n=700)]
-    got = samples_and_grads("triton", *inputs, num_samples=20)
-    want = samples_and_grads("reference", *inputs, num_samples=20)
+    got = samples_and_grads("triton", *inputs, num_samples=20, clip=clip)
+    want = samples_and_grads("reference", *inputs, num_samples=20, clip=clip)
     assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, want))

@@ -5,7 +5,9 @@ every sample's Gumbel-softmax weights with an online softmax over tiles of point
 their vector-Jacobian product, regenerating the counter-based noise of :mod:`.rng` (each keypoint
 reads its window on the cloud's shared noise). Forward runs one program per (cloud, keypoint, tile of
 samples); backward one per (cloud, tile of points), looping over keypoints and samples, so every
-gradient element has one writer (no atomics, deterministic).
+gradient element has one writer (no atomics, deterministic). The clipped-integral gradient (``clip > 0``) needs
+each sample's Σ_i w_i dL/dw_i over all points first: one more program per (cloud, keypoint, tile of samples)
+computes it (:func:`_clipped_dot_kernel`).
 Positions are limited to D <= 3 (three named accumulators). With ``TRITON_INTERPRET=1`` (set before
 this module is imported) the kernels run on CPU tensors, which is how the tests check them.
 """
@@ -74,6 +76,73 @@ def _normal(d: tl.constexpr, key1, key2, dtype: tl.constexpr):
 
 
 @triton.jit
+def _clipped_axis(w, y, v, centre, drift, inv_v, clip, eps):
+    """clip σ E[sign(y + ε − s) | w, s] per (sample, point), ``(BLOCK_S, BLOCK_N)``, for one axis of samples s
+    (``centre``, ``drift`` = s − mean, ``inv_v`` = 1 / variance), as the C++ ``clipped_logit_grads`` (1 − ρ
+    clamped to ``eps``, the dtype's epsilon); 0 where ``w`` is 0."""
+    v = v[None, :]
+    share = w * v * inv_v[:, None]
+    rest = tl.maximum(1.0 - w * share, eps)
+    offset = y[None, :] - centre[:, None] + share * drift[:, None]
+    sigma = tl.sqrt(v)
+    grad = clip * sigma * tl.math.erf(offset / (1.4142135623730951 * sigma * tl.sqrt(rest)))
+    return tl.where(w > 0, grad, 0.0)
+
+
+@triton.jit
+def _clipped_grads(w, r, valid, grad_mean_ptr, sample_ptr, mean_ptr, variance_ptr, y0, y1, y2, v0, v1, v2, clip,
+                   eps, D: tl.constexpr):
+    """dL/dw of the clipped-integral gradient of samples ``r``, ``(BLOCK_S, BLOCK_N)``."""
+    gm0, gm1, gm2 = _load_axes(grad_mean_ptr, r, D, valid)
+    c0, c1, c2 = _load_axes(sample_ptr, r, D, valid)
+    m0, m1, m2 = _load_axes(mean_ptr, r, D, valid)
+    n0, n1, n2 = _load_axes(variance_ptr, r, D, valid)
+    dw = gm0[:, None] * _clipped_axis(w, y0, v0, c0, c0 - m0, 1.0 / tl.where(valid, n0, 1.0), clip, eps)
+    if D > 1:
+        dw += gm1[:, None] * _clipped_axis(w, y1, v1, c1, c1 - m1, 1.0 / tl.where(valid, n1, 1.0), clip, eps)
+    if D > 2:
+        dw += gm2[:, None] * _clipped_axis(w, y2, v2, c2, c2 - m2, 1.0 / tl.where(valid, n2, 1.0), clip, eps)
+    return dw
+
+
+@triton.jit
+def _clipped_dot_kernel(
+    logits_ptr, pos_ptr, var_ptr, seed_ptr, max_ptr, log_sum_ptr, mean_ptr, variance_ptr, grad_mean_ptr,
+    sample_ptr, dot_ptr, K, Ns, N, pos_stride, inv_tau, clip, eps,
+    D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dot (B, K, Ns) = Σ_i w_i dL/dw_i of the clipped-integral gradient, as the C++ ``clipped_logit_grads``."""
+    bk = tl.program_id(0)
+    b, k = bk // K, bk % K
+    s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    valid = s < Ns
+    r = bk * Ns + s
+    key1, key2 = _sample_keys(seed_ptr, b, 0, s)
+    shift = tl.cast(k, tl.int64) * N // K
+    m = tl.load(max_ptr + r, mask=valid, other=0.0)
+    log_sum = tl.load(log_sum_ptr + r, mask=valid, other=0.0)
+    pos_ptr += b * pos_stride
+    var_ptr += b * pos_stride
+    dot = tl.zeros([BLOCK_S], logits_ptr.dtype.element_ty)
+    for i0 in range(0, N, BLOCK_N):
+        i = i0 + tl.arange(0, BLOCK_N)
+        inside = i < N
+        logit = tl.load(logits_ptr + bk * N + i, mask=inside, other=float("-inf"))
+        t = _perturbed(logit, (i + shift) % N, key1, key2)
+        w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
+        w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
+        y0, v0 = tl.load(pos_ptr + i, mask=inside, other=0.0), tl.load(var_ptr + i, mask=inside, other=1.0)
+        y1 = tl.load(pos_ptr + N + i, mask=inside & (D > 1), other=0.0)
+        v1 = tl.load(var_ptr + N + i, mask=inside & (D > 1), other=1.0)
+        y2 = tl.load(pos_ptr + 2 * N + i, mask=inside & (D > 2), other=0.0)
+        v2 = tl.load(var_ptr + 2 * N + i, mask=inside & (D > 2), other=1.0)
+        dw = _clipped_grads(w, r, valid, grad_mean_ptr, sample_ptr, mean_ptr, variance_ptr, y0, y1, y2, v0, v1, v2,
+                            clip, eps, D)
+        dot += tl.sum(w * dw, 1)
+    tl.store(dot_ptr + r, dot, mask=valid)
+
+
+@triton.jit
 def _forward_kernel(
     logits_ptr, pos_ptr, var_ptr, seed_ptr, mean_ptr, variance_ptr, noise_ptr, max_ptr, log_sum_ptr,
     K, Ns, N, pos_stride, inv_tau,
@@ -138,9 +207,10 @@ def _forward_kernel(
 @triton.jit
 def _backward_kernel(
     logits_ptr, pos_ptr, var_ptr, seed_ptr, max_ptr, log_sum_ptr, mean_ptr, variance_ptr, grad_mean_ptr,
-    grad_var_ptr, grad_logits_ptr, grad_pos_ptr, grad_basis_var_ptr,
-    K, Ns, N, pos_stride, inv_tau,
-    D: tl.constexpr, NEED_POS: tl.constexpr, NEED_VAR: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+    grad_var_ptr, grad_logits_ptr, grad_pos_ptr, grad_basis_var_ptr, sample_ptr, dot_ptr,
+    K, Ns, N, pos_stride, inv_tau, clip, eps,
+    D: tl.constexpr, NEED_POS: tl.constexpr, NEED_VAR: tl.constexpr, CLIP: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0)
     i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -154,6 +224,7 @@ def _backward_kernel(
     v1 = tl.load(var_ptr + N + i, mask=inside & (D > 1), other=0.0)
     y2 = tl.load(pos_ptr + 2 * N + i, mask=inside & (D > 2), other=0.0)
     v2 = tl.load(var_ptr + 2 * N + i, mask=inside & (D > 2), other=0.0)
+    sv0, sv1, sv2 = tl.where(inside, v0, 1.0), tl.where(inside, v1, 1.0), tl.where(inside, v2, 1.0)  # σ² > 0 for erf
     gy0, gy1, gy2 = tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype)
     gv0, gv1, gv2 = tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype), tl.zeros([BLOCK_N], dtype)
     for k in range(K):
@@ -175,12 +246,18 @@ def _backward_kernel(
             t = _perturbed(logit, column, key1, key2)
             w = tl.exp((t - m[:, None]) * inv_tau - log_sum[:, None])
             w = tl.where(valid[:, None] & (t > float("-inf")), w, 0.0)
-            # dL/dw_i - dot per axis, as the C++ kernel: exactly 0 for one-hot weights at any 1 / tau
-            dw_pos = (gm0[:, None] * (y0[None, :] - mu0[:, None]) + gm1[:, None] * (y1[None, :] - mu1[:, None])
-                      + gm2[:, None] * (y2[None, :] - mu2[:, None]))
-            dw_var = (gs0[:, None] * (w * v0[None, :] - nu0[:, None]) + gs1[:, None] * (w * v1[None, :] - nu1[:, None])
-                      + gs2[:, None] * (w * v2[None, :] - nu2[:, None]))
-            acc += tl.sum(w * (dw_pos + 2 * dw_var), 0)
+            if CLIP:  # dL/dw_i - dot, dot from _clipped_dot_kernel
+                dot = tl.load(dot_ptr + r, mask=valid, other=0.0)
+                dw = _clipped_grads(w, r, valid, grad_mean_ptr, sample_ptr, mean_ptr, variance_ptr, y0, y1, y2, sv0,
+                                    sv1, sv2, clip, eps, D)
+                acc += tl.sum(w * (dw - dot[:, None]), 0)
+            else:  # dL/dw_i - dot per axis, as the C++ kernel: exactly 0 for one-hot weights at any 1 / tau
+                dw_pos = (gm0[:, None] * (y0[None, :] - mu0[:, None]) + gm1[:, None] * (y1[None, :] - mu1[:, None])
+                          + gm2[:, None] * (y2[None, :] - mu2[:, None]))
+                dw_var = (gs0[:, None] * (w * v0[None, :] - nu0[:, None])
+                          + gs1[:, None] * (w * v1[None, :] - nu1[:, None])
+                          + gs2[:, None] * (w * v2[None, :] - nu2[:, None]))
+                acc += tl.sum(w * (dw_pos + 2 * dw_var), 0)
             if NEED_POS:
                 gy0 += tl.sum(w * gm0[:, None], 0)
                 gy1 += tl.sum(w * gm1[:, None], 0)
@@ -222,19 +299,30 @@ def forward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples:
 
 def backward(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, inv_tau: float, row_max: Tensor,
              log_sum: Tensor, mean: Tensor, variance: Tensor, grad_mean: Tensor, grad_var: Tensor, need_pos: bool,
-             need_var: bool, block_n: int = BLOCK_N, block_s: int = BLOCK_S) -> list[Tensor | None]:
-    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); as the C++ ``backward``."""
+             need_var: bool, sample: Tensor, clip: float, block_n: int = BLOCK_N,
+             block_s: int = BLOCK_S) -> list[Tensor | None]:
+    """Gradients of the logits (B, K, N) and, when asked for, of pos and var (B, D, N); with ``clip > 0`` the
+    logits' is the clipped-integral gradient around ``sample`` (B, K, Ns, D); as the C++ ``backward``."""
     b, k, n = logits.shape
-    d = pos.shape[1]
+    d, ns = pos.shape[1], row_max.shape[2]
+    pos_stride, inv_tau = 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX)
+    eps = torch.finfo(logits.dtype).eps  # the floor of 1 − ρ in the clipped gradient
     grad_logits = torch.empty_like(logits)
     grad_pos = logits.new_empty(b, d, n) if need_pos else None
     grad_basis_var = logits.new_empty(b, d, n) if need_var else None
-    grid = (b, triton.cdiv(n, block_n))
-    _backward_kernel[grid](
-        logits, pos, var, seed, row_max, log_sum, mean.contiguous(), variance.contiguous(), grad_mean, grad_var,
+    mean, variance, dot = mean.contiguous(), variance.contiguous(), row_max  # dot: unread without clip
+    if clip > 0:
+        sample, dot = sample.contiguous(), torch.empty_like(row_max)
+        _clipped_dot_kernel[(b * k, triton.cdiv(ns, block_s))](
+            logits, pos, var, seed, row_max, log_sum, mean, variance, grad_mean, sample, dot, k, ns, n, pos_stride,
+            inv_tau, clip, eps,
+            D=d, BLOCK_S=block_s, BLOCK_N=block_n,
+        )
+    _backward_kernel[(b, triton.cdiv(n, block_n))](
+        logits, pos, var, seed, row_max, log_sum, mean, variance, grad_mean, grad_var,
         grad_logits, grad_logits if grad_pos is None else grad_pos,
-        grad_logits if grad_basis_var is None else grad_basis_var,
-        k, row_max.shape[2], n, 0 if pos.shape[0] == 1 else d * n, min(inv_tau, _FLOAT32_MAX),
-        D=d, NEED_POS=need_pos, NEED_VAR=need_var, BLOCK_S=block_s, BLOCK_N=block_n,
+        grad_logits if grad_basis_var is None else grad_basis_var, sample if clip > 0 else row_max, dot,
+        k, ns, n, pos_stride, inv_tau, float(clip), eps,
+        D=d, NEED_POS=need_pos, NEED_VAR=need_var, CLIP=clip > 0, BLOCK_S=block_s, BLOCK_N=block_n,
     )
     return [grad_logits, grad_pos, grad_basis_var]

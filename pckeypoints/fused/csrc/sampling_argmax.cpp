@@ -8,7 +8,8 @@
 // A cloud's keypoints share the noise of sample s, each reading it at its own cyclic shift (rng.py): both passes
 // draw it once per (cloud, sample) into a buffer of 2N values and read keypoint k's window from it, so the hash
 // and the two logarithms cost 1/K per weight, which is left with one exp. The backward pass regenerates the
-// noise. Logits (B, K, N); positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel
+// noise. With a clip amplitude c > 0 the backward pass gives the weights the authors' clipped-integral gradient
+// instead (see backward_clouds). Logits (B, K, N); positions and basis variances are channels-first (Bp, D, N), Bp in {1, B}. Parallel
 // over (cloud, sample) (forward) and over clouds (backward); every output element is summed by one task in a
 // fixed order, so the results do not depend on the thread count. float loops are branch-free with lane-wise
 // partial sums so that they vectorise (AVX-512/AVX2 clones, chosen at run time); double uses std::log / std::exp
@@ -106,6 +107,20 @@ inline float exp_approx(float x) {
 inline double log_approx(double x) { return std::log(x); }
 inline double exp_approx(double x) { return std::exp(x); }
 
+// erf(x) within 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free; +-1 at +-inf.
+inline float erf_approx(float x) {
+  const float ax = std::abs(x), t = 1.0f / (1.0f + 0.3275911f * ax);
+  float y = 1.061405429f;
+  y = y * t - 1.453152027f;
+  y = y * t + 1.421413741f;
+  y = y * t - 0.284496736f;
+  y = y * t + 0.254829592f;
+  y = 1.0f - y * t * exp_approx(-ax * ax);
+  return x < 0.0f ? -y : y;
+}
+
+inline double erf_approx(double x) { return std::erf(x); }
+
 // U(0, 1) draw of a column: u = ((bits >> 9) + 0.5) 2^-23 (exact in float, never 0 or 1).
 template <typename T>
 inline T uniform(uint32_t column, Keys key) {
@@ -145,10 +160,12 @@ struct Args {
   const int64_t* seed;
   int64_t B, K, Ns, N, pos_stride;  // pos_stride: D * N, or 0 when Bp = 1
   T inv_tau;
+  T clip;  // backward: clipped-integral amplitude in basis standard deviations, 0 for the exact gradient
   // forward outputs (B, K, Ns, D) and (B, K, Ns)
   T *mean, *variance, *noise, *max, *log_sum;
   // backward inputs: forward's max and log_sum (B, K, Ns), mean and variance (B, K, Ns, D); gradients (B, K, Ns, D)
   const T *saved_max, *saved_log_sum, *saved_mean, *saved_variance, *grad_mean, *grad_var;
+  const T* sample;  // (B, K, Ns, D): mean + sqrt(variance) noise, read by the clipped gradient
   // backward outputs (B, K, N), (B, D, N)
   T *grad_logits, *grad_pos, *grad_basis_var;
 };
@@ -225,21 +242,87 @@ template <typename T, int D>
   }
 }
 
-// Backward over clouds b0..b1, sample by sample (the cloud's noise of sample s, then every keypoint):
+// Exact gradient of sample r's weights, added to out (B, K, N row of keypoint k) and stored in weight[0..N):
 //   dL/dw_i = sum_d gm_d y_id + 2 w_i sum_d gv_d sigma2_id,  dL/dl_i = w_i (dL/dw_i - dot) / tau,
 //   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments), subtracted per axis:
 //   dL/dw_i - dot = sum_d gm_d (y_id - mean_d) + 2 gv_d (w_i sigma2_id - var_d), exactly 0 for one-hot weights
 //   (mean = y_i, var = sigma2_i, w_i = 1), so that the rounding error is not amplified by 1 / tau.
-// The gradients arrive zeroed and are summed over samples in place.
+template <typename T, int D>
+[[gnu::always_inline]] inline void exact_logit_grads(const Args<T>& a, const T* logit, const T* g, const T* pos,
+                                                     const T* var, int64_t r, T* out, T* weight) {
+  const T m = a.saved_max[r], log_sum = a.saved_log_sum[r];
+  T gm[D], gv[D], mu[D], nu[D];
+  for (int d = 0; d < D; ++d) {
+    gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
+    mu[d] = a.saved_mean[r * D + d], nu[d] = a.saved_variance[r * D + d];
+  }
+  for (int64_t i = 0; i < a.N; ++i) {
+    const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
+    T dw = 0;
+    for (int d = 0; d < D; ++d) dw += gm[d] * (pos[d * a.N + i] - mu[d]) + 2 * gv[d] * (w * var[d * a.N + i] - nu[d]);
+    out[i] += w * dw * a.inv_tau;
+    weight[i] = w;
+  }
+}
+
+// Clipped-integral gradient of sample r's weights (the authors' estimator with the basis draws summed
+// analytically): dL/dw_i = sum_d c sigma_id E[sign(y_id + eps_id - s_d) | w, s] gm_d for the sample s of mean m
+// and variance V, with the point's share rho = w_i^2 sigma_id^2 / V of V:
+//   E[sign(...) | w, s] = erf((y_id - s_d + (w_i sigma_id^2 / V_d)(s_d - m_d)) / (sqrt2 sigma_id sqrt(1 - rho)))
+// (pckeypoints/fused/reference.py, clipped_weight_grads); the variance path adds nothing to the weights.
+// dL/dl_i = w_i (dL/dw_i - dot) / tau with dot = sum_i w_i dL/dw_i from a first pass that keeps w and dL/dw in
+// weight[0..N) and dw[0..N). amplitude and inv_width hold c sigma and 1 / (sqrt2 sigma) of the cloud, (D, N).
+template <typename T, int D>
+[[gnu::always_inline]] inline void clipped_logit_grads(const Args<T>& a, const T* logit, const T* g, const T* pos,
+                                                       const T* var, const T* amplitude, const T* inv_width,
+                                                       int64_t r, T* out, T* weight, T* dw) {
+  const T m = a.saved_max[r], log_sum = a.saved_log_sum[r], eps = std::numeric_limits<T>::epsilon();
+  T gm[D], centre[D], drift[D], inv_v[D];
+  for (int d = 0; d < D; ++d) {
+    gm[d] = a.grad_mean[r * D + d], centre[d] = a.sample[r * D + d];
+    drift[d] = centre[d] - a.saved_mean[r * D + d], inv_v[d] = T(1) / a.saved_variance[r * D + d];
+  }
+  T dot[kLanes] = {};
+  const int64_t full = a.N / kLanes * kLanes;
+  for (int64_t i = 0; i < a.N; ++i) {
+    const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
+    T grad = 0;
+    for (int d = 0; d < D; ++d) {
+      const int64_t j = d * a.N + i;
+      const T share = w * var[j] * inv_v[d], rest = std::max(T(1) - w * share, eps);
+      const T offset = pos[j] - centre[d] + share * drift[d];
+      grad += gm[d] * amplitude[j] * erf_approx(offset * inv_width[j] / std::sqrt(rest));
+    }
+    weight[i] = w;
+    dw[i] = w > 0 ? grad : T(0);  // padding (w = 0) may have sigma = 0
+  }
+  for (int64_t j = 0; j < full; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) dot[l] += weight[j + l] * dw[j + l];
+  for (int64_t j = full; j < a.N; ++j) dot[j % kLanes] += weight[j] * dw[j];
+  T total = 0;
+  for (int l = 0; l < kLanes; ++l) total += dot[l];
+  for (int64_t i = 0; i < a.N; ++i) out[i] += weight[i] * (dw[i] - total) * a.inv_tau;
+}
+
+// Backward over clouds b0..b1, sample by sample (the cloud's noise of sample s, then every keypoint): the logits'
+// gradient (exact_logit_grads, or clipped_logit_grads when a.clip > 0) and the basis' ordinary gradients
+// dL/dy_id = sum w_i gm_d, dL/dsigma2_id = sum w_i^2 gv_d. The gradients arrive zeroed and are summed over
+// samples in place.
 template <typename T, int D>
 [[gnu::always_inline]] inline void backward_clouds(const Args<T>& a, int64_t b0, int64_t b1) {
-  alignas(64) T weight[kBlock];
-  std::vector<T> noise(2 * a.N);
+  std::vector<T> noise(2 * a.N), weight(a.N), dw(a.clip > 0 ? a.N : 0);
+  std::vector<T> amplitude(a.clip > 0 ? D * a.N : 0), inv_width(amplitude.size());
   for (int64_t b = b0; b < b1; ++b) {
     const T* pos = a.pos + b * a.pos_stride;
     const T* var = a.var + b * a.pos_stride;
     T* grad_pos = a.grad_pos ? a.grad_pos + b * D * a.N : nullptr;
     T* grad_var = a.grad_basis_var ? a.grad_basis_var + b * D * a.N : nullptr;
+    if (a.clip > 0 && (b == b0 || a.pos_stride))
+      for (int64_t i = 0; i < D * a.N; ++i) {
+        const T sigma = std::sqrt(var[i]);
+        amplitude[i] = a.clip * sigma;
+        inv_width[i] = T(1) / (T(1.4142135623730951) * sigma);
+      }
     for (int64_t s = 0; s < a.Ns; ++s) {
       fill_noise(noise.data(), a.N, sample_keys(a.seed, b, 0, s));
       for (int64_t k = 0; k < a.K; ++k) {
@@ -247,27 +330,18 @@ template <typename T, int D>
         const T* logit = a.logits + (b * a.K + k) * a.N;
         const T* g = noise.data() + noise_shift(k, a.K, a.N);
         T* out = a.grad_logits + (b * a.K + k) * a.N;
-        const T m = a.saved_max[r], log_sum = a.saved_log_sum[r];
-        T gm[D], gv[D], mu[D], nu[D];
-        for (int d = 0; d < D; ++d) {
-          gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
-          mu[d] = a.saved_mean[r * D + d], nu[d] = a.saved_variance[r * D + d];
+        if (a.clip > 0)
+          clipped_logit_grads<T, D>(a, logit, g, pos, var, amplitude.data(), inv_width.data(), r, out,
+                                    weight.data(), dw.data());
+        else
+          exact_logit_grads<T, D>(a, logit, g, pos, var, r, out, weight.data());
+        for (int d = 0; d < D && grad_pos; ++d) {
+          const T gm = a.grad_mean[r * D + d];
+          for (int64_t i = 0; i < a.N; ++i) grad_pos[d * a.N + i] += weight[i] * gm;
         }
-        for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
-          const int64_t n = std::min(kBlock, a.N - i0);
-          for (int64_t j = 0; j < n; ++j) {
-            const int64_t i = i0 + j;
-            const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
-            T dw = 0;
-            for (int d = 0; d < D; ++d)
-              dw += gm[d] * (pos[d * a.N + i] - mu[d]) + 2 * gv[d] * (w * var[d * a.N + i] - nu[d]);
-            out[i] += w * dw * a.inv_tau;
-            weight[j] = w;
-          }
-          for (int d = 0; d < D && grad_pos; ++d)
-            for (int64_t j = 0; j < n; ++j) grad_pos[d * a.N + i0 + j] += weight[j] * gm[d];
-          for (int d = 0; d < D && grad_var; ++d)
-            for (int64_t j = 0; j < n; ++j) grad_var[d * a.N + i0 + j] += weight[j] * weight[j] * gv[d];
+        for (int d = 0; d < D && grad_var; ++d) {
+          const T gv = a.grad_var[r * D + d];
+          for (int64_t i = 0; i < a.N; ++i) grad_var[d * a.N + i] += weight[i] * weight[i] * gv;
         }
       }
     }
@@ -355,14 +429,18 @@ std::vector<torch::Tensor> forward(const torch::Tensor& logits, const torch::Ten
 }
 
 // Vector-Jacobian product of forward's (mean, variance) with (grad_mean, grad_var), given forward's max, log_sum,
-// mean and variance. Returns grad_logits (B, K, N) and, when
+// mean and variance; with clip > 0 the logits' part is the clipped-integral gradient around sample
+// (B, K, Ns, D), the samples mean + sqrt(variance) noise (an empty tensor when clip = 0). Returns grad_logits (B, K, N) and, when
 // asked for, grad_pos and grad_var of the basis (B, D, N) (undefined tensors otherwise).
 std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Tensor& pos, const torch::Tensor& var,
                                     const torch::Tensor& seed, double inv_tau, const torch::Tensor& max,
                                     const torch::Tensor& log_sum, const torch::Tensor& mean,
                                     const torch::Tensor& variance, const torch::Tensor& grad_mean,
-                                    const torch::Tensor& grad_var, bool need_pos, bool need_var) {
+                                    const torch::Tensor& grad_var, bool need_pos, bool need_var,
+                                    const torch::Tensor& sample, double clip) {
   check_inputs(logits, pos, var, seed);
+  TORCH_CHECK(clip >= 0 && (clip == 0 || (sample.sizes() == mean.sizes() && sample.is_contiguous())),
+              "fused sampling: the clipped gradient needs a contiguous sample of the mean's shape");
   TORCH_CHECK(grad_mean.is_contiguous() && grad_var.is_contiguous() && mean.is_contiguous() &&
                   variance.is_contiguous() && max.is_contiguous() && log_sum.is_contiguous(),
               "fused sampling: gradients must be contiguous");
@@ -376,6 +454,8 @@ std::vector<torch::Tensor> backward(const torch::Tensor& logits, const torch::Te
     a.saved_max = max.data_ptr<scalar_t>(), a.saved_log_sum = log_sum.data_ptr<scalar_t>();
     a.grad_mean = grad_mean.data_ptr<scalar_t>(), a.grad_var = grad_var.data_ptr<scalar_t>();
     a.saved_mean = mean.data_ptr<scalar_t>(), a.saved_variance = variance.data_ptr<scalar_t>();
+    a.clip = static_cast<scalar_t>(clip);
+    a.sample = clip > 0 ? sample.data_ptr<scalar_t>() : nullptr;
     a.grad_logits = grad_logits.data_ptr<scalar_t>();
     a.grad_pos = need_pos ? grad_pos.data_ptr<scalar_t>() : nullptr;
     a.grad_basis_var = need_var ? grad_basis_var.data_ptr<scalar_t>() : nullptr;
