@@ -110,7 +110,8 @@ def _cpu() -> ModuleType:
     source = Path(__file__).parent / "csrc" / "sampling_argmax.cpp"
     # -fno-trapping-math lets the compiler vectorise the branch-free selects of the float loops;
     # fused multiply-adds (in the AVX2 / AVX-512 clones) change results by rounding only
-    return load_extension("pckeypoints_sampling_argmax", (source,), ("-fno-trapping-math", "-ffp-contract=fast"))
+    return load_extension("pckeypoints_sampling_argmax", (source,), ("-fno-trapping-math", "-fno-math-errno",
+                                                                     "-ffp-contract=fast"))
 
 
 @cache

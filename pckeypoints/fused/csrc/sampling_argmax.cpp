@@ -242,6 +242,14 @@ template <typename T, int D>
   }
 }
 
+// The weights of sample r over points i0 .. i0 + n into w[0..n) (contiguous local arrays keep the loops vectorised).
+template <typename T>
+[[gnu::always_inline]] inline void block_weights(const Args<T>& a, const T* logit, const T* g, int64_t r, int64_t i0,
+                                                 int64_t n, T* __restrict w) {
+  const T m = a.saved_max[r], log_sum = a.saved_log_sum[r];
+  for (int64_t j = 0; j < n; ++j) w[j] = exp_approx((logit[i0 + j] + g[i0 + j] - m) * a.inv_tau - log_sum);
+}
+
 // Exact gradient of sample r's weights, added to out (B, K, N row of keypoint k) and stored in weight[0..N):
 //   dL/dw_i = sum_d gm_d y_id + 2 w_i sum_d gv_d sigma2_id,  dL/dl_i = w_i (dL/dw_i - dot) / tau,
 //   dot = sum_i w_i dL/dw_i = sum_d gm_d mean_d + 2 gv_d var_d (from the forward moments), subtracted per axis:
@@ -250,18 +258,19 @@ template <typename T, int D>
 template <typename T, int D>
 [[gnu::always_inline]] inline void exact_logit_grads(const Args<T>& a, const T* logit, const T* g, const T* pos,
                                                      const T* var, int64_t r, T* out, T* weight) {
-  const T m = a.saved_max[r], log_sum = a.saved_log_sum[r];
-  T gm[D], gv[D], mu[D], nu[D];
-  for (int d = 0; d < D; ++d) {
-    gm[d] = a.grad_mean[r * D + d], gv[d] = a.grad_var[r * D + d];
-    mu[d] = a.saved_mean[r * D + d], nu[d] = a.saved_variance[r * D + d];
-  }
-  for (int64_t i = 0; i < a.N; ++i) {
-    const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
-    T dw = 0;
-    for (int d = 0; d < D; ++d) dw += gm[d] * (pos[d * a.N + i] - mu[d]) + 2 * gv[d] * (w * var[d * a.N + i] - nu[d]);
-    out[i] += w * dw * a.inv_tau;
-    weight[i] = w;
+  alignas(64) T w[kBlock], dw[kBlock];
+  for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
+    const int64_t n = std::min(kBlock, a.N - i0);
+    block_weights(a, logit, g, r, i0, n, w);
+    for (int64_t j = 0; j < n; ++j) dw[j] = 0;
+    for (int d = 0; d < D; ++d) {
+      const T gm = a.grad_mean[r * D + d], gv = a.grad_var[r * D + d];
+      const T mu = a.saved_mean[r * D + d], nu = a.saved_variance[r * D + d];
+      const T* y = pos + d * a.N + i0;
+      const T* v = var + d * a.N + i0;
+      for (int64_t j = 0; j < n; ++j) dw[j] += gm * (y[j] - mu) + 2 * gv * (w[j] * v[j] - nu);
+    }
+    for (int64_t j = 0; j < n; ++j) out[i0 + j] += w[j] * dw[j] * a.inv_tau, weight[i0 + j] = w[j];
   }
 }
 
@@ -276,29 +285,32 @@ template <typename T, int D>
 [[gnu::always_inline]] inline void clipped_logit_grads(const Args<T>& a, const T* logit, const T* g, const T* pos,
                                                        const T* var, const T* amplitude, const T* inv_width,
                                                        int64_t r, T* out, T* weight, T* dw) {
-  const T m = a.saved_max[r], log_sum = a.saved_log_sum[r], eps = std::numeric_limits<T>::epsilon();
-  T gm[D], centre[D], drift[D], inv_v[D];
-  for (int d = 0; d < D; ++d) {
-    gm[d] = a.grad_mean[r * D + d], centre[d] = a.sample[r * D + d];
-    drift[d] = centre[d] - a.saved_mean[r * D + d], inv_v[d] = T(1) / a.saved_variance[r * D + d];
-  }
+  const T eps = std::numeric_limits<T>::epsilon();
+  alignas(64) T w[kBlock], grad[kBlock];
   T dot[kLanes] = {};
-  const int64_t full = a.N / kLanes * kLanes;
-  for (int64_t i = 0; i < a.N; ++i) {
-    const T w = exp_approx((logit[i] + g[i] - m) * a.inv_tau - log_sum);
-    T grad = 0;
+  for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
+    const int64_t n = std::min(kBlock, a.N - i0);
+    block_weights(a, logit, g, r, i0, n, w);
+    for (int64_t j = 0; j < n; ++j) grad[j] = 0;
     for (int d = 0; d < D; ++d) {
-      const int64_t j = d * a.N + i;
-      const T share = w * var[j] * inv_v[d], rest = std::max(T(1) - w * share, eps);
-      const T offset = pos[j] - centre[d] + share * drift[d];
-      grad += gm[d] * amplitude[j] * erf_approx(offset * inv_width[j] / std::sqrt(rest));
+      const T gm = a.grad_mean[r * D + d], centre = a.sample[r * D + d];
+      const T drift = centre - a.saved_mean[r * D + d], inv_v = T(1) / a.saved_variance[r * D + d];
+      const T* y = pos + d * a.N + i0;
+      const T* v = var + d * a.N + i0;
+      const T* amp = amplitude + d * a.N + i0;
+      const T* inv = inv_width + d * a.N + i0;
+      for (int64_t j = 0; j < n; ++j) {
+        const T share = w[j] * v[j] * inv_v, rest = std::max(T(1) - w[j] * share, eps);
+        const T offset = y[j] - centre + share * drift;
+        grad[j] += gm * amp[j] * erf_approx(offset * inv[j] / std::sqrt(rest));
+      }
     }
-    weight[i] = w;
-    dw[i] = w > 0 ? grad : T(0);  // padding (w = 0) may have sigma = 0
+    for (int64_t j = 0; j < n; ++j) {
+      grad[j] = w[j] > 0 ? grad[j] : T(0);  // padding (w = 0) may have sigma = 0
+      dot[j % kLanes] += w[j] * grad[j];
+      weight[i0 + j] = w[j], dw[i0 + j] = grad[j];
+    }
   }
-  for (int64_t j = 0; j < full; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) dot[l] += weight[j + l] * dw[j + l];
-  for (int64_t j = full; j < a.N; ++j) dot[j % kLanes] += weight[j] * dw[j];
   T total = 0;
   for (int l = 0; l < kLanes; ++l) total += dot[l];
   for (int64_t i = 0; i < a.N; ++i) out[i] += weight[i] * (dw[i] - total) * a.inv_tau;
