@@ -96,9 +96,9 @@ class RunFolder:
 
 
 def is_run_folder(path: Path) -> bool:
-    """A folder with the marker, or one written before the marker existed (checkpoints and ``log.csv``)."""
-    return path.is_dir() and ((path / MARKER).is_file() or (
-        any((path / name).is_file() for name in CHECKPOINTS) and (path / "log.csv").is_file()))
+    """A folder with the marker. A folder holding checkpoints and ``log.csv`` without it (a backup, a copy, a
+    run of an old version) is the user's: it is neither continued in nor replaced."""
+    return path.is_dir() and (path / MARKER).is_file()
 
 
 def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = False) -> RunFolder:
@@ -135,10 +135,7 @@ def resume_target(resume: str | Path, out: str, name: str) -> RunFolder:
     folder = resume if resume.is_dir() else resume.parent
     if not is_run_folder(folder) or (not resume.is_dir() and resume.name not in CHECKPOINTS):
         return claim(out, name, numbered=True)
-    lock = _lock(folder)
-    if not (folder / MARKER).exists():  # a run written before the marker existed
-        (folder / MARKER).touch()
-    return RunFolder(folder, lock, [], new=False)
+    return RunFolder(folder, _lock(folder), [], new=False)
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -249,7 +246,6 @@ def _delete_entries(folder: Path, entries: tuple[str, ...] = ENTRIES, reports: b
 
 def _delete_run(folder: Path) -> None:
     """Delete a replaced run: its entries, then the folder if nothing else is left (else keep it, warned)."""
-    (folder / MARKER).touch()  # a run written before the marker existed
     _delete_entries(folder)
     try:
         folder.rmdir()
