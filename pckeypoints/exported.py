@@ -3,10 +3,18 @@
 :func:`export_program` writes one from a checkpoint (``pckeypoints export RUN -o model.pt2``); the file also
 holds the run's config, so that :func:`load_program` gives what ``pckeypoints predict`` needs. The program
 takes clouds ``(1, N, 3)`` of any ``N`` from ``knn_k + 1`` to ``max_points``.
+
+:func:`load_program` never unpickles code: before ``torch.export.load`` it refuses any archive that holds more
+than a program's graph, its plain tensor payloads and JSON (pickled weights or constants, Python or TorchScript
+objects, compiled AOTInductor code, legacy or extra entries, sample inputs that need more than
+``weights_only`` loading).
 """
 from __future__ import annotations
 
+import io
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -26,6 +34,14 @@ FORMAT_VERSION = 1
 #: Default largest cloud the program takes (a size guard that tracing the detector's kNN records allows 4096).
 MAX_POINTS = 4096
 _META = "pckeypoints.json"
+#: The entries of a program archive that :func:`export_program` writes (below its top folder); nothing else loads.
+_ENTRIES = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|"
+                      r"models/model\.json|data/sample_inputs/model\.pt|extra/" + re.escape(_META) + "|"
+                      r"data/weights/(model_weights_config\.json|weight_\d+)|"
+                      r"data/constants/(model_constants_config\.json|tensor_\d+))")
+#: The payload configs, and the file names their unpickled tensors may have.
+_PAYLOADS = {"data/weights/model_weights_config.json": re.compile(r"weight_\d+"),
+             "data/constants/model_constants_config.json": re.compile(r"tensor_\d+")}
 
 
 class ExportedDetector(nn.Module):
@@ -79,6 +95,9 @@ def load_program(path: str | Path) -> tuple[Task, ExportedDetector, TrainConfig]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"program {path} does not exist")
+    _check_archive(path)
+    import pointnet2._library  # noqa: F401  (registers the ops torch.ops.pointnet2.* that the graph calls)
+
     extra = {_META: ""}
     try:
         program = torch.export.load(path, extra_files=extra)
@@ -90,3 +109,27 @@ def load_program(path: str | Path) -> tuple[Task, ExportedDetector, TrainConfig]
                               f"(written by `pckeypoints export`)")
     config = TrainConfig.from_dict(meta["config"])
     return get_task(config.mode), ExportedDetector(program, meta["min_points"], meta["max_points"]), config
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, with a one-line :class:`CheckpointError`, a program archive that ``torch.export.load`` would have
+    to unpickle (objects, pickled tensors, non-``weights_only`` sample inputs) or that holds other entries."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            top = names[0].split("/")[0] + "/" if names else ""
+            inner = [name[len(top):] if name.startswith(top) else name for name in names]
+            odd = next((n for n, i in zip(names, inner) if not n.startswith(top) or not _ENTRIES.fullmatch(i)), None)
+            if odd is not None or len(set(names)) != len(names):
+                raise CheckpointError(f"{path} is not a program written by `pckeypoints export`: it holds "
+                                      f"{odd or 'duplicate entries'!r}; not loading it")
+            for config, allowed in _PAYLOADS.items():
+                payloads = json.loads(archive.read(top + config))["config"].values()
+                if any(p["use_pickle"] is not False or not allowed.fullmatch(p["path_name"]) for p in payloads):
+                    raise CheckpointError(f"{path} holds pickled weights or constants (which could run code); "
+                                          f"not loading it")
+            torch.load(io.BytesIO(archive.read(top + "data/sample_inputs/model.pt")), weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as err:  # a damaged zip, JSON or sample-input file: many types  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a torch.export program ({type(err).__name__})") from None

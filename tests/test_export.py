@@ -63,3 +63,80 @@ def test_program_errors_are_one_line(exported, tmp_path, capsys):
     assert "is not a torch.export program" in capsys.readouterr().err
     with pytest.raises(Exception, match="cannot be trained"):
         load_program(program)[1].train()
+
+
+class _Planted:
+    """Unpickling it creates the folder ``path``: the trace of code run by a crafted archive."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.path,)
+
+
+def _rewrite(source, dest, change) -> None:
+    """Copy the zip ``source`` to ``dest`` with ``change(name, data) -> [(name, data), ...]`` applied to each entry."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(dest, "w") as zout:
+        for name in zin.namelist():
+            for new_name, data in change(name, zin.read(name)):
+                zout.writestr(new_name, data)
+
+
+def _plant(config: str, file: str, data: bytes, **entry):
+    """A ``change`` for :func:`_rewrite`: the first payload of ``config`` becomes ``entry`` (e.g. pickled) and
+    is stored as ``file`` holding ``data``."""
+    def change(name, content):
+        if not name.endswith(config):
+            return [(name, content)]
+        payloads = json.loads(content)
+        next(iter(payloads["config"].values())).update(path_name=file, **entry)
+        return [(name, json.dumps(payloads)), (name.rsplit("/", 1)[0] + "/" + file, data)]
+
+    return change
+
+
+def _pickled(value) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("attack", ["constant", "weight", "opaque", "sample_inputs", "legacy_weights", "aoti",
+                                    "graph"])
+def test_a_crafted_program_runs_no_code(exported, tmp_path, capsys, attack):
+    """Issue 31 H3: an archive whose constant, weight, object or sample inputs ``torch.export.load`` would
+    unpickle (or with legacy or AOTInductor entries, or a graph calling a Python function) is refused, one line,
+    before anything of it runs."""
+    import pickle
+
+    _, program = exported
+    trace = tmp_path / "ran"
+    planted = _pickled(_Planted(trace))
+    change = {
+        "constant": _plant("model_constants_config.json", "tensor_99", planted, use_pickle=True),
+        "weight": _plant("model_weights_config.json", "weight_99", planted, use_pickle=True),
+        "opaque": _plant("model_constants_config.json", "opaque_obj_0", pickle.dumps(_Planted(trace)),
+                         use_pickle=True),
+        "sample_inputs": lambda name, data: [(name, planted if name.endswith("sample_inputs/model.pt") else data)],
+        "legacy_weights": lambda name, data: [(name, data)] + [("model/data/weights/model.pt", planted)] * (
+            name.endswith("archive_version")),
+        "aoti": lambda name, data: [(name, data)] + [("model/data/aotinductor/model/model.so", b"\x7fELF")] * (
+            name.endswith("archive_version")),
+        "graph": lambda name, data: [(name, data.replace(b'"torch.ops.aten.reciprocal.default"', b'"torch.os.system"')
+                                      if name.endswith("model.json") else data)],
+    }[attack]
+    hostile = tmp_path / "hostile.pt2"
+    _rewrite(program, hostile, change)
+    cloud = tmp_path / "cloud.xyz"
+    np.savetxt(cloud, np.random.default_rng(0).uniform(-0.5, 0.5, (300, 3)))
+    assert main(["predict", str(hostile), str(cloud)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(hostile) in err, err
+    assert not trace.exists()
