@@ -140,3 +140,27 @@ def test_a_crafted_program_runs_no_code(exported, tmp_path, capsys, attack):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(hostile) in err, err
     assert not trace.exists()
+
+
+def test_export_and_predict_in_separate_processes(exported, tmp_path):
+    """Issue 31 M6 (issue 34 bug 1): a fresh ``predict`` process registers pointnet2's ops before reading the
+    program, and its predictions equal the checkpoint's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checkpoint, _ = exported
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    cloud = tmp_path / "cloud.xyz"
+    np.savetxt(cloud, np.random.default_rng(0).uniform(-0.5, 0.5, (300, 3)))
+    commands = [["export", str(checkpoint), "-o", str(tmp_path / "m.pt2"), "--max-points", "1024"],
+                ["predict", str(tmp_path / "m.pt2"), str(cloud), "-o", str(tmp_path / "program.json"), "--num-points",
+                 "300"],
+                ["predict", str(checkpoint), str(cloud), "-o", str(tmp_path / "eager.json"), "--num-points", "300"]]
+    for args in commands:
+        done = subprocess.run([sys.executable, "-m", "pckeypoints", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    program, eager = (json.loads((tmp_path / n).read_text()) for n in ("program.json", "eager.json"))
+    np.testing.assert_allclose(program["keypoints"], eager["keypoints"], atol=1e-5)
