@@ -355,7 +355,7 @@ def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> Non
     if single:
         if output.is_dir():
             raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
-        if output.exists() and output.resolve() == inputs[0].resolve():
+        if output.exists() and inputs[0].exists() and os.path.samefile(output, inputs[0]):  # links too
             raise PCKeypointsError(f"-o {output} is the input file; give another file name")
         return
     if output.exists() and not output.is_dir():

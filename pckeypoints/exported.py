@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, InputError, UsageError, write_error
 from .head import KeypointMaps
@@ -68,9 +69,16 @@ class ExportedDetector(nn.Module):
 
 
 def export_program(checkpoint: str | Path, dest: str | Path, max_points: int = MAX_POINTS) -> Path:
-    """Write the supervised detector of ``checkpoint`` (run folder, file or shipped name) to ``dest`` as a
-    ``torch.export`` program for clouds of up to ``max_points`` points, with its config."""
-    task, model, config, _ = load_checkpoint(checkpoint)
+    """Write the supervised detector of ``checkpoint`` (run folder, file or shipped name) to ``dest`` (a new
+    ``.pt2`` file, never the checkpoint itself) as a ``torch.export`` program for clouds of up to ``max_points``
+    points, with its config. A failed write (disk full) leaves no file."""
+    dest = Path(dest)
+    if dest.suffix != ".pt2":
+        raise UsageError(f"-o {dest}: a program file's name ends in .pt2 (predict reads other names as checkpoints)")
+    source = resolve_checkpoint(checkpoint, prefer_best=True)
+    if dest.exists() and os.path.samefile(dest, source):
+        raise UsageError(f"-o {dest} is the checkpoint being exported; give another file name")
+    task, model, config, _ = load_checkpoint(source)
     if config.mode != "supervised":
         raise UsageError(f"export takes a detector (a supervised run); {checkpoint} is {config.mode}")
     min_points = config.model.knn_k + 1
@@ -81,11 +89,15 @@ def export_program(checkpoint: str | Path, dest: str | Path, max_points: int = M
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=({1: points},))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "min_points": min_points, "max_points": max_points,
             "config": config.to_dict()}
-    dest = Path(dest)
+    buffer = io.BytesIO()  # written to disk by Python: torch's C++ writer aborts the process on a full disk
+    torch.export.save(program, buffer, extra_files={_META: json.dumps(meta)})
+    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, dest, extra_files={_META: json.dumps(meta)})
-    except (OSError, RuntimeError) as err:
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, dest)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise write_error(dest, err, "program") from None
     return dest
 

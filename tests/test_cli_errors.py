@@ -123,8 +123,13 @@ def test_eval_into_a_folder_that_cannot_be_written(checkpoint, tmp_path, capsys)
 def test_predict_and_viz_bounds(checkpoint, cloud, tmp_path, capsys):
     """Issue 21 (low): -o the input file, --num-points / --samples / --width beyond what runs in reasonable time
     and memory, --png a folder: each one line naming the option."""
+    import os
+
     before = cloud.read_bytes()
     one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(cloud)], "is the input file")
+    os.link(cloud, tmp_path / "hard_link.json")  # issue 31 (low): a hard link of the input is the input
+    one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(tmp_path / "hard_link.json")],
+                   "is the input file")
     assert cloud.read_bytes() == before
     with pytest.raises(SystemExit):
         main(["predict", str(checkpoint), str(cloud), "--num-points", "200000"])

@@ -164,3 +164,44 @@ def test_export_and_predict_in_separate_processes(exported, tmp_path):
         assert done.returncode == 0, done.stderr
     program, eager = (json.loads((tmp_path / n).read_text()) for n in ("program.json", "eager.json"))
     np.testing.assert_allclose(program["keypoints"], eager["keypoints"], atol=1e-5)
+
+
+def test_export_never_replaces_its_checkpoint(exported, tmp_path, capsys):
+    """Issue 31 M7: ``-o`` naming the checkpoint being exported (or a link to it, or any non-.pt2 name) is
+    refused and leaves the checkpoint as it was."""
+    import os
+
+    checkpoint, _ = exported
+    before = checkpoint.read_bytes()
+    os.link(checkpoint, tmp_path / "linked.pt2")
+    for dest in (checkpoint, tmp_path / "linked.pt2", tmp_path / "model.bin"):
+        assert main(["export", str(checkpoint), "-o", str(dest)]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(dest) in err, err
+    assert checkpoint.read_bytes() == before and not (tmp_path / "model.bin").exists()
+
+
+def test_export_onto_a_full_disk_is_one_line_and_leaves_no_file(exported, tmp_path):
+    """Issue 31 M5: a program write that fails (a 100 kB file-size limit, as a full disk fails it) prints one
+    line, does not abort, and leaves no file."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    checkpoint, _ = exported
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.run([sys.executable, "-m", "pckeypoints", "export", str(checkpoint), "-o",
+                            str(tmp_path / "m.pt2")], env=env, capture_output=True, text=True, timeout=600,
+                           preexec_fn=limit_file_size)
+    assert child.returncode == 1, child.stderr
+    lines = [line for line in child.stderr.strip().splitlines() if not line.startswith("[W")]
+    assert len(lines) == 1 and f"cannot write program {tmp_path / 'm.pt2'}" in lines[0], child.stderr
+    assert list(tmp_path.iterdir()) == []
