@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: no locks, the exclusive creation still holds
     fcntl = None
 
-__all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "is_run_folder", "resume_target"]
+__all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "continued_in_place", "is_run_folder", "resume_target"]
 
 #: The file that marks a folder as a pckeypoints run folder.
 MARKER = ".pckeypoints-run"
@@ -131,11 +131,19 @@ def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = 
 def resume_target(resume: str | Path, out: str, name: str) -> RunFolder:
     """The folder to continue ``resume`` (a run folder or checkpoint file) in: its run folder, held by this
     process; or, for a checkpoint outside a run folder, a new one (``out/name``, numbered if taken)."""
+    folder = continued_in_place(resume)
+    if folder is None:
+        return claim(out, name, numbered=True)
+    return RunFolder(folder, _lock(folder), [], new=False)
+
+
+def continued_in_place(resume: str | Path) -> Path | None:
+    """The run folder that ``resume`` (a run folder or checkpoint file) continues in, or None: a new one."""
     resume = Path(resume)
     folder = resume if resume.is_dir() else resume.parent
     if not is_run_folder(folder) or (not resume.is_dir() and resume.name not in CHECKPOINTS):
-        return claim(out, name, numbered=True)
-    return RunFolder(folder, _lock(folder), [], new=False)
+        return None
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------- internals

@@ -34,7 +34,7 @@ from .data import collate_keypoints
 from .devices import resolve_device
 from .distributed import World, init_world, spawn
 from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
-from .run_folder import RunFolder, claim, resume_target
+from .run_folder import RunFolder, claim, continued_in_place, resume_target
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
@@ -128,6 +128,9 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     checkpoint = None
     if resume is not None:
         checkpoint, config = _resume_state(Path(resume))
+        if checkpoint["epoch"] >= config.optim.epochs and continued_in_place(resume) is None:
+            raise TrainingError(f"{resume} has finished its {config.optim.epochs} epochs: nothing to continue "
+                                f"(eval or predict it, or train a new run)")
     else:
         config = config.replace(**_absolute_paths(config))
     device = resolve_device(config.run.device)

@@ -255,6 +255,16 @@ def test_resume_of_a_backup_with_a_log_never_trains_inside_it(data_root, tmp_pat
     assert {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*") if p.is_file()} == before
 
 
+def test_resume_of_a_finished_loose_checkpoint_leaves_no_folder(data_root, reference, tmp_path):
+    """Issue 31 M3: --resume of a finished checkpoint outside a run folder is one error, and no stub folder."""
+    (tmp_path / "ck.pt").write_bytes((reference / "last.pt").read_bytes())
+    for _ in range(2):
+        with pytest.raises(PCKeypointsError, match="has finished its 2 epochs"):
+            train(resume=tmp_path / "ck.pt", progress=False)
+    assert sorted(p.name for p in reference.parent.iterdir()) == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
 def test_failing_overwrite_keeps_the_old_run(boxes, tmp_path):
     """Issue 21 item 3: --overwrite that diverges in its first epoch leaves the old run as it was; one that
     succeeds replaces it, leaving no hidden folders."""
