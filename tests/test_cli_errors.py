@@ -156,3 +156,23 @@ def test_predict_states_its_confidence_radius_and_scales_it_with_the_cloud(check
     assert results[0]["confidence_radius"] == pytest.approx(0.01 * diagonal, rel=1e-12)
     assert results[1]["confidence_radius"] == pytest.approx(10 * diagonal, rel=1e-12)
     np.testing.assert_allclose(results[1]["confidence"], results[0]["confidence"], rtol=1e-4, atol=1e-7)
+
+
+def test_the_readmes_commands_parse():
+    """Issue 31 M8: every ``pckeypoints ...`` command line of README.md is accepted by the parser (the train
+    commands also build their config)."""
+    import shlex
+    from pathlib import Path
+
+    from pckeypoints.cli import build_parser
+    from pckeypoints.config import config_fields
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True)[1:] for line in text.splitlines() if line.startswith("pckeypoints ")]
+    assert len(commands) > 10 and any("--mode" in args for args in commands)
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        if parsed.command == "train" and parsed.resume is None:
+            config = TrainConfig.from_toml(None, mode=parsed.mode, **{f.name: getattr(parsed, f.name)
+                                                                     for f in config_fields()})
+            assert config.mode == (parsed.mode or "supervised")
