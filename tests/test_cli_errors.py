@@ -176,3 +176,21 @@ def test_the_readmes_commands_parse():
             config = TrainConfig.from_toml(None, mode=parsed.mode, **{f.name: getattr(parsed, f.name)
                                                                      for f in config_fields()})
             assert config.mode == (parsed.mode or "supervised")
+
+
+def test_seed_and_procs_are_bounded_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """Issue 31 M9, M10: a millisecond-timestamp seed, more processes than cores, or a batch the processes do
+    not divide are one line each, before a run folder is claimed or a process started."""
+    import os
+
+    from pckeypoints import training
+
+    monkeypatch.setattr(training, "spawn", lambda *args: pytest.fail("processes started"))
+    out = str(tmp_path / "runs")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    common = ["train", "--out", out, "--data-root", str(tmp_path / "none"), "--device", "cpu"]
+    one_line_error(capsys, [*common, "--seed", "1700000000000"], "run.seed must be <= 4294967295")
+    one_line_error(capsys, [*common, "--procs", str(cores + 1)], f"more than the {cores} CPU cores")
+    if cores >= 2:
+        one_line_error(capsys, [*common, "--procs", "2", "--batch-size", "3"], "must be divisible by the 2")
+    assert not (tmp_path / "runs").exists()
