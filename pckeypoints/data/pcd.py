@@ -234,8 +234,10 @@ def _read_ascii(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]:
     for name, start, dtype in _columns(header):
         column = values[:, start]
         with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values: caught as non-finite x y z
-            # Packed colours written as floats in ASCII keep their bit pattern only in float32.
-            columns[name] = column.astype(np.float32) if dtype == "<f4" else column.astype(dtype)
+            # Coordinates stay float64 whatever TYPE/SIZE say (the text has every digit; callers centre before
+            # casting); packed colours written as floats keep their bit pattern only in float32.
+            columns[name] = column if name in "xyz" else column.astype(np.float32) if dtype == "<f4" else \
+                column.astype(dtype)
     return columns
 
 
