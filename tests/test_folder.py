@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from box_folder import CORNER_NAMES, make_box_folder
+from box_folder import CORNER_NAMES, make_box_folder, seamed_meshes
 
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointFolder, collate_keypoints, read_points
@@ -125,36 +125,15 @@ def test_keypoint_far_from_the_surface(tmp_path, n, file):
         KeypointFolder(root)
 
 
-def seamed_meshes(root) -> dict[str, np.ndarray]:
-    """A box as an OBJ with vt/vn seams, groups, a quad, negative indices, and as a PLY with per-face texture
-    coordinates, each with an unreferenced vertex at index 2; ``{file: the file's vertices in order}``."""
-    import trimesh
-
-    box = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
-    vertices = np.insert(np.asarray(box.vertices), 2, [0.1, 0.05, 0.0], axis=0)  # inside, used by no face
-    faces = np.where(box.faces >= 2, box.faces + 1, box.faces)
-    lines = [f"v {x} {y} {z}" for x, y, z in vertices] + ["vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "vn 0 0 1"]
-    for n, (a, b, c) in enumerate(faces[:-2]):
-        lines += ([f"o part{n}", "usemtl m"] if n % 4 == 0 else []) + [f"f {a + 1}/{n % 4 + 1}/1 {b + 1}/1/1 "
-                                                                        f"{c + 1}/{(n + 1) % 4 + 1}/1"]
-    (a, b, c), (_, _, d) = faces[-2:]  # the last two triangles as one quad, indices relative to the end
-    lines.append(" ".join(["f", *(f"{i - len(vertices)}//1" for i in (a, b, c, d))]))
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "seamed.obj").write_text("\n".join(lines) + "\n")
-    ply = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", *(f"property double {a}" for a in "xyz"),
-           f"element face {len(faces)}", "property list uchar int vertex_indices", "property list uchar float texcoord",
-           "end_header", *(f"{x} {y} {z}" for x, y, z in vertices),
-           *(f"3 {a} {b} {c} 6 {n % 2} 0 1 {n % 3 / 2} 0 1" for n, (a, b, c) in enumerate(faces))]
-    (root / "seamed_ply.ply").write_text("\n".join(ply) + "\n")
-    return {"seamed.obj": vertices, "seamed_ply.ply": vertices}
-
-
 def test_point_index_of_a_mesh_is_the_files_vertex(tmp_path):
     """Issue 31 H2: point_index in an OBJ or PLY means the file's vertex, though trimesh splits vertices at
     texture seams and drops unreferenced ones."""
     from pckeypoints.data import read_geometry
 
-    files = seamed_meshes(tmp_path)
+    files = {}
+    for name, (data, vertices) in seamed_meshes().items():
+        (tmp_path / name).write_bytes(data)
+        files[name] = vertices
     models = [{"file": name, "keypoints": [{"semantic_id": k, "point_index": i} for k, i in enumerate((1, 3, 6, 8))]}
               for name in files]
     (tmp_path / "keypoints.json").write_text(json.dumps({"models": models}))
