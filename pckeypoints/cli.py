@@ -69,6 +69,8 @@ def _add_train(commands) -> None:
                                 formatter_class=_DefaultsHelp)
     train.add_argument("--config", help="TOML file of a TrainConfig ([data], [model], [loss], [optim], ...); "
                        "flags override it")
+    train.add_argument("--mode", choices=("supervised", "unsupervised"),
+                       help="train a detector or unsupervised keypoints (default: the config file's, else supervised)")
     train.add_argument("--resume", help="continue a run: its folder or a checkpoint (uses the run's own config)")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run of the same --name (else <category>_<method>) once the new run has "
@@ -206,7 +208,7 @@ def _train(args) -> int:
 
     _import_swallowers()
 
-    overrides = {f.name: getattr(args, f.name) for f in config_fields()}
+    overrides = {"mode": args.mode, **{f.name: getattr(args, f.name) for f in config_fields()}}
     started = time.perf_counter()
     if args.resume is not None:
         given = sorted(k for k, v in overrides.items() if v is not None)
@@ -355,7 +357,7 @@ def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> Non
     if single:
         if output.is_dir():
             raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
-        if output.exists() and output.resolve() == inputs[0].resolve():
+        if output.exists() and inputs[0].exists() and os.path.samefile(output, inputs[0]):  # links too
             raise PCKeypointsError(f"-o {output} is the input file; give another file name")
         return
     if output.exists() and not output.is_dir():

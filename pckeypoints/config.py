@@ -479,6 +479,7 @@ def _check_ranges(c: TrainConfig) -> None:
     at_least = {"optim.epochs": 1, "optim.batch_size": 1, "loss.num_samples": 1, "eval.every": 1,
                 "optim.lr_step_epochs": 1, "model.knn_k": 1, "model.hidden_channels": 1, "model.num_keypoints": 1,
                 "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "run.procs": 1, "loss.tau_epochs": 1}
+    at_most = {"run.seed": 2**32 - 1}  # the epochs' seeds derived from it fit torch's 64 bits
     positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
                 "augment.scale_lo", "model.sigma")
     non_negative = ["optim.weight_decay", "augment.jitter"]
@@ -496,6 +497,9 @@ def _check_ranges(c: TrainConfig) -> None:
         value = _get(c, path)
         if value is not None and value < low:
             raise ConfigError(f"config field {path} must be >= {low}, got {value}")
+    for path, high in at_most.items():
+        if _get(c, path) > high:
+            raise ConfigError(f"config field {path} must be <= {high}, got {_get(c, path)}")
     for path in positive:
         value = _get(c, path)
         if isinstance(value, float) and not value > 0:

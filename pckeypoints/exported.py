@@ -3,16 +3,25 @@
 :func:`export_program` writes one from a checkpoint (``pckeypoints export RUN -o model.pt2``); the file also
 holds the run's config, so that :func:`load_program` gives what ``pckeypoints predict`` needs. The program
 takes clouds ``(1, N, 3)`` of any ``N`` from ``knn_k + 1`` to ``max_points``.
+
+:func:`load_program` never unpickles code: before ``torch.export.load`` it refuses any archive that holds more
+than a program's graph, its plain tensor payloads and JSON (pickled weights or constants, Python or TorchScript
+objects, compiled AOTInductor code, legacy or extra entries, sample inputs that need more than
+``weights_only`` loading).
 """
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, InputError, UsageError, write_error
 from .head import KeypointMaps
@@ -26,6 +35,14 @@ FORMAT_VERSION = 1
 #: Default largest cloud the program takes (a size guard that tracing the detector's kNN records allows 4096).
 MAX_POINTS = 4096
 _META = "pckeypoints.json"
+#: The entries of a program archive that :func:`export_program` writes (below its top folder); nothing else loads.
+_ENTRIES = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|"
+                      r"models/model\.json|data/sample_inputs/model\.pt|extra/" + re.escape(_META) + "|"
+                      r"data/weights/(model_weights_config\.json|weight_\d+)|"
+                      r"data/constants/(model_constants_config\.json|tensor_\d+))")
+#: The payload configs, and the file names their unpickled tensors may have.
+_PAYLOADS = {"data/weights/model_weights_config.json": re.compile(r"weight_\d+"),
+             "data/constants/model_constants_config.json": re.compile(r"tensor_\d+")}
 
 
 class ExportedDetector(nn.Module):
@@ -52,9 +69,16 @@ class ExportedDetector(nn.Module):
 
 
 def export_program(checkpoint: str | Path, dest: str | Path, max_points: int = MAX_POINTS) -> Path:
-    """Write the supervised detector of ``checkpoint`` (run folder, file or shipped name) to ``dest`` as a
-    ``torch.export`` program for clouds of up to ``max_points`` points, with its config."""
-    task, model, config, _ = load_checkpoint(checkpoint)
+    """Write the supervised detector of ``checkpoint`` (run folder, file or shipped name) to ``dest`` (a new
+    ``.pt2`` file, never the checkpoint itself) as a ``torch.export`` program for clouds of up to ``max_points``
+    points, with its config. A failed write (disk full) leaves no file."""
+    dest = Path(dest)
+    if dest.suffix != ".pt2":
+        raise UsageError(f"-o {dest}: a program file's name ends in .pt2 (predict reads other names as checkpoints)")
+    source = resolve_checkpoint(checkpoint, prefer_best=True)
+    if dest.exists() and os.path.samefile(dest, source):
+        raise UsageError(f"-o {dest} is the checkpoint being exported; give another file name")
+    task, model, config, _ = load_checkpoint(source)
     if config.mode != "supervised":
         raise UsageError(f"export takes a detector (a supervised run); {checkpoint} is {config.mode}")
     min_points = config.model.knn_k + 1
@@ -65,11 +89,15 @@ def export_program(checkpoint: str | Path, dest: str | Path, max_points: int = M
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=({1: points},))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "min_points": min_points, "max_points": max_points,
             "config": config.to_dict()}
-    dest = Path(dest)
+    buffer = io.BytesIO()  # written to disk by Python: torch's C++ writer aborts the process on a full disk
+    torch.export.save(program, buffer, extra_files={_META: json.dumps(meta)})
+    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, dest, extra_files={_META: json.dumps(meta)})
-    except (OSError, RuntimeError) as err:
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, dest)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise write_error(dest, err, "program") from None
     return dest
 
@@ -79,6 +107,9 @@ def load_program(path: str | Path) -> tuple[Task, ExportedDetector, TrainConfig]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"program {path} does not exist")
+    _check_archive(path)
+    import pointnet2._library  # noqa: F401  (registers the ops torch.ops.pointnet2.* that the graph calls)
+
     extra = {_META: ""}
     try:
         program = torch.export.load(path, extra_files=extra)
@@ -90,3 +121,27 @@ def load_program(path: str | Path) -> tuple[Task, ExportedDetector, TrainConfig]
                               f"(written by `pckeypoints export`)")
     config = TrainConfig.from_dict(meta["config"])
     return get_task(config.mode), ExportedDetector(program, meta["min_points"], meta["max_points"]), config
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, with a one-line :class:`CheckpointError`, a program archive that ``torch.export.load`` would have
+    to unpickle (objects, pickled tensors, non-``weights_only`` sample inputs) or that holds other entries."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            top = names[0].split("/")[0] + "/" if names else ""
+            inner = [name[len(top):] if name.startswith(top) else name for name in names]
+            odd = next((n for n, i in zip(names, inner) if not n.startswith(top) or not _ENTRIES.fullmatch(i)), None)
+            if odd is not None or len(set(names)) != len(names):
+                raise CheckpointError(f"{path} is not a program written by `pckeypoints export`: it holds "
+                                      f"{odd or 'duplicate entries'!r}; not loading it")
+            for config, allowed in _PAYLOADS.items():
+                payloads = json.loads(archive.read(top + config))["config"].values()
+                if any(p["use_pickle"] is not False or not allowed.fullmatch(p["path_name"]) for p in payloads):
+                    raise CheckpointError(f"{path} holds pickled weights or constants (which could run code); "
+                                          f"not loading it")
+            torch.load(io.BytesIO(archive.read(top + "data/sample_inputs/model.pt")), weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as err:  # a damaged zip, JSON or sample-input file: many types  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a torch.export program ({type(err).__name__})") from None

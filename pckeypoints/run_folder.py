@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: no locks, the exclusive creation still holds
     fcntl = None
 
-__all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "is_run_folder", "resume_target"]
+__all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "continued_in_place", "is_run_folder", "resume_target"]
 
 #: The file that marks a folder as a pckeypoints run folder.
 MARKER = ".pckeypoints-run"
@@ -96,9 +96,9 @@ class RunFolder:
 
 
 def is_run_folder(path: Path) -> bool:
-    """A folder with the marker, or one written before the marker existed (checkpoints and ``log.csv``)."""
-    return path.is_dir() and ((path / MARKER).is_file() or (
-        any((path / name).is_file() for name in CHECKPOINTS) and (path / "log.csv").is_file()))
+    """A folder with the marker. A folder holding checkpoints and ``log.csv`` without it (a backup, a copy, a
+    run of an old version) is the user's: it is neither continued in nor replaced."""
+    return path.is_dir() and (path / MARKER).is_file()
 
 
 def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = False) -> RunFolder:
@@ -131,14 +131,19 @@ def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = 
 def resume_target(resume: str | Path, out: str, name: str) -> RunFolder:
     """The folder to continue ``resume`` (a run folder or checkpoint file) in: its run folder, held by this
     process; or, for a checkpoint outside a run folder, a new one (``out/name``, numbered if taken)."""
+    folder = continued_in_place(resume)
+    if folder is None:
+        return claim(out, name, numbered=True)
+    return RunFolder(folder, _lock(folder), [], new=False)
+
+
+def continued_in_place(resume: str | Path) -> Path | None:
+    """The run folder that ``resume`` (a run folder or checkpoint file) continues in, or None: a new one."""
     resume = Path(resume)
     folder = resume if resume.is_dir() else resume.parent
     if not is_run_folder(folder) or (not resume.is_dir() and resume.name not in CHECKPOINTS):
-        return claim(out, name, numbered=True)
-    lock = _lock(folder)
-    if not (folder / MARKER).exists():  # a run written before the marker existed
-        (folder / MARKER).touch()
-    return RunFolder(folder, lock, [], new=False)
+        return None
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -249,7 +254,6 @@ def _delete_entries(folder: Path, entries: tuple[str, ...] = ENTRIES, reports: b
 
 def _delete_run(folder: Path) -> None:
     """Delete a replaced run: its entries, then the folder if nothing else is left (else keep it, warned)."""
-    (folder / MARKER).touch()  # a run written before the marker existed
     _delete_entries(folder)
     try:
         folder.rmdir()

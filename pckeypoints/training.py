@@ -34,7 +34,7 @@ from .data import collate_keypoints
 from .devices import resolve_device
 from .distributed import World, init_world, spawn
 from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
-from .run_folder import RunFolder, claim, resume_target
+from .run_folder import RunFolder, claim, continued_in_place, resume_target
 from .schedules import make_schedule
 from .tasks import Task, get_task
 
@@ -128,6 +128,9 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     checkpoint = None
     if resume is not None:
         checkpoint, config = _resume_state(Path(resume))
+        if checkpoint["epoch"] >= config.optim.epochs and continued_in_place(resume) is None:
+            raise TrainingError(f"{resume} has finished its {config.optim.epochs} epochs: nothing to continue "
+                                f"(eval or predict it, or train a new run)")
     else:
         config = config.replace(**_absolute_paths(config))
     device = resolve_device(config.run.device)
@@ -135,11 +138,13 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         if device.type != "cpu":
             raise ConfigError(f"config field run.procs = {config.run.procs} starts CPU processes; on {device.type} "
                               "start one process per device with torchrun")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if config.run.procs > cores:
+            raise ConfigError(f"config field run.procs = {config.run.procs} is more than the {cores} CPU cores here")
+        _check_batch(config, config.run.procs)
         return spawn(train, config.run.procs, None if resume else config, resume, progress, stop_after, overwrite)
     world = init_world(device)
-    if config.optim.batch_size % world.world_size:
-        raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be divisible by the {world.world_size} "
-                          f"processes")
+    _check_batch(config, world.world_size)
     folder = None
     if world.is_main:
         if resume is not None:
@@ -196,6 +201,12 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
     if folder is not None:
         folder.close()
     return run_dir
+
+
+def _check_batch(config: TrainConfig, processes: int) -> None:
+    if config.optim.batch_size % processes:
+        raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be divisible by the {processes} "
+                          f"processes")
 
 
 class TrainState:

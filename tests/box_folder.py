@@ -88,3 +88,25 @@ def make_box_folder(root: Path, num_models: int = 14, keypoint_file: str = "json
     if splits is not None:
         (root / "splits.json").write_text(json.dumps(splits))
     return truth
+
+
+def seamed_meshes() -> dict[str, tuple[bytes, np.ndarray]]:
+    """A box as an OBJ with vt/vn seams, groups, a quad, negative indices, and as a PLY with per-face texture
+    coordinates, each with an unreferenced vertex at index 2: ``{file name: (content, its vertices in order)}``."""
+    import trimesh
+
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    vertices = np.insert(np.asarray(box.vertices), 2, [0.1, 0.05, 0.0], axis=0)  # inside, used by no face
+    faces = np.where(box.faces >= 2, box.faces + 1, box.faces)
+    lines = [f"v {x} {y} {z}" for x, y, z in vertices] + ["vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "vn 0 0 1"]
+    for n, (a, b, c) in enumerate(faces[:-2]):
+        lines += ([f"o part{n}", "usemtl m"] if n % 4 == 0 else []) + [f"f {a + 1}/{n % 4 + 1}/1 {b + 1}/1/1 "
+                                                                        f"{c + 1}/{(n + 1) % 4 + 1}/1"]
+    (a, b, c), (_, _, d) = faces[-2:]  # the last two triangles as one quad, indices relative to the end
+    lines.append(" ".join(["f", *(f"{i - len(vertices)}//1" for i in (a, b, c, d))]))
+    ply = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", *(f"property double {a}" for a in "xyz"),
+           f"element face {len(faces)}", "property list uchar int vertex_indices", "property list uchar float texcoord",
+           "end_header", *(f"{x} {y} {z}" for x, y, z in vertices),
+           *(f"3 {a} {b} {c} 6 {n % 2} 0 1 {n % 3 / 2} 0 1" for n, (a, b, c) in enumerate(faces))]
+    return {"seamed.obj": ("\n".join(lines).encode() + b"\n", vertices),
+            "seamed_ply.ply": ("\n".join(ply).encode() + b"\n", vertices)}

@@ -123,8 +123,13 @@ def test_eval_into_a_folder_that_cannot_be_written(checkpoint, tmp_path, capsys)
 def test_predict_and_viz_bounds(checkpoint, cloud, tmp_path, capsys):
     """Issue 21 (low): -o the input file, --num-points / --samples / --width beyond what runs in reasonable time
     and memory, --png a folder: each one line naming the option."""
+    import os
+
     before = cloud.read_bytes()
     one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(cloud)], "is the input file")
+    os.link(cloud, tmp_path / "hard_link.json")  # issue 31 (low): a hard link of the input is the input
+    one_line_error(capsys, ["predict", str(checkpoint), str(cloud), "-o", str(tmp_path / "hard_link.json")],
+                   "is the input file")
     assert cloud.read_bytes() == before
     with pytest.raises(SystemExit):
         main(["predict", str(checkpoint), str(cloud), "--num-points", "200000"])
@@ -151,3 +156,41 @@ def test_predict_states_its_confidence_radius_and_scales_it_with_the_cloud(check
     assert results[0]["confidence_radius"] == pytest.approx(0.01 * diagonal, rel=1e-12)
     assert results[1]["confidence_radius"] == pytest.approx(10 * diagonal, rel=1e-12)
     np.testing.assert_allclose(results[1]["confidence"], results[0]["confidence"], rtol=1e-4, atol=1e-7)
+
+
+def test_the_readmes_commands_parse():
+    """Issue 31 M8: every ``pckeypoints ...`` command line of README.md is accepted by the parser (the train
+    commands also build their config)."""
+    import shlex
+    from pathlib import Path
+
+    from pckeypoints.cli import build_parser
+    from pckeypoints.config import config_fields
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True)[1:] for line in text.splitlines() if line.startswith("pckeypoints ")]
+    assert len(commands) > 10 and any("--mode" in args for args in commands)
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        if parsed.command == "train" and parsed.resume is None:
+            config = TrainConfig.from_toml(None, mode=parsed.mode, **{f.name: getattr(parsed, f.name)
+                                                                     for f in config_fields()})
+            assert config.mode == (parsed.mode or "supervised")
+
+
+def test_seed_and_procs_are_bounded_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """Issue 31 M9, M10: a millisecond-timestamp seed, more processes than cores, or a batch the processes do
+    not divide are one line each, before a run folder is claimed or a process started."""
+    import os
+
+    from pckeypoints import training
+
+    monkeypatch.setattr(training, "spawn", lambda *args: pytest.fail("processes started"))
+    out = str(tmp_path / "runs")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    common = ["train", "--out", out, "--data-root", str(tmp_path / "none"), "--device", "cpu"]
+    one_line_error(capsys, [*common, "--seed", "1700000000000"], "run.seed must be <= 4294967295")
+    one_line_error(capsys, [*common, "--procs", str(cores + 1)], f"more than the {cores} CPU cores")
+    if cores >= 2:
+        one_line_error(capsys, [*common, "--procs", "2", "--batch-size", "3"], "must be divisible by the 2")
+    assert not (tmp_path / "runs").exists()

@@ -295,3 +295,12 @@ def test_read_points_samples_meshes_and_reads_clouds(tmp_path):
         read_points(tmp_path / "cloud.las")
     with pytest.raises(ValueError, match="no such file"):
         read_points(tmp_path / "nothing.obj")
+
+
+def test_ascii_pcd_of_float_fields_keeps_every_digit(tmp_path):
+    """Issue 31 M2: an ASCII PCD declared TYPE F SIZE 4 far from the origin is read in float64 (its text has
+    the digits); casting to float32 first moved points by up to 4e-3 at 1e5 and merged them at 1e7."""
+    for offset in (1e5, 1e7):
+        rows = [[offset + 0.001 * i, offset - 0.002 * i, 0.5 * i, 0] for i in range(4)]
+        points = read_pcd(_write_ascii(tmp_path / "far.pcd", rows), dtype=np.float64)
+        np.testing.assert_allclose(points, np.array(rows)[:, :3], rtol=0, atol=1e-9)

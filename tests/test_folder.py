@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from box_folder import CORNER_NAMES, make_box_folder
+from box_folder import CORNER_NAMES, make_box_folder, seamed_meshes
 
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointFolder, collate_keypoints, read_points
@@ -123,6 +123,28 @@ def test_keypoint_far_from_the_surface(tmp_path, n, file):
     with pytest.raises(ReadError, match=rf"keypoints.json: models\[{n}\] keypoints\[5\]: keypoint .* is .* from "
                                         rf"the surface of .*{file} \(tolerance 0.02"):
         KeypointFolder(root)
+
+
+def test_point_index_of_a_mesh_is_the_files_vertex(tmp_path):
+    """Issue 31 H2: point_index in an OBJ or PLY means the file's vertex, though trimesh splits vertices at
+    texture seams and drops unreferenced ones."""
+    from pckeypoints.data import read_geometry
+
+    files = {}
+    for name, (data, vertices) in seamed_meshes().items():
+        (tmp_path / name).write_bytes(data)
+        files[name] = vertices
+    models = [{"file": name, "keypoints": [{"semantic_id": k, "point_index": i} for k, i in enumerate((1, 3, 6, 8))]}
+              for name in files]
+    (tmp_path / "keypoints.json").write_text(json.dumps({"models": models}))
+    (tmp_path / "splits.json").write_text(json.dumps({"train": ["seamed", "seamed_ply"]}))
+    for name, vertices in files.items():
+        np.testing.assert_array_equal(read_geometry(tmp_path / name, dtype=np.float64)[0], vertices)
+    dataset = KeypointFolder(tmp_path, "train", num_points=256)
+    for item in dataset:
+        original = (item["keypoints"].double() * item["scale"] + item["center"]).numpy()
+        np.testing.assert_allclose(original, files[item["model_id"] + (".obj" if item["model_id"] == "seamed" else
+                                                                       ".ply")][[1, 3, 6, 8]], atol=1e-6)
 
 
 def test_nan_in_a_cloud_and_in_a_keypoint(tmp_path):

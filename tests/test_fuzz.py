@@ -9,6 +9,7 @@ fixed seed (``derandomize``), so a run is reproducible and a failure shrinks to 
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from box_folder import seamed_meshes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +29,7 @@ from pckeypoints.config import TrainConfig
 from pckeypoints.data import KeypointFolder, read_points
 from pckeypoints.data import folder as folder_module
 from pckeypoints.errors import PCKeypointsError
+from pckeypoints.exported import export_program, load_program
 from pckeypoints.tasks import get_task
 from viz.cli import read_keypoints_json
 
@@ -130,7 +133,7 @@ def mesh_seed(suffix: str) -> bytes:
 def ply_seeds() -> list[bytes]:
     cloud = trimesh.PointCloud(_cloud()).export(file_type="ply", encoding="ascii")
     binary = trimesh.creation.box(extents=(0.8, 0.3, 0.4)).export(file_type="ply", encoding="binary")
-    return [mesh_seed(".ply"), cloud, binary]
+    return [mesh_seed(".ply"), cloud, binary, SEAMED["seamed_ply.ply"][0]]
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -141,18 +144,19 @@ def test_fuzz_pcd(tmp_path_factory, seed, edits):
     check_reader(path, mutate(PCD_SEEDS[seed], edits), lambda p: read_points(p, dtype=np.float64), finite_points)
 
 
-@given(seed=st.integers(0, 2), edits=EDITS)
+@given(seed=st.integers(0, 3), edits=EDITS)
 @FUZZ
 def test_fuzz_ply(tmp_path_factory, seed, edits):
     path = _scratch(tmp_path_factory) / "shape.ply"
     check_reader(path, mutate(PLY_SEEDS[seed], edits), lambda p: read_points(p, num_points=64), finite_points)
 
 
-@given(edits=EDITS)
+@given(seed=st.integers(0, 1), edits=EDITS)
 @FUZZ
-def test_fuzz_obj(tmp_path_factory, edits):
+def test_fuzz_obj(tmp_path_factory, seed, edits):
     path = _scratch(tmp_path_factory) / "shape.obj"
-    check_reader(path, mutate(OBJ_SEED, edits), lambda p: read_points(p, num_points=64), finite_points)
+    check_reader(path, mutate((OBJ_SEED, SEAMED["seamed.obj"][0])[seed], edits), lambda p: read_points(p, num_points=64),
+                 finite_points)
 
 
 @given(edits=EDITS)
@@ -184,7 +188,19 @@ def test_fuzz_checkpoint(tmp_path_factory, edits):
     check_reader(path, mutate(CHECKPOINT_SEED, edits), load_checkpoint, loaded)
 
 
-@given(seed=st.integers(0, 1), target=st.integers(0, 5), split=st.sampled_from([None, "train", "val", "test"]),
+@given(edits=EDITS)
+@settings(FUZZ, max_examples=EXAMPLES // 10)  # each valid load deserialises a whole graph
+def test_fuzz_program(tmp_path_factory, edits):
+    """A mutated ``.pt2`` program loads, or is refused with one line naming it (never unpickled: issue 31 H3)."""
+    def loaded(result):
+        _, detector, config = result
+        assert isinstance(config, TrainConfig) and isinstance(detector, torch.nn.Module)
+
+    path = _scratch(tmp_path_factory) / "model.pt2"
+    check_reader(path, mutate(_program_seed(), edits), load_program, loaded)
+
+
+@given(seed=st.integers(0, 1), target=st.integers(0, 7), split=st.sampled_from([None, "train", "val", "test"]),
        edits=EDITS)
 @FUZZ
 def test_fuzz_keypoint_folder(tmp_path_factory, seed, target, split, edits):
@@ -212,13 +228,15 @@ def test_fuzz_keypoint_folder(tmp_path_factory, seed, target, split, edits):
 
 
 def folder_seeds() -> list[dict[str, bytes]]:
-    """Two own-data folders of a cloud (.xyz), a cloud (.pcd), a mesh (.obj) and a mesh (.ply) with sparse
-    semantic ids: annotated in keypoints.json with a splits.json, and in keypoints.csv (seeded split)."""
+    """Two own-data folders of a cloud (.xyz), a cloud (.pcd), a mesh (.obj), a mesh (.ply) and meshes with
+    texture seams (.obj, .ply) with sparse semantic ids: annotated in keypoints.json with a splits.json, and in
+    keypoints.csv (seeded split)."""
     points = _cloud().astype(np.float64)
     box = trimesh.creation.box(extents=(0.8, 0.3, 0.4))
     vertices = np.asarray(box.vertices)
     files = {"clouds/a.xyz": "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in points).encode(),
-             "clouds/b.pcd": PCD_SEEDS[0], "clouds/c.obj": OBJ_SEED, "clouds/d.ply": PLY_SEEDS[0]}
+             "clouds/b.pcd": PCD_SEEDS[0], "clouds/c.obj": OBJ_SEED, "clouds/d.ply": PLY_SEEDS[0],
+             "clouds/e.obj": SEAMED["seamed.obj"][0], "clouds/f.ply": SEAMED["seamed_ply.ply"][0]}
     b = read_points_of(files["clouds/b.pcd"])
     models = [
         {"file": "clouds/a.xyz", "keypoints": [{"semantic_id": 0, "xyz": points[3].round(6).tolist()},
@@ -229,6 +247,8 @@ def folder_seeds() -> list[dict[str, bytes]]:
                                                {"semantic_id": 5, "point_index": 3}]},
         {"file": "clouds/d.ply", "keypoints": [{"semantic_id": 0, "point_index": 1},
                                                {"semantic_id": 5, "xyz": vertices[6].tolist()}]},
+        *({"file": f"clouds/{name}", "keypoints": [{"semantic_id": 1, "point_index": 3},
+                                                    {"semantic_id": 5, "point_index": 8}]} for name in ("e.obj", "f.ply")),
     ]
     rows = ["file,semantic_id,x,y,z,point_index,model_id"]
     for model in models:
@@ -236,7 +256,7 @@ def folder_seeds() -> list[dict[str, bytes]]:
             rows.append(",".join([model["file"], str(k["semantic_id"]), *map(str, k.get("xyz", ["", "", ""])),
                                   str(k.get("point_index", "")), model.get("model_id", "")]))
     return [{**files, "keypoints.json": json.dumps({"models": models}).encode(),
-             "splits.json": json.dumps({"train": ["a", "bee"], "val": ["c"], "test": ["d"]}).encode()},
+             "splits.json": json.dumps({"train": ["a", "bee", "e"], "val": ["c"], "test": ["d", "f"]}).encode()},
             {**files, "keypoints.csv": ("\n".join(rows) + "\n").encode()}]
 
 
@@ -255,6 +275,15 @@ def _scratch(factory) -> Path:
     return _SCRATCH
 
 
+@functools.cache
+def _program_seed() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "a.pt").write_bytes(CHECKPOINT_SEED)
+        return export_program(Path(folder) / "a.pt", Path(folder) / "a.pt2", max_points=64).read_bytes()
+
+
 def _checkpoint_seed() -> bytes:
     config = TrainConfig.from_fields(num_keypoints=2, width=0.25, hidden_channels=8, epochs=1)
     torch.manual_seed(0)
@@ -265,6 +294,7 @@ def _checkpoint_seed() -> bytes:
 
 
 _SCRATCH = None
+SEAMED = seamed_meshes()
 PCD_SEEDS = pcd_seeds()
 PLY_SEEDS = ply_seeds()
 OBJ_SEED = mesh_seed(".obj")
@@ -311,5 +341,10 @@ def test_the_folder_seeds_load(tmp_path):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
         dataset = KeypointFolder(root, num_points=64)
-        assert len(dataset) == 4 and dataset.semantic_ids == [0, 1, 5] and dataset.num_keypoints == 3
-        assert [len(KeypointFolder(root, split, num_points=64)) for split in ("train", "val", "test")] == [2, 1, 1]
+        assert len(dataset) == 6 and dataset.semantic_ids == [0, 1, 5] and dataset.num_keypoints == 3
+        sizes = [len(KeypointFolder(root, split, num_points=64)) for split in ("train", "val", "test")]
+        assert sizes == ([3, 1, 2] if i == 0 else [4, 1, 1])
+        for item in dataset:  # the seamed meshes' point_index keypoints are their files' vertices
+            if item["model_id"] in ("e", "f"):
+                original = (item["keypoints"][1:].double() * item["scale"] + item["center"]).numpy()
+                np.testing.assert_allclose(original, SEAMED["seamed.obj"][1][[3, 8]], atol=1e-6)

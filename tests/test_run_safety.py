@@ -234,6 +234,37 @@ def test_resume_from_a_loose_checkpoint_keeps_the_users_files(boxes, tmp_path):
     assert read_checkpoint(run / "last.pt")[0]["epoch"] == 1  # the original run is not touched either
 
 
+def test_resume_of_a_backup_with_a_log_never_trains_inside_it(data_root, tmp_path):
+    """Issue 31 H1: a copy of a run's last.pt and log.csv without the marker is the user's backup: --resume of it
+    continues in a new run folder and leaves every file of the backup as it was."""
+    run = train(tiny(data_root, tmp_path / "runs"), progress=False, stop_after=1)
+    backup = tmp_path / "b"
+    (backup / "eval_test").mkdir(parents=True)
+    (backup / "eval_test" / "notes.md").write_text("n")
+    for name in ("last.pt", "log.csv"):
+        (backup / name).write_bytes((run / name).read_bytes())
+    (backup / "last.tmp").write_text("mine")
+    (backup / "log.tmp").write_text("mine")
+    before = {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*") if p.is_file()}
+    new = train(resume=backup / "last.pt", progress=False)
+    assert new == tmp_path / "runs" / "run_2"
+    assert {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*") if p.is_file()} == before
+    assert read_checkpoint(new / "last.pt")[0]["epoch"] == 2
+    with pytest.raises(PCKeypointsError, match="not a pckeypoints run folder"):  # nor replaced by --overwrite
+        train(tiny(data_root, tmp_path, name="b"), progress=False, overwrite=True)
+    assert {p.relative_to(backup): p.read_bytes() for p in backup.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_finished_loose_checkpoint_leaves_no_folder(data_root, reference, tmp_path):
+    """Issue 31 M3: --resume of a finished checkpoint outside a run folder is one error, and no stub folder."""
+    (tmp_path / "ck.pt").write_bytes((reference / "last.pt").read_bytes())
+    for _ in range(2):
+        with pytest.raises(PCKeypointsError, match="has finished its 2 epochs"):
+            train(resume=tmp_path / "ck.pt", progress=False)
+    assert sorted(p.name for p in reference.parent.iterdir()) == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
 def test_failing_overwrite_keeps_the_old_run(boxes, tmp_path):
     """Issue 21 item 3: --overwrite that diverges in its first epoch leaves the old run as it was; one that
     succeeds replaces it, leaving no hidden folders."""

@@ -85,7 +85,9 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
     """``(vertices (V, 3) dtype, faces (F, 3) int64)`` of a mesh, ``(points (N, 3) dtype, None)`` of a cloud.
 
     ``.pcd`` (see :func:`read_pcd`), ``.xyz`` (text, one ``x y z ...`` line per point), ``.npy`` (``(N, 3+)`` array;
-    extra columns are ignored) and, through trimesh, ``.ply``, ``.obj``, ``.off``, ``.stl``.
+    extra columns are ignored), ``.obj`` (its ``v`` and ``f`` lines, so that vertex ``i`` is the file's ``i``-th
+    ``v`` line, whatever its ``vt``/``vn`` seams and groups) and, through trimesh, ``.ply`` (its vertices in file
+    order, not split at texture seams), ``.off``, ``.stl``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -105,12 +107,15 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
         except (OSError, ValueError) as err:
             raise ReadError(f"cannot read {path}: {err}") from err
         vertices = array[:, :3] if array.ndim == 2 and array.shape[1] >= 3 else np.zeros((0, 0))
+    elif suffix == ".obj":
+        vertices, faces = _read_obj(path)
     else:
         import trimesh
 
         try:
             with np.errstate(all="ignore"):  # out-of-range values: caught below as non-finite
-                geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False)
+                geometry = trimesh.load(path, force="mesh" if suffix != ".ply" else None, process=False,
+                                        **{"fix_texture": False} if suffix == ".ply" else {})
         except Exception as err:  # trimesh raises many exception types for corrupt files
             raise ReadError(f"cannot read {path}: {err}") from err
         if isinstance(geometry, trimesh.Scene):
@@ -128,6 +133,34 @@ def read_geometry(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.nd
                               or faces.max() >= len(vertices)):
         raise ReadError(f"{path} has faces that are not triangles of its {len(vertices)} vertices")
     return vertices, faces
+
+
+def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``v`` lines of an OBJ file in file order (unreferenced ones too) and its ``f`` polygons as triangle
+    fans of their vertex indices (``i``, ``i/t``, ``i//n``, ``i/t/n``; negative: relative to the last ``v``)."""
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise ReadError(f"cannot read {path}: {err.strerror or err}") from err
+    vertices, faces = [], []
+    for number, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens or tokens[0] not in ("v", "f"):
+            continue
+        try:
+            if tokens[0] == "v":
+                vertices.append([float(t) for t in tokens[1:4]])
+                if len(vertices[-1]) != 3:
+                    raise ValueError
+                continue
+            corners = [int(t.split("/")[0]) for t in tokens[1:]]
+        except ValueError:
+            raise ReadError(f"cannot read {path}: line {number} is not a valid {tokens[0]!r} line") from None
+        if len(corners) < 3 or not all(0 < abs(c) < 2**62 for c in corners):
+            raise ReadError(f"cannot read {path}: line {number} is not a face of vertices 1, 2, ...")
+        corners = [c - 1 if c > 0 else len(vertices) + c for c in corners]
+        faces += [[corners[0], corners[i], corners[i + 1]] for i in range(1, len(corners) - 1)]
+    return np.array(vertices, dtype=np.float64).reshape(-1, 3), np.array(faces, dtype=np.int64) if faces else None
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[dict, int]:
@@ -201,8 +234,10 @@ def _read_ascii(body: bytes, header: dict, path: Path) -> dict[str, np.ndarray]:
     for name, start, dtype in _columns(header):
         column = values[:, start]
         with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values: caught as non-finite x y z
-            # Packed colours written as floats in ASCII keep their bit pattern only in float32.
-            columns[name] = column.astype(np.float32) if dtype == "<f4" else column.astype(dtype)
+            # Coordinates stay float64 whatever TYPE/SIZE say (the text has every digit; callers centre before
+            # casting); packed colours written as floats keep their bit pattern only in float32.
+            columns[name] = column if name in "xyz" else column.astype(np.float32) if dtype == "<f4" else \
+                column.astype(dtype)
     return columns
 
 
