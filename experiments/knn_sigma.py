@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 
 from evidence import correct, load_records  # noqa: E402
 
-from pckeypoints.basis import PointBasis  # noqa: E402
+from pckeypoints.basis import KNN_FACTOR, PointBasis  # noqa: E402
 from pckeypoints.config import FIXED_SIGMA, AugmentConfig  # noqa: E402
 from pckeypoints.data.from_config import augmentation  # noqa: E402
 from pckeypoints.data.keypointnet import KeypointNet  # noqa: E402
@@ -49,8 +49,8 @@ from pckeypoints.evaluation import THRESHOLD  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "knn_sigma"
 RECORDS = ROOT / "experiments" / "results" / "evidence" / "records" / "cpu-full"
-#: the factor PointBasis.from_points (and so the trainer's k-NN basis) uses
-FACTOR = inspect.signature(PointBasis.from_points).parameters["factor"].default
+#: the factor PointBasis.from_points (and so the trainer's k-NN basis, model.knn_factor) uses by default
+FACTOR = KNN_FACTOR
 MIN_SIGMA = inspect.signature(PointBasis.from_points).parameters["min_sigma"].default
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: (k-NN method, fixed-σ method) pairs of the committed evidence
