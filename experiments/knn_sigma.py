@@ -100,6 +100,13 @@ def expected_l1(delta: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             + delta * torch.erf(delta / (math.sqrt(2) * s))).sum(-1)
 
 
+def loss_contrast(sigma: float, radius: float) -> float:
+    """(c(R) − c(0)) / R for a one-axis offset R: 1 for σ → 0, smaller the more σ flattens the loss within R."""
+    d = torch.tensor([[radius, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    c = expected_l1(d, torch.full((2,), sigma, dtype=torch.float64))
+    return float((c[0] - c[1]) / radius)
+
+
 def loss_optimal(points: torch.Tensor, sigma: torch.Tensor, point_index: torch.Tensor, scale: torch.Tensor) -> dict:
     """For each annotated keypoint of the clouds, the point minimising :func:`expected_l1`: its distance to the
     target (dataset units) and whether it is the target point. ``sigma (M, N)`` (normalised)."""
@@ -149,6 +156,9 @@ def sigma_distribution(train: dict, ks, factor: float, augmented: dict) -> dict:
             "median_over_pck_radius": float(np.median(flat / radius)),
             "share_above_pck_radius": float(100 * (flat > radius).mean()),
             "factor_for_median_at_fixed": float(factor * FIXED_SIGMA / np.median(flat)),
+            # how much the loss rises when the sample's centre moves one PCK radius off the target along an axis,
+            # per unit of offset (1 for σ → 0): the loss's contrast inside the PCK radius
+            "loss_contrast_at_radius": loss_contrast(float(np.median(flat)), float(np.median(radius))),
             # P(‖σ ε‖ < PCK radius): the within-radius probability of a map all on the right point
             "within_radius_ceiling": float(np.median(chi.cdf(radius / flat, 3))),
             "keypoints": quantiles(kp), "elsewhere": quantiles(rest),
@@ -157,6 +167,7 @@ def sigma_distribution(train: dict, ks, factor: float, augmented: dict) -> dict:
             "within_cloud_p95_over_p05": quantiles(cloud_spread),
         }
     sig_aug = knn_sigma(augmented["points"], 8, factor).numpy().ravel()
+    out["fixed_loss_contrast_at_radius"] = loss_contrast(FIXED_SIGMA, float(np.median(THRESHOLD / scale)))
     out["fixed_within_radius_ceiling"] = float(np.median(chi.cdf(THRESHOLD / scale / FIXED_SIGMA, 3)))
     out["augmented_k8"] = quantiles(sig_aug) | {"median_over_fixed": float(np.median(sig_aug) / FIXED_SIGMA)}
     return out
@@ -273,16 +284,19 @@ def markdown(result: dict) -> str:
              "radius 0.01 is in dataset units, 0.01 / scale normalised).", ""]
     lines += ["## 1. σ over the train clouds", "",
               "| category | k | σ q05 | q25 | median | q75 | q95 | median / 0.01 | % > 0.01 | median / PCK radius | "
-              "% > PCK radius | within-cloud q95/q05 (median cloud) | P(within radius) of a perfect map |", "|" + "---|" * 13]
+              "% > PCK radius | within-cloud q95/q05 (median cloud) | P(within radius) of a perfect map | loss contrast at the "
+              "radius |", "|" + "---|" * 14]
     for c, r in result["categories"].items():
         for k, v in r["sigma"]["per_k"].items():
             q = v["normalised"]
             lines.append(f"| {c} | {k} | {fmt(q['q05'])} | {fmt(q['q25'])} | {fmt(q['q50'])} | {fmt(q['q75'])} | "
                          f"{fmt(q['q95'])} | {v['median_over_fixed']:.2f} | {v['share_above_fixed']:.0f} | "
                          f"{v['median_over_pck_radius']:.2f} | {v['share_above_pck_radius']:.0f} | "
-                         f"{v['within_cloud_p95_over_p05']['q50']:.2f} | {v['within_radius_ceiling']:.2f} |")
+                         f"{v['within_cloud_p95_over_p05']['q50']:.2f} | {v['within_radius_ceiling']:.2f} | "
+                         f"{v['loss_contrast_at_radius']:.2f} |")
         lines.append(f"| {c} | fixed | 0.0100 | | | | | 1.00 | | {FIXED_SIGMA / r['sigma']['pck_radius_normalised']['q50']:.2f} "
-                     f"| 0 | 1.00 | {r['sigma']['fixed_within_radius_ceiling']:.2f} |")
+                     f"| 0 | 1.00 | {r['sigma']['fixed_within_radius_ceiling']:.2f} | "
+                     f"{r['sigma']['fixed_loss_contrast_at_radius']:.2f} |")
     lines += [""]
     for c, r in result["categories"].items():
         s = r["sigma"]
