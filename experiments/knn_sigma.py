@@ -228,7 +228,8 @@ def where_lost(category: str, test: dict, records_dir: Path, factor: float) -> d
         for m in np.unique(rows):
             sel = rows == m
             target = test["points"][m, point[sel]].double()
-            cost = expected_l1(test["points"][m].double()[None] - target[:, None], sig[m].double()[None].expand(len(target), -1))
+            cost = expected_l1(test["points"][m].double()[None] - target[:, None],
+                               sig[m].double()[None].expand(len(target), -1))
             on_target[sel] = (cost.argmin(-1).numpy() == point[sel])
         rel_edges = np.quantile(rel, np.linspace(0, 1, 6))
         rel_bins = np.clip(np.searchsorted(rel_edges, rel, side="right") - 1, 0, 4)
@@ -266,7 +267,8 @@ def candidates(factor: float, train_median_k8: float) -> dict:
         "knn k=8, factor fit: train median at 0.01": lambda p: knn_sigma(p, 8, fit),
         "knn k=8 factor 0.2": lambda p: knn_sigma(p, 8, 0.2),
         "knn k=4 factor 0.25": lambda p: knn_sigma(p, 4, 0.25),
-        f"knn k=8 factor {factor:g}, clamped to [0.005, 0.01] (= fixed: every σ > 0.01)": lambda p: knn_sigma(p, 8, factor).clamp(0.005, 0.01),
+        f"knn k=8 factor {factor:g}, clamped to [0.005, 0.01] (= fixed: every σ > 0.01)":
+            lambda p: knn_sigma(p, 8, factor).clamp(0.005, 0.01),
         "knn k=8, factor fit, smoothed over 8-NN": lambda p: smoothed_sigma(p, knn_sigma(p, 8, fit), 8),
         f"knn k=8 factor {factor:g}, smoothed over 8-NN": lambda p: smoothed_sigma(p, knn_sigma(p, 8, factor), 8),
     }

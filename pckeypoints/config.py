@@ -22,8 +22,8 @@ apply to both modes (set ``[augment] jitter = 0``, ``scale_lo = scale_hi = 1`` f
 Each field has one command-line flag, ``--<name>`` (``--data`` and ``--data-root`` for ``data.folder`` and
 ``data.root``, ``--eval-split`` and ``--eval-every`` for ``eval.split`` and ``eval.every``): :func:`config_fields`.
 Every field is checked on construction, type first, then value; a field of the other mode's loss (``sampler``
-of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` or ``knn_factor`` with a fixed one are errors: each problem
-raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
+of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` or ``knn_factor`` with a fixed one are errors:
+each problem raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
 
 This module imports neither the trainer nor the tasks, so anything (tasks, CLI, checkpoint loader) can
 import it.
@@ -122,7 +122,8 @@ class ModelConfig:
             raise ConfigError("config field model.num_keypoints is unset; configure the config with its task first")
         return {"num_keypoints": self.num_keypoints, "width": self.width, "msg": self.msg,
                 "radius_scale": self.radius_scale, "hidden_channels": self.hidden_channels, "knn_k": self.knn_k,
-                "knn_factor": self.knn_factor, "fixed_sigma": self.sigma if self.basis == "fixed" else None, "learn_sigma": self.learn_sigma}
+                "knn_factor": self.knn_factor, "fixed_sigma": self.sigma if self.basis == "fixed" else None,
+                "learn_sigma": self.learn_sigma}
 
 
 @dataclass
