@@ -5,7 +5,7 @@ A config is ``mode`` plus one section per concern, as in its TOML file::
     mode = "supervised"                  # or "unsupervised"
     [data]     category, root, folder, max_models, num_workers
     [augment]  rotate, jitter, scale_lo, scale_hi
-    [model]    width, msg, radius_scale, hidden_channels, freeze_norm, num_keypoints, basis, knn_k, sigma
+    [model]    width, msg, radius_scale, hidden_channels, freeze_norm, num_keypoints, basis, knn_k, knn_factor, sigma
     [loss]     method, num_samples, tau_schedule, tau_start, tau_end, and per mode:
                supervised: metric, sampler, reg_weight, target_sigma
                unsupervised: the Skeleton Merger weights
@@ -22,8 +22,8 @@ apply to both modes (set ``[augment] jitter = 0``, ``scale_lo = scale_hi = 1`` f
 Each field has one command-line flag, ``--<name>`` (``--data`` and ``--data-root`` for ``data.folder`` and
 ``data.root``, ``--eval-split`` and ``--eval-every`` for ``eval.split`` and ``eval.every``): :func:`config_fields`.
 Every field is checked on construction, type first, then value; a field of the other mode's loss (``sampler``
-of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` with a fixed one are errors: each problem
-raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
+of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` or ``knn_factor`` with a fixed one are errors:
+each problem raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
 
 This module imports neither the trainer nor the tasks, so anything (tasks, CLI, checkpoint loader) can
 import it.
@@ -103,6 +103,9 @@ class ModelConfig:
     semantic_ids: list[int] | None = None  # supervised, set from the data: its id of each keypoint (None: 0..K-1)
     basis: str = "fixed"  # "fixed": σ = sigma; "knn": σ_i from each point's knn_k nearest neighbours
     knn_k: int = 8
+    # basis = "knn": σ_i = knn_factor x mean distance to the knn_k nearest neighbours. 0.5 (the basis' default) puts
+    # the 8-NN σ at 2.5-2.8x 0.01; about 0.2 at 0.01 (experiments/results/knn_sigma)
+    knn_factor: float = 0.5
     # the fixed σ (normalised units), with basis = "fixed" only (FIXED_SIGMA if not given); unset with "knn"
     sigma: float | None = field(default=None,
                                 metadata={"default_text": f"{FIXED_SIGMA} with basis fixed, none with knn"})
@@ -119,7 +122,8 @@ class ModelConfig:
             raise ConfigError("config field model.num_keypoints is unset; configure the config with its task first")
         return {"num_keypoints": self.num_keypoints, "width": self.width, "msg": self.msg,
                 "radius_scale": self.radius_scale, "hidden_channels": self.hidden_channels, "knn_k": self.knn_k,
-                "fixed_sigma": self.sigma if self.basis == "fixed" else None, "learn_sigma": self.learn_sigma}
+                "knn_factor": self.knn_factor, "fixed_sigma": self.sigma if self.basis == "fixed" else None,
+                "learn_sigma": self.learn_sigma}
 
 
 @dataclass
@@ -385,6 +389,7 @@ def _check_used(config: TrainConfig, given: set[str]) -> None:
     unused = {
         "data.category": config.data.folder is not None and "data.folder (your own models) replaces it",
         "model.knn_k": config.model.basis != "knn" and "it is used with model.basis = 'knn' only",
+        "model.knn_factor": config.model.basis != "knn" and "it is used with model.basis = 'knn' only",
         "optim.lr_step_epochs": config.optim.lr_schedule != "step" and "it is used with lr_schedule = 'step' only",
     }
     for name in sorted(given):
@@ -481,7 +486,7 @@ def _check_ranges(c: TrainConfig) -> None:
                 "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "run.procs": 1, "loss.tau_epochs": 1}
     at_most = {"run.seed": 2**32 - 1}  # the epochs' seeds derived from it fit torch's 64 bits
     positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
-                "augment.scale_lo", "model.sigma")
+                "augment.scale_lo", "model.sigma", "model.knn_factor")
     non_negative = ["optim.weight_decay", "augment.jitter"]
     if c.mode == "supervised":
         positive += ("loss.target_sigma",)

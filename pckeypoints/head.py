@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .argmax import sampling_argmax, soft_argmax
-from .basis import PointBasis
+from .basis import KNN_FACTOR, PointBasis
 from .errors import PCKeypointsError
 from .validation import check_finite
 
@@ -105,6 +105,8 @@ class KeypointReadout(nn.Module):
     Args:
         knn_k: neighbours of each point's σ.
         fixed_sigma: a fixed σ for every point instead.
+        knn_factor: σ in units of the mean neighbour distance (k-NN and ``edge_index`` σ; default
+            :data:`~pckeypoints.basis.KNN_FACTOR`).
 
     Shapes:
         - **input:** logits ``(B, K, N)`` with pos ``(B, N, D)`` (and ``mask (B, N)``, False at padding:
@@ -119,13 +121,15 @@ class KeypointReadout(nn.Module):
         ((2, 5, 3), (2, 5, 8, 3))
     """
 
-    def __init__(self, knn_k: int = 8, fixed_sigma: float | None = None):
+    def __init__(self, knn_k: int = 8, fixed_sigma: float | None = None, knn_factor: float = KNN_FACTOR):
         super().__init__()
         if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
             raise PCKeypointsError(f"knn_k must be an integer >= 1, got {knn_k!r}")
         if fixed_sigma is not None and not fixed_sigma > 0:
             raise PCKeypointsError(f"fixed_sigma must be > 0, got {fixed_sigma!r}")
-        self.knn_k, self.fixed_sigma = knn_k, fixed_sigma
+        if isinstance(knn_factor, bool) or not isinstance(knn_factor, (int, float)) or not 0 < knn_factor < math.inf:
+            raise PCKeypointsError(f"knn_factor must be a finite number > 0, got {knn_factor!r}")
+        self.knn_k, self.fixed_sigma, self.knn_factor = knn_k, fixed_sigma, float(knn_factor)
 
     def basis(
         self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True,
@@ -135,9 +139,9 @@ class KeypointReadout(nn.Module):
         if edge_index is not None:
             if mask is not None:
                 raise PCKeypointsError("edge_index= takes ragged clouds (pos, batch), not padded ones with mask=")
-            return PointBasis.from_graph(pos, edge_index, batch, validate=validate)
-        return PointBasis.from_points(pos, batch, k=self.knn_k, fixed_sigma=self.fixed_sigma, validate=validate,
-                                      mask=mask)
+            return PointBasis.from_graph(pos, edge_index, batch, factor=self.knn_factor, validate=validate)
+        return PointBasis.from_points(pos, batch, k=self.knn_k, factor=self.knn_factor, fixed_sigma=self.fixed_sigma,
+                                      validate=validate, mask=mask)
 
     def forward(self, logits: Tensor, pos: Tensor, batch: Tensor | None = None, *, mask: Tensor | None = None,
                 edge_index: Tensor | None = None, basis: PointBasis | None = None,
@@ -157,7 +161,9 @@ class KeypointReadout(nn.Module):
         return maps
 
     def extra_repr(self) -> str:
-        return f"fixed_sigma={self.fixed_sigma}" if self.fixed_sigma is not None else f"knn_k={self.knn_k}"
+        if self.fixed_sigma is not None:
+            return f"fixed_sigma={self.fixed_sigma}"
+        return f"knn_k={self.knn_k}" + (f", knn_factor={self.knn_factor:g}" if self.knn_factor != KNN_FACTOR else "")
 
 
 class KeypointHead(nn.Module):
@@ -174,6 +180,8 @@ class KeypointHead(nn.Module):
             Linear-LayerNorm-ReLU-Linear.
         knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``).
         fixed_sigma: fixed basis σ instead of the neighbour estimate.
+        knn_factor: the neighbour σ in units of the mean neighbour distance (``None``:
+            :data:`~pckeypoints.basis.KNN_FACTOR`).
         learn_sigma: a heteroscedastic basis: σ_i = (k-NN or fixed σ_i) · softplus(s_i), with s_i from
             a per-point ``Linear(in_channels, 1)`` (``sigma_head``, initialised to softplus(s) = 1),
             shared by the K maps and trained through the sampling loss (soft-argmax ignores σ).
@@ -216,6 +224,7 @@ class KeypointHead(nn.Module):
         fixed_sigma: float | None = None,
         validate: bool = True,
         learn_sigma: bool = False,
+        knn_factor: float | None = None,
     ):
         super().__init__()
         for name, value in (("num_keypoints", num_keypoints), ("hidden_channels", hidden_channels),
@@ -233,7 +242,8 @@ class KeypointHead(nn.Module):
             )
         self.in_channels, self.num_keypoints, self.validate = in_channels, num_keypoints, validate
         self.mlp = mlp
-        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma)
+        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma,
+                                       KNN_FACTOR if knn_factor is None else knn_factor)
         self.sigma_head = None
         if learn_sigma:
             if in_channels is None:

@@ -107,7 +107,8 @@ class SkeletonAutoencoder(nn.Module):
         hidden_channels: hidden width of the keypoint head and of the activation MLP.
         points_per_edge: decoder points per keypoint pair.
         knn_k: neighbours for each point's basis σ; fixed_sigma: a fixed σ instead; learn_sigma: σ_i times a
-            learned per-point factor (:class:`~pckeypoints.head.KeypointHead`).
+            learned per-point factor (:class:`~pckeypoints.head.KeypointHead`); knn_factor: the neighbour σ in units
+            of the mean neighbour distance (``None``: the basis' default).
         msg: multi-scale grouping in the backbone.
         radius_scale: multiplies the backbone's ball radii (1 suits clouds of radius ~0.5, 2 unit radius).
     """
@@ -124,11 +125,12 @@ class SkeletonAutoencoder(nn.Module):
         learn_sigma: bool = False,
         msg: bool = False,
         radius_scale: float = 1.0,
+        knn_factor: float | None = None,
     ):
         super().__init__()
         self.encoder = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
         self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k, fixed_sigma=fixed_sigma, learn_sigma=learn_sigma,
-                                 validate=False)  # forward validates the points once
+                                 validate=False, knn_factor=knn_factor)  # forward validates the points once
         self.decoder = SkeletonDecoder(num_keypoints, points_per_edge)
         self.activation_mlp = nn.Sequential(
             nn.Linear(feature_channels, hidden_channels),

@@ -24,6 +24,7 @@ class KeypointDetector(nn.Module):
         hidden_channels: hidden width of the head's MLP.
         knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given).
         fixed_sigma: fixed basis σ.
+        knn_factor: the neighbour σ in units of the mean neighbour distance (``None``: the basis' default).
         learn_sigma: σ_i times a learned per-point factor (:class:`~pckeypoints.head.KeypointHead`).
         validate: check that the points are finite on every call (shapes are always checked).
 
@@ -46,6 +47,7 @@ class KeypointDetector(nn.Module):
         fixed_sigma: float | None = None,
         learn_sigma: bool = False,
         validate: bool = True,
+        knn_factor: float | None = None,
     ):
         super().__init__()
         from pointnet2.modules import PointNet2Seg
@@ -54,7 +56,8 @@ class KeypointDetector(nn.Module):
         # The head checks num_keypoints; it skips its own value checks because the detector validates its
         # input once.
         self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
-                                 fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False)
+                                 fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False,
+                                 knn_factor=knn_factor)
         self.validate = validate
 
     @property
