@@ -52,7 +52,9 @@ def load(name: str) -> ModuleType:
 
 def _run(name: str, check: bool) -> tuple[str, int, float, str]:
     """Load ``name`` in a fresh process (builds run side by side; a failed one cannot break the others)."""
-    env = {**os.environ, "PCKP_NO_BUILD": "1"} if check else os.environ
+    from pointnet2.build import NO_BUILD_VAR
+
+    env = {**os.environ, NO_BUILD_VAR: "1"} if check else os.environ
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pckeypoints.extensions", "--one", name], env=env,
                           capture_output=True, text=True)
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:  # the built ones are only loaded: a set-up run twice compiles nothing the second time
         with ThreadPoolExecutor(len(names)) as pool:
             todo = [name for name, code, _, _ in pool.map(lambda n: _run(n, check=True), names) if code]
+        if todo:
+            print(f"building {', '.join(todo)} (a few minutes on 2 cores)...", flush=True)
     failed = []
     with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
         for name, code, seconds, output in pool.map(lambda n: _run(n, args.check), todo):
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {label} ({seconds:.0f} s)")
             if code:
                 failed.append(name)
-                print(output.splitlines()[-1] if args.check else output, file=sys.stderr)
+                print((output.splitlines() or [""])[-1] if args.check else output, file=sys.stderr)
     if not args.check:
         print(f"extensions: {len(names) - len(todo)} already built, {len(todo) - len(failed)} built"
               + (f", {len(failed)} failed" if failed else ""))
