@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 from .errors import PCKeypointsError, TrainingError
 
-__all__ = ["World", "init_world", "spawn"]
+__all__ = ["World", "init_world", "is_main_process", "spawn"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class World:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """Whether this process prints progress: rank 0 of the process group, else of the ``RANK`` that torchrun and
+    :func:`spawn` set before the group exists (while the datasets load); a process outside any run is."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_world(device: torch.device) -> World:

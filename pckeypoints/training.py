@@ -183,13 +183,17 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
             state.best, state.best_epoch = _reconcile_best(run_dir, checkpoint)
         log = _RunLog(run_dir, state.epoch if not folder.new else 0)
     trained = DistributedDataParallel(state.model) if world.world_size > 1 else state.model
+    shown: dict[str, str] = {}  # the progress bar's last validation score
     try:
         while state.epoch < end_epoch:
             loader.sampler.set_epoch(state.epoch)
-            scalars = _run_epoch(task, trained, state, loader, config, device, world, progress and world.is_main)
+            scalars = _run_epoch(task, trained, state, loader, config, device, world, progress and world.is_main,
+                                 shown)
             if world.is_main:
                 if state.epoch % config.eval.every == 0 or state.epoch == end_epoch:
                     scalars[_eval_label(config)] = _evaluate(task, state, eval_loader, config)
+                    score = scalars[_eval_label(config)][task.monitor]
+                    shown[f"{_eval_label(config)} {task.monitor}"] = f"{score:.4f}"
                 log.write_csv(state.epoch - 1, scalars, run_dir)  # before the checkpoint: a resume keeps its row
                 run_dir = _save(state, config, world, folder, run_dir)
                 log.write_tensorboard(state.epoch - 1, scalars, run_dir)
@@ -243,12 +247,14 @@ class TrainState:
 
 
 def _run_epoch(task: Task, trained: nn.Module, state: TrainState, loader: DataLoader, config: TrainConfig,
-               device: torch.device, world: World, progress: bool) -> dict[str, dict[str, float]]:
-    """Train one epoch, reseeded from ``(seed, epoch, rank)``, and step the schedules; ``{"train": scalars}``."""
+               device: torch.device, world: World, progress: bool,
+               shown: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Train one epoch, reseeded from ``(seed, epoch, rank)``, and step the schedules; ``{"train": scalars}``.
+    The progress bar shows the epoch's mean loss so far and ``shown`` (the last validation score)."""
     _seed(config.run.seed, state.epoch, world.rank)
     tau, lr = state.tau_schedule.value, state.optimizer.param_groups[0]["lr"]
     stats = _train_epoch(task, trained, loader, state.optimizer, config, tau, device, world,
-                         desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", progress=progress)
+                         desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", progress=progress, shown=shown)
     state.lr_schedule.step()
     state.tau_schedule.step()
     state.epoch += 1
@@ -332,7 +338,7 @@ def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
 
 def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, tau: float, device: torch.device, world: World, desc: str,
-                 progress: bool) -> dict[str, float]:
+                 progress: bool, shown: dict[str, str] | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns the batch means of the loss and the task's logged scalars,
     averaged over the processes."""
     model.train()
@@ -342,7 +348,7 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
                 module.eval()
     totals: dict[str, float] = {}
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         loss, scalars = task.loss(model, batch, config, tau)
         if not torch.isfinite(loss):
@@ -352,7 +358,8 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
         optimizer.step()
         for key, value in {"loss": loss.item(), **scalars}.items():
             totals[key] = totals.get(key, 0.0) + float(value)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if progress:  # the epoch's mean loss so far, then the last validation score
+            bar.set_postfix({"loss": f"{totals['loss'] / step:.4f}", **(shown or {})})
     names = sorted(totals)
     means = torch.tensor([totals[k] / max(len(loader), 1) for k in names], dtype=torch.float64)
     if world.world_size > 1:

@@ -3,6 +3,8 @@
 :func:`load_extension` JIT-builds an extension with :func:`torch.utils.cpp_extension.load` (without ninja,
 setuptools) and caches it in the torch extensions directory (``$TORCH_EXTENSIONS_DIR``), in a folder named by
 a hash of its sources, flags, torch and Python, so that later processes load it directly.
+``scripts/setup.sh`` builds every extension ahead of time (``python -m pckeypoints.extensions``); with
+``PCKP_NO_BUILD=1`` :func:`load_extension` raises instead of compiling a missing one.
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["load_extension"]
+__all__ = ["NO_BUILD_VAR", "NotBuiltError", "load_extension"]
+
+NO_BUILD_VAR = "PCKP_NO_BUILD"
 
 _FLAGS = {"cxx": ["-O3", "-ffp-contract=off"], "nvcc": ["-O3"]}
+
+
+class NotBuiltError(RuntimeError):
+    """An extension is not built for its current sources and ``PCKP_NO_BUILD=1`` forbids compiling it."""
 
 
 @cache
 def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...] = ()) -> ModuleType:
     """JIT-build (or load from the torch extensions cache) the extension ``name`` from ``sources``
     (``.cpp``, ``.cu``) with extra C++ ``cflags``; headers are found in the sources' folders. Raises
-    when the build fails.
+    when the build fails, and :class:`NotBuiltError` instead of building when ``PCKP_NO_BUILD=1``.
 
     Each build lives in a folder named by a hash of the source folders' files, the flags, torch and Python,
     so a built extension loads directly, without importing ``torch.utils.cpp_extension`` (and setuptools)
@@ -37,6 +45,10 @@ def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...]
     build_dir = _build_dir(name, include, flags)
     built = build_dir / f"{name}.so"
     if not built.exists() or (build_dir / "lock").exists():  # not built, or another process is building it
+        if os.environ.get(NO_BUILD_VAR, "0") not in ("", "0"):
+            raise NotBuiltError(f"the extension {name} is not built for its current sources (no {built}) and "
+                                f"{NO_BUILD_VAR}=1 forbids compiling it: build it with `python -m "
+                                "pckeypoints.extensions` (bash scripts/setup.sh runs it)")
         _compile(name, sources, include, flags, build_dir)
     spec = importlib.util.spec_from_file_location(name, built)
     module = importlib.util.module_from_spec(spec)

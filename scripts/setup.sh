@@ -8,6 +8,8 @@
 #   PCKP_CACHE   where built wheels are cached between clones (default ~/.cache/pckeypoints);
 #                only an optimisation: a missing or empty cache rebuilds from source.
 #   PCKP_SKIP_APT=1  skip the Debian packages for headless rendering (no root needed then).
+#   TORCH_EXTENSIONS_DIR  where the C++ extensions are built (default ~/.cache/torch_extensions); the
+#                runtime loads them from there, so use the same value when training.
 set -Eeuo pipefail
 trap 'echo "setup.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
@@ -80,4 +82,10 @@ fi
 step "pckeypoints (editable)"
 $PIP --no-build-isolation --no-deps -e .
 "$PY" -c 'import pckeypoints, pointnet2, torch_geometric, open3d, trimesh'
+
+# The C++ extensions (pointnet2's ops, the fused sampler, the Chamfer kernels), built now by the runtime's own
+# loaders into the torch extensions cache, so that no training or evaluation command compiles; a no-op when
+# they are built for the current sources (a bare checkout without this step builds each on first use).
+step "C++ extensions (pointnet2, fused sampler, Chamfer; cached in ${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions})"
+"$PY" -m pckeypoints.extensions
 echo "setup.sh: done"

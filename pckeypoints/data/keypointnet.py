@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .pcd import read_pcd
 from .transforms import Normalize, keypoints_at
+from ..distributed import is_main_process
 from ..errors import ConfigError, InputError, ReadError
 
 __all__ = ["CATEGORIES", "KeypointClouds", "KeypointNet", "collate_keypoints", "data_root"]
@@ -129,7 +130,8 @@ class KeypointNet(KeypointClouds):
         self.symmetries = [models[m][3] for m in self.model_ids]
 
         self._clouds, self._point_index, self._centers = [], [], []
-        for model_id in tqdm(self.model_ids, desc=f"KeypointNet {self.category}", leave=False):
+        for model_id in tqdm(self.model_ids, desc=f"KeypointNet {self.category}", leave=False,
+                             disable=not is_main_process()):  # one bar for data-parallel processes
             cloud_file = self.root / "pcds" / self.class_id / f"{model_id}.pcd"
             cloud = _load_cloud(cloud_file)
             xyz, ids, point_index, _ = models[model_id]
