@@ -295,3 +295,14 @@ def test_read_points_samples_meshes_and_reads_clouds(tmp_path):
         read_points(tmp_path / "cloud.las")
     with pytest.raises(ValueError, match="no such file"):
         read_points(tmp_path / "nothing.obj")
+
+
+def test_num_keypoints_is_an_int_that_builds_a_head(bathtub):
+    """Bug 4: num_keypoints was an np.int64, which KeypointHead refused; NumPy integers are taken too."""
+    import pckeypoints as pk
+
+    assert type(bathtub.num_keypoints) is int
+    head = pk.KeypointHead(8, bathtub.num_keypoints)
+    assert head.num_keypoints == bathtub.num_keypoints
+    head = pk.KeypointHead(np.int32(8), np.int64(5), hidden_channels=np.int64(16))
+    assert type(head.num_keypoints) is int and head(torch.randn(1, 20, 8), torch.rand(1, 20, 3)).logits.shape == (1, 5, 20)
