@@ -12,13 +12,14 @@ Where torch-cluster leaves a choice open, these ops fix it:
 - :func:`fps` picks ties by the smaller index in the order that starts at the start point;
   ``random_start`` draws the start from the global torch RNG.
 - :func:`radius` keeps the first ``max_num_neighbors`` points of a ball by index (as torch-cluster's
-  CUDA kernel; its CPU k-d tree keeps an arbitrary subset): raise the limit for complete balls.
+  CUDA kernel; its CPU k-d tree keeps an arbitrary subset of the same size), ``None`` keeps whole balls;
+  :func:`radius_graph` counts the limit after leaving the point itself out, as torch-cluster does.
 - :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn_points`); :func:`knn_graph` without ``loop``
   gives every point exactly ``k`` neighbours even when exact duplicates hide the point itself.
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
-Positions are 1-, 2- or 3-D for :func:`fps` and :func:`radius` (the kernels' dimension); :func:`knn`
-takes any dimension (features too). No gradient flows through the searches. Speed against
+Positions of any dimension are taken (features too): 1- to 3-D run on the kernels, more dimensions on
+PyTorch (a loop over the picks for :func:`fps`, chunked distances for :func:`radius`). No gradient flows through the searches. Speed against
 torch-cluster: ``experiments/bench_pyg_ops.py`` (on one CPU thread FPS is 5-7x faster, the brute-force
 k-NN searches 2-3x slower than its k-d trees).
 """
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .errors import PCKeypointsError
-from .neighbors import knn_points
+from .neighbors import CDIST_ENTRIES, knn_points
 from .validation import check_batch_index, check_finite
 
 __all__ = ["fps", "knn", "knn_graph", "knn_interpolate", "radius", "radius_graph"]
@@ -43,7 +44,7 @@ def fps(x: Tensor, batch: Tensor | None = None, ratio: float = 0.5, random_start
     """Farthest point sampling of ``ceil(ratio · N_b)`` points of each cloud.
 
     Args:
-        x: ``(N, D)`` positions, D <= 3.
+        x: ``(N, D)`` positions (or features).
         batch: ``(N,)`` sorted cloud index of each point (``None``: one cloud).
         ratio: fraction of each cloud's points to keep, in (0, 1].
         random_start: start each cloud at a random point (else at its first).
@@ -73,23 +74,23 @@ def fps(x: Tensor, batch: Tensor | None = None, ratio: float = 0.5, random_start
     j = torch.arange(width, device=x.device)
     local = torch.where(j < sizes[:, None], (start[:, None] + j) % sizes.clamp(min=1)[:, None], start[:, None])
     index = (ptr[:-1, None] + local).clamp(max=max(x.shape[0] - 1, 0))  # (B, N_max) rows of x
-    from pointnet2.ops import furthest_point_sample
-
-    picked = furthest_point_sample(x[index], int(num.max()), validate=False)  # (B, M_max) into index's rows
+    picked = _furthest_point_sample(x[index], int(num.max()))  # (B, M_max) into index's rows
     picked = index.gather(1, picked)
     return picked[torch.arange(picked.shape[1], device=x.device) < num[:, None]]
 
 
 def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None, batch_y: Tensor | None = None,
-           max_num_neighbors: int = 32, num_workers: int = 1, batch_size: int | None = None) -> Tensor:
+           max_num_neighbors: int | None = 32, num_workers: int = 1, batch_size: int | None = None,
+           ignore_same_index: bool = False) -> Tensor:
     """The points of ``x`` within distance ``r`` (``|x_j - y_i| < r``) of each point of ``y`` in its cloud.
 
     Args:
-        x: ``(N, D)`` points, D <= 3.
+        x: ``(N, D)`` points.
         y: ``(M, D)`` centres.
         r: radius (> 0).
         batch_x, batch_y: sorted cloud indices of ``x`` and ``y`` (``None``: one cloud).
-        max_num_neighbors: neighbours kept per centre, the first by index.
+        max_num_neighbors: neighbours kept per centre, the first by index (``None``: all).
+        ignore_same_index: leave out ``x_i`` from the ball of ``y_i`` (before counting the limit).
 
     Returns:
         ``(2, E)`` long: row 0 indexes ``y``, row 1 ``x``; sorted by centre, neighbours by index.
@@ -101,16 +102,30 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None, batch_
     """
     if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
         raise PCKeypointsError(f"radius r must be a finite number > 0, got {r!r}")
-    _check_count("max_num_neighbors", max_num_neighbors)
+    if max_num_neighbors is not None:
+        _check_count("max_num_neighbors", max_num_neighbors)
     x, y = _pair(x, y, positions=True)
     if not (x.shape[0] and y.shape[0]):
         return x.new_empty(2, 0, dtype=torch.long)
     dense_x, dense_y, valid_y, ptr_x = _dense_pair(x, y, batch_x, batch_y, batch_size, reach=r)
-    from pointnet2.ops import ball_query
-
-    idx, counts = ball_query(dense_x, dense_y, float(r), max_num_neighbors, validate=False)
-    keep = (torch.arange(max_num_neighbors, device=x.device) < counts[..., None]) & valid_y[..., None]
-    return _edges(idx, keep, valid_y, ptr_x)
+    # one more slot where the centre's own index may be dropped; None: grow until no ball fills its slots
+    limit = None if max_num_neighbors is None else max_num_neighbors + ignore_same_index
+    slots = min(limit or 64, dense_x.shape[1])
+    while True:
+        idx, counts = _ball_query(dense_x, dense_y, float(r), slots)
+        if limit is not None or slots == dense_x.shape[1] or not bool((counts[valid_y] >= slots).any()):
+            break
+        slots = min(4 * slots, dense_x.shape[1])
+    keep = (torch.arange(slots, device=x.device) < counts[..., None]) & valid_y[..., None]
+    row, col = _edges(idx, keep, valid_y, ptr_x)
+    if ignore_same_index:
+        other = row != col
+        row, col = row[other], col[other]
+        if max_num_neighbors is not None:  # the first max_num_neighbors of the others
+            count = torch.bincount(row, minlength=y.shape[0])
+            rank = torch.arange(row.shape[0], device=x.device) - (count.cumsum(0) - count)[row]
+            row, col = row[rank < max_num_neighbors], col[rank < max_num_neighbors]
+    return torch.stack([row, col])
 
 
 def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Tensor | None = None,
@@ -145,19 +160,18 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
     return _edges(idx, keep, valid_y, ptr_x)
 
 
-def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = False, max_num_neighbors: int = 32,
-                 flow: str = "source_to_target", num_workers: int = 1, batch_size: int | None = None) -> Tensor:
+def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = False,
+                 max_num_neighbors: int | None = 32, flow: str = "source_to_target", num_workers: int = 1,
+                 batch_size: int | None = None) -> Tensor:
     """Graph ``(2, E)`` of the points within ``r`` of each point of ``x`` in its cloud (see :func:`radius`).
 
     ``flow="source_to_target"``: edges neighbour -> point (row 0 the neighbour), as PyG's. Without
-    ``loop`` the point itself is searched for and dropped (as torch-cluster does), so up to
-    ``max_num_neighbors`` others remain.
+    ``loop`` the point itself is left out before the limit is counted (as torch-cluster does), so up
+    to ``max_num_neighbors`` others remain.
     """
     _check_flow(flow)
-    target, source = radius(x, x, r, batch, batch, max_num_neighbors + (not loop), num_workers, batch_size)
-    if not loop:
-        other = source != target
-        source, target = source[other], target[other]
+    target, source = radius(x, x, r, batch, batch, max_num_neighbors, num_workers, batch_size,
+                            ignore_same_index=not loop)
     return _directed(source, target, flow)
 
 
@@ -229,11 +243,51 @@ def _points(x: Tensor, name: str) -> Tensor:
 
 
 def _positions(x: Tensor, name: str) -> Tensor:
-    """:func:`_points` of 1- to 3-D positions, zero-padded to 3-D for the kernels."""
+    """:func:`_points`, 1- and 2-D positions zero-padded to 3-D for the kernels (more dimensions as they are)."""
     x = _points(x, name)
-    if x.shape[1] > 3:
-        raise PCKeypointsError(f"{name} must hold 1- to 3-D positions, got shape {tuple(x.shape)}")
-    return torch.nn.functional.pad(x, (0, 3 - x.shape[1]))
+    return torch.nn.functional.pad(x, (0, 3 - x.shape[1])) if x.shape[1] < 3 else x
+
+
+def _furthest_point_sample(points: Tensor, m: int) -> Tensor:
+    """``(B, m)`` FPS picks in ``points (B, N, D)`` from index 0, ties to the smaller index (pointnet2's rule)."""
+    if points.shape[-1] == 3:
+        from pointnet2.ops import furthest_point_sample
+
+        return furthest_point_sample(points, m, validate=False)
+    b = points.shape[0]
+    rows = torch.arange(b, device=points.device)
+    picked = torch.zeros(b, m, dtype=torch.long, device=points.device)
+    nearest = torch.full(points.shape[:2], math.inf, dtype=points.dtype, device=points.device)
+    for i in range(1, m):
+        last = points[rows, picked[:, i - 1]]  # (B, D)
+        nearest = torch.minimum(nearest, (points - last[:, None]).square().sum(-1))
+        picked[:, i] = nearest.argmax(1)
+    return picked
+
+
+def _ball_query(points: Tensor, centres: Tensor, r: float, slots: int) -> tuple[Tensor, Tensor]:
+    """The first ``slots`` points (by index) of ``points (B, N, D)`` with ``|p - c|² < r²`` for each of
+    ``centres (B, M, D)``: ``idx (B, M, slots)`` and ``counts (B, M)`` (pointnet2's ball query in any D)."""
+    if points.shape[-1] == 3:
+        from pointnet2.ops import ball_query
+
+        return ball_query(points, centres, r, slots, validate=False)
+    b, m, _ = centres.shape
+    idx = torch.zeros(b, m, slots, dtype=torch.long, device=points.device)
+    counts = torch.zeros(b, m, dtype=torch.int32, device=points.device)
+    step = max(1, CDIST_ENTRIES // max(b * points.shape[1], 1))
+    for s in range(0, m, step):
+        d2 = (centres[:, s : s + step, None] - points[:, None]).square().sum(-1)  # (B, step, N)
+        inside = d2 < r * r
+        rank = inside.cumsum(-1)  # 1-based rank of each inside point by index
+        kept = inside & (rank <= slots)
+        counts[:, s : s + step] = kept.sum(-1).int()
+        # scatter each kept point's index into its slot (rank - 1); the other slots stay 0
+        slot = torch.where(kept, rank - 1, slots)
+        out = torch.zeros(*kept.shape[:2], slots + 1, dtype=torch.long, device=points.device)
+        out.scatter_(-1, slot, torch.arange(points.shape[1], device=points.device).expand_as(slot))
+        idx[:, s : s + step] = out[..., :slots]
+    return idx, counts
 
 
 def _pair(x: Tensor, y: Tensor, positions: bool) -> tuple[Tensor, Tensor]:
