@@ -3,9 +3,11 @@
 :func:`fps`, :func:`radius`, :func:`knn`, :func:`radius_graph`, :func:`knn_graph` and
 :func:`knn_interpolate` have the signatures, ragged ``batch`` vectors and outputs of
 ``torch_geometric.nn``'s (torch-cluster's), so PyG layers such as ``PointNetConv`` and
-``EdgeConv`` build on them unchanged. Clouds are padded into one dense batch for pointnet2's
-kernels (:mod:`pointnet2.ops`, C++/OpenMP on the CPU, CUDA on GPUs) with the padding moved out of
-reach of every search, so each cloud gets exactly the result it would get alone.
+``EdgeConv`` build on them unchanged (:func:`pckeypoints.use_as_pyg_backend` serves PyG's own). Large CPU
+searches of :func:`radius` and :func:`knn` (1- to 3-D) run on a uniform grid (:mod:`pckeypoints.grid_search`);
+the others pad the clouds into one dense batch for pointnet2's brute-force kernels (:mod:`pointnet2.ops`,
+C++/OpenMP on the CPU, CUDA on GPUs) with the padding moved out of reach of every search. Both give
+exactly the same results, and each cloud the result it would get alone.
 
 Where torch-cluster leaves a choice open, these ops fix it:
 
@@ -13,15 +15,15 @@ Where torch-cluster leaves a choice open, these ops fix it:
   ``random_start`` draws the start from the global torch RNG.
 - :func:`radius` keeps the first ``max_num_neighbors`` points of a ball by index (as torch-cluster's
   CUDA kernel; its CPU k-d tree keeps an arbitrary subset of the same size), ``None`` keeps whole balls;
-  :func:`radius_graph` counts the limit after leaving the point itself out, as torch-cluster does.
+  :func:`radius_graph` counts the limit after leaving the point itself out, as pyg-lib does (torch-cluster
+  1.6.3 truncates first and keeps one more where its subset misses the point itself).
 - :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn_points`); :func:`knn_graph` without ``loop``
   gives every point exactly ``k`` neighbours even when exact duplicates hide the point itself.
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
 Positions of any dimension are taken (features too): 1- to 3-D run on the kernels, more dimensions on
-PyTorch (a loop over the picks for :func:`fps`, chunked distances for :func:`radius`). No gradient flows through the searches. Speed against
-torch-cluster: ``experiments/bench_pyg_ops.py`` (on one CPU thread FPS is 5-7x faster, the brute-force
-k-NN searches 2-3x slower than its k-d trees).
+PyTorch (a loop over the picks for :func:`fps`, chunked distances for :func:`radius`). No gradient flows
+through the searches. Speed against torch-cluster: ``experiments/bench_pyg_ops.py``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import grid_search
 from .errors import PCKeypointsError
 from .neighbors import CDIST_ENTRIES, knn_points
 from .validation import check_batch_index, check_finite
@@ -107,6 +110,9 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None, batch_
     x, y = _pair(x, y, positions=True)
     if not (x.shape[0] and y.shape[0]):
         return x.new_empty(2, 0, dtype=torch.long)
+    if _use_grid(x, y):
+        return grid_search.radius(x, y, *_ptrs(x, y, batch_x, batch_y, batch_size), r, max_num_neighbors,
+                                  ignore_same_index)
     dense_x, dense_y, valid_y, ptr_x = _dense_pair(x, y, batch_x, batch_y, batch_size, reach=r)
     # one more slot where the centre's own index may be dropped; None: grow until no ball fills its slots
     limit = None if max_num_neighbors is None else max_num_neighbors + ignore_same_index
@@ -153,6 +159,9 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
         return x.new_empty(2, 0, dtype=torch.long)
     if cosine:
         x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+    if x.shape[1] <= 3 and _use_grid(x, y):
+        x, y = torch.nn.functional.pad(x, (0, 3 - x.shape[1])), torch.nn.functional.pad(y, (0, 3 - y.shape[1]))
+        return grid_search.knn(x, y, *_ptrs(x, y, batch_x, batch_y, batch_size), k)
     dense_x, dense_y, valid_y, ptr_x = _dense_pair(x, y, batch_x, batch_y, batch_size)
     idx = knn_points(dense_y, dense_x, min(k, dense_x.shape[1])).index  # (B, M_max, k'), padding last
     sizes_x = ptr_x[1:] - ptr_x[:-1]
@@ -166,8 +175,8 @@ def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = 
     """Graph ``(2, E)`` of the points within ``r`` of each point of ``x`` in its cloud (see :func:`radius`).
 
     ``flow="source_to_target"``: edges neighbour -> point (row 0 the neighbour), as PyG's. Without
-    ``loop`` the point itself is left out before the limit is counted (as torch-cluster does), so up
-    to ``max_num_neighbors`` others remain.
+    ``loop`` the point itself is left out before the limit is counted (as pyg-lib does), so up to
+    ``max_num_neighbors`` others remain.
     """
     _check_flow(flow)
     target, source = radius(x, x, r, batch, batch, max_num_neighbors, num_workers, batch_size,
@@ -190,6 +199,12 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
     """
     _check_flow(flow)
     _check_count("k", k)
+    points = _points(x, "x")
+    if not cosine and x.shape[0] and _use_grid(points, points):  # the grid kernel drops the point itself
+        points = torch.nn.functional.pad(points, (0, 3 - points.shape[1]))
+        ptr, _ = _ptrs(points, points, batch, batch, batch_size)
+        target, source = grid_search.knn(points, points, ptr, ptr, k + (not loop), drop_self=not loop)
+        return _directed(source, target, flow)
     target, source = knn(x, x, k + (not loop), batch, batch, cosine, num_workers, batch_size)
     if not loop:
         n = x.shape[0]
@@ -321,15 +336,28 @@ def _dense(x: Tensor, sizes: Tensor, ptr: Tensor, width: int, fill: Tensor | flo
     return torch.where(valid[..., None], dense, fill), valid
 
 
+def _use_grid(x: Tensor, y: Tensor) -> bool:
+    """Whether the grid search (:mod:`pckeypoints.grid_search`) answers: 1- to 3-D CPU points, a large search."""
+    return (x.device.type == "cpu" and x.shape[1] <= 3 and x.shape[0] * y.shape[0] >= grid_search.MIN_PAIRS
+            and grid_search.available())
+
+
+def _ptrs(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None,
+          batch_size: int | None) -> tuple[Tensor, Tensor]:
+    """The cloud offsets ``(B + 1,)`` of ``x`` and of ``y``, over the same batch."""
+    if batch_size is None and (batch_x is not None or batch_y is not None):
+        batch_size = max(int(b.max()) + 1 if b is not None and b.numel() else 1 for b in (batch_x, batch_y))
+    _, sizes_x, ptr_x = _clouds(batch_x, x, "batch_x", batch_size)
+    return ptr_x, _clouds(batch_y, y, "batch_y", sizes_x.shape[0])[2]
+
+
 def _dense_pair(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None,
                 reach: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Dense clouds of ``x`` and ``y`` over the same batch, ``x``'s padding farther from every real
     point of either than any two real points are from each other and than ``reach``; the mask of
     real ``y`` and ``x``'s offsets."""
-    if batch_size is None and (batch_x is not None or batch_y is not None):
-        batch_size = max(int(b.max()) + 1 if b is not None and b.numel() else 1 for b in (batch_x, batch_y))
-    _, sizes_x, ptr_x = _clouds(batch_x, x, "batch_x", batch_size)
-    _, sizes_y, ptr_y = _clouds(batch_y, y, "batch_y", sizes_x.shape[0])
+    ptr_x, ptr_y = _ptrs(x, y, batch_x, batch_y, batch_size)
+    sizes_x, sizes_y = ptr_x.diff(), ptr_y.diff()
     both = torch.cat([x, y])
     hi, lo = both.amax(0), both.amin(0)
     far = hi.amax() + (hi - lo).amax() * math.sqrt(x.shape[1]) + reach + 1
