@@ -20,7 +20,7 @@ __all__ = ["MIN_PAIRS", "available", "knn", "radius"]
 #: Searches with fewer query-point pairs than this (over the batch) stay brute force: below it the grid's
 #: set-up costs more than it saves (``experiments/bench_pyg_ops.py``).
 MIN_PAIRS = 1 << 16
-#: Points per grid cell of the k-NN search, per neighbour sought.
+#: Points per grid cell of the k-NN search, per neighbour sought (at least half a point per cell).
 PER_CELL = 0.125
 
 
@@ -44,7 +44,7 @@ def knn(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, drop_self: b
     ``drop_self`` (``x`` is ``y``): without the query's own point (or, where exact duplicates hide it, the
     farthest of the ``k``), as :func:`pckeypoints.pyg_ops.knn_graph` without loops."""
     row, col = _kernels().knn(x.contiguous(), y.contiguous(), ptr_x.contiguous(), ptr_y.contiguous(), int(k),
-                              PER_CELL * k, bool(drop_self))
+                              max(PER_CELL * k, 0.5), bool(drop_self))
     return torch.stack([row, col])
 
 

@@ -234,8 +234,13 @@ def knn_interpolate(x: Tensor, pos_x: Tensor, pos_y: Tensor, batch_x: Tensor | N
         y_idx, x_idx = knn(pos_x, pos_y, k, batch_x, batch_y)
         weight = 1.0 / (pos_x[x_idx] - pos_y[y_idx]).square().sum(-1, keepdim=True).clamp(min=1e-16)
         weight = weight.to(x.dtype)
-    total = x.new_zeros(pos_y.shape[0], x.shape[1]).index_add_(0, y_idx, x[x_idx] * weight)
-    return total / x.new_zeros(pos_y.shape[0], 1).index_add_(0, y_idx, weight)
+        m = pos_y.shape[0]
+        weight = (weight / weight.new_zeros(m, 1).index_add_(0, y_idx, weight)[y_idx]).flatten()  # normalised
+    # one weighted gather-sum per target (no (E, C) intermediate); edges are grouped by target
+    if y_idx.shape[0] == m * k:  # k each (no cloud smaller than k)
+        return torch.nn.functional.embedding_bag(x_idx.view(m, k), x, mode="sum", per_sample_weights=weight.view(m, k))
+    count = torch.bincount(y_idx, minlength=m)
+    return torch.nn.functional.embedding_bag(x_idx, x, count.cumsum(0) - count, mode="sum", per_sample_weights=weight)
 
 
 # ---------------------------------------------------------------------------------------- helpers
