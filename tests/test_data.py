@@ -305,4 +305,5 @@ def test_num_keypoints_is_an_int_that_builds_a_head(bathtub):
     head = pk.KeypointHead(8, bathtub.num_keypoints)
     assert head.num_keypoints == bathtub.num_keypoints
     head = pk.KeypointHead(np.int32(8), np.int64(5), hidden_channels=np.int64(16))
-    assert type(head.num_keypoints) is int and head(torch.randn(1, 20, 8), torch.rand(1, 20, 3)).logits.shape == (1, 5, 20)
+    assert type(head.num_keypoints) is int
+    assert head(torch.randn(1, 20, 8), torch.rand(1, 20, 3)).logits.shape == (1, 5, 20)

@@ -66,7 +66,8 @@ def test_large_searches_take_the_grid_and_equal_torch_cluster(monkeypatch):
     torch_cluster = pytest.importorskip("torch_cluster")
     calls = []
     for name in ("radius", "knn"):
-        monkeypatch.setattr(grid_search, name, lambda *a, _f=getattr(grid_search, name), **k: calls.append(1) or _f(*a, **k))
+        counted = lambda *a, _f=getattr(grid_search, name), **k: calls.append(1) or _f(*a, **k)  # noqa: E731
+        monkeypatch.setattr(grid_search, name, counted)
     x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0))
     batch = torch.arange(2).repeat_interleave(10000)
     edges = pyg_ops.radius_graph(x, 0.04, batch, max_num_neighbors=None)

@@ -89,7 +89,8 @@ def test_pyg_ops_equal_torch_clusters():
     assert edge_set(gnn.knn_graph(x, 5, batch)) == edge_set(torch_cluster.knn_graph(x, 5, batch))
     assert edge_set(gnn.radius_graph(x, 0.5, batch, max_num_neighbors=100)) == edge_set(
         torch_cluster.radius_graph(x, 0.5, batch, max_num_neighbors=100))
-    cut, full = gnn.radius_graph(x, 0.5, batch, max_num_neighbors=4), gnn.radius_graph(x, 0.5, batch, max_num_neighbors=None)
+    cut = gnn.radius_graph(x, 0.5, batch, max_num_neighbors=4)
+    full = gnn.radius_graph(x, 0.5, batch, max_num_neighbors=None)
     assert torch.equal(cut[1].bincount(minlength=x.shape[0]), full[1].bincount(minlength=x.shape[0]).clamp(max=4))
 
 

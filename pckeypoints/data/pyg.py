@@ -98,7 +98,8 @@ class FollowKeypoints:
         new = where[index.clamp(min=0)]
         lost = mask & (new < 0)
         if bool(lost.any()):  # its point was dropped: the nearest kept one (in the coordinates before)
-            new[lost] = torch.cdist(before[index[lost]], before[ids], compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
+            exact = "donot_use_mm_for_euclid_dist"
+            new[lost] = torch.cdist(before[index[lost]], before[ids], compute_mode=exact).argmin(1)
         data.point_index = torch.where(mask, new, -1)[None]
         data.y = keypoints_at(after, data.point_index[0], mask)[None]
         _follow_similarity(data, before[ids], after)
