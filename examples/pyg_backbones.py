@@ -2,7 +2,8 @@
 (``PointTransformerConv``), trained on KeypointNet bathtubs.
 
 Both take PyG-ragged clouds ``(pos, batch)``; the head returns PyG-native maps (logits ``(N_total, K)``),
-which the loss takes as they are. The k-NN graphs come from :func:`pckeypoints.knn_graph`, so
+which the loss takes as they are. The k-NN graphs come from pckeypoints' ops (PyG's ``DynamicEdgeConv``
+through :func:`pckeypoints.use_as_pyg_backend`, the Point Transformer's from :func:`pckeypoints.knn_graph`), so
 neither torch-cluster nor pyg-lib is needed; the Point Transformer's graph also sets the head's basis σ.
 
     python examples/pyg_backbones.py --model dgcnn --steps 200
@@ -13,30 +14,11 @@ import argparse
 
 import torch
 from torch import Tensor, nn
-import torch_geometric.typing
-from torch_geometric.nn import MLP, EdgeConv, PointTransformerConv
-from torch_geometric.nn import DynamicEdgeConv as PyGDynamicEdgeConv
+from torch_geometric.nn import MLP, DynamicEdgeConv, PointTransformerConv
 
 import pckeypoints as pk
 
-
-class KnnEdgeConv(EdgeConv):
-    """PyG's ``DynamicEdgeConv`` (EdgeConv on the k-NN graph of its input features, rebuilt each call)
-    with the graph from :func:`pckeypoints.knn_graph`: PyG's own class needs pyg-lib for it."""
-
-    def __init__(self, nn: nn.Module, k: int, aggr: str = "max"):
-        super().__init__(nn, aggr)
-        self.k = k
-
-    def forward(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
-        return super().forward(x, pk.knn_graph(x, self.k, batch, loop=True))
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(nn={self.nn}, k={self.k})"
-
-
-#: PyG's DynamicEdgeConv where pyg-lib provides its k-NN search, else the same layer on pk.knn_graph.
-DynamicEdgeConv = PyGDynamicEdgeConv if torch_geometric.typing.WITH_KNN else KnnEdgeConv
+pk.use_as_pyg_backend()  # PyG's DynamicEdgeConv runs its k-NN search on pckeypoints' ops where pyg-lib is absent
 
 
 class DGCNNKeypoints(nn.Module):

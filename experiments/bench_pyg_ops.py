@@ -1,12 +1,14 @@
 """Benchmark of pckeypoints.pyg_ops (PyG's point ops on pointnet2's kernels) against torch-cluster's.
 
-    python3 experiments/bench_pyg_ops.py [--quick] [--clock process] [--out DIR]
+    python3 experiments/bench_pyg_ops.py [--batch B ...] [--points N ...] [--quick] [--clock process] [--out DIR]
 
 Writes experiments/results/bench_pyg_ops.{json,md}: the best time of each op on B ragged clouds (noisy
 sphere surfaces of radius 0.5, sizes spread over [0.75 N, 1.25 N]), one thread, with the same
 arguments as PyG's PointNet++ example: fps ratio 0.25; radius 0.2 to the samples, at most 64
-neighbours; knn_interpolate k = 3 back from the samples; knn and knn_graph k = 16. Each row checks
-that both give the same neighbour sets (fps: the same indices; radius: complete balls only).
+neighbours; knn_interpolate k = 3 back from the samples; knn and knn_graph k = 16; radius_graph 0.05 with
+PyG's default limit of 32. Each row checks that both give the same neighbour sets (fps: the same indices;
+radius and radius_graph: the balls neither cut). fps is left out above --max-fps points per cloud
+(torch-cluster's takes minutes there), and every op above --max-total points in the batch.
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def ops(pos: torch.Tensor, batch: torch.Tensor) -> dict:
                 lambda: torch_cluster.knn(pos, pos[idx], 16, batch, batch[idx]), same_sets),
         "knn_graph": (lambda: pyg_ops.knn_graph(pos, 16, batch),
                       lambda: torch_cluster.knn_graph(pos, 16, batch), same_sets),
+        "radius_graph": (lambda: pyg_ops.radius_graph(pos, 0.05, batch, max_num_neighbors=32),
+                         lambda: torch_cluster.radius_graph(pos, 0.05, batch, max_num_neighbors=32), None),
         "knn_interpolate": (interpolate(pyg_ops.knn), interpolate(torch_cluster.knn),
                             lambda a, b: torch.allclose(a, b, atol=1e-5)),
     }
@@ -64,8 +68,10 @@ def _interpolate(knn, x, pos_x, pos_y, batch_x, batch_y, k: int = 3) -> torch.Te
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--points", type=int, nargs="+", default=[2048, 8192])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--points", type=int, nargs="+", default=[1024, 8192, 100_000])
+    parser.add_argument("--max-fps", type=int, default=16384, help="leave fps out above this many points per cloud")
+    parser.add_argument("--max-total", type=int, default=150_000, help="leave out B x N above this many points")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--clock", choices=["wall", "process"], default="wall")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -74,18 +80,26 @@ def main(argv: list[str] | None = None) -> None:
     repeat = 2 if args.quick else 5
     rows = []
     for n in args.points:
-        pos, batch = clouds(args.batch, n)
-        for name, (ours, theirs, equal) in ops(pos, batch).items():
-            a, b = ours(), theirs()
-            if equal is None:  # radius: equal where no ball was cut at max_num_neighbors
-                full = torch.bincount(a[0]) < 64
-                equal_ = edges(a[:, full[a[0]]]) == edges(b[:, full[b[0]]])
-            else:
-                equal_ = bool(equal(a, b))
-            t_ours = best_time(ours, repeat=repeat, clock=args.clock)
-            t_theirs = best_time(theirs, repeat=repeat, clock=args.clock)
-            rows.append({"op": name, "B": args.batch, "N": n, "pyg_ops ms": t_ours, "torch_cluster ms": t_theirs,
-                         "speed-up": t_theirs / t_ours, "same result": equal_})
+        for b in args.batch:
+            if b * n > args.max_total:
+                continue
+            pos, batch = clouds(b, n)
+            for name, (ours, theirs, equal) in ops(pos, batch).items():
+                if name == "fps" and n > args.max_fps:
+                    continue
+                a, c = ours(), theirs()
+                if equal is None:  # radius: equal where neither cut the ball at max_num_neighbors
+                    limit, centre = (64, 0) if name == "radius" else (32, 1)  # radius_graph: row 1 the centre
+                    count_a, count_c = (torch.bincount(e[centre], minlength=pos.shape[0]) for e in (a, c))
+                    full = (count_a < limit) & (count_c < limit)
+                    equal_ = edges(a[:, full[a[centre]]]) == edges(c[:, full[c[centre]]])
+                else:
+                    equal_ = bool(equal(a, c))
+                t_ours = best_time(ours, repeat=repeat, clock=args.clock)
+                t_theirs = best_time(theirs, repeat=repeat, clock=args.clock)
+                rows.append({"op": name, "B": b, "N": n, "pyg_ops ms": t_ours, "torch_cluster ms": t_theirs,
+                             "speed-up": t_theirs / t_ours, "same result": equal_})
+                print(rows[-1], flush=True)
     write_results("bench_pyg_ops", rows, {"clock": args.clock, "repeat": repeat, "threads": 1}, args.out)
 
 

@@ -36,6 +36,7 @@ _LAZY = {
     "dual_alignment_score": "metrics", "keypoint_miou": "metrics", "calibration_correlation": "metrics",
     "KeypointDetector": "models", "SkeletonAutoencoder": "models.autoencoder",
     "KeypointNet": "data", "collate_keypoints": "data", "evaluate_model": "evaluation",
+    "use_as_pyg_backend": "pyg_backend",
 }
 
 __all__ = [

@@ -16,6 +16,7 @@ per-cloud softmax (``torch_geometric.utils.softmax``), no padding; ``to_dense()`
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -229,8 +230,10 @@ class KeypointHead(nn.Module):
         super().__init__()
         for name, value in (("num_keypoints", num_keypoints), ("hidden_channels", hidden_channels),
                             ("in_channels", 1 if in_channels is None else in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise PCKeypointsError(f"{name} must be an integer >= 1, got {value!r}")
+        num_keypoints, hidden_channels = int(num_keypoints), int(hidden_channels)  # NumPy integers too
+        in_channels = None if in_channels is None else int(in_channels)
         if mlp is None:
             if in_channels is None:
                 raise PCKeypointsError("in_channels is needed for the default MLP")

@@ -102,3 +102,29 @@ def test_compiled_head_and_fused_sampling_loss_equal_eager(monkeypatch, variant)
         loss = fn(*problem())
         results.append((loss, *torch.autograd.grad(loss, list(head.parameters()))))
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
+
+
+@pytest.mark.slow
+@needs_fused_cpu
+@pytest.mark.parametrize("method", ["sampling", "sampling+js"])
+def test_compiled_sampling_loss_with_the_auto_sampler_equals_eager(monkeypatch, method):
+    """sampler="auto" (the default) compiles to one graph: choosing the fused kernel no longer traces its
+    build (which hashes the source: "Attempted to call function marked as skipped (_hashlib.openssl_sha1)")."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 64, generator=g, requires_grad=True)
+    basis = pk.PointBasis.from_points(torch.rand(2, 64, 3, generator=g))
+    target = torch.rand(2, 4, 3, generator=g)
+    loss_fn = pk.KeypointLoss(method, num_samples=4)
+
+    def step(logits):
+        return loss_fn(logits, basis, target, tau=0.5)
+
+    results = []
+    for fn in (step, torch.compile(step, fullgraph=True)):
+        torch.manual_seed(1)
+        loss = fn(logits)
+        results.append((loss, *torch.autograd.grad(loss, logits)))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))

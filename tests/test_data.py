@@ -304,3 +304,15 @@ def test_ascii_pcd_of_float_fields_keeps_every_digit(tmp_path):
         rows = [[offset + 0.001 * i, offset - 0.002 * i, 0.5 * i, 0] for i in range(4)]
         points = read_pcd(_write_ascii(tmp_path / "far.pcd", rows), dtype=np.float64)
         np.testing.assert_allclose(points, np.array(rows)[:, :3], rtol=0, atol=1e-9)
+
+
+def test_num_keypoints_is_an_int_that_builds_a_head(bathtub):
+    """Bug 4: num_keypoints was an np.int64, which KeypointHead refused; NumPy integers are taken too."""
+    import pckeypoints as pk
+
+    assert type(bathtub.num_keypoints) is int
+    head = pk.KeypointHead(8, bathtub.num_keypoints)
+    assert head.num_keypoints == bathtub.num_keypoints
+    head = pk.KeypointHead(np.int32(8), np.int64(5), hidden_channels=np.int64(16))
+    assert type(head.num_keypoints) is int
+    assert head(torch.randn(1, 20, 8), torch.rand(1, 20, 3)).logits.shape == (1, 5, 20)

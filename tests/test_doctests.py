@@ -6,7 +6,8 @@ import pytest
 
 PUBLIC = [
     "pckeypoints", "pckeypoints.basis", "pckeypoints.head", "pckeypoints.losses", "pckeypoints.argmax",
-    "pckeypoints.schedules", "pckeypoints.neighbors", "pckeypoints.pyg_ops", "pckeypoints.validation", "pckeypoints.models.detector",
+    "pckeypoints.schedules", "pckeypoints.neighbors", "pckeypoints.pyg_ops", "pckeypoints.pyg_backend",
+    "pckeypoints.validation", "pckeypoints.models.detector",
 ]
 
 

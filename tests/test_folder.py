@@ -10,7 +10,7 @@ from box_folder import CORNER_NAMES, make_box_folder, seamed_meshes
 
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointFolder, collate_keypoints, read_points
-from pckeypoints.errors import ReadError
+from pckeypoints.errors import PCKeypointsError, ReadError
 
 TINY = ["--width", "0.25", "--hidden-channels", "16", "--batch-size", "4", "--epochs", "1", "--method", "sampling",
         "--num-samples", "4", "--no-progress"]
@@ -219,6 +219,61 @@ def test_pyg_view_batches_ragged_clouds_with_dense_keypoints(boxes):
     for b in range(3):  # point_index indexes each graph's own points
         mask = batch.mask[b]
         assert torch.equal(batch.pos[batch.batch == b][batch.point_index[b][mask]], batch.y[b][mask])
+
+
+def test_pyg_fixed_points_keeps_keypoints_on_kept_points(boxes):
+    """Bug 5: T.FixedPoints raised IndexError on the 0-d scale; the keypoints now follow the subsampling."""
+    import torch_geometric.transforms as T
+
+    from pckeypoints.data.pyg import PyGKeypoints
+
+    folder = KeypointFolder(boxes[0], "train", num_points=512)
+    torch.manual_seed(0)
+    data = PyGKeypoints(folder, transform=T.FixedPoints(128, replace=False))[0]
+    item, mask = folder[0], data.mask[0]
+    assert data.pos.shape == (128, 3) and data.scale.shape == (1,) and "node_id" not in data
+    assert torch.equal(data.pos[data.point_index[0][mask]], data.y[0][mask])
+    kept = (item["points"][:, None] == data.pos[None]).all(-1).any(1)  # which original points survived
+    nearest = torch.cdist(item["keypoints"][mask], item["points"][kept]).min(1).values
+    assert torch.allclose((data.y[0][mask] - item["keypoints"][mask]).norm(dim=1), nearest, atol=1e-5)  # the nearest
+
+
+def test_pyg_transforms_move_the_keypoints_with_the_points(boxes):
+    """Bug 6: NormalizeScale moved pos and not y (silently wrong targets); now y follows, and center/scale
+    take in a translation + scaling; a transform that makes new points is refused, naming it."""
+    import torch_geometric.transforms as T
+    from torch_geometric.loader import DataLoader
+
+    from pckeypoints.data.pyg import PyGKeypoints
+
+    folder = KeypointFolder(boxes[0], "train", num_points=512)
+    item = folder[1]
+    for transform in (T.NormalizeScale(), T.Compose([T.Center(), T.RandomScale((2, 3))]),
+                      T.Compose([T.NormalizeScale(), T.FixedPoints(300, replace=False)])):
+        data = PyGKeypoints(folder, transform=transform)[1]
+        mask = data.mask[0]
+        assert not torch.allclose(data.pos[:10], item["points"][:10])
+        assert torch.equal(data.pos[data.point_index[0][mask]], data.y[0][mask])
+        original = item["points"] * item["scale"] + item["center"]  # original = points * scale + center, kept
+        back = data.pos * data.scale + data.center
+        assert float(torch.cdist(back.double(), original.double()).min(1).values.max()) < 1e-5, transform
+        if data.pos.shape[0] == 512:  # no point dropped: the same keypoints
+            back = data.y[0][mask] * data.scale + data.center
+            assert torch.allclose(back, item["keypoints"][mask] * item["scale"] + item["center"], atol=1e-5)
+    data = PyGKeypoints(folder, transform=T.RandomRotate(90, axis=2))[1]
+    mask = data.mask[0]
+    assert torch.equal(data.pos[data.point_index[0][mask]], data.y[0][mask])
+    assert torch.equal(data.scale, item["scale"].reshape(1))  # a rotation is an augmentation: not recorded
+    batch = next(iter(DataLoader(PyGKeypoints(folder, transform=T.NormalizeScale()), batch_size=3)))
+    assert batch.scale.shape == (3,) and batch.y.shape[0] == 3
+
+    class AddMirror(T.BaseTransform):  # makes new points (as GridSampling does, which needs pyg-lib)
+        def forward(self, data):
+            data.pos = torch.cat([data.pos, -data.pos])
+            return data
+
+    with pytest.raises(PCKeypointsError, match="AddMirror"):
+        PyGKeypoints(folder, transform=AddMirror())[0]
 
 
 def test_pyg_view_of_keypointnet(tmp_path):

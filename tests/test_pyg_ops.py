@@ -107,9 +107,66 @@ def test_bad_input_is_one_line_error():
     x, batch = ragged([5, 5])
     with pytest.raises(PCKeypointsError, match="sorted"):
         knn(x, x, 2, batch.flip(0), batch)
-    with pytest.raises(PCKeypointsError, match="1- to 3-D"):
-        fps(torch.rand(10, 4))
+    with pytest.raises(PCKeypointsError, match="max_num_neighbors"):
+        radius(x, x, 0.5, max_num_neighbors=0)
     with pytest.raises(PCKeypointsError, match="NaN"):
         radius(x, torch.full((1, 3), float("nan")), 0.5)
     with pytest.raises(PCKeypointsError, match="ratio"):
         fps(x, batch, ratio=0)
+
+
+def test_radius_graph_truncates_to_torch_clusters_degrees():
+    """Bug 2: the point itself is left out before counting max_num_neighbors (was 17 of 16 for most points)."""
+    x = torch.rand(2000, 3, generator=torch.Generator().manual_seed(0))
+    got = radius_graph(x, 0.3, max_num_neighbors=16)
+    want = torch_cluster.radius_graph(x, 0.3, max_num_neighbors=16)
+    assert got[1].bincount().max() == 16
+    assert torch.equal(got[1].bincount(minlength=2000), want[1].bincount(minlength=2000))
+    x, batch = ragged(SIZES, seed=10)
+    full = radius_graph(x, 0.6, batch, max_num_neighbors=None)
+    got = radius_graph(x, 0.6, batch, max_num_neighbors=5)
+    assert bool((got[0] != got[1]).all())
+    # min(ball, 5) others everywhere, as pyg-lib's ignore_same_index (torch-cluster 1.6.3 drops the point after
+    # truncating: where its k-d tree's subset misses the point itself, 6 remain: points 67, 72, 75, 78 here)
+    degree = got[1].bincount(minlength=x.shape[0])
+    assert torch.equal(degree, full[1].bincount(minlength=x.shape[0]).clamp(max=5))
+    with_loops = radius_graph(x, 0.6, batch, True, max_num_neighbors=5)
+    want = torch_cluster.radius_graph(x, 0.6, batch, True, max_num_neighbors=5)
+    assert torch.equal(with_loops[1].bincount(minlength=x.shape[0]), want[1].bincount(minlength=x.shape[0]))
+    # the kept neighbours are the first others by index
+    for i in range(x.shape[0]):
+        assert got[0, got[1] == i].tolist() == full[0, full[1] == i].sort().values[:5].tolist()
+
+
+def brute_radius(x, y, r, batch_x, batch_y):
+    d = torch.cdist(y.double(), x.double())
+    inside = (d < r) & (batch_y[:, None] == batch_x[None])
+    return inside.nonzero().t()
+
+
+@pytest.mark.parametrize("dim", [3, 5])
+def test_radius_without_a_neighbour_limit_keeps_whole_balls(dim):
+    """Bug 9: max_num_neighbors=None (PyG's advice for unbiased balls) keeps every point within r."""
+    x, batch_x = ragged([300, 40, 500], dim, seed=11)
+    y, batch_y = ragged([20, 5, 30], dim, seed=12)
+    r = 1.4 if dim == 5 else 0.7
+    got = radius(x, y, r, batch_x, batch_y, max_num_neighbors=None)
+    want = brute_radius(x, y, r, batch_x, batch_y)
+    assert got[0].bincount().max() > 64 and edge_set(got) == edge_set(want)  # balls beyond the first 64 slots
+    assert edge_set(radius_graph(x, r, batch_x, max_num_neighbors=None)) == edge_set(
+        torch_cluster.radius_graph(x, r, batch_x, max_num_neighbors=10**6))
+
+
+@pytest.mark.parametrize("dim", [4, 7])
+def test_fps_and_radius_take_more_than_three_dimensions(dim):
+    """Bug 9: positions (or features) of any dimension, as PyG's ops take them."""
+    x, batch = ragged(SIZES, dim, seed=13)
+    assert torch.equal(fps(x, batch, 0.4, random_start=False), torch_cluster.fps(x, batch, 0.4, random_start=False))
+    y, batch_y = ragged([5, 9, 0, 12], dim, seed=14)
+    r = 1.0 if dim == 4 else 1.5
+    got = radius(x, y, r, batch, batch_y, max_num_neighbors=100)
+    assert edge_set(got) == edge_set(torch_cluster.radius(x, y, r, batch, batch_y, max_num_neighbors=100))
+    assert edge_set(got) == edge_set(brute_radius(x, y, r, batch, batch_y)) and got.shape[1] > 20
+    cut = radius(x, y, r, batch, batch_y, max_num_neighbors=3)
+    for i in range(y.shape[0]):
+        assert cut[1, cut[0] == i].tolist() == got[1, got[0] == i][:3].tolist()

@@ -120,7 +120,7 @@ class KeypointNet(KeypointClouds):
 
         annotation_file = self.root / "annotations" / f"{self.category}.json"
         models = _read_annotations(annotation_file, self.class_id)
-        self.num_keypoints = 1 + max(max(ids) for _, ids, _, _ in models.values())
+        self.num_keypoints = 1 + int(max(max(ids) for _, ids, _, _ in models.values()))  # a Python int
         if split is not None:
             keep = _read_split(self.root / "splits" / f"{split}.txt", self.class_id)
             models = {model_id: model for model_id, model in models.items() if model_id in keep}
