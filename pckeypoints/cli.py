@@ -5,6 +5,8 @@
   the best checkpoint on the test split (``--no-test`` skips it). Multi-GPU/multi-node: ``torchrun --nproc-per-node 2 -m
   pckeypoints train ...``.
 - ``eval RUN_OR_CKPT [--split test] [--out DIR]``: metrics tables (markdown + JSON) and figures.
+- ``calibrate RUN_OR_CKPT [--split val] [-o OUT.pt]``: fit the temperature of the keypoints' confidence on the
+  validation split and store it in the checkpoint (its ``best.pt``, else ``last.pt``, in place unless ``-o``).
 - ``predict RUN_OR_CKPT FILE [-o OUT.json]``: keypoints of a ``.pcd``/``.ply``/``.obj``/... file;
   ``predict RUN_OR_CKPT FILE... | DIR [-o OUT_DIR]``: of many, with one model load (JSON lines on stdout, or
   ``OUT_DIR/NAME.json``); an input that cannot be read is skipped with a line naming it, and the command ends
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_eval(commands)
+    _add_calibrate(commands)
     _add_predict(commands)
     _add_export(commands)
     viz_parser = commands.add_parser("viz", help="render or show a cloud with keypoints")
@@ -101,6 +104,16 @@ def _add_eval(commands) -> None:
                           "(default: the run's)")
 
 
+def _add_calibrate(commands) -> None:
+    calibrate = commands.add_parser("calibrate", help="fit the confidence temperature of a detector on the "
+                                    "validation split and store it in its checkpoint")
+    calibrate.add_argument("checkpoint", help="run folder (its best.pt, else last.pt) or checkpoint file")
+    calibrate.add_argument("--split", choices=("train", "val", "test"), default="val")
+    calibrate.add_argument("-o", "--output", help="write the calibrated checkpoint here (default: in place)")
+    calibrate.add_argument("--data-root", help="KeypointNet folder (default: the run's, else $PCKP_DATA)")
+    calibrate.add_argument("--device", default="cpu")
+
+
 def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="predict keypoints of point cloud or mesh files")
     predict.add_argument("checkpoint", help="run folder, checkpoint file or exported program (.pt2)")
@@ -132,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if handled else None
     try:
-        commands = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "viz": _viz}
+        commands = {"train": _train, "eval": _eval, "calibrate": _calibrate, "predict": _predict, "export": _export,
+                    "viz": _viz}
         return commands[args.command](args)
     except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
@@ -245,6 +259,16 @@ def _eval(args) -> int:
         raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")
     _report(args.checkpoint, args.split, out_dir, data_root=args.data_root, max_models=args.max_models,
             device=args.device, readout=args.readout)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .evaluate_checkpoint import calibrate_checkpoint
+
+    path, fit = calibrate_checkpoint(args.checkpoint, args.split, args.device, args.output, data_root=args.data_root)
+    print(f"temperature {fit.temperature:.4g} on {fit.num_keypoints} {args.split} keypoints: NLL {fit.nll_before:.4f} "
+          f"-> {fit.nll_after:.4f}, ECE {fit.ece_before:.4f} -> {fit.ece_after:.4f}")
+    print(f"calibrated checkpoint: {path}")
     return 0
 
 

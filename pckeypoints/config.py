@@ -20,7 +20,8 @@ The defaults are the project's recipe, the speedrun's best accuracy per CPU seco
 apply to both modes (set ``[augment] jitter = 0``, ``scale_lo = scale_hi = 1`` for none).
 
 Each field has one command-line flag, ``--<name>`` (``--data`` and ``--data-root`` for ``data.folder`` and
-``data.root``, ``--eval-split`` and ``--eval-every`` for ``eval.split`` and ``eval.every``): :func:`config_fields`.
+``data.root``, ``--eval-split``, ``--eval-every`` and ``--confidence-temperature`` for ``eval.split``,
+``eval.every`` and ``eval.temperature``): :func:`config_fields`.
 Every field is checked on construction, type first, then value; a field of the other mode's loss (``sampler``
 of an unsupervised run), ``sigma`` with the k-NN basis and ``knn_k`` or ``knn_factor`` with a fixed one are errors:
 each problem raises one :class:`~pckeypoints.errors.ConfigError` naming the field (and the TOML file it came from).
@@ -181,6 +182,8 @@ class EvalConfig:
     readout: str = "snapped"  # pckeypoints.readouts: best on experiments/results/evidence
     split: str = _flag("eval_split", "val")  # split that selects best.pt
     every: int = _flag("eval_every", 1)  # evaluate every n epochs (and after the last)
+    # T of the maps for the keypoints' confidence only, never their estimate; set by `pckeypoints calibrate`
+    temperature: float = _flag("confidence_temperature", 1.0)
 
 
 @dataclass
@@ -486,7 +489,7 @@ def _check_ranges(c: TrainConfig) -> None:
                 "data.max_models": 1, "data.num_workers": 0, "run.seed": 0, "run.procs": 1, "loss.tau_epochs": 1}
     at_most = {"run.seed": 2**32 - 1}  # the epochs' seeds derived from it fit torch's 64 bits
     positive = ("loss.tau_start", "loss.tau_end", "optim.lr", "model.width", "model.radius_scale",
-                "augment.scale_lo", "model.sigma", "model.knn_factor")
+                "augment.scale_lo", "model.sigma", "model.knn_factor", "eval.temperature")
     non_negative = ["optim.weight_decay", "augment.jitter"]
     if c.mode == "supervised":
         positive += ("loss.target_sigma",)

@@ -1,5 +1,5 @@
 """The one path from a checkpoint to its metrics on a split, used by ``pckeypoints eval``, the experiments and
-the shipping script."""
+the shipping script; and :func:`calibrate_checkpoint`, the confidence temperature of ``pckeypoints calibrate``."""
 from __future__ import annotations
 
 import shutil
@@ -8,13 +8,14 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import collate_keypoints
 from .devices import resolve_device
-from .errors import PCKeypointsError
+from .errors import CheckpointError, PCKeypointsError
+from .evaluation import TemperatureFit, fit_confidence_temperature
 
-__all__ = ["Evaluation", "evaluate_checkpoint"]
+__all__ = ["Evaluation", "calibrate_checkpoint", "evaluate_checkpoint"]
 
 
 @dataclass
@@ -59,3 +60,28 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     return Evaluation(metrics, len(dataset), config, state["epoch"], out_dir)
+
+
+def calibrate_checkpoint(checkpoint: str | Path, split: str = "val", device: str = "cpu", out: str | Path | None = None,
+                         **overrides) -> tuple[Path, TemperatureFit]:
+    """Fit the confidence temperature of ``checkpoint`` (resolved as in :func:`evaluate_checkpoint`) on ``split``
+    (:func:`~pckeypoints.evaluation.fit_confidence_temperature`, for its ``eval.readout``) and store it as the
+    config's ``eval.temperature`` in ``out`` (default: the checkpoint file itself, rewritten atomically; the
+    weights and training state unchanged). ``overrides`` as in :func:`evaluate_checkpoint`; they only select
+    the data. Returns ``(the file written, the fit)``."""
+    path = resolve_checkpoint(checkpoint, prefer_best=True)
+    task, model, config, _ = load_checkpoint(path)
+    if config.mode != "supervised":
+        raise CheckpointError(f"{path} was written by the {config.mode} mode; only detectors have a confidence "
+                              f"to calibrate")
+    data_config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    dataset = task.dataset(data_config, split, train=False)
+    if len(dataset) == 0:
+        raise PCKeypointsError(f"the {split} split of {config.data.label} is empty")
+    loader = DataLoader(dataset, config.optim.batch_size, shuffle=False, collate_fn=collate_keypoints)
+    fit = fit_confidence_temperature(model.to(resolve_device(device)), loader, config.eval.readout)
+    state, _ = read_checkpoint(path)
+    state["config"] = config.replace(confidence_temperature=fit.temperature).to_dict()
+    out = Path(out) if out is not None else path
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "format_version")}, out)
+    return out, fit

@@ -23,14 +23,15 @@ from .config import EvalConfig, TrainConfig
 from .data import transforms
 from .errors import InputError
 from .head import KeypointMaps, RaggedKeypointMaps
-from .metrics.calibration import within_radius_probability
+from .metrics.calibration import (expected_calibration_error, fit_temperature, mixture_within, within_radius_nll,
+                                  within_radius_probability)
 from .metrics.geodesic import snap_to_points
 from .metrics.summary import keypoint_records, records_metrics
 from .readouts import READOUTS, read_out
 from .validation import check_cloud
 
-__all__ = ["THRESHOLD", "ModelEvaluation", "collect_predictions", "collect_readouts", "evaluate_model",
-           "predict_keypoints", "run_on_cloud"]
+__all__ = ["THRESHOLD", "ModelEvaluation", "TemperatureFit", "collect_predictions", "collect_readouts",
+           "evaluate_model", "fit_confidence_temperature", "predict_keypoints", "run_on_cloud"]
 
 #: The PCK threshold of the tables, in dataset units (KeypointNet's PCK@0.01).
 THRESHOLD = 0.01
@@ -48,7 +49,7 @@ class ModelEvaluation:
 
 
 def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, batch_size: int = 8,
-                   progress: bool = False) -> ModelEvaluation:
+                   progress: bool = False, temperature: float = EvalConfig.temperature) -> ModelEvaluation:
     """The metrics and records of ``pckeypoints eval`` for any keypoint model, in the dataset's units.
 
     Args:
@@ -62,41 +63,41 @@ def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, bat
             own coordinates, where the PCK thresholds (KeypointNet's 0.01) are defined.
         readout: the headline readout of the ``pck@t`` curve and ``mean_error`` (every readout is scored;
             default: the config's ``eval.readout``).
+        temperature: of the confidence (:func:`collect_readouts`; default 1, the uncalibrated map).
     """
-    predictions = collect_readouts(model, _loader(data, batch_size), progress=progress)
+    predictions = collect_readouts(model, _loader(data, batch_size), progress=progress, temperature=temperature)
     records = keypoint_records(predictions)
     return ModelEvaluation(records_metrics(records, readout), records, predictions)
 
 
 @torch.no_grad()
 def collect_readouts(model: Callable, loader, readouts: tuple[str, ...] = READOUTS,
-                     threshold: float = THRESHOLD, progress: bool = False) -> dict:
+                     threshold: float = THRESHOLD, progress: bool = False, temperature: float = 1.0) -> dict:
     """Run ``model`` over ``loader`` (both as in :func:`evaluate_model`).
 
     Returns a dict, everything on the CPU and in the dataset's original coordinates:
     ``pred`` ``{readout: (M, K, 3)}``, ``within`` ``{readout: (M, K)}`` P(target within ``threshold`` of
-    that estimate) under the map's mixture, ``peak (M, K)`` max π, ``target (M, K, 3)``, ``mask (M, K)``,
-    ``points (M, N, 3)`` (a list of ``(N_i, 3)`` where the clouds differ in size), ``point_index (M, K)`` and
-    ``model_id`` (M strings).
+    that estimate) under the map's mixture with its components at ``temperature`` (the calibrated confidence;
+    the estimates are read from the map itself), ``within_raw`` the same at T = 1, ``peak (M, K)`` max π,
+    ``target (M, K, 3)``, ``mask (M, K)``, ``points (M, N, 3)`` (a list of ``(N_i, 3)`` where the clouds differ
+    in size), ``point_index (M, K)`` and ``model_id`` (M strings).
     """
-    device = None  # a plain callable gets the batches where the loader puts them
-    if isinstance(model, nn.Module):
-        device = next(model.eval().parameters(), torch.empty(0)).device
     parts: dict[str, list] = {k: [] for k in ("peak", "target", "mask", "point_index")}
     pred: dict[str, list] = {r: [] for r in readouts}
     within: dict[str, list] = {r: [] for r in readouts}
+    within_raw: dict[str, list] = {r: [] for r in readouts}
     points: list[Tensor] = []
     model_ids: list[str] = []
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        inputs, batch = _model_inputs(batch)
-        probs, basis = _dense_maps(model(*(x.to(device) if device else x for x in inputs)))
+    for probs, basis, batch in _maps(model, loader, progress):
         scale, center = batch["scale"].double().cpu(), batch["center"].double().cpu()
         sigma = basis.bandwidth[..., 0].expand(probs.shape[0], -1)
         for readout in readouts:
             estimate = read_out(probs, basis, readout)
             pred[readout].append(estimate.cpu().double() * scale[:, None, None] + center[:, None])
-            within[readout].append(within_radius_probability(estimate, probs, basis.pos, sigma,
-                                                             threshold / scale.to(probs.device)).cpu())
+            radius = threshold / scale.to(probs.device)
+            within_raw[readout].append(within_radius_probability(estimate, probs, basis.pos, sigma, radius).cpu())
+            within[readout].append(within_raw[readout][-1] if temperature == 1 else within_radius_probability(
+                estimate, probs, basis.pos, sigma, radius, temperature).cpu())
         parts["peak"].append(probs.amax(-1).cpu())
         parts["target"].append(batch["keypoints"].double().cpu() * scale[:, None, None] + center[:, None])
         points += [p.double().cpu() * s + c for p, s, c in zip(batch["points"], scale, center)]
@@ -110,7 +111,64 @@ def collect_readouts(model: Callable, loader, readouts: tuple[str, ...] = READOU
             "points": torch.stack(points) if same_size else points,
             "pred": {r: torch.cat(v) for r, v in pred.items()},
             "within": {r: torch.cat(v) for r, v in within.items()},
+            "within_raw": {r: torch.cat(v) for r, v in within_raw.items()},
             "model_id": model_ids}
+
+
+@dataclass
+class TemperatureFit:
+    """What :func:`fit_confidence_temperature` found: the ``temperature`` and, on the keypoints it was fitted to,
+    the Bernoulli NLL and ECE of the within-radius probability at T = 1 (``*_before``) and at it (``*_after``)."""
+
+    temperature: float
+    num_keypoints: int
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+
+
+@torch.no_grad()
+def fit_confidence_temperature(model: Callable, loader, readout: str, threshold: float = THRESHOLD,
+                               progress: bool = False) -> TemperatureFit:
+    """The temperature T of the maps' components (:func:`~pckeypoints.metrics.calibration.fit_temperature`) whose
+    within-radius probability best predicts, by Bernoulli NLL, whether each annotated target of ``loader`` lies
+    within ``threshold`` (Euclidean, dataset units) of the ``readout`` estimate of its map."""
+    rows: dict[str, list] = {k: [] for k in ("probs", "distance", "sigma")}
+    radius, correct = [], []
+    for probs, basis, batch in _maps(model, loader, progress):
+        scale = batch["scale"].double().to(probs.device)
+        estimate = read_out(probs, basis, readout).double()
+        mask = batch["mask"].to(probs.device)
+        error = (estimate - batch["keypoints"].double().to(probs.device)).norm(dim=-1) * scale[:, None]
+        maps = {"probs": probs.double(), "distance": torch.cdist(estimate, basis.pos.double().expand(len(probs), -1, -1)),
+                "sigma": basis.bandwidth[..., 0].double().expand(len(probs), -1)[:, None].expand_as(probs)}
+        for key, value in maps.items():
+            rows[key] += list(value[mask].cpu())  # (N,) per annotated keypoint
+        radius.append((threshold / scale)[:, None].expand_as(mask)[mask].cpu())
+        correct.append((error <= threshold)[mask].cpu())
+    if not correct:
+        raise InputError("cannot fit a temperature on an empty split")
+    width = max(len(row) for row in rows["probs"])  # clouds of different sizes: padded with π = 0
+    probs, distance, sigma = (torch.stack([nn.functional.pad(row, (0, width - len(row)), value=1.0 if k == "sigma" else 0.0)
+                                           for row in rows[k]]) for k in ("probs", "distance", "sigma"))
+    radius, correct = torch.cat(radius), torch.cat(correct)
+    temperature = fit_temperature(probs, distance, sigma, radius, correct)
+    scores = {t: (within_radius_nll(t, probs, distance, sigma, radius, correct),
+                  expected_calibration_error(mixture_within(t, probs, distance, sigma, radius), correct))
+              for t in (1.0, temperature)}
+    return TemperatureFit(temperature, len(correct), scores[1.0][0], scores[temperature][0], scores[1.0][1],
+                          scores[temperature][1])
+
+
+def _maps(model: Callable, loader, progress: bool):
+    """``(probabilities (B, K, N), basis, batch fields)`` of ``model`` on each batch of ``loader``."""
+    device = None  # a plain callable gets the batches where the loader puts them
+    if isinstance(model, nn.Module):
+        device = next(model.eval().parameters(), torch.empty(0)).device
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        inputs, batch = _model_inputs(batch)
+        yield *_dense_maps(model(*(x.to(device) if device else x for x in inputs))), batch
 
 
 def _loader(data, batch_size: int):
@@ -179,7 +237,8 @@ def run_on_cloud(model: nn.Module, points: Tensor, config: TrainConfig) -> tuple
 def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, threshold: float = THRESHOLD) -> dict:
     """Keypoints of one cloud ``points (N, 3)`` by ``config.eval.readout``, as a JSON-ready dict: ``keypoints``,
     ``semantic_ids`` (the data's id of each: those trained, ``model.semantic_ids``), ``readout``,
-    ``confidence`` (the map's probability that the keypoint lies within ``confidence_radius`` of the estimate),
+    ``confidence`` (the map's probability that the keypoint lies within ``confidence_radius`` of the estimate, at
+    ``config.eval.temperature``: see :func:`~pckeypoints.metrics.calibration.fit_temperature`),
     ``confidence_radius`` (``threshold`` x the cloud's bounding-box diagonal, in its units: the PCK radius of a
     ShapeNet model, whose diagonal is 1, scaled with the cloud), ``peak`` (its largest point probability) and
     ``snapped`` (the nearest cloud points)."""
@@ -189,7 +248,8 @@ def predict_keypoints(model: nn.Module, points: Tensor, config: TrainConfig, thr
     estimate = read_out(probs, maps.basis, config.eval.readout)
     sigma = maps.basis.bandwidth[..., 0]
     radius = threshold * float((points.amax(0) - points.amin(0)).norm())
-    confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, radius / float(scale))[0]
+    confidence = within_radius_probability(estimate, probs, maps.basis.pos, sigma, radius / float(scale),
+                                           config.eval.temperature)[0]
     keypoints = estimate[0].cpu().double() * scale + center
     return {
         "keypoints": keypoints.tolist(),

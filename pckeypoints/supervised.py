@@ -71,7 +71,7 @@ class SupervisedTask:
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
         """Euclidean PCK of ``eval.readout`` (cheap: run after every epoch to select ``best.pt``)."""
-        predictions = collect_readouts(model, loader, (config.eval.readout,))
+        predictions = collect_readouts(model, loader, (config.eval.readout,), temperature=config.eval.temperature)
         return records_metrics(keypoint_records(predictions, geodesic=False), config.eval.readout)
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
@@ -83,7 +83,7 @@ class SupervisedTask:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         readout = config.eval.readout
-        result = evaluate_model(model, loader, readout)
+        result = evaluate_model(model, loader, readout, temperature=config.eval.temperature)
         predictions, records, metrics = result.predictions, result.records, result.metrics
         title = f"{config.data.label} {config.loss.method}"
         torch.save({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
@@ -93,24 +93,26 @@ class SupervisedTask:
             correct = records[f"dist/{readout}"] <= THRESHOLD
             figures.plot_pck_curves({title: (CURVE_THRESHOLDS.tolist(), [metrics[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])},
                                     out_dir / "pck_curve.png", title=f"PCK on {config.data.label}")
-            figures.plot_calibration(records[f"within/{readout}"].numpy(), correct.numpy(),
-                                     out_dir / "calibration.png")
+            figures.plot_calibration(records[f"within/{readout}"].numpy(), correct.numpy(), out_dir / "calibration.png",
+                                     before=records[f"within_raw/{readout}"].numpy())
             figures.render_gallery(gallery_items(predictions, readout, 8), out_dir / "gallery.png",
                                    title=gallery_title(config, loader, readout), legend=True, if_available=True)
         return metrics
 
     def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
         """One row per readout (``*``: the run's ``eval.readout``): Euclidean and official (geodesic) PCK@0.01,
-        PCK@0.05, mean error and the ECE of the within-0.01 probability."""
+        PCK@0.05, mean error and the ECE of the within-0.01 probability at the run's temperature and at T = 1."""
         t, coarse = f"{THRESHOLD:.2f}", f"{COARSE_THRESHOLD:.2f}"
         readouts = [name.split("/", 1)[1] for name in metrics if name.startswith(f"pck@{t}/")]
-        columns = [f"pck@{t}", f"geo_pck@{t}", f"pck@{coarse}", "mean_error", "ece"]
+        columns = [f"pck@{t}", f"geo_pck@{t}", f"pck@{coarse}", "mean_error", "ece", "ece_raw"]
         rows = [[r + ("*" if r == config.eval.readout else ""),
                  *(metrics.get(f"{c}/{r}", float("nan")) for c in columns)] for r in readouts]
-        header = ["readout", f"pck@{t}", f"geo_pck@{t} (official)", f"pck@{coarse}", "mean_error", "ece"]
+        header = ["readout", f"pck@{t}", f"geo_pck@{t} (official)", f"pck@{coarse}", "mean_error", "ece",
+                  "ece (T = 1)"]
         return markdown_table(header, rows) + (
             f"\npck: Euclidean d <= t; geo_pck: KeypointNet's official geodesic d < t from the estimate snapped "
-            f"to the cloud; distances in the dataset's units; ece: of P(within {t}).\n")
+            f"to the cloud; distances in the dataset's units; ece: of the confidence P(within {t}) at the "
+            f"temperature T = {config.eval.temperature:.3g} of `pckeypoints calibrate`, and at T = 1.\n")
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """See :func:`~pckeypoints.evaluation.predict_keypoints`."""

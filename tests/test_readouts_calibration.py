@@ -150,6 +150,7 @@ def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
     predictions["pred"]["top"] = predictions["target"] + torch.tensor([[[0.0, 0, 0], [0.03, 0, 0], [0.06, 0, 0]]],
                                                                       dtype=torch.float64)
     predictions["within"]["top"] = predictions["within"]["expectation"]
+    predictions["within_raw"] = {r: within / 2 for r, within in predictions["within"].items()}
     metrics = records_metrics(keypoint_records(predictions))
     assert metrics["pck@0.05/expectation"] == 1.0 and metrics["pck@0.05/top"] == pytest.approx(2 / 3)
     assert metrics["mean_error/top"] == pytest.approx(0.03) and metrics["mean_error/expectation"] == metrics["mean_error"]
@@ -157,7 +158,8 @@ def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
     lines = SupervisedTask().summary(metrics, config).splitlines()
     assert lines[0].split("|")[1].strip() == "readout" and len(lines) == 2 + 2 + 2  # header, rule, rows, note
     top = [cell.strip() for cell in lines[3].split("|")[1:-1]]
-    assert top == ["top*", "0.3333", "0.3333", "0.6667", "0.0300", f"{metrics['ece/top']:.4f}"]
+    assert top == ["top*", "0.3333", "0.3333", "0.6667", "0.0300", f"{metrics['ece/top']:.4f}",
+                   f"{metrics['ece_raw/top']:.4f}"]
     unsupervised = UnsupervisedTask().summary({"das": 0.5, "das_sm": 0.75, "miou@0.1": 0.25, "neg_reconstruction": -2.0,
                                                "das_sm_shapes": 9}, TrainConfig.from_fields(mode="unsupervised"))
     assert [c.strip() for c in unsupervised.splitlines()[2].split("|")[1:-1]] == ["0.5000", "0.7500", "0.2500", "2.0000"]

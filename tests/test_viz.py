@@ -171,6 +171,7 @@ def test_reliability_bins_and_calibration_plot(tmp_path):
     np.testing.assert_allclose(accuracy, [0.0, 0.5, 1.0])
     np.testing.assert_array_equal(count, [1, 2, 2])
     assert _png_size(plot_calibration(confidence, correct, tmp_path / "cal.png")) == PLOT_SIZE
+    assert _png_size(plot_calibration(confidence, correct, tmp_path / "both.png", before=[0.5] * 5)) == PLOT_SIZE
     with pytest.raises(ValueError, match="within"):
         reliability_bins([1.5], [True])
 

@@ -124,21 +124,28 @@ def reliability_bins(confidence, correct, n_bins: int = 10) -> tuple[np.ndarray,
     return mean_confidence, accuracy, count[used]
 
 
-def plot_calibration(confidence, correct, path, n_bins: int = 10) -> Path:
+def plot_calibration(confidence, correct, path, n_bins: int = 10, before=None) -> Path:
     """Reliability diagram: per-bin accuracy against mean confidence (marker area ~ bin size).
 
     Args:
         confidence: (M,) predicted confidence in [0, 1].
         correct: (M,) whether each prediction was correct.
+        before: (M,) the same predictions' confidence before calibration (T = 1), drawn beside it.
     """
-    mean_confidence, accuracy, count = reliability_bins(confidence, correct, n_bins)
-    ece = float(np.sum(count * np.abs(accuracy - mean_confidence)) / count.sum())
+    series = {"calibrated": confidence, "before (T = 1)": before} if before is not None else {"bins": confidence}
     fig = Figure(figsize=FIGSIZE)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.scatter(mean_confidence, accuracy, s=20 + 200 * count / count.max(), zorder=3, label="bins")
+    eces = []
+    for (label, values), marker in zip(reversed(series.items()), "os"):
+        mean_confidence, accuracy, count = reliability_bins(values, correct, n_bins)
+        ece = float(np.sum(count * np.abs(accuracy - mean_confidence)) / count.sum())
+        eces.append(ece)
+        ax.scatter(mean_confidence, accuracy, s=20 + 200 * count / count.max(), zorder=3, marker=marker,
+                   alpha=0.7 if before is not None else 1, label=f"{label}, ECE {ece:.3f}" if before is not None else label)
+    ece_text = f"ECE {eces[0]:.3f} -> {eces[1]:.3f}" if before is not None else f"ECE {eces[0]:.3f}"
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"Calibration (ECE {ece:.3f}, {count.sum()} predictions)")
+           title=f"Calibration ({ece_text}, {count.sum()} predictions)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()

@@ -28,13 +28,15 @@ COARSE_THRESHOLD = 0.05
 def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL_GRAPH_K) -> dict[str, Tensor]:
     """One entry per annotated keypoint, ``(M,)`` each: ``cloud`` (index into ``model_id``), ``keypoint``
     (semantic id), ``peak``, and for every readout r ``dist/r`` (Euclidean), ``geo/r`` (geodesic from the
-    snapped estimate, if ``geodesic``) and ``within/r``."""
+    snapped estimate, if ``geodesic``), ``within/r`` (the calibrated confidence) and, if ``predictions`` hold it, ``within_raw/r`` (at T = 1)."""
     mask = predictions["mask"]
     cloud, keypoint = mask.nonzero(as_tuple=True)
     records = {"cloud": cloud, "keypoint": keypoint, "peak": predictions["peak"][mask].double()}
     for readout, pred in predictions["pred"].items():
         records[f"dist/{readout}"] = (pred - predictions["target"])[mask].norm(dim=-1)
         records[f"within/{readout}"] = predictions["within"][readout][mask]
+        if "within_raw" in predictions:
+            records[f"within_raw/{readout}"] = predictions["within_raw"][readout][mask]
     if geodesic:
         geo = {r: [] for r in predictions["pred"]}
         for b in range(len(mask)):
@@ -60,7 +62,7 @@ def records_metrics(records: dict[str, Tensor], default: str = "expectation", th
     """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, ``pck@0.05/r``
     (:data:`COARSE_THRESHOLD`), ``mean_error/r``, and of its
     within-radius probability ``mean_within/r``, ``ece/r``, ``brier/r`` and ``r_within/r`` (Pearson r with
-    correctness); for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``,
+    correctness), and ``ece_raw/r`` of it at T = 1 (before calibration) where the records hold it; for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``,
     ``geo_pck@t``, ``mean_error``, the mean peak π ``mean_confidence`` and its Pearson r with correctness,
     ``calibration_r`` (binary) and ``calibration_r_continuous`` (exp(-d²/2t²))."""
     readouts = [name.split("/", 1)[1] for name in records if name.startswith("dist/")]
@@ -77,6 +79,8 @@ def records_metrics(records: dict[str, Tensor], default: str = "expectation", th
         within = records[f"within/{readout}"]
         metrics[f"mean_within/{readout}"] = float(within.mean())
         metrics[f"ece/{readout}"] = expected_calibration_error(within, correct)
+        if f"within_raw/{readout}" in records:
+            metrics[f"ece_raw/{readout}"] = expected_calibration_error(records[f"within_raw/{readout}"], correct)
         metrics[f"brier/{readout}"] = brier_score(within, correct)
         metrics[f"r_within/{readout}"] = calibration_correlation(within, correct)
     dist = records[f"dist/{default}"]

@@ -21,7 +21,8 @@ REGISTRY = Path(__file__).with_name("registry.json")
 def pretrained_models() -> dict[str, dict]:
     """The registry: name -> entry with ``file`` and ``card`` (names of files in this folder), ``category`` and the
     test metrics: a detector's ``test_pck`` (PCK@0.01 on the whole test split) and ``first20_pck`` (on its first 20
-    models); an unsupervised model's strict DAS ``test_das`` and ``first20_das``, ``test_miou@0.1`` and ``das_sm``
+    models), and once calibrated its ``confidence_temperature`` and the test ECE of its confidence at T = 1
+    (``test_ece_before``) and at it (``test_ece``); an unsupervised model's strict DAS ``test_das`` and ``first20_das``, ``test_miou@0.1`` and ``das_sm``
     (Skeleton Merger's protocol, over ``das_sm_shapes`` shapes)."""
     return json.loads(REGISTRY.read_text())
 
