@@ -45,16 +45,17 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_attr_annotations = True
+napoleon_custom_sections = ["Shapes", "Shape"]
 
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = "pckeypoints"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {"navigation_with_keys": True, "top_of_page_buttons": []}
-pygments_style = "sphinx"
-pygments_dark_style = "monokai"
+highlight_language = "text"  # untagged blocks (argparse usage, TOML-like layouts) are not lexed as Python
 
 
 # The docstrings are written to read as plain text too: |x - y| is an absolute value (not a reST substitution)

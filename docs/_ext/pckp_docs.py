@@ -182,7 +182,8 @@ def evidence_pages() -> dict[str, str]:
         up = "../" * name.count("/")
         pages[name] = (f"```{{include}} {up}../{path.as_posix()}\n:relative-images:\n```\n\n"
                        f"*This page is the file `{path.as_posix()}` of the repository.*\n")
-    toc = "\n".join(evidence_page_name(p).removeprefix("_generated/evidence/") for p in evidence_files())
+    toc = "\n".join(f"{p.as_posix()} <{evidence_page_name(p).removeprefix('_generated/evidence/')}>"
+                    for p in evidence_files())  # titled by path: several files share a heading
     pages["_generated/evidence/index"] = (
         "# Evidence files\n\nEvery result table under `experiments/results/` (the archive aside) and every model "
         "card of `pckeypoints/pretrained/`, as written by the experiments.\n\n"
