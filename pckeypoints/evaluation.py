@@ -54,8 +54,9 @@ def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, bat
 
     Args:
         model: called as ``model(points (B, N, 3))`` on dense batches and ``model(pos (ΣN, 3), batch (ΣN,))``
-            on PyG batches; returns :class:`~pckeypoints.head.KeypointMaps`, :class:`~pckeypoints.head.
-            RaggedKeypointMaps`, an object with such ``maps``, or ``(logits (B, K, N), basis)``. Wrap other
+            on PyG batches; returns :class:`~pckeypoints.head.KeypointMaps`,
+            :class:`~pckeypoints.head.RaggedKeypointMaps`, an object with such ``maps``, or
+            ``(logits (B, K, N), basis)``. Wrap other
             signatures: ``lambda pos, batch: net(None, pos, batch)``. An ``nn.Module`` is put in eval mode.
         data: a loader of dict batches (:func:`~pckeypoints.data.collate_keypoints`) or of PyG batches
             (:class:`~pckeypoints.data.pyg.PyGKeypoints`), or such a dataset (batched by ``batch_size``).

@@ -159,15 +159,18 @@ def test_predict_states_its_confidence_radius_and_scales_it_with_the_cloud(check
 
 
 def test_the_readmes_commands_parse():
-    """Issue 31 M8: every ``pckeypoints ...`` command line of README.md is accepted by the parser (the train
-    commands also build their config)."""
+    """Issue 31 M8: every ``pckeypoints ...`` command line of README.md and of the documentation's pages is
+    accepted by the parser (the train commands also build their config)."""
     import shlex
     from pathlib import Path
 
     from pckeypoints.cli import build_parser
     from pckeypoints.config import config_fields
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    root = Path(__file__).resolve().parents[1]  # the README and the documentation pages it moved to
+    pages = [root / "README.md", *sorted(p for p in (root / "docs").rglob("*.md")
+                                         if not {"_build", "_generated"} & set(p.parts))]
+    text = "\n".join(page.read_text() for page in pages).replace("\\\n", " ")
     commands = [shlex.split(line, comments=True)[1:] for line in text.splitlines() if line.startswith("pckeypoints ")]
     assert len(commands) > 10 and any("--mode" in args for args in commands)
     for args in commands:

@@ -68,12 +68,13 @@ class SkeletonDecoder(nn.Module):
 class SkeletonOutput:
     """Output of :class:`SkeletonAutoencoder`.
 
-    maps: K keypoint maps over the input points (``maps.keypoints`` is the soft-argmax, ``(B, K, 3)``).
-    activations: ``(B, P)`` strength in (0, 1) of each keypoint pair, P = K(K-1)/2.
-    decoded: ``(B, S, K, 3)`` the keypoint sets the decoder consumed: the soft-argmax (S = 1) or S
-        sampling-argmax samples.
-    parts: ``(B, S, P, M, 3)`` the skeleton of each decoded set.
-    offsets: ``(P, M, 3)`` the decoder's learned offsets (for their regulariser).
+    Attributes:
+        maps: K keypoint maps over the input points (``maps.keypoints`` is the soft-argmax, ``(B, K, 3)``).
+        activations: ``(B, P)`` strength in (0, 1) of each keypoint pair, P = K(K-1)/2.
+        decoded: ``(B, S, K, 3)`` the keypoint sets the decoder consumed: the soft-argmax (S = 1) or S
+            sampling-argmax samples.
+        parts: ``(B, S, P, M, 3)`` the skeleton of each decoded set.
+        offsets: ``(P, M, 3)`` the decoder's learned offsets (for their regulariser).
     """
 
     maps: KeypointMaps
