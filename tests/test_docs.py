@@ -80,7 +80,7 @@ def test_evidence_pages_include_existing_files():
     for path in files:
         page = pages[pckp_docs.evidence_page_name(path)]
         included = (ROOT / "docs" / pckp_docs.evidence_page_name(path)).parent / page.split()[1]
-        assert included.resolve() == (ROOT / path).resolve() and included.exists(), path
+        assert included.resolve() == (ROOT / path).resolve() and (ROOT / path).is_file(), path  # no build needed
 
 
 def test_the_readmes_links_exist():
