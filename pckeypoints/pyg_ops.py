@@ -108,6 +108,7 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None, batch_
     dense_x, dense_y, valid_y, ptr_x = _dense_pair(x, y, batch_x, batch_y, batch_size, reach=r)
     from pointnet2.ops import ball_query
 
+    max_num_neighbors = min(max_num_neighbors, dense_x.shape[1])  # no ball holds more: the same edges, bounded memory
     idx, counts = ball_query(dense_x, dense_y, float(r), max_num_neighbors, validate=False)
     keep = (torch.arange(max_num_neighbors, device=x.device) < counts[..., None]) & valid_y[..., None]
     return _edges(idx, keep, valid_y, ptr_x)
