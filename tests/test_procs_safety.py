@@ -168,3 +168,17 @@ def test_kill_9_of_one_rank_is_one_line_and_leaves_nothing_or_a_resumable_run(bo
     assert code == 0, err
     assert read_checkpoint(out / "T" / "last.pt")[0]["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["T"]
+
+
+def test_kill_9_of_the_parent_ends_the_ranks_and_a_rerun_takes_the_stub(boxes, tmp_path):
+    """The training processes end with the process that started them; the folder it left (only the marker, no
+    process holding it) is taken by a same-name rerun."""
+    out = tmp_path / "runs"
+    process = start(*train_args(boxes, out))
+    ranks(process)
+    os.kill(process.pid, signal.SIGKILL)
+    code, _ = finish(process)  # and no rank left in the group
+    assert code == -signal.SIGKILL
+    code, err = finish(start(*train_args(boxes, out, epochs=1)))
+    assert code == 0, err
+    assert read_checkpoint(out / "T" / "last.pt")[0]["epoch"] == 1
