@@ -236,6 +236,9 @@ class PointBasis:
             >>> PointBasis.grid((2, 3), order="xy", normalized=True).pos[0, :4].tolist()
             [[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
         """
+        if any(isinstance(s, bool) or not hasattr(s, "__index__") for s in shape):
+            raise PCKeypointsError(f"grid shape must be integer sizes, got {tuple(shape)}")
+        shape = tuple(s.__index__() for s in shape)
         d = len(shape)
         if not 1 <= d <= 3 or any(s < 1 for s in shape):
             raise PCKeypointsError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")

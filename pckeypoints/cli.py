@@ -253,7 +253,13 @@ def _import_swallowers() -> None:
 
 
 def _eval(args) -> int:
-    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    from .pretrained import pretrained_path
+
+    given = Path(args.checkpoint)
+    local = given.is_file() or any((given / name).is_file() for name in ("best.pt", "last.pt"))
+    if args.out is None and not local and len(given.parts) == 1 and pretrained_path(args.checkpoint) is not None:
+        raise UsageError(f"{args.checkpoint} is a shipped model, not a run folder: give --out DIR for its report")
+    run_dir = given if given.is_dir() else given.parent
     out_dir = Path(args.out) if args.out else run_dir / f"eval_{args.split}"
     if out_dir.exists() and not out_dir.is_dir():
         raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")

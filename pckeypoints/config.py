@@ -470,6 +470,8 @@ def _check_consistency(c: TrainConfig) -> None:
     for path in ("data.category", "data.root", "data.folder", "run.out"):
         if "\x00" in (_get(c, path) or ""):
             raise ConfigError(f"config field {path} must not contain a NUL character")
+    if not c.run.out.strip():
+        raise ConfigError(f"config field run.out must name a folder (\".\" for the current one), got {c.run.out!r}")
     if c.augment.scale_hi < c.augment.scale_lo:
         raise ConfigError(f"config field augment.scale_hi must be >= augment.scale_lo, got scale_lo="
                           f"{c.augment.scale_lo}, scale_hi={c.augment.scale_hi}")

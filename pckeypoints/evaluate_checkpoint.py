@@ -2,6 +2,9 @@
 the shipping script; and :func:`calibrate_checkpoint`, the confidence temperature of ``pckeypoints calibrate``."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +43,17 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
     ``None`` values are ignored, :data:`~pckeypoints.config.UNSET` unsets a field). Without ``out_dir`` it runs
     the task's cheap :meth:`~pckeypoints.tasks.Task.evaluate`; with it the full
     :meth:`~pckeypoints.tasks.Task.report` (tables, records, and figures drawn with ``figures``, e.g. the
-    :mod:`viz` module), and a report folder it created is removed again if that fails."""
+    :mod:`viz` module), written aside (``<out_dir>.partial-<pid>``) and moved into ``out_dir`` file by file
+    once complete: a failed or interrupted report leaves the old one as it was, and a report folder (and
+    parents) it created is removed again. The report's ``metrics.json`` names the checkpoint it scored
+    (``"checkpoint"``: file, SHA-256, epoch); if that file changed meanwhile (``train --overwrite`` or a resumed
+    run replaced it) no report is written: a one-line error."""
     device = resolve_device(device)
-    task, model, config, state = load_checkpoint(checkpoint)
+    source = resolve_checkpoint(checkpoint, prefer_best=True)
+    digest = _sha256(source)
+    task, model, config, state = load_checkpoint(source)
+    if _sha256(source) != digest:
+        raise CheckpointError(f"{source} changed while it was read (a run writing it?); evaluate it again")
     config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
     dataset = task.dataset(config, split, train=False)
     if len(dataset) == 0:
@@ -52,13 +63,30 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
     if out_dir is None:
         return Evaluation(task.evaluate(model, loader, config), len(dataset), config, state["epoch"], None)
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
+    missing = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # the folder the report goes into, held open: a run swapped in meanwhile (train --overwrite) never gets it
+    parent = os.open(out_dir.parent, os.O_RDONLY)
+    staging = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
     try:
-        metrics = task.report(model, loader, config, out_dir, figures=figures)
+        metrics = task.report(model, loader, config, staging, figures=figures)
+        _record_checkpoint(staging / "metrics.json", source, digest, state)
+        if not source.is_file() or _sha256(source) != digest:
+            raise PCKeypointsError(f"{source} changed while it was evaluated (the run was replaced or continued "
+                                   f"meanwhile); no report written, evaluate it again")
+        _move_into(parent, staging.name, out_dir.name)
     except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in missing:  # only those this call created, if empty
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
         raise
+    finally:
+        os.close(parent)
     return Evaluation(metrics, len(dataset), config, state["epoch"], out_dir)
 
 
@@ -85,3 +113,38 @@ def calibrate_checkpoint(checkpoint: str | Path, split: str = "val", device: str
     out = Path(out) if out is not None else path
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "format_version")}, out)
     return out, fit
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_checkpoint(metrics_file: Path, source: Path, digest: str, state: dict) -> None:
+    """Add to the report's ``metrics.json`` the checkpoint it scored: its file, SHA-256 and epoch."""
+    if not metrics_file.is_file():
+        return
+    report = json.loads(metrics_file.read_text())
+    report["checkpoint"] = {"file": str(source.absolute()), "sha256": digest, "epoch": state.get("epoch")}
+    metrics_file.write_text(json.dumps(report, indent=2))
+
+
+def _move_into(parent: int, staging: str, out: str) -> None:
+    """Move the files of the folder ``staging`` into the folder ``out`` (created if missing; its other files
+    stay), both in the folder ``parent`` (a descriptor), each file atomically; remove ``staging``."""
+    try:
+        os.mkdir(out, dir_fd=parent)
+    except FileExistsError:
+        pass
+    source = os.open(staging, os.O_RDONLY, dir_fd=parent)
+    target = os.open(out, os.O_RDONLY, dir_fd=parent)
+    try:
+        for name in os.listdir(source):
+            os.replace(name, name, src_dir_fd=source, dst_dir_fd=target)
+    finally:
+        os.close(source)
+        os.close(target)
+    os.rmdir(staging, dir_fd=parent)

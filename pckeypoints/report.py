@@ -12,6 +12,19 @@ from .data.from_config import source_of
 from .evaluation import THRESHOLD
 
 
+def save_records(records, path) -> None:
+    """``torch.save`` ``records`` to ``path`` through a buffer, so that a failed write (disk full) is the
+    ``OSError`` that the other report files raise, not the ``RuntimeError`` of torch's file writer."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(records, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
 def markdown_table(header: list[str], rows: list[list], align: bool = True) -> str:
     """A markdown table, with ``align`` padded to aligned columns (readable as text too); floats with 4
     decimals, NaN as n/a."""

@@ -14,6 +14,7 @@ holds the marker, and removes the folder itself only if it created it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -46,6 +47,8 @@ class RunFolder:
         self.path, self.target, self.new = path, target or path, new
         self._lock, self._created, self._replaced_lock = lock, created, replaced_lock
         self.committed = not new
+        #: where :meth:`commit` moves the replaced run before deleting it (named by the claiming process)
+        self.old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
 
     @property
     def name(self) -> str:
@@ -57,7 +60,7 @@ class RunFolder:
         if self.committed:
             return self.path
         if self.path != self.target:
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            old = self.old
             if self.target.exists():
                 os.rename(self.target, old)
             try:
@@ -72,6 +75,29 @@ class RunFolder:
             _unlock(self._replaced_lock)
         self.committed = True
         return self.path
+
+    def for_process(self) -> "RunFolder":
+        """This folder for a training process that this one started (it writes and commits; this process holds
+        the locks and, after the training processes end, :meth:`settle` s and closes or abandons)."""
+        folder = RunFolder(self.path, None, [], self.new, self.target)
+        folder.committed, folder.old = self.committed, self.old
+        return folder
+
+    def settle(self) -> None:
+        """Learn from the disk what a training process did with this folder (see :meth:`for_process`): a run
+        that has a checkpoint, or was swapped into its target, is committed (a swap that a kill cut short is
+        finished or undone); else it stays uncommitted, for :meth:`abandon` to remove."""
+        if self.committed:
+            return
+        if self.path == self.target:
+            self.committed = any((self.path / name).is_file() for name in CHECKPOINTS)
+        elif not self.path.exists() and is_run_folder(self.target):  # swapped in
+            self.path, self.committed = self.target, True
+            if self.old.exists():
+                _delete_run(self.old)
+            _unlock(self._replaced_lock)
+        elif self.old.exists() and not self.target.exists():  # killed between the two renames: undo the first
+            os.rename(self.old, self.target)
 
     def abandon(self) -> None:
         """After a failure: a run with no checkpoint yet is removed (what it wrote, the folders it created);
@@ -108,6 +134,7 @@ def claim(out: str | Path, name: str, numbered: bool = False, overwrite: bool = 
     if out.exists() and not out.is_dir():
         raise PCKeypointsError(f"out {out} is a file, not a folder")
     created = _make_parents(out)
+    _clean_hidden(out)
     try:
         if numbered:
             for suffix in range(1, 1_000_000):
@@ -157,9 +184,13 @@ def _claim_one(path: Path, created: list[Path]) -> RunFolder:
         path.mkdir()
         made = [path]
     except FileExistsError:
-        if not path.is_dir() or any(path.iterdir()):
+        if not path.is_dir():
             raise _Taken from None
         made = []
+        if any(path.iterdir()):
+            if not _clear_stub(path):
+                raise _Taken from None
+            made = [path]
     except OSError as err:
         raise PCKeypointsError(f"cannot create run folder {path}: {err.strerror or err}") from None
     try:
@@ -194,7 +225,58 @@ def _claim_aside(target: Path, created: list[Path]) -> RunFolder:
         _unlock(replaced)
         raise
     folder.target, folder._replaced_lock = target, replaced
+    folder.old = target.with_name(f".{target.name}.old-{os.getpid()}")
     return folder
+
+
+def _clear_stub(path: Path) -> bool:
+    """Empty the run folder ``path`` if it holds no checkpoint and no process holds it (a run killed before its
+    first checkpoint, by ``kill -9`` or a power cut, leaves one); whether it is empty now."""
+    if not is_run_folder(path) or any((path / name).exists() for name in CHECKPOINTS):
+        return False
+    try:
+        lock = _lock(path)
+    except PCKeypointsError:
+        return False  # its run is still starting
+    try:
+        _delete_entries(path)
+        return not any(path.iterdir())
+    finally:
+        _unlock(lock)
+
+
+_HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)-\d+$")
+
+
+def _clean_hidden(out: Path) -> None:
+    """Remove the hidden folders of ``overwrite`` runs killed (``kill -9``) before they ended: a replacement
+    ``.NAME.new-PID`` is deleted; a replaced run ``.NAME.old-PID`` is put back at ``NAME`` if that is missing
+    (killed between the swap's two renames), else deleted. Only marked run folders that no process holds."""
+    try:
+        hidden = [(p, _HIDDEN.match(p.name)) for p in out.iterdir() if p.name.startswith(".")]
+    except OSError:
+        return
+    for path, match in hidden:
+        if match is None or path.is_symlink() or not is_run_folder(path):
+            continue
+        try:
+            lock = _lock(path)
+        except (PCKeypointsError, OSError):
+            continue  # its run goes on
+        try:
+            target = out / match["name"]
+            if match["kind"] == "old" and not os.path.lexists(target):
+                os.rename(path, target)
+                continue
+            _delete_entries(path)
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # files of the user's: kept
+        except OSError:
+            pass
+        finally:
+            _unlock(lock)
 
 
 def _occupied(path: Path) -> bool:

@@ -24,7 +24,7 @@ from .losses import KeypointLoss
 from .metrics.pck import CURVE_THRESHOLDS
 from .metrics.summary import COARSE_THRESHOLD, keypoint_records, records_metrics
 from .models import KeypointDetector
-from .report import gallery_items, gallery_title, markdown_table, metrics_markdown
+from .report import gallery_items, gallery_title, markdown_table, metrics_markdown, save_records
 
 
 class SupervisedTask:
@@ -86,7 +86,7 @@ class SupervisedTask:
         result = evaluate_model(model, loader, readout, temperature=config.eval.temperature)
         predictions, records, metrics = result.predictions, result.records, result.metrics
         title = f"{config.data.label} {config.loss.method}"
-        torch.save({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
+        save_records({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
         if figures is not None:

@@ -32,7 +32,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig
 from .data import collate_keypoints
 from .devices import resolve_device
-from .distributed import World, init_world, spawn
+from .distributed import World, init_world, shielded, spawn
 from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
 from .run_folder import RunFolder, claim, continued_in_place, resume_target
 from .schedules import make_schedule
@@ -142,16 +142,10 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         if config.run.procs > cores:
             raise ConfigError(f"config field run.procs = {config.run.procs} is more than the {cores} CPU cores here")
         _check_batch(config, config.run.procs)
-        return spawn(train, config.run.procs, None if resume else config, resume, progress, stop_after, overwrite)
+        return _train_in_processes(config, resume, progress, stop_after, overwrite)
     world = init_world(device)
     _check_batch(config, world.world_size)
-    folder = None
-    if world.is_main:
-        if resume is not None:
-            folder = resume_target(resume, config.run.out, config.run_name)
-        else:  # --overwrite without --name replaces <data label>_<method>
-            folder = claim(config.run.out, config.run_name, numbered=config.run.name is None and not overwrite,
-                           overwrite=overwrite)
+    folder = _claim(config, resume, overwrite) if world.is_main else None
     try:  # from the claim on: whatever fails (Ctrl-C too), a new run without a checkpoint leaves nothing
         if folder is not None:
             config = config.replace(name=folder.name)
@@ -161,6 +155,48 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         if folder is not None:
             folder.abandon()  # an overwritten run stays as it was
         raise
+
+
+def _claim(config: TrainConfig, resume: str | Path | None, overwrite: bool) -> RunFolder:
+    """The run folder of this run, held by this process (see :mod:`pckeypoints.run_folder`)."""
+    if resume is not None:
+        return resume_target(resume, config.run.out, config.run_name)
+    # --overwrite without --name replaces <data label>_<method>
+    return claim(config.run.out, config.run_name, numbered=config.run.name is None and not overwrite,
+                 overwrite=overwrite)
+
+
+def _train_in_processes(config: TrainConfig, resume: str | Path | None, progress: bool, stop_after: int | None,
+                        overwrite: bool) -> Path:
+    """Train in ``run.procs`` CPU processes (:func:`~pckeypoints.distributed.spawn`). This process claims the
+    run folder and holds it; rank 0 writes into it. Whatever ends the run (a failed or killed process, Ctrl-C or
+    SIGTERM to the process group), the processes are stopped first, then the folder is settled from the disk:
+    a run with a checkpoint stays, resumable; one without is removed, as in one process."""
+    folder = _claim(config, resume, overwrite)
+    try:
+        run_dir = spawn(_train_process, config.run.procs, None if resume else config.replace(name=folder.name),
+                        resume, folder.for_process(), progress, stop_after)
+    except BaseException:
+        with shielded():
+            folder.settle()
+            folder.abandon()
+        raise
+    folder.settle()
+    folder.close()
+    return run_dir
+
+
+def _train_process(config: TrainConfig | None, resume: str | Path | None, folder: RunFolder, progress: bool,
+                   stop_after: int | None) -> Path:
+    """One process of :func:`_train_in_processes`: rank 0 trains in ``folder``."""
+    checkpoint = None
+    if resume is not None:
+        checkpoint, config = _resume_state(Path(resume))
+    config = config.replace(name=folder.name)
+    device = resolve_device(config.run.device)
+    world = init_world(device)
+    return _train(config, checkpoint, folder if world.is_main else None, folder.path, device, world, progress,
+                  stop_after)
 
 
 def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | None, run_dir: Path,

@@ -30,7 +30,7 @@ from .metrics.das import alignment_votes, das_from_votes, keypoint_matches
 from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from .data.from_config import dataset_from_config
 from .evaluation import collect_predictions, predict_keypoints
-from .report import gallery_title, markdown_table, metrics_markdown
+from .report import gallery_title, markdown_table, metrics_markdown, save_records
 from .config import TrainConfig, UnsupervisedLoss
 from .errors import InputError
 
@@ -86,7 +86,7 @@ class UnsupervisedTask:
                    "das_sm_model_id": collected_all["model_id"]}
         metrics = {"neg_reconstruction": -float(reconstruction.mean()), **_records_metrics(records),
                    "das_sm_shapes": len(every_shape)}
-        torch.save(records, out_dir / "records.pt")
+        save_records(records, out_dir / "records.pt")
         (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         title = f"{config.data.label} unsupervised ({config.loss.method})"
         (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
