@@ -42,7 +42,8 @@ SAMPLING_VARIANTS = {"sampling30-official": {"gumbel": "official"}, "sampling30-
                      "sampling30+js": {"method": "sampling+js"}, "sampling30+js-knn": {"method": "sampling+js", **_KNN},
                      "sampling30-learnsigma": {"learn_sigma": True}, "sampling30-knn": _KNN,
                      "sampling30-tau0.5": {"tau_end": 0.5}, "sampling30-tau1": {"tau_end": 1.0},
-                     "sampling30-tau2": {"tau_start": 2.0, "tau_end": 2.0}}
+                     "sampling30-tau2": {"tau_start": 2.0, "tau_end": 2.0},
+                     "sampling30-knn0.2": {**_KNN, "knn_factor": 0.2}}
 METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling1", "sampling5", "sampling10", "sampling30",
            *SAMPLING_VARIANTS)
 METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js": "soft-argmax + JS",
@@ -56,7 +57,8 @@ METHOD_NAMES = {"soft": "soft-argmax", "soft+var": "soft-argmax + var", "soft+js
                 "sampling30-learnsigma": "sampling, Ns = 30, learned σ",
                 "sampling30-knn": "sampling, Ns = 30, σ from 8-NN",
                 "sampling30-tau0.5": "sampling, Ns = 30, τ → 0.5", "sampling30-tau1": "sampling, Ns = 30, τ = 1",
-                "sampling30-tau2": "sampling, Ns = 30, τ = 2"}
+                "sampling30-tau2": "sampling, Ns = 30, τ = 2",
+                "sampling30-knn0.2": "sampling, Ns = 30, σ = 0.2 x the 8-NN distance (median at the fixed σ)"}
 #: Li et al. (2021), Table 6, PCK@0.01 (%), from ../shared/reference/paper_tables.md (sampling rows: Gaussian bases).
 PAPER_TABLE6 = {"soft": {"bathtub": 43.6, "bed": 44.0}, "soft+var": {"bathtub": 41.6, "bed": 39.2},
                 "soft+js": {"bathtub": 42.7, "bed": 43.9}, "discrete": {"bathtub": None, "bed": None},

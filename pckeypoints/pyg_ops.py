@@ -3,7 +3,7 @@
 :func:`fps`, :func:`radius`, :func:`knn`, :func:`radius_graph`, :func:`knn_graph` and
 :func:`knn_interpolate` have the signatures, ragged ``batch`` vectors and outputs of
 ``torch_geometric.nn``'s (torch-cluster's), so PyG layers such as ``PointNetConv`` and
-``EdgeConv`` build on them unchanged (:func:`pckeypoints.use_as_pyg_backend` serves PyG's own). Large CPU
+``EdgeConv`` build on them unchanged (:func:`pckeypoints.pyg_backend.use_as_pyg_backend` serves PyG's own). Large CPU
 searches of :func:`radius` and :func:`knn` (1- to 3-D) run on a uniform grid (:mod:`pckeypoints.grid_search`);
 the others pad the clouds into one dense batch for pointnet2's brute-force kernels (:mod:`pointnet2.ops`,
 C++/OpenMP on the CPU, CUDA on GPUs) with the padding moved out of reach of every search. Both give
