@@ -13,7 +13,8 @@ Target: sampling-argmax at Ns = 30 within 1.15x the soft-argmax step.
 
 With --js the rows are the decisive comparison's pair (experiments/results/decisive/rule.md) instead:
 soft-argmax + JS, then sampling + JS at Ns = 30 with the authors' Gumbel form and clipped-integral gradient
-through the fused and the naive sampler, ratios to soft-argmax + JS (target: fused within 1.15x).
+through the fused and the naive sampler, ratios to soft-argmax + JS (target: fused within 1.15x), on the
+recipe's basis (σ = 0.01 fixed).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def main() -> None:
     points = torch.rand(b, n, 3, device=dev) - 0.5
     target = torch.rand(b, k, 3, device=dev) - 0.5
     mask = torch.ones(b, k, dtype=torch.bool, device=dev)
-    model = KeypointDetector(k, width=args.width).to(dev)
+    # --js: the decisive recipe's basis, σ = 0.01 fixed (else the detector's default, σ from the 8 nearest points)
+    model = KeypointDetector(k, width=args.width, fixed_sigma=0.01 if args.js else None).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if args.js:
         authors = {"num_samples": 30, "gumbel": "official", "clipped_integral": True}

@@ -285,31 +285,41 @@ template <typename T, int D>
 // (pckeypoints/fused/reference.py, clipped_weight_grads); the variance path adds nothing to the weights.
 // dL/dl_i = w_i (dL/dw_i - dot) / tau with dot = sum_i w_i dL/dw_i from a first pass that keeps w and dL/dw in
 // weight[0..N) and dw[0..N). amplitude and inv_width hold c sigma and 1 / (sqrt2 sigma) of the cloud, (D, N).
-template <typename T, int D>
+template <typename T, int D, bool Isotropic>
 [[gnu::always_inline]] inline void clipped_logit_grads(const Args<T>& a, const T* logit, const T* g, const T* pos,
                                                        const T* var, const T* amplitude, const T* inv_width,
                                                        int64_t r, T* out, T* weight, T* dw) {
   const T eps = std::numeric_limits<T>::epsilon();
-  alignas(64) T w[kBlock], grad[kBlock];
+  alignas(64) T w[kBlock], grad[kBlock], share[kBlock], scale[kBlock];
   T dot[kLanes] = {};
   for (int64_t i0 = 0; i0 < a.N; i0 += kBlock) {
     const int64_t n = std::min(kBlock, a.N - i0);
     block_weights(a, logit, g, r, i0, n, w);
     for (int64_t j = 0; j < n; ++j) grad[j] = 0;
+    if constexpr (Isotropic) {  // one sigma per point: the share of V and the erf's scale are the same on every axis
+      const T inv_v = T(1) / a.saved_variance[r * D];
+      for (int64_t j = 0; j < n; ++j) {
+        share[j] = w[j] * var[i0 + j] * inv_v;
+        scale[j] = inv_width[i0 + j] / std::sqrt(std::max(T(1) - w[j] * share[j], eps));
+      }
+    }
     for (int d = 0; d < D; ++d) {
       const T gm = a.grad_mean[r * D + d], centre = a.sample[r * D + d];
       const T drift = centre - a.saved_mean[r * D + d], inv_v = T(1) / a.saved_variance[r * D + d];
       const T* y = pos + d * a.N + i0;
       const T* v = var + d * a.N + i0;
-      const T* amp = amplitude + d * a.N + i0;
+      const T* amp = amplitude + (Isotropic ? 0 : d * a.N) + i0;
       const T* inv = inv_width + d * a.N + i0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T share = w[j] * v[j] * inv_v, rest = std::max(T(1) - w[j] * share, eps);
-        const T offset = y[j] - centre + share * drift;
-        grad[j] += gm * amp[j] * erf_approx(offset * inv[j] / std::sqrt(rest));
+      if constexpr (Isotropic) {
+        for (int64_t j = 0; j < n; ++j) grad[j] += gm * amp[j] * erf_approx((y[j] - centre + share[j] * drift) * scale[j]);
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const T sh = w[j] * v[j] * inv_v, rest = std::max(T(1) - w[j] * sh, eps);
+          grad[j] += gm * amp[j] * erf_approx((y[j] - centre + sh * drift) * inv[j] / std::sqrt(rest));
+        }
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
       grad[j] = w[j] > 0 ? grad[j] : T(0);  // padding (w = 0) may have sigma = 0
       dot[j % kLanes] += w[j] * grad[j];
       weight[i0 + j] = w[j], dw[i0 + j] = grad[j];
@@ -328,17 +338,21 @@ template <typename T, int D>
 [[gnu::always_inline]] inline void backward_clouds(const Args<T>& a, int64_t b0, int64_t b1) {
   std::vector<T> noise(2 * a.N), weight(a.N), dw(a.clip > 0 ? a.N : 0);
   std::vector<T> amplitude(a.clip > 0 ? D * a.N : 0), inv_width(amplitude.size());
+  bool isotropic = true;  // every axis of every point has the same variance (the fixed and k-NN bases)
   for (int64_t b = b0; b < b1; ++b) {
     const T* pos = a.pos + b * a.pos_stride;
     const T* var = a.var + b * a.pos_stride;
     T* grad_pos = a.grad_pos ? a.grad_pos + b * D * a.N : nullptr;
     T* grad_var = a.grad_basis_var ? a.grad_basis_var + b * D * a.N : nullptr;
-    if (a.clip > 0 && (b == b0 || a.pos_stride))
+    if (a.clip > 0 && (b == b0 || a.pos_stride)) {  // the cloud's basis (once if the clouds share it)
+      isotropic = true;
       for (int64_t i = 0; i < D * a.N; ++i) {
         const T sigma = std::sqrt(var[i]);
         amplitude[i] = a.clip * sigma;
         inv_width[i] = T(1) / (T(1.4142135623730951) * sigma);
+        isotropic = isotropic && var[i] == var[i % a.N];
       }
+    }
     for (int64_t s = 0; s < a.Ns; ++s) {
       fill_noise(noise.data(), a.N, sample_keys(a.seed, b, 0, s));
       for (int64_t k = 0; k < a.K; ++k) {
@@ -346,9 +360,12 @@ template <typename T, int D>
         const T* logit = a.logits + (b * a.K + k) * a.N;
         const T* g = noise.data() + noise_shift(k, a.K, a.N);
         T* out = a.grad_logits + (b * a.K + k) * a.N;
-        if (a.clip > 0)
-          clipped_logit_grads<T, D>(a, logit, g, pos, var, amplitude.data(), inv_width.data(), r, out,
-                                    weight.data(), dw.data());
+        if (a.clip > 0 && isotropic)
+          clipped_logit_grads<T, D, true>(a, logit, g, pos, var, amplitude.data(), inv_width.data(), r, out,
+                                          weight.data(), dw.data());
+        else if (a.clip > 0)
+          clipped_logit_grads<T, D, false>(a, logit, g, pos, var, amplitude.data(), inv_width.data(), r, out,
+                                           weight.data(), dw.data());
         else
           exact_logit_grads<T, D>(a, logit, g, pos, var, r, out, weight.data());
         for (int d = 0; d < D && grad_pos; ++d) {
