@@ -26,6 +26,7 @@ Run with one thread (the default) so that step times are comparable::
 
     PYTHONPATH=$PWD python3 experiments/grid_subpixel.py            # the whole grid (~15 min of one core)
     PYTHONPATH=$PWD python3 experiments/grid_subpixel.py --table    # only rewrite the markdown table
+    PYTHONPATH=$PWD python3 experiments/grid_subpixel.py --levers   # only the 8x8 levers and gradient noise (~10 min)
 """
 from __future__ import annotations
 
@@ -59,6 +60,22 @@ NUM_SAMPLES = 10
 LONG = {"steps_factor": 3, "num_samples": 30,
         "methods": ("soft", "soft+js") + tuple(f"sampling/{b}/tau1" for b in BASES)}
 OFFSETS_1D = (0.1, 0.25, 0.4)
+#: 8x8 levers (:func:`lever_loss` specs), 3 seeds each at the main table's steps and batch.
+LEVERS = (
+    "soft", "soft,cos", "sampling/gaussian/tau1", "sampling/gaussian/tau1,cos", "sampling/gaussian/tau1,ns=100",
+    "sampling/gaussian/tau1,ns=1000", "sampling/gaussian/tau1,l2", "sampling/gaussian/tau1,clip",
+    "sampling/gaussian/official,clip", "sampling+js/gaussian/tau1", "sampling/gaussian/tau1,sigma=0.25",
+    "sampling/gaussian/tau1,sigma=0.5", "sampling/gaussian/tau1,sigma=0.5,ns=100",
+    "sampling/gaussian/tau1,sigma=0.5,ns=1000", "sampling/gaussian/tau1,sigma=0.7,ns=100",
+    "sampling/gaussian/otau=2,sigma=0.5", "sampling/gaussian/otau=4,sigma=0.25,ns=100",
+    "sampling/gaussian/otau=16,sigma=0.25",
+    "sampling/triangular/tau1", "sampling/triangular/tau1,cos", "sampling/triangular/tau1,ns=300",
+    "sampling+js/triangular/tau1", "sampling/uniform/tau1,ns=300",
+)
+#: gradient-noise specs, each at the network's initialisation and after soft-argmax training.
+NOISE = ("soft", "sampling/gaussian/tau1", "sampling/gaussian/tau1,ns=100", "sampling/gaussian/tau1,sigma=0.5",
+         "sampling/gaussian/tau1,clip", "sampling/gaussian/official,clip", "sampling/triangular/tau1",
+         "sampling/uniform/tau1")
 
 
 def grid_basis(size: int, kind: str) -> pk.PointBasis:
@@ -117,12 +134,51 @@ def readout_stats(logits: Tensor, basis: pk.PointBasis, centres: Tensor, stride:
     }
 
 
-def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samples: int = NUM_SAMPLES) -> dict:
+def lever_loss(spec: str, size: int = 8) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.schedules.TemperatureSchedule,
+                                                    str]:
+    """A ``LEVERS`` spec ``method[,option...]``: the method of :func:`make_loss` (``sampling/<basis>/<tau>``
+    also takes ``tau=X``, τ held at X in the paper's form, and ``otau=X``, held at X in the official form
+    softmax(l + g/τ)), options ``ns=N`` (Ns), ``sigma=S`` (Gaussian basis σ in cells), ``clip`` (the
+    clipped-integral gradient), ``l2`` (Euclidean instead of L1 error), ``cos`` (the learning rate decays to 0
+    on a cosine). Returns the loss, basis, τ schedule and learning-rate mode."""
+    method, *options = spec.split(",")
+    opts = dict(o.split("=") if "=" in o else (o, "1") for o in options)
+    num_samples = int(opts.get("ns", NUM_SAMPLES))
+    stride = IMAGE / size
+    if not method.startswith("sampling"):
+        loss, basis, schedule = make_loss(method, size, num_samples)
+    else:
+        _, kind, tau = method.split("/")
+        if tau in TAUS:
+            name, start, end, gumbel, clipped = TAUS[tau]
+            schedule = pk.make_schedule(name, start, end, EPOCHS)
+        else:  # tau=X / otau=X
+            form, value = tau.split("=")
+            gumbel, clipped = {"tau": "paper", "otau": "official"}[form], False
+            schedule = pk.make_schedule("constant", float(value))
+        basis = grid_basis(size, kind)
+        if "sigma" in opts:
+            basis = pk.PointBasis(basis.pos, float(opts["sigma"]) * stride, kind, is_grid=True)
+        loss = pk.KeypointLoss(method.split("/")[0], num_samples=num_samples, gumbel=gumbel,
+                               clipped_integral=clipped or "clip" in opts, target_sigma=stride)
+    loss.metric = "l2" if "l2" in opts else "l1"
+    return loss, basis, schedule, "cos" if "cos" in opts else "constant"
+
+
+def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samples: int = NUM_SAMPLES,
+             model: nn.Module | None = None) -> dict:
+    """One training run; ``method`` is a ``METHODS`` name or, on the 8x8 map, a ``LEVERS`` spec; ``model``:
+    train this network (in place) instead of a fresh one."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(1000 + seed)
-    model = MapNet(size)
-    loss_fn, basis, schedule = make_loss(method, size, num_samples)
+    model = MapNet(size) if model is None else model
+    if method in METHODS:
+        loss_fn, basis, schedule = make_loss(method, size, num_samples)
+        lr_mode = "constant"
+    else:
+        loss_fn, basis, schedule, lr_mode = lever_loss(method, size)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if lr_mode == "cos" else None
     per_epoch = max(1, steps // EPOCHS)
     start = time.process_time()
     for step in range(steps):
@@ -130,6 +186,8 @@ def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samp
         optimizer.zero_grad()
         loss_fn(model(images), basis, centres, generator=generator, tau=schedule.value).backward()
         optimizer.step()
+        if decay is not None:
+            decay.step()
         if (step + 1) % per_epoch == 0:
             schedule.step()
     seconds = time.process_time() - start
@@ -138,6 +196,50 @@ def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samp
         stats = readout_stats(model(images), basis, centres, IMAGE / size)
     return {"map": size, "method": method, "seed": seed, "steps": steps, "num_samples": num_samples,
             "cpu_s": round(seconds, 2), **stats}
+
+
+def _flat_grad(model: nn.Module, loss: Tensor) -> Tensor:
+    model.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def gradient_noise(spec: str, state: str, seed: int = 0, draws: int = 64, batch: int = 16, steps: int = 400) -> dict:
+    """Gradient noise of a ``LEVERS`` spec on the 8x8 map, at the network's initialisation (``state="init"``) or
+    after ``steps`` steps of soft-argmax training (``"soft-trained"``, near soft-argmax's optimum).
+
+    Over ``draws`` sampling draws on one fixed batch: ``draw_nsr`` = E‖g − ḡ‖² / ‖ḡ‖² (the draws' noise
+    against their mean gradient ḡ, for one Ns-sample estimate) and ``cos_soft`` = cos(ḡ, soft-argmax's gradient
+    on that batch). Over ``draws`` fresh batches (and draws): ``batch_nsr`` the same ratio for the stochastic
+    gradient the optimiser sees; soft-argmax's own ``batch_nsr`` is the data noise that sampling adds to."""
+    torch.manual_seed(seed)
+    model = MapNet(8)
+    if state == "soft-trained":
+        run = run_cell(8, "soft", seed, steps, batch, model=model)
+        del run
+    loss_fn, basis, schedule, _ = lever_loss(spec)
+    soft = pk.KeypointLoss("soft")
+    tau = schedule.at(0.0)
+    images, centres = blobs(batch, torch.Generator().manual_seed(777))
+    soft_grad = _flat_grad(model, soft(model(images), basis, centres))
+    generator = torch.Generator().manual_seed(99)
+    fixed = torch.stack([_flat_grad(model, loss_fn(model(images), basis, centres, generator=generator, tau=tau))
+                         for _ in range(draws)])
+    data = torch.Generator().manual_seed(555)
+    fresh = []
+    for _ in range(draws):
+        imgs, cents = blobs(batch, data)
+        fresh.append(_flat_grad(model, loss_fn(model(imgs), basis, cents, generator=generator, tau=tau)))
+    fresh = torch.stack(fresh)
+
+    def nsr(grads: Tensor) -> float:
+        mean = grads.mean(0)
+        return float((grads - mean).square().sum(1).mean() / mean.square().sum())
+
+    mean = fixed.mean(0)
+    return {"spec": spec, "state": state, "seed": seed, "draws": draws,
+            "draw_nsr": nsr(fixed) if spec != "soft" else 0.0, "batch_nsr": nsr(fresh),
+            "cos_soft": float(torch.nn.functional.cosine_similarity(mean, soft_grad, dim=0))}
 
 
 def free_map(method: str, offsets: int = 5, steps: int = 300) -> dict:
@@ -229,7 +331,52 @@ def write_table(results: dict, out: Path) -> None:
         for kind in BASES:
             cells = {r["offset"]: r["readout"] for r in results["exact_1d"] if r["basis"] == kind}
             lines.append(f"| {kind} | " + " | ".join(f"{cells[o]:+.3f}" if o in cells else "–" for o in OFFSETS_1D) + " |")
+    lines += _lever_lines(results)
     out.write_text("\n".join(lines) + "\n")
+
+
+def _lever_lines(results: dict) -> list[str]:
+    lines = []
+    if results.get("levers"):
+        soft = [c["error"] for c in results["levers"] if c["method"] == "soft"]
+        lines += ["", "## 8x8 levers", "",
+                  f"8x8 map, {results['steps']} Adam steps of batch {results['batch']} (as above), seeds {list(SEEDS)}; "
+                  "spec `method/basis/τ` plus options: `ns=` Ns (default 10), `sigma=` Gaussian basis σ in cells "
+                  "(default 1), `tau=X` / `otau=X` τ held at X in the paper's / the official form, `clip` the "
+                  "clipped-integral gradient (fused sampler for Gaussian bases, naive for the others), `l2` "
+                  "Euclidean instead of L1 error, `cos` cosine learning-rate decay to 0. `ratio`: mean error over "
+                  "soft-argmax's mean error (same seeds; per seed in brackets).", "",
+                  "| spec | 8x8 error | ratio to soft (per seed) | to centre | peak π | cpu s |", "|---|---|---|---|---|---|"]
+        for spec in LEVERS:
+            runs = sorted((c for c in results["levers"] if c["method"] == spec), key=lambda c: c["seed"])
+            if not runs:
+                continue
+            err = [r["error"] for r in runs]
+            sd = statistics.stdev(err) if len(err) > 1 else 0.0
+            ratio = statistics.mean(err) / statistics.mean(soft) if soft else float("nan")
+            per_seed = " / ".join(f"{e / s:.1f}" for e, s in zip(err, soft))
+            lines.append(f"| `{spec}` | {statistics.mean(err):.3f} ± {sd:.3f} | {ratio:.2f}x ({per_seed}) | "
+                         f"{statistics.mean(r['to_centre'] for r in runs):.3f} | "
+                         f"{statistics.mean(r['peak'] for r in runs):.2f} | "
+                         f"{statistics.mean(r['cpu_s'] for r in runs):.1f} |")
+    if results.get("noise"):
+        lines += ["", "## Gradient noise (8x8, seed 0)", "",
+                  "Gradients of the network's parameters at its initialisation and after 400 steps of soft-argmax "
+                  "training (near soft-argmax's optimum). `draw NSR`: E‖g − ḡ‖² / ‖ḡ‖² over 64 sampling draws on one "
+                  "batch of 16 (one Ns-sample estimate against the mean); `batch NSR`: the same over 64 fresh batches "
+                  "(what the optimiser sees; soft-argmax's is the data noise alone); `cos soft`: cosine of the "
+                  "draws' mean gradient with soft-argmax's on that batch.", "",
+                  "| spec | init: draw NSR | init: batch NSR | init: cos soft | trained: draw NSR | "
+                  "trained: batch NSR | trained: cos soft |", "|---|---|---|---|---|---|---|"]
+        for spec in NOISE:
+            row = {r["state"]: r for r in results["noise"] if r["spec"] == spec}
+            cells = []
+            for state in ("init", "soft-trained"):
+                r = row.get(state)
+                cells += ([f"{r['draw_nsr']:.2f}", f"{r['batch_nsr']:.2f}", f"{r['cos_soft']:+.2f}"] if r
+                          else ["–"] * 3)
+            lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -239,9 +386,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "grid_subpixel.json")
     parser.add_argument("--table", action="store_true", help="only rewrite the markdown table from the JSON")
+    parser.add_argument("--levers", action="store_true", help="only the 8x8 levers and gradient-noise tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"cells": [], "long": [], "free": [], "exact_1d": []}
+    results = {"cells": [], "long": [], "free": [], "exact_1d": [], "levers": [], "noise": []}
     if args.out.exists():
         results.update(json.loads(args.out.read_text()))
     if results["cells"] and (results["steps"], results["batch"]) != (args.steps, args.batch):
@@ -254,6 +402,17 @@ def main() -> None:
         write_table(results, args.out.with_suffix(".md"))
 
     if not args.table:
+        done = {(c["method"], c["seed"]) for c in results["levers"]}
+        todo = [(m, s) for m in LEVERS for s in SEEDS if (m, s) not in done]
+        for method, seed in tqdm(todo, desc="8x8 levers", unit="run"):
+            results["levers"].append(run_cell(8, method, seed, args.steps, args.batch))
+            save()
+        done = {(r["spec"], r["state"]) for r in results["noise"]}
+        todo = [(m, s) for m in NOISE for s in ("init", "soft-trained") if (m, s) not in done]
+        for spec, state in tqdm(todo, desc="gradient noise", unit="spec"):
+            results["noise"].append(gradient_noise(spec, state, steps=args.steps, batch=args.batch))
+            save()
+    if not (args.table or args.levers):
         done = {(c["map"], c["method"], c["seed"]) for c in results["cells"]}
         todo = [(m, meth, s) for s in SEEDS for m in MAP_SIZES for meth in METHODS if (m, meth, s) not in done]
         for size, method, seed in tqdm(todo, desc="grid_subpixel", unit="run"):

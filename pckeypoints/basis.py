@@ -77,11 +77,11 @@ class PointBasis:
         if mask is not None:
             if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
                 raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
-            if validate and not mask.any(dim=1).all():
+            if validate and not torch.compiler.is_compiling() and not mask.any(dim=1).all():
                 raise PCKeypointsError("empty cloud: a batch element has no valid point")
             if validate:
                 check_finite(pos[mask], "pos", "coordinates")
-        if validate and not (bandwidth > 0).all():
+        if validate and not torch.compiler.is_compiling() and not (bandwidth > 0).all():
             raise PCKeypointsError("basis bandwidth must be > 0 everywhere (and not NaN)")
         self.pos, self.bandwidth, self.kind, self.mask, self.is_grid = pos, bandwidth, kind, mask, is_grid
 
@@ -130,7 +130,8 @@ class PointBasis:
         if batch is None:
             smallest = pos.shape[1]
         else:  # a value check: counting the clouds' points reads batch
-            smallest = int(torch.bincount(batch)[batch.unique_consecutive()].min()) if validate else k + 1
+            checks = validate and not torch.compiler.is_compiling()
+            smallest = int(torch.bincount(batch)[batch.unique_consecutive()].min()) if checks else k + 1
         if smallest <= k:
             raise PCKeypointsError(f"every cloud needs more than k={k} points for the neighbour σ, smallest has {smallest}")
         if batch is not None:
@@ -190,7 +191,7 @@ class PointBasis:
         length = (flat[src] - flat[dst]).norm(dim=-1) * other
         total = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device).index_add_(0, dst, length)
         degree = torch.zeros_like(total).index_add_(0, dst, other)
-        if validate and (degree == 0).any():
+        if validate and not torch.compiler.is_compiling() and (degree == 0).any():
             raise PCKeypointsError(f"point {int((degree == 0).nonzero()[0])} has no incoming edge in edge_index")
         sig = (total / degree.clamp(min=1)).mul_(factor).clamp_(min=min_sigma)
         if mask is None:
@@ -296,7 +297,7 @@ class PointBasis:
         if logits.dtype != self.pos.dtype:
             raise PCKeypointsError(f"logits are {logits.dtype} but the basis is {self.pos.dtype}: "
                                    "build the basis from pos of the logits' dtype, or convert the logits")
-        if validate:
+        if validate and not torch.compiler.is_compiling():  # value checks: not while compiling
             if self.mask is not None and not bool(self.mask.any(dim=1).all()):
                 empty = int((~self.mask.any(dim=1)).nonzero()[0])
                 raise PCKeypointsError(f"cloud {empty} of the basis has no point (an empty cloud): drop it from the batch")
@@ -379,9 +380,13 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
         return pos, None
     check_cloud(pos, "pos", dim=None, validate=validate)
     check_batch_index(batch, pos.shape[0], validate=validate)
-    if validate and not bool(torch.bincount(batch).all()):
+    if validate and not torch.compiler.is_compiling() and not bool(torch.bincount(batch).all()):
         empty = int((torch.bincount(batch) == 0).nonzero()[0])
         raise PCKeypointsError(f"batch holds no point of cloud {empty} (an empty cloud): drop it and renumber the clouds")
     from torch_geometric.utils import to_dense_batch
 
-    return to_dense_batch(pos, batch)
+    dense, mask = to_dense_batch(pos, batch)
+    if torch.compiler.is_compiling():  # B and N_max are data-dependent (unbacked) sizes there: at least 1 each
+        torch._check(dense.shape[0] >= 1)
+        torch._check(dense.shape[1] >= 1)
+    return dense, mask

@@ -82,7 +82,7 @@ def check_batch_index(batch: Tensor, num_points: int, name: str = "batch", valid
         raise PCKeypointsError(f"{name} must be ({num_points},), one cloud index per point, got shape {tuple(batch.shape)}")
     if batch.dtype.is_floating_point or batch.dtype == torch.bool:
         raise PCKeypointsError(f"{name} must hold integer cloud indices, got {batch.dtype}")
-    if not validate or num_points == 0:
+    if not validate or num_points == 0 or torch.compiler.is_compiling():  # value checks: not while compiling
         return
     if bool(batch[0] < 0):
         raise PCKeypointsError(f"{name} holds negative cloud indices")

@@ -128,3 +128,37 @@ def test_compiled_sampling_loss_with_the_auto_sampler_equals_eager(monkeypatch, 
         loss = fn(logits)
         results.append((loss, *torch.autograd.grad(loss, logits)))
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
+
+
+def ragged_problem(sizes=(40, 64, 50), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    x, pos = torch.randn(n, 16, generator=g), torch.rand(n, 3, generator=g)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return x, pos, batch, pk.knn_graph(pos, 4, batch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma", ["fixed", "edge_index"])
+def test_compiled_ragged_head_equals_eager_with_dynamic_sizes(sigma):
+    """The PyG-style head (x, pos, batch) is one inference graph with dynamic point counts where σ needs no
+    neighbour search (fixed_sigma, or the caller's edge_index): the clouds' count and largest size are
+    unbacked sizes of to_dense_batch, value checks are skipped while compiling; other cloud sizes and counts
+    run the same graph. (A training step, loss and backward, fails in inductor: docs/getting_started.md.)"""
+    torch.manual_seed(0)
+    head = pk.KeypointHead(16, 4, hidden_channels=32, knn_k=4, **({"fixed_sigma": 0.05} if sigma == "fixed" else {}))
+
+    def step(x, pos, batch, edge_index):
+        return head(x, pos, batch, edge_index=edge_index if sigma == "edge_index" else None).keypoints
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(step, fullgraph=True)
+    with torch.no_grad():
+        for sizes in ((40, 64, 50), (33, 71, 20, 25)):
+            problem = ragged_problem(sizes)
+            for t in problem[:3]:
+                torch._dynamo.mark_dynamic(t, 0)
+            torch._dynamo.mark_dynamic(problem[3], 1)
+            assert torch.allclose(compiled(*problem), step(*problem), atol=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
