@@ -20,7 +20,7 @@ import tempfile
 
 import pckeypoints.pretrained as pretrained
 from pckeypoints.checkpoint import export_model, load_checkpoint
-from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.evaluate_checkpoint import calibrate_checkpoint, evaluate_checkpoint
 
 #: Models of the test split behind the card's quick-check number.
 FIRST = 20
@@ -31,7 +31,9 @@ def test_metrics(name: str, mode: str) -> dict:
     first = evaluate_checkpoint(name, "test", max_models=FIRST).metrics
     if mode == "supervised":
         full = evaluate_checkpoint(name, "test")
-        return {"test_pck": full.metrics["pck@0.01"], "test_models": full.num_models, "first20_pck": first["pck@0.01"]}
+        readout = full.config.eval.readout
+        return {"test_pck": full.metrics["pck@0.01"], "test_models": full.num_models, "first20_pck": first["pck@0.01"],
+                "test_ece_before": full.metrics[f"ece_raw/{readout}"], "test_ece": full.metrics[f"ece/{readout}"]}
     with tempfile.TemporaryDirectory() as report:  # the report adds Skeleton Merger's DAS (every annotated shape)
         full = evaluate_checkpoint(name, "test", out_dir=report)
     return {"test_das": full.metrics["das"], "test_miou@0.1": full.metrics["miou@0.1"], "test_models": full.num_models,
@@ -48,7 +50,10 @@ def headline(entry: dict, config: dict) -> list[str]:
     split = f"the {entry['test_models']} models of the official KeypointNet test split"
     if config["mode"] == "supervised":
         return [f"- **Test PCK@0.01** (Euclidean, `{config['eval']['readout']}` readout): "
-                f"{_percent(entry['test_pck'])} on {split}; {_percent(entry['first20_pck'])} on its first {FIRST}"]
+                f"{_percent(entry['test_pck'])} on {split}; {_percent(entry['first20_pck'])} on its first {FIRST}",
+                f"- **Confidence**: the within-radius probability at the temperature T = "
+                f"{entry['confidence_temperature']:.3g} fitted on the validation split (`pckeypoints calibrate`); test "
+                f"ECE {entry['test_ece_before']:.3f} at T = 1 -> {entry['test_ece']:.3f}; T changes no keypoint"]
     return [
         f"- **Test DAS** (strict: pairs of distinct shapes; soft-argmax keypoints): {_percent(entry['test_das'])} on "
         f"{split}; {_percent(entry['first20_das'])} on its first {FIRST}",
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     entry = {"file": f"{args.name}.pt", "card": f"{args.name}.md", "category": config.data.label,
              "protocol": args.protocol, "seeds": args.seeds, "date": datetime.date.today().isoformat(),
              "bytes": (folder / f"{args.name}.pt").stat().st_size, "dtype": str(dtype).removeprefix("torch.")}
+    if config.mode == "supervised":  # the confidence's temperature, fitted on val (pckeypoints calibrate)
+        entry["confidence_temperature"] = calibrate_checkpoint(folder / f"{args.name}.pt")[1].temperature
     registry[args.name] = entry  # registered first: the metrics below are measured through the name
     registry_file.write_text(json.dumps(registry, indent=2) + "\n")
     entry.update(test_metrics(args.name, config.mode))

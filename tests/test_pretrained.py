@@ -187,3 +187,26 @@ def test_shipped_unsupervised_model_reproduces_its_card(name):
         pred.append(torch.tensor(task.predict(model, item["points"], config)["keypoints"]))
         annotations.append((item["keypoints"][item["mask"]], item["mask"].nonzero().squeeze(-1)))
     assert abs(dual_alignment_score(torch.stack(pred), annotations).das - entry["first20_das"]) <= 0.01
+
+
+def test_ship_a_detector_calibrates_its_confidence(tmp_path, monkeypatch):
+    """Shipping a detector fits its confidence temperature on val (``pckeypoints calibrate``) and writes it, with the
+    test ECE before and after, to the registry and the card; the shipped file carries it."""
+    from test_training import tiny_config
+
+    from pckeypoints.checkpoint import load_checkpoint
+    from pckeypoints.training import train
+
+    data = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 3, "test": 3})
+    torch.manual_seed(0)
+    run = train(tiny_config(data, tmp_path / "runs", method="soft+js", epochs=1), progress=False)
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / "registry.json").write_text("{}")
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "shipped" / "registry.json")
+    monkeypatch.setenv("PCKP_DATA", str(data))
+    ship_pretrained.main([str(run / "last.pt"), "--name", "tub", "--protocol", "1 epoch", "--seeds", "0"])
+    entry = pretrained.pretrained_models()["tub"]
+    config = load_checkpoint(tmp_path / "shipped" / "tub.pt")[2]
+    assert entry["confidence_temperature"] == pytest.approx(config.eval.temperature) and entry["confidence_temperature"] > 0
+    assert 0 <= entry["test_ece"] <= 1 and 0 <= entry["test_ece_before"] <= 1
+    assert f"T = {entry['confidence_temperature']:.3g}" in pretrained.model_card("tub")
