@@ -93,7 +93,8 @@ def comparison(pairs: dict[str, list], geodesic: bool) -> dict:
 def verdict(pooled: dict, complete: bool) -> str:
     """The rule of ``rule.md`` applied to the pooled official comparison."""
     if "ci" not in pooled:
-        return "no seed pairs yet"
+        return f"interim ({pooled['n']} of {len(SEEDS) * len(CATEGORIES)} seed pairs): too few for an interval" \
+            if pooled else "no seed pairs yet"
     low, high = pooled["ci"]
     if pooled["mean"] > 0 and low > 0:
         answer = "sampling wins"

@@ -20,6 +20,7 @@ def test_the_rule(mean, ci, answer):
     assert decisive.verdict(pooled, complete=True).startswith(answer)
     assert decisive.verdict(pooled, complete=False).startswith("interim (16 of 16 seed pairs): " + answer)
     assert decisive.verdict({}, complete=False) == "no seed pairs yet"
+    assert decisive.verdict({"n": 1, "mean": 6.6}, complete=False) == "interim (1 of 16 seed pairs): too few for an interval"
 
 
 def records(hits: list[bool]) -> dict:
