@@ -203,7 +203,10 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
     if sampler == "auto":
         sampler = "naive"
         if basis.kind == "gaussian":
-            fits = basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES and fused.available(logits.device)
+            # under torch.compile the custom op finds its kernel when it runs (availability is a build: no graph)
+            kernel = (logits.device.type in ("cpu", "cuda") if torch.compiler.is_compiling()
+                      else fused.available(logits.device))
+            fits = basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES and kernel
             sampler = "fused" if fits else "naive" if clipped else "gaussian"
     if sampler != "naive" and basis.kind != "gaussian":
         raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")

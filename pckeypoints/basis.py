@@ -248,11 +248,7 @@ class PointBasis:
         if normalized:
             if spacing is not None or origin is not None:
                 raise PCKeypointsError("normalized=True places the cells in [-1, 1]: leave spacing and origin out")
-            if align_corners:
-                spacing = [2 / (s - 1) if s > 1 else 2.0 for s in shape]
-                origin = [-1.0 if s > 1 else 0.0 for s in shape]
-            else:
-                spacing, origin = [2 / s for s in shape], [1 / s - 1 for s in shape]
+            spacing, origin = _normalized_layout(shape, align_corners)
         spacing_t = torch.as_tensor(1.0 if spacing is None else spacing, dtype=dtype, device=device).expand(d)
         origin_t = torch.as_tensor(0.0 if origin is None else origin, dtype=dtype, device=device).expand(d)
         axes = [torch.arange(s, dtype=dtype, device=device) for s in shape]
@@ -390,3 +386,10 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
         torch._check(dense.shape[0] >= 1)
         torch._check(dense.shape[1] >= 1)
     return dense, mask
+
+
+def _normalized_layout(shape: tuple[int, ...], align_corners: bool) -> tuple[list[float], list[float]]:
+    """Spacing and origin per axis that put a grid's cells in [-1, 1] (:meth:`PointBasis.grid`, ``normalized``)."""
+    if align_corners:
+        return [2 / (s - 1) if s > 1 else 2.0 for s in shape], [-1.0 if s > 1 else 0.0 for s in shape]
+    return [2 / s for s in shape], [1 / s - 1 for s in shape]

@@ -92,24 +92,7 @@ def spawn(fn: Callable, procs: int, *args):
         finally:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        running = dict(enumerate(processes))
-        while running:
-            ready = multiprocessing.connection.wait([p.sentinel for p in running.values()] +
-                                                    [r for rank, r in enumerate(receivers) if rank not in messages])
-            for rank, receiver in enumerate(receivers):
-                if receiver in ready and rank not in messages:
-                    messages[rank] = _receive(receiver)
-            for rank, process in list(running.items()):
-                if process.sentinel in ready:
-                    process.join()
-                    del running[rank]
-                    if rank not in messages:
-                        messages[rank] = _receive(receivers[rank])
-                    if process.exitcode != 0 or messages[rank][0] != "done":
-                        stopped |= set(running)
-                        _stop(running.values())
-                        running.clear()
-                        break
+        stopped |= _wait(processes, receivers, messages)
     except BaseException:
         stopped |= {rank for rank, p in enumerate(processes) if p.exitcode is None}
         with shielded():
@@ -118,9 +101,38 @@ def spawn(fn: Callable, procs: int, *args):
     finally:
         for receiver in receivers:
             receiver.close()
-    for rank, process in enumerate(processes):  # what failed first: a toolkit error, a kill, a crash
-        if rank not in messages:
-            messages[rank] = ("", None)
+    _raise_failure(processes, messages, stopped)
+    return messages[0][1]
+
+
+def _wait(processes: list, receivers: list, messages: dict) -> set[int]:
+    """Collect each process's message into ``messages`` (rank -> (kind, value)) as the processes end; at the first
+    failure stop the others. Returns the ranks stopped."""
+    running = dict(enumerate(processes))
+    while running:
+        ready = multiprocessing.connection.wait([p.sentinel for p in running.values()] +
+                                                [r for rank, r in enumerate(receivers) if rank not in messages])
+        for rank, receiver in enumerate(receivers):
+            if receiver in ready and rank not in messages:
+                messages[rank] = _receive(receiver)
+        for rank, process in list(running.items()):
+            if process.sentinel in ready:
+                process.join()
+                del running[rank]
+                if rank not in messages:
+                    messages[rank] = _receive(receivers[rank])
+                if process.exitcode != 0 or messages[rank][0] != "done":
+                    stopped = set(running)
+                    _stop(running.values())
+                    return stopped
+    return set()
+
+
+def _raise_failure(processes: list, messages: dict, stopped: set[int]) -> None:
+    """Raise what failed first, if anything did: a toolkit error as it was, a kill, a crash, an exit status."""
+    procs = len(processes)
+    for rank in range(procs):
+        messages.setdefault(rank, ("", None))
     for rank, (kind, value) in messages.items():
         if kind == "error":
             raise value
@@ -135,7 +147,6 @@ def spawn(fn: Callable, procs: int, *args):
     for rank, process in enumerate(processes):
         if process.exitcode and rank not in stopped:
             raise TrainingError(f"training process {rank} of {procs} ended with status {process.exitcode}")
-    return messages[0][1]
 
 
 @contextlib.contextmanager

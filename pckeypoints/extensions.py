@@ -32,6 +32,7 @@ EXTENSIONS: dict[str, tuple[str, str, tuple]] = {
     "pointnet2_cuda": ("pointnet2._extension", "_build", ("cuda",)),
     "pckeypoints_sampling_argmax": ("pckeypoints.fused", "_cpu", ()),
     "pckeypoints_chamfer": ("pckeypoints.chamfer", "_kernel", ()),
+    "pckeypoints_grid_neighbors": ("pckeypoints.grid_search", "_build", ()),
 }
 
 

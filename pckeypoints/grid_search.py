@@ -49,11 +49,17 @@ def knn(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, drop_self: b
 
 
 @cache
-def _kernels() -> ModuleType | None:
+def _build() -> ModuleType:
+    """The C++ kernels, built (or loaded from the extensions cache); raises when the build fails."""
     from pointnet2.build import load_extension
 
+    return load_extension("pckeypoints_grid_neighbors", (Path(__file__).parent / "csrc" / "grid_neighbors.cpp",))
+
+
+@cache
+def _kernels() -> ModuleType | None:
     try:
-        return load_extension("pckeypoints_grid_neighbors", (Path(__file__).parent / "csrc" / "grid_neighbors.cpp",))
+        return _build()
     except Exception as err:  # no compiler, build error: the brute-force kernels answer
         warnings.warn(f"building the grid search kernel failed ({type(err).__name__}: {err}); radius and knn stay "
                       "brute force", RuntimeWarning, stacklevel=3)

@@ -86,6 +86,6 @@ $PIP --no-build-isolation --no-deps -e .
 # The C++ extensions (pointnet2's ops, the fused sampler, the Chamfer kernels), built now by the runtime's own
 # loaders into the torch extensions cache, so that no training or evaluation command compiles; a no-op when
 # they are built for the current sources (a bare checkout without this step builds each on first use).
-step "C++ extensions (pointnet2, fused sampler, Chamfer; cached in ${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions})"
+step "C++ extensions (pointnet2, fused sampler, Chamfer, grid search; cached in ${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions})"
 "$PY" -m pckeypoints.extensions
 echo "setup.sh: done"

@@ -78,8 +78,6 @@ def gaussian_samples(
     return mean + variance.sqrt() * noise
 
 
-# torch.compile calls it rather than tracing it (the extension's build, cached, hashes its source: no graph)
-@torch.compiler.assume_constant_result
 def available(device: torch.device) -> bool:
     """Whether ``"auto"`` has a fused kernel for tensors on ``device``."""
     return resolve("auto", device) is not None
