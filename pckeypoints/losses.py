@@ -12,7 +12,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .argmax import GUMBEL_FORMS, sampling_argmax, soft_argmax
+from .argmax import GUMBEL_FORMS, SAMPLERS, sampling_argmax, soft_argmax
 from .basis import PointBasis
 from .errors import PCKeypointsError
 from .head import KeypointMaps, RaggedKeypointMaps
@@ -210,6 +210,8 @@ class KeypointLoss(nn.Module):
             raise PCKeypointsError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
         if gumbel not in GUMBEL_FORMS:
             raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+        if sampler not in SAMPLERS:
+            raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if gumbel != "paper" and not method.startswith("sampling"):
             raise PCKeypointsError(f"gumbel applies to the sampling methods, not {method!r}")
         if clipped_integral and method == "discrete":

@@ -112,6 +112,7 @@ def test_sampler_variant_errors(kwargs, match):
         (dict(method="discrete", clipped_integral=True), "not 'discrete'"),
         (dict(method="soft+js", gumbel="official"), "gumbel applies to the sampling methods"),
         (dict(method="sampling", gumbel="x"), "gumbel must be one of"),
+        (dict(method="sampling", sampler="fast"), "sampler must be one of"),  # issue 31: was caught in forward only
     ],
 )
 def test_keypoint_loss_variant_errors(kwargs, match):
