@@ -82,7 +82,8 @@ def comparison(pairs: dict[str, list], geodesic: bool) -> dict:
         diffs = np.array([d for c in chosen for d in per_pair[c].values()])
         row = {"n": len(diffs), "mean": float(diffs.mean())}
         if len(diffs) >= 2:
-            row["t_p"] = float(scipy_stats.ttest_1samp(diffs, 0.0).pvalue)
+            if np.ptp(diffs) > 0:  # equal differences: no spread, the t-test is undefined
+                row["t_p"] = float(scipy_stats.ttest_1samp(diffs, 0.0).pvalue)
             row["wilcoxon_p"] = float(scipy_stats.wilcoxon(diffs).pvalue) if np.any(diffs) else 1.0
             _, low, high = two_level_bootstrap([strata[c] for c in chosen])
             row["ci"] = [100 * low, 100 * high]
