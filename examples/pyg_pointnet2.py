@@ -3,7 +3,7 @@
 The layers are PyG's own (``PointNetConv``, ``MLP``, ``global_max_pool``), arranged as in PyG's
 ``examples/pointnet2_segmentation.py``: set abstraction (farthest point sampling, a radius graph to
 the samples, ``PointNetConv``) and feature propagation (k-NN interpolation back to the finer level).
-The point ops come from :mod:`pckeypoints.pyg_ops` with PyG's signatures, so neither pyg-lib nor
+The point ops come from :mod:`pckeypoints.ops.pyg` with PyG's signatures, so neither pyg-lib nor
 torch-cluster is needed.
 
     python examples/pyg_pointnet2.py --steps 100
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MLP, PointNetConv, global_max_pool
 
 import pckeypoints as pk
-from pckeypoints.pyg_ops import fps, knn_interpolate, radius
+from pckeypoints.ops.pyg import fps, knn_interpolate, radius
 from pyg_backbones import bathtubs, train
 from pyg_backbones import main as run_example
 

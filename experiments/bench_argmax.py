@@ -14,9 +14,9 @@ import argparse
 import torch
 
 from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
-from pckeypoints.argmax import sampling_argmax, soft_argmax
-from pckeypoints.basis import PointBasis
-from pckeypoints.losses import error_of_expectation, expectation_of_error
+from pckeypoints.core.argmax import sampling_argmax, soft_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.core.losses import error_of_expectation, expectation_of_error
 
 
 def main() -> None:

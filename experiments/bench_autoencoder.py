@@ -13,7 +13,7 @@ import torch
 
 from benchutil import write_results
 from pckeypoints.config import TrainConfig
-from pckeypoints.tasks import get_task
+from pckeypoints.train.tasks import get_task
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def seconds_per_step(width: float, steps: int, threads: int) -> float | None:
     from torch.nn.parallel import DistributedDataParallel
 
     from pckeypoints.distributed import init_world
-    from pckeypoints.losses import KeypointLoss
+    from pckeypoints.core.losses import KeypointLoss
     from pckeypoints.models.detector import KeypointDetector
 
     torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from benchutil import RESULTS, write_results
-from pckeypoints.losses import KeypointLoss
+from pckeypoints.core.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 from pointnet2 import modules
 from pointnet2.ops import ball_query, ball_query_group, furthest_point_sample

@@ -59,7 +59,7 @@ def write_ascii_pcd(path: Path, points: np.ndarray) -> None:
 
 
 def tiny_checkpoint(folder: Path) -> Path:
-    from pckeypoints.training import TrainConfig, train
+    from pckeypoints.train.training import TrainConfig, train
 
     config = TrainConfig.from_fields(category="bathtub", epochs=1, max_models=8, width=0.25, batch_size=8,
                                      num_samples=4, out=str(folder), name="tiny")

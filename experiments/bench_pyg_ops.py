@@ -1,4 +1,4 @@
-"""Benchmark of pckeypoints.pyg_ops (PyG's point ops on pointnet2's kernels) against torch-cluster's.
+"""Benchmark of pckeypoints.ops.pyg (PyG's point ops on pointnet2's kernels) against torch-cluster's.
 
     python3 experiments/bench_pyg_ops.py [--batch B ...] [--points N ...] [--quick] [--clock process] [--out DIR]
 
@@ -19,7 +19,7 @@ import torch
 import torch_cluster
 
 from benchutil import RESULTS, best_time, write_results
-from pckeypoints import pyg_ops
+from pckeypoints.ops import pyg
 
 
 def clouds(b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,30 +36,30 @@ def edges(e: torch.Tensor) -> set:
 
 def ops(pos: torch.Tensor, batch: torch.Tensor) -> dict:
     """name -> (pyg_ops call, torch-cluster call, equal(a, b))."""
-    idx = pyg_ops.fps(pos, batch, 0.25, random_start=False)
+    idx = pyg.fps(pos, batch, 0.25, random_start=False)
     feats = torch.randn(idx.shape[0], 64)
     same_sets = lambda a, b: edges(a) == edges(b)
     interpolate = lambda knn: lambda: _interpolate(knn, feats, pos[idx], pos, batch[idx], batch)
     return {
-        "fps": (lambda: pyg_ops.fps(pos, batch, 0.25, random_start=False),
+        "fps": (lambda: pyg.fps(pos, batch, 0.25, random_start=False),
                 lambda: torch_cluster.fps(pos, batch, 0.25, random_start=False), torch.equal),
-        "radius": (lambda: pyg_ops.radius(pos, pos[idx], 0.2, batch, batch[idx], 64),
+        "radius": (lambda: pyg.radius(pos, pos[idx], 0.2, batch, batch[idx], 64),
                    lambda: torch_cluster.radius(pos, pos[idx], 0.2, batch, batch[idx], 64), None),
-        "knn": (lambda: pyg_ops.knn(pos, pos[idx], 16, batch, batch[idx]),
+        "knn": (lambda: pyg.knn(pos, pos[idx], 16, batch, batch[idx]),
                 lambda: torch_cluster.knn(pos, pos[idx], 16, batch, batch[idx]), same_sets),
-        "knn_graph": (lambda: pyg_ops.knn_graph(pos, 16, batch),
+        "knn_graph": (lambda: pyg.knn_graph(pos, 16, batch),
                       lambda: torch_cluster.knn_graph(pos, 16, batch), same_sets),
-        "radius_graph": (lambda: pyg_ops.radius_graph(pos, 0.05, batch, max_num_neighbors=32),
+        "radius_graph": (lambda: pyg.radius_graph(pos, 0.05, batch, max_num_neighbors=32),
                          lambda: torch_cluster.radius_graph(pos, 0.05, batch, max_num_neighbors=32), None),
-        "knn_interpolate": (interpolate(pyg_ops.knn), interpolate(torch_cluster.knn),
+        "knn_interpolate": (interpolate(pyg.knn), interpolate(torch_cluster.knn),
                             lambda a, b: torch.allclose(a, b, atol=1e-5)),
     }
 
 
 def _interpolate(knn, x, pos_x, pos_y, batch_x, batch_y, k: int = 3) -> torch.Tensor:
-    """PyG's knn_interpolate on the given k-NN search (pyg_ops.knn_interpolate is this on pyg_ops.knn)."""
-    if knn is pyg_ops.knn:
-        return pyg_ops.knn_interpolate(x, pos_x, pos_y, batch_x, batch_y, k)
+    """PyG's knn_interpolate on the given k-NN search (pyg.knn_interpolate is this on pyg.knn)."""
+    if knn is pyg.knn:
+        return pyg.knn_interpolate(x, pos_x, pos_y, batch_x, batch_y, k)
     y_idx, x_idx = knn(pos_x, pos_y, k, batch_x, batch_y)
     w = 1 / (pos_x[x_idx] - pos_y[y_idx]).square().sum(-1, keepdim=True).clamp(min=1e-16)
     num = x.new_zeros(pos_y.shape[0], x.shape[1]).index_add_(0, y_idx, x[x_idx] * w)

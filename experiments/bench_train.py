@@ -23,7 +23,7 @@ import argparse
 import torch
 
 from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
-from pckeypoints.losses import KeypointLoss
+from pckeypoints.core.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 
 

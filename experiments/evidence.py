@@ -2,7 +2,7 @@
 
 Trains supervised KeypointNet detectors under a named protocol (``experiments/configs/evidence_<protocol>.toml``),
 one run per (category, method, seed), scores each on the test split with every readout of
-:mod:`pckeypoints.readouts`, and writes ``experiments/results/evidence/``: one ``records/<protocol>/<run>.npz``
+:mod:`pckeypoints.core.readouts`, and writes ``experiments/results/evidence/``: one ``records/<protocol>/<run>.npz``
 of per-keypoint records per run (distances, geodesic distances, confidences), ``evidence.json`` (every
 run's metrics, every table's numbers) and ``table6.md`` with mean ± sd over seeds, paired bootstrap CIs of
 each method − soft-argmax (and − soft-argmax + JS), readouts, calibration, plus reliability diagrams. Finished
@@ -26,8 +26,8 @@ import numpy as np
 from runner import run_commands
 from stats import BOOTSTRAP_DRAWS, mean_sd, nan_mean, paired_bootstrap
 
-from pckeypoints.evaluation import THRESHOLD
-from pckeypoints.readouts import READOUTS
+from pckeypoints.evaluation.inference import THRESHOLD
+from pckeypoints.core.readouts import READOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def run_name(category: str, method: str, seed: int) -> str:
 # ---------------------------------------------------------------------------------------------- running
 def train_command(args, category: str, method: str, seed: int) -> list[str] | None:
     """The ``pckeypoints train`` command that starts or resumes a run, or ``None`` if it is finished."""
-    from pckeypoints.checkpoint import read_checkpoint
+    from pckeypoints.train.checkpoint import read_checkpoint
 
     run_dir = Path(args.runs) / args.protocol / run_name(category, method, seed)
     if (run_dir / "last.pt").is_file():
@@ -136,7 +136,7 @@ def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -
     """Score ``run_dir``'s best checkpoint on the test split; write the per-keypoint records to ``out``."""
     import torch
 
-    from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+    from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 
     result = evaluate_checkpoint(run_dir, "test", device, run_dir / "eval_test", data_root=data_root or None)
     saved = torch.load(run_dir / "eval_test" / "records.pt", weights_only=False)

@@ -112,7 +112,7 @@ class MapNet(nn.Module):
 
 
 def make_loss(method: str, size: int, num_samples: int = NUM_SAMPLES
-              ) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.schedules.TemperatureSchedule]:
+              ) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.TemperatureSchedule]:
     stride = IMAGE / size
     if not method.startswith("sampling"):
         loss = pk.KeypointLoss(method, num_samples=num_samples, target_sigma=stride)
@@ -134,7 +134,7 @@ def readout_stats(logits: Tensor, basis: pk.PointBasis, centres: Tensor, stride:
     }
 
 
-def lever_loss(spec: str, size: int = 8) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.schedules.TemperatureSchedule,
+def lever_loss(spec: str, size: int = 8) -> tuple[pk.KeypointLoss, pk.PointBasis, pk.TemperatureSchedule,
                                                     str]:
     """A ``LEVERS`` spec ``method[,option...]``: the method of :func:`make_loss` (``sampling/<basis>/<tau>``
     also takes ``tau=X``, τ held at X in the paper's form, and ``otau=X``, held at X in the official form

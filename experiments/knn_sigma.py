@@ -6,7 +6,7 @@ committed per-keypoint test records of ``experiments/results/evidence/records/cp
 ``experiments/results/knn_sigma/``: ``knn_sigma.json`` (every number), ``knn_sigma.md`` (the tables),
 ``knn_sigma.png`` (σ distributions, one bed cloud's spread, loss by σ) and ``README_section.md``.
 
-1. σ_i = factor · mean distance to the k nearest neighbours (:meth:`pckeypoints.basis.PointBasis.from_points`,
+1. σ_i = factor · mean distance to the k nearest neighbours (:meth:`pckeypoints.core.basis.PointBasis.from_points`,
    k = 4, 8, 16, the factor it uses) over the train clouds: quantiles in normalised units (radius 1, the units
    of ``model.sigma``) and dataset units (× the cloud's ``scale``, the units of the PCK radius 0.01), against
    the fixed σ = 0.01 and the PCK radius (0.01 dataset units = 0.01 / scale normalised).
@@ -41,11 +41,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 
 from evidence import correct, load_records  # noqa: E402
 
-from pckeypoints.basis import KNN_FACTOR, PointBasis  # noqa: E402
+from pckeypoints.core.basis import KNN_FACTOR, PointBasis  # noqa: E402
 from pckeypoints.config import FIXED_SIGMA, AugmentConfig  # noqa: E402
 from pckeypoints.data.from_config import augmentation  # noqa: E402
 from pckeypoints.data.keypointnet import KeypointNet  # noqa: E402
-from pckeypoints.evaluation import THRESHOLD  # noqa: E402
+from pckeypoints.evaluation.inference import THRESHOLD  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "knn_sigma"
 RECORDS = ROOT / "experiments" / "results" / "evidence" / "records" / "cpu-full"
@@ -80,7 +80,7 @@ def knn_sigma(points: torch.Tensor, k: int, factor: float = FACTOR) -> torch.Ten
 
 def smoothed_sigma(points: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
     """σ averaged over each point and its k nearest neighbours (σ of a smoothed density), ``(M, N)``."""
-    from pckeypoints.neighbors import knn_points
+    from pckeypoints.ops.neighbors import knn_points
 
     index = knn_points(points, points, k + 1).index  # (M, N, k+1), self included
     return torch.gather(sigma[:, None, :].expand(-1, points.shape[1], -1), 2, index).mean(-1)
@@ -188,7 +188,7 @@ def where_lost(category: str, test: dict, records_dir: Path, factor: float) -> d
     by σ quintile and by semantic id."""
     sig = knn_sigma(test["points"], 8, factor)
     # relative sparsity: σ at the point over the median σ of its 16 nearest points
-    from pckeypoints.neighbors import knn_points
+    from pckeypoints.ops.neighbors import knn_points
 
     nbr = knn_points(test["points"], test["points"], 17).index[..., 1:]
     local = torch.gather(sig[:, None, :].expand(-1, sig.shape[1], -1), 2, nbr).median(-1).values

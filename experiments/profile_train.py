@@ -30,8 +30,8 @@ import torch
 from benchutil import RESULTS, write_results
 from pckeypoints.config import TrainConfig
 from pckeypoints.data import collate_keypoints
-from pckeypoints.supervised import SupervisedTask
-from pckeypoints.training import make_optimizer
+from pckeypoints.train.supervised import SupervisedTask
+from pckeypoints.train.training import make_optimizer
 
 LEVELS = ("sa1", "sa2", "sa3", "fp3", "fp2", "fp1")
 

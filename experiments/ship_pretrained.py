@@ -19,8 +19,8 @@ import json
 import tempfile
 
 import pckeypoints.pretrained as pretrained
-from pckeypoints.checkpoint import export_model, load_checkpoint
-from pckeypoints.evaluate_checkpoint import calibrate_checkpoint, evaluate_checkpoint
+from pckeypoints.train.checkpoint import export_model, load_checkpoint
+from pckeypoints.train.evaluate_checkpoint import calibrate_checkpoint, evaluate_checkpoint
 
 #: Models of the test split behind the card's quick-check number.
 FIRST = 20

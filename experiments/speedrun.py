@@ -86,10 +86,10 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     from pckeypoints.data import collate_keypoints
     from pckeypoints.distributed import init_world
     from pckeypoints.errors import TrainingError
-    from pckeypoints.evaluation import collect_readouts
+    from pckeypoints.evaluation.inference import collect_readouts
     from pckeypoints.metrics.summary import keypoint_records, records_metrics
-    from pckeypoints.supervised import SupervisedTask
-    from pckeypoints.training import TrainState, _seed, train_loader
+    from pckeypoints.train.supervised import SupervisedTask
+    from pckeypoints.train.training import TrainState, _seed, train_loader
 
     torch.set_num_threads(1)
     world = init_world(torch.device("cpu"))

@@ -29,12 +29,12 @@ import torch
 from runner import run_commands
 from stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
 
-from pckeypoints.checkpoint import read_checkpoint, resolve_checkpoint
+from pckeypoints.train.checkpoint import read_checkpoint, resolve_checkpoint
 from pckeypoints.config import UNSET, TrainConfig
 from pckeypoints.devices import resolve_device
-from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 from pckeypoints.metrics.das import das_from_votes
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -306,7 +306,7 @@ def plot_convergence(args, path: Path) -> None:
 
 def shape_statistics(records: dict) -> dict:
     """Per metric of :data:`CI_METRICS`, a function of shape weights ``(d, S)`` to the run's metric on each
-    weighted resample ``(d,)``, from its ``records.pt`` (:meth:`pckeypoints.unsupervised.UnsupervisedTask.report`)."""
+    weighted resample ``(d,)``, from its ``records.pt`` (:meth:`pckeypoints.train.unsupervised.UnsupervisedTask.report`)."""
     def das(prefix: str, self_pairs: bool):
         forward, backward = records[f"{prefix}_forward_votes"], records[f"{prefix}_backward_votes"]
         def statistic(weights):

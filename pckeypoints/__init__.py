@@ -1,7 +1,7 @@
 """Keypoints on point clouds with sampling-argmax (Li et al., NeurIPS 2021).
 
 One import gives the public API (PyG's point ops on ragged batches as ``fps``, ``radius``,
-``radius_graph``, ``knn_graph``, ``knn_interpolate``; the ragged ``knn`` is ``pckeypoints.pyg_ops.knn``,
+``radius_graph``, ``knn_graph``, ``knn_interpolate``; the ragged ``knn`` is ``pckeypoints.ops.pyg.knn``,
 ``pckeypoints.knn_points`` the dense one); the core (bases, argmaxes, head, losses, schedules, k-NN) loads
 eagerly and needs only PyTorch, the rest (metrics, models, data) on first use. Nothing here imports
 ``viz``, matplotlib or Open3D.
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import importlib
 
-from .argmax import sampling_argmax, soft_argmax
-from .basis import PointBasis
-from .errors import PCKeypointsError
-from .head import KeypointHead, KeypointMaps, KeypointReadout, RaggedKeypointMaps
-from .losses import KeypointLoss
-from .neighbors import knn_points
-from .pyg_ops import fps, knn_graph, knn_interpolate, radius, radius_graph
-from .schedules import ConstantTau, CosineTau, ExponentialTau, LinearTau, TemperatureSchedule, make_schedule
-from .validation import check_cloud
+from pckeypoints.core.argmax import sampling_argmax, soft_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.core.head import KeypointHead, KeypointMaps, KeypointReadout, RaggedKeypointMaps
+from pckeypoints.core.losses import KeypointLoss
+from pckeypoints.ops.neighbors import knn_points
+from pckeypoints.ops.pyg import fps, knn_graph, knn_interpolate, radius, radius_graph
+from pckeypoints.core.schedules import ConstantTau, CosineTau, ExponentialTau, LinearTau, TemperatureSchedule, make_schedule
+from pckeypoints.validation import check_cloud
 
 #: name -> submodule, imported on first access (PEP 562) to keep ``import pckeypoints`` cheap.
 _LAZY = {
@@ -35,8 +35,8 @@ _LAZY = {
     "pck": "metrics", "pck_curve": "metrics", "mean_error": "metrics", "geodesic_pck": "metrics",
     "dual_alignment_score": "metrics", "keypoint_miou": "metrics", "calibration_correlation": "metrics",
     "KeypointDetector": "models", "SkeletonAutoencoder": "models.autoencoder",
-    "KeypointNet": "data", "collate_keypoints": "data", "evaluate_model": "evaluation",
-    "use_as_pyg_backend": "pyg_backend",
+    "KeypointNet": "data", "collate_keypoints": "data", "evaluate_model": "evaluation.inference",
+    "use_as_pyg_backend": "ops.pyg_backend",
 }
 
 __all__ = [

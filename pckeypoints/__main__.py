@@ -1,4 +1,4 @@
 """``python -m pckeypoints``: the command line of :mod:`pckeypoints.cli`."""
-from .cli import run
+from pckeypoints.cli import run
 
 run()

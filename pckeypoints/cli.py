@@ -31,8 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from .config import UNSET, TrainConfig, config_fields
-from .errors import PCKeypointsError, UsageError, write_error
+from pckeypoints.config import UNSET, TrainConfig, config_fields
+from pckeypoints.errors import PCKeypointsError, UsageError, write_error
 
 __all__ = ["MAX_POINTS", "build_parser", "main", "run"]
 
@@ -137,7 +137,7 @@ def _add_export(commands) -> None:
     export.add_argument("checkpoint", help="run folder or checkpoint file of a supervised run")
     export.add_argument("-o", "--output", required=True, help="program file, e.g. model.pt2")
     export.add_argument("--max-points", type=positive_int, help="largest cloud the program takes "
-                        "(default: pckeypoints.exported.MAX_POINTS)")
+                        "(default: pckeypoints.train.exported.MAX_POINTS)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +218,7 @@ def _nullable(kind: type):
 
 
 def _train(args) -> int:
-    from .training import train
+    from pckeypoints.train.training import train
 
     _import_swallowers()
 
@@ -253,7 +253,7 @@ def _import_swallowers() -> None:
 
 
 def _eval(args) -> int:
-    from .pretrained import pretrained_path
+    from pckeypoints.pretrained import pretrained_path
 
     given = Path(args.checkpoint)
     local = given.is_file() or any((given / name).is_file() for name in ("best.pt", "last.pt"))
@@ -269,7 +269,7 @@ def _eval(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from .evaluate_checkpoint import calibrate_checkpoint
+    from pckeypoints.train.evaluate_checkpoint import calibrate_checkpoint
 
     path, fit = calibrate_checkpoint(args.checkpoint, args.split, args.device, args.output, data_root=args.data_root)
     print(f"temperature {fit.temperature:.4g} on {fit.num_keypoints} {args.split} keypoints: NLL {fit.nll_before:.4f} "
@@ -281,7 +281,7 @@ def _calibrate(args) -> int:
 def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None, max_models: int | None = None,
             device: str = "cpu", readout: str | None = None) -> dict[str, float]:
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
-    from .evaluate_checkpoint import evaluate_checkpoint
+    from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 
     _check_writable(out_dir)
     try:
@@ -289,7 +289,7 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
                                      max_models=max_models, readout=readout)
     except OSError as err:
         raise write_error(out_dir, err, "the report into") from None
-    from .tasks import get_task
+    from pckeypoints.train.tasks import get_task
 
     config = result.config
     print(f"{config.mode} {config.data.label} {config.loss.method}, epoch {result.epoch}, {split} split, "
@@ -321,8 +321,8 @@ def _check_writable(folder: Path) -> None:
 def _predict(args) -> int:
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint
-    from .devices import resolve_device
+    from pckeypoints.train.checkpoint import load_checkpoint
+    from pckeypoints.devices import resolve_device
 
     single = len(args.files) == 1 and not Path(args.files[0]).is_dir()
     inputs = [Path(args.files[0])] if single else _point_files(args.files)
@@ -331,7 +331,7 @@ def _predict(args) -> int:
         _check_predict_output(output, inputs, single)
     device = resolve_device(args.device)
     if Path(args.checkpoint).suffix == ".pt2":
-        from .exported import load_program
+        from pckeypoints.train.exported import load_program
 
         task, model, config = load_program(args.checkpoint)
         if args.num_points > model.max_points:
@@ -367,7 +367,7 @@ def _predict(args) -> int:
 def _point_files(names: list[str]) -> list[Path]:
     """The inputs of ``predict``: each file as given, each folder as its point cloud and mesh files (sorted,
     not recursive)."""
-    from .data.pcd import POINT_FILE_SUFFIXES
+    from pckeypoints.data.pcd import POINT_FILE_SUFFIXES
 
     inputs = []
     for name in map(Path, names):
@@ -402,8 +402,8 @@ def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> Non
 def _predict_file(task, model, config: TrainConfig, path: Path, num_points: int) -> dict:
     import numpy as np
 
-    from .data import read_points
-    from .data.transforms import subsample_cloud
+    from pckeypoints.data import read_points
+    from pckeypoints.data.transforms import subsample_cloud
 
     points = subsample_cloud(read_points(path, num_points=num_points, dtype=np.float64), num_points)
     return task.predict(model, points, config)
@@ -425,7 +425,7 @@ def _write_prediction(result: dict, output: Path | None, quiet: bool = False) ->
 
 
 def _export(args) -> int:
-    from .exported import export_program
+    from pckeypoints.train.exported import export_program
 
     limit = {} if args.max_points is None else {"max_points": args.max_points}
     print(f"program -> {export_program(args.checkpoint, args.output, **limit)}")

@@ -41,14 +41,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
-from .schedules import SCHEDULES
+from pckeypoints.errors import ConfigError
+from pckeypoints.core.schedules import SCHEDULES
 
 __all__ = ["TrainConfig", "ConfigField", "UNSET", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS", "BASES",
            "SPLITS", "FIXED_SIGMA", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss",
            "UnsupervisedLoss", "OptimConfig", "EvalConfig", "RunConfig"]
 
-#: Training modes (the tasks of :data:`pckeypoints.tasks.TASKS`).
+#: Training modes (the tasks of :data:`pckeypoints.train.tasks.TASKS`).
 MODES = ("supervised", "unsupervised")
 LR_SCHEDULES = ("constant", "cosine", "step")  # step: halved every lr_step_epochs (the paper's)
 OPTIMIZERS = ("adamw", "sgd")
@@ -118,7 +118,7 @@ class ModelConfig:
 
     def arguments(self) -> dict:
         """This section as keyword arguments of the tasks' models (``num_keypoints`` must be known: see
-        :meth:`pckeypoints.tasks.Task.configure`)."""
+        :meth:`pckeypoints.train.tasks.Task.configure`)."""
         if self.num_keypoints is None:
             raise ConfigError("config field model.num_keypoints is unset; configure the config with its task first")
         return {"num_keypoints": self.num_keypoints, "width": self.width, "msg": self.msg,
@@ -133,7 +133,7 @@ class _LossBase:
 
     method: str = "sampling"
     num_samples: int = 30  # sampling-argmax samples per map
-    tau_schedule: str = "exponential"  # Gumbel-softmax temperature over the epochs (pckeypoints.schedules)
+    tau_schedule: str = "exponential"  # Gumbel-softmax temperature over the epochs (pckeypoints.core.schedules)
     tau_start: float = 1.0
     tau_end: float = 0.1
     tau_epochs: int | None = None  # epochs from tau_start to tau_end, then held (None: all of optim.epochs)
@@ -141,7 +141,7 @@ class _LossBase:
 
 @dataclass
 class SupervisedLoss(_LossBase):
-    """``[loss]`` of supervised runs (see :class:`pckeypoints.losses.KeypointLoss`)."""
+    """``[loss]`` of supervised runs (see :class:`pckeypoints.core.losses.KeypointLoss`)."""
 
     metric: str = "l1"  # distance of a sample or estimate to the target
     sampler: str = "auto"  # "auto" (the fused kernels where built, else "gaussian"), "naive", "gaussian", "fused"
@@ -154,7 +154,7 @@ class SupervisedLoss(_LossBase):
 @dataclass
 class UnsupervisedLoss(_LossBase):
     """``[loss]`` of unsupervised runs: the Skeleton Merger loss terms' weights
-    (:func:`pckeypoints.unsupervised.reconstruction_objective`)."""
+    (:func:`pckeypoints.train.unsupervised.reconstruction_objective`)."""
 
     reconstruction_to_input: float = 1.0  # Chamfer: reconstruction -> input
     input_to_reconstruction: float = 1.0  # Chamfer: input -> reconstruction
@@ -179,7 +179,7 @@ class OptimConfig:
 class EvalConfig:
     """``[eval]``: validation during training and the test-time keypoint estimate."""
 
-    readout: str = "snapped"  # pckeypoints.readouts: best on experiments/results/evidence
+    readout: str = "snapped"  # pckeypoints.core.readouts: best on experiments/results/evidence
     split: str = _flag("eval_split", "val")  # split that selects best.pt
     every: int = _flag("eval_every", 1)  # evaluate every n epochs (and after the last)
     # T of the maps for the keypoints' confidence only, never their estimate; set by `pckeypoints calibrate`
@@ -439,9 +439,9 @@ def _check_types(section, prefix: str) -> None:
 
 
 def _check_values(c: TrainConfig) -> None:
-    from .argmax import GUMBEL_FORMS, SAMPLERS
-    from .losses import METHODS, METRICS
-    from .readouts import READOUTS
+    from pckeypoints.core.argmax import GUMBEL_FORMS, SAMPLERS
+    from pckeypoints.core.losses import METHODS, METRICS
+    from pckeypoints.core.readouts import READOUTS
 
     unsupervised_methods = ("soft", "sampling")
     choices = {"loss.method": METHODS if c.mode == "supervised" else unsupervised_methods,

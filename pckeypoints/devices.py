@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 __all__ = ["resolve_device"]
 

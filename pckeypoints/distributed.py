@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from .errors import PCKeypointsError, TrainingError
+from pckeypoints.errors import PCKeypointsError, TrainingError
 
 __all__ = ["World", "init_world", "is_main_process", "shielded", "spawn"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 

@@ -3,8 +3,8 @@
 Shape checks are cheap and always run. Value checks (NaN or infinite coordinates, sortedness of a
 ragged ``batch``) read the data, a device synchronisation on a GPU, so they run only with
 ``validate=True``: once per public call (:class:`~pckeypoints.models.KeypointDetector`,
-:class:`~pckeypoints.head.KeypointHead`, :class:`~pckeypoints.basis.PointBasis`,
-:class:`~pckeypoints.losses.KeypointLoss`, the readers), never inside the ops of a training step.
+:class:`~pckeypoints.core.head.KeypointHead`, :class:`~pckeypoints.core.basis.PointBasis`,
+:class:`~pckeypoints.core.losses.KeypointLoss`, the readers), never inside the ops of a training step.
 Every failure is one :class:`~pckeypoints.errors.PCKeypointsError` line naming the argument.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 __all__ = ["check_cloud", "check_batch_index", "check_finite"]
 

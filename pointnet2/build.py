@@ -3,7 +3,7 @@
 :func:`load_extension` JIT-builds an extension with :func:`torch.utils.cpp_extension.load` (without ninja,
 setuptools) and caches it in the torch extensions directory (``$TORCH_EXTENSIONS_DIR``), in a folder named by
 a hash of its sources, flags, torch and Python, so that later processes load it directly.
-``scripts/setup.sh`` builds every extension ahead of time (``python -m pckeypoints.extensions``); with
+``scripts/setup.sh`` builds every extension ahead of time (``python -m pckeypoints.ops.extensions``); with
 ``PCKP_NO_BUILD=1`` :func:`load_extension` raises instead of compiling a missing one.
 """
 
@@ -48,7 +48,7 @@ def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...]
         if os.environ.get(NO_BUILD_VAR, "0") not in ("", "0"):
             raise NotBuiltError(f"the extension {name} is not built for its current sources (no {built}) and "
                                 f"{NO_BUILD_VAR}=1 forbids compiling it: build it with `python -m "
-                                "pckeypoints.extensions` (bash scripts/setup.sh runs it)")
+                                "pckeypoints.ops.extensions` (bash scripts/setup.sh runs it)")
         _compile(name, sources, include, flags, build_dir)
     spec = importlib.util.spec_from_file_location(name, built)
     module = importlib.util.module_from_spec(spec)

@@ -87,5 +87,5 @@ $PIP --no-build-isolation --no-deps -e .
 # loaders into the torch extensions cache, so that no training or evaluation command compiles; a no-op when
 # they are built for the current sources (a bare checkout without this step builds each on first use).
 step "C++ extensions (pointnet2, fused sampler, Chamfer, grid search; cached in ${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions})"
-"$PY" -m pckeypoints.extensions
+"$PY" -m pckeypoints.ops.extensions
 echo "setup.sh: done"

@@ -4,7 +4,7 @@ import torch
 
 import pckeypoints as pk
 from pckeypoints import PCKeypointsError
-from pckeypoints.argmax import sampling_argmax
+from pckeypoints.core.argmax import sampling_argmax
 
 
 def ragged_clouds(sizes=(30, 45, 20), channels=8, seed=0):
@@ -135,7 +135,7 @@ def test_auto_sampler_with_float16_logits_does_not_pick_the_fused_kernel():
 def test_one_hot_weights_give_zero_logit_gradients_with_every_sampler(dtype, tau):
     """τ → 0: every sample is one point's, so the logits get no gradient (the fused kernel's rounding
     error must not be amplified by 1/τ)."""
-    from pckeypoints import fused
+    from pckeypoints.ops import fused
 
     pos = torch.rand(2, 100, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
     basis = pk.PointBasis.from_points(pos, k=4)

@@ -88,8 +88,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_walker_sees_relative_and_absolute_imports():
-    assert {"pckeypoints.basis", "pckeypoints.argmax"} <= imported_modules("pckeypoints.head", True)
-    assert "pointnet2.ops" in imported_modules("pckeypoints.neighbors", False)  # imported inside knn()
+    assert {"pckeypoints.core.basis", "pckeypoints.core.argmax"} <= imported_modules("pckeypoints.core.head", True)
+    assert "pointnet2.ops" in imported_modules("pckeypoints.ops.neighbors", False)  # imported inside knn()
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -97,18 +97,18 @@ def test_the_walker_sees_relative_and_absolute_imports():
 @pytest.mark.parametrize("module_level", [True, False])
 def test_no_import_cycle_in_pckeypoints_pointnet2_viz(module_level):
     """No cycle among the imports that run on import, nor among all imports (inside functions too, and the
-    tasks that :func:`pckeypoints.tasks.get_task` imports by name)."""
-    from pckeypoints.tasks import TASKS
+    tasks that :func:`pckeypoints.train.tasks.get_task` imports by name)."""
+    from pckeypoints.train.tasks import TASKS
 
     graph = {name: imported_modules(name, module_level) for name in MODULES}
     if not module_level:
-        graph["pckeypoints.tasks"] |= {target.split(":")[0] for target in TASKS.values()}
+        graph["pckeypoints.train.tasks"] |= {target.split(":")[0] for target in TASKS.values()}
     assert find_cycle(graph) is None
 
 
 def test_a_cycle_through_a_function_level_import_is_found():
     graph = {name: imported_modules(name, module_level=False) for name in MODULES}
-    graph["pckeypoints.config"] = graph["pckeypoints.config"] | {"pckeypoints.checkpoint"}  # checkpoint imports config
+    graph["pckeypoints.config"] = graph["pckeypoints.config"] | {"pckeypoints.train.checkpoint"}  # checkpoint imports config
     assert find_cycle(graph) is not None
 
 
@@ -131,7 +131,7 @@ def test_public_api_is_one_cheap_import():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["pckeypoints.supervised", "pckeypoints.training", "pckeypoints.tasks"])
+@pytest.mark.parametrize("module", ["pckeypoints.train.supervised", "pckeypoints.train.training", "pckeypoints.train.tasks"])
 def test_training_modules_do_not_import_viz_or_matplotlib(module):
     out = run_python(f"import sys, {module}\nprint(sorted(m for m in ('viz', 'matplotlib') if m in sys.modules))")
     assert out.strip() == "[]"
@@ -145,7 +145,7 @@ def test_importing_viz_leaves_the_matplotlib_backend_alone():
 
 
 #: Kernels, whose bodies are one computation each, may be longer.
-KERNEL_MODULES = {"pckeypoints.fused.triton_kernels"}
+KERNEL_MODULES = {"pckeypoints.ops.fused.triton_kernels"}
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m not in KERNEL_MODULES))

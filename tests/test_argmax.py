@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pckeypoints.argmax import sampling_argmax, soft_argmax
-from pckeypoints.basis import PointBasis
+from pckeypoints.core.argmax import sampling_argmax, soft_argmax
+from pckeypoints.core.basis import PointBasis
 
 
 def mixture_moments(probs, basis):

@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from keypointnet_subset import make_subset
-from pckeypoints.argmax import sampling_argmax
-from pckeypoints.basis import PointBasis
-from pckeypoints.chamfer import composite_chamfer_distance
+from pckeypoints.core.argmax import sampling_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.ops.chamfer import composite_chamfer_distance
 from pckeypoints.models.autoencoder import SkeletonAutoencoder, SkeletonDecoder, keypoint_pairs, skeleton_loss
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/keypointnet"
@@ -100,7 +100,7 @@ def test_skeleton_loss_averages_over_samples():
 
 
 def _tiny_config(tmp_path, **changes):
-    from pckeypoints.training import TrainConfig
+    from pckeypoints.train.training import TrainConfig
 
     values = dict(mode="unsupervised", category="bed", method="sampling", num_samples=2, num_keypoints=4, width=0.25,
                   hidden_channels=16, basis="fixed", sigma=0.05, epochs=2, batch_size=2, lr=3e-3, lr_schedule="constant",
@@ -111,7 +111,7 @@ def _tiny_config(tmp_path, **changes):
 
 @needs_data
 def test_tiny_training_run_decreases_reconstruction_loss(tmp_path):
-    from pckeypoints.training import train
+    from pckeypoints.train.training import train
 
     torch.set_num_threads(1)
     run = train(_tiny_config(tmp_path), progress=False)
@@ -131,7 +131,7 @@ def test_tiny_training_run_decreases_reconstruction_loss(tmp_path):
 def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
     from pckeypoints.data import KeypointNet, collate_keypoints
     from pckeypoints.metrics import dual_alignment_score
-    from pckeypoints.tasks import get_task
+    from pckeypoints.train.tasks import get_task
 
     task = get_task("unsupervised")
     config = _tiny_config(tmp_path, max_models=5)
@@ -166,7 +166,7 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
 
 def test_bad_settings_are_rejected(tmp_path):
     from pckeypoints.errors import ConfigError
-    from pckeypoints.tasks import get_task
+    from pckeypoints.train.tasks import get_task
 
     task = get_task("unsupervised")
     with pytest.raises(ConfigError, match="method"):
@@ -179,7 +179,7 @@ def test_bad_settings_are_rejected(tmp_path):
 def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
     from pckeypoints.data import KeypointNet, collate_keypoints
     from pckeypoints.metrics import dual_alignment_score
-    from pckeypoints.tasks import get_task
+    from pckeypoints.train.tasks import get_task
 
     root = make_subset(tmp_path / "data", "bed", {"train": 3, "val": 2, "test": 2})
     task = get_task("unsupervised")
@@ -207,9 +207,9 @@ def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
 
     # the strict DAS and the mIoU of the test split, computed directly (the report derives every score from the
     # per-shape counts of records.pt, which table7.py's bootstrap resamples)
-    from pckeypoints.evaluation import collect_predictions
+    from pckeypoints.evaluation.inference import collect_predictions
     from pckeypoints.metrics import keypoint_miou
-    from pckeypoints.unsupervised import GEODESIC_K, _annotations
+    from pckeypoints.train.unsupervised import GEODESIC_K, _annotations
 
     collected = collect_predictions(model, DataLoader(dataset, 2, collate_fn=collate_keypoints))
     test_annotations = _annotations(collected)

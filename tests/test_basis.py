@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pckeypoints import PCKeypointsError
-from pckeypoints.argmax import soft_argmax
-from pckeypoints.basis import PointBasis, knn_mean_distance
+from pckeypoints.core.argmax import soft_argmax
+from pckeypoints.core.basis import PointBasis, knn_mean_distance
 
 
 def test_knn_sigma_hand_computed_on_a_line():
@@ -119,7 +119,7 @@ def test_sigma_is_the_same_with_and_without_torch_cluster(monkeypatch):
 
 
 def test_knn_backends_agree_with_brute_force():
-    from pckeypoints import neighbors
+    from pckeypoints.ops import neighbors
 
     g = torch.Generator().manual_seed(3)
     points, query = torch.rand(2, 300, 3, generator=g, dtype=torch.float64), torch.rand(2, 40, 3, generator=g, dtype=torch.float64)
@@ -135,7 +135,7 @@ def test_knn_backends_agree_with_brute_force():
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_knn_graph_is_pygs_graph_per_cloud(loop):
-    from pckeypoints.pyg_ops import knn_graph
+    from pckeypoints.ops.pyg import knn_graph
 
     g = torch.Generator().manual_seed(4)
     sizes = [30, 12, 21]

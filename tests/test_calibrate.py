@@ -9,14 +9,14 @@ from keypointnet_subset import make_subset
 from test_training import tiny_config
 from torch.utils.data import DataLoader
 
-from pckeypoints.checkpoint import load_checkpoint, save_checkpoint
+from pckeypoints.train.checkpoint import load_checkpoint, save_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.data import collate_keypoints
 from pckeypoints.errors import InputError
-from pckeypoints.evaluation import evaluate_model, predict_keypoints
+from pckeypoints.evaluation.inference import evaluate_model, predict_keypoints
 from pckeypoints.metrics.calibration import (expected_calibration_error, fit_temperature, mixture_within,
                                              within_radius_probability)
-from pckeypoints.supervised import SupervisedTask
+from pckeypoints.train.supervised import SupervisedTask
 
 
 def _synthetic_maps(count: int, true_temperature: float, seed: int):

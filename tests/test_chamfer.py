@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-import pckeypoints.chamfer as chamfer
-from pckeypoints.chamfer import (
+import pckeypoints.ops.chamfer as chamfer
+from pckeypoints.ops.chamfer import (
     chamfer_distance,
     composite_chamfer_distance,
     greedy_coverage,

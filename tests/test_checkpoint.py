@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from pckeypoints.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
+from pckeypoints.train.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import CheckpointError
-from pckeypoints.tasks import get_task
+from pckeypoints.train.tasks import get_task
 
 CONFIG = TrainConfig.from_fields(num_keypoints=3, width=0.25, hidden_channels=16, epochs=2)
 
@@ -130,7 +130,7 @@ def test_random_bytes_nan_weights_and_a_damaged_last_checkpoint(tmp_path, good, 
     save_checkpoint(state, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match=rf"nan.pt is damaged: weight {name} holds NaN or infinite values"):
         load_checkpoint(tmp_path / "nan.pt")
-    from pckeypoints.training import _resume_state
+    from pckeypoints.train.training import _resume_state
 
     run = tmp_path / "run"
     run.mkdir()
@@ -142,7 +142,7 @@ def test_random_bytes_nan_weights_and_a_damaged_last_checkpoint(tmp_path, good, 
 
 
 def test_a_local_folder_does_not_hide_a_shipped_model_silently(tmp_path, monkeypatch, good):
-    from pckeypoints.checkpoint import resolve_checkpoint
+    from pckeypoints.train.checkpoint import resolve_checkpoint
     from pckeypoints.pretrained import pretrained_path
 
     shipped = pretrained_path("bathtub")

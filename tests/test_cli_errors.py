@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pckeypoints.checkpoint import save_checkpoint
+from pckeypoints.train.checkpoint import save_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
-from pckeypoints.tasks import get_task
+from pckeypoints.train.tasks import get_task
 
 CONFIG = TrainConfig.from_fields(num_keypoints=4, width=0.25, hidden_channels=16)
 
@@ -186,7 +186,7 @@ def test_seed_and_procs_are_bounded_before_anything_starts(tmp_path, capsys, mon
     not divide are one line each, before a run folder is claimed or a process started."""
     import os
 
-    from pckeypoints import training
+    from pckeypoints.train import training
 
     monkeypatch.setattr(training, "spawn", lambda *args: pytest.fail("processes started"))
     out = str(tmp_path / "runs")

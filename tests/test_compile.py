@@ -4,6 +4,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import pckeypoints as pk
+from pckeypoints.ops import fused
 
 
 def problem(seed=0):
@@ -59,15 +60,13 @@ def test_maps_and_bases_are_pytrees_and_the_head_exports():
     assert torch.allclose(exported.basis.bandwidth, maps.basis.bandwidth)
 
 
-needs_fused_cpu = pytest.mark.skipif(not pk.argmax.fused.available(torch.device("cpu")),
+needs_fused_cpu = pytest.mark.skipif(not fused.available(torch.device("cpu")),
                                      reason="the fused C++ kernel did not build")
 
 
 @needs_fused_cpu
 def test_fused_sampler_ops_pass_opcheck():
     """Schema, fake kernel and registered autograd of torch.ops.pckeypoints.gumbel_moments (torch.library.opcheck)."""
-    from pckeypoints import fused
-
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 40, generator=g, dtype=torch.float64, requires_grad=True)
     for batch in (2, 1):  # one basis per cloud, or one broadcast

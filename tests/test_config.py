@@ -125,7 +125,7 @@ def test_every_shipped_toml_file_loads():
 def test_defaults_agree_with_the_modules():
     import inspect
 
-    from pckeypoints.losses import KeypointLoss
+    from pckeypoints.core.losses import KeypointLoss
     from pckeypoints.models import KeypointDetector
 
     config = TrainConfig()
@@ -163,12 +163,12 @@ def test_config_fields_are_the_command_line_scalars():
 
 def test_config_module_imports_neither_trainer_nor_tasks():
     code = ("import sys, pckeypoints.config; "
-            "print(sorted(m for m in sys.modules if m in ('pckeypoints.training', 'pckeypoints.tasks')))")
+            "print(sorted(m for m in sys.modules if m in ('pckeypoints.train.training', 'pckeypoints.train.tasks')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_modes_are_the_tasks():
-    from pckeypoints.tasks import TASKS
+    from pckeypoints.train.tasks import TASKS
 
     assert tuple(TASKS) == MODES

@@ -13,12 +13,12 @@ import pytest
 import torch
 from keypointnet_subset import make_subset
 
-from pckeypoints.tasks import get_task
-from pckeypoints.checkpoint import load_checkpoint
+from pckeypoints.train.tasks import get_task
+from pckeypoints.train.checkpoint import load_checkpoint
 from pckeypoints.config import TrainConfig
 from pckeypoints.distributed import init_world, spawn
 from pckeypoints.errors import ConfigError, TrainingError
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 

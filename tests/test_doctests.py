@@ -5,8 +5,8 @@ import importlib
 import pytest
 
 PUBLIC = [
-    "pckeypoints", "pckeypoints.basis", "pckeypoints.head", "pckeypoints.losses", "pckeypoints.argmax",
-    "pckeypoints.schedules", "pckeypoints.neighbors", "pckeypoints.pyg_ops", "pckeypoints.pyg_backend",
+    "pckeypoints", "pckeypoints.core.basis", "pckeypoints.core.head", "pckeypoints.core.losses", "pckeypoints.core.argmax",
+    "pckeypoints.core.schedules", "pckeypoints.ops.neighbors", "pckeypoints.ops.pyg", "pckeypoints.ops.pyg_backend",
     "pckeypoints.validation", "pckeypoints.models.detector",
 ]
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from keypointnet_subset import make_subset
 
-from pckeypoints import supervised
-from pckeypoints.checkpoint import read_checkpoint
+from pckeypoints.train import supervised
+from pckeypoints.train.checkpoint import read_checkpoint
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import PCKeypointsError
-from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
-from pckeypoints.training import train
+from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pckeypoints.checkpoint import load_checkpoint, save_checkpoint
+from pckeypoints.train.checkpoint import load_checkpoint, save_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
-from pckeypoints.exported import load_program
-from pckeypoints.tasks import get_task
+from pckeypoints.train.exported import load_program
+from pckeypoints.train.tasks import get_task
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The C++ extensions are built by the set-up (``python -m pckeypoints.extensions``), so no user command compiles.
+"""The C++ extensions are built by the set-up (``python -m pckeypoints.ops.extensions``), so no user command compiles.
 
 These run after ``bash scripts/setup.sh`` (as ``.ci/run`` does): loading with ``PCKP_NO_BUILD=1`` fails instead of
 compiling, so a passing check means the first training step loads every extension built for the current sources.
@@ -11,19 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pckeypoints.extensions import EXTENSIONS, extensions
+from pckeypoints.ops.extensions import EXTENSIONS, extensions
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pckeypoints.extensions", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pckeypoints.ops.extensions", *args], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, **env})
 
 
 def test_setup_built_every_extension_so_none_compiles():
     done = _run("--check")
-    assert done.returncode == 0, f"run `bash scripts/setup.sh` (or python -m pckeypoints.extensions):\n" \
+    assert done.returncode == 0, f"run `bash scripts/setup.sh` (or python -m pckeypoints.ops.extensions):\n" \
                                  f"{done.stdout}{done.stderr}"
     assert all(f"{name}: ok" in done.stdout for name in extensions())
 
@@ -45,7 +45,7 @@ def test_a_missing_extension_is_refused_without_compiling(tmp_path):
 
 def test_every_runtime_loader_is_built_by_the_set_up():
     """Each module that calls ``load_extension`` is the loader of a listed extension (a new extension must be
-    listed in ``pckeypoints.extensions.EXTENSIONS`` to be built ahead of time)."""
+    listed in ``pckeypoints.ops.extensions.EXTENSIONS`` to be built ahead of time)."""
     callers = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                for package in ("pckeypoints", "pointnet2") for path in (ROOT / package).rglob("*.py")
                if re.search(r"\bload_extension\(", path.read_text()) and path.name != "build.py"}

@@ -1,4 +1,4 @@
-"""The fused sampler (pckeypoints.fused): counter RNG, C++ and Triton kernels against the dense reference."""
+"""The fused sampler (pckeypoints.ops.fused): counter RNG, C++ and Triton kernels against the dense reference."""
 import math
 import os
 import subprocess
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pckeypoints import fused
-from pckeypoints.argmax import sampling_argmax
-from pckeypoints.basis import PointBasis
-from pckeypoints.fused import gaussian_samples, rng
+from pckeypoints.ops import fused
+from pckeypoints.core.argmax import sampling_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.ops.fused import gaussian_samples, rng
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_cpu_kernel_matches_the_reference(dtype, tol, d, shared, clip, isotropic
 
 def test_clipped_reference_by_hand():
     """The clipped gradient of the logits is w (dw − Σ w dw) / τ with dw_i = Σ_d c σ_id E[sign(y_id + ε_id − s_d) | w, s]
-    dL/ds_d (an erf, :func:`pckeypoints.fused.reference.clipped_weight_grads`); the samples and the basis' gradients
+    dL/ds_d (an erf, :func:`pckeypoints.ops.fused.reference.clipped_weight_grads`); the samples and the basis' gradients
     are those of the exact estimator."""
     logits, pos, var = problem(torch.float64, b=1, k=2, n=7, d=2, padded=False)
     seed, tau, c = torch.tensor([5, 8]), 0.6, 2.0
@@ -244,7 +244,7 @@ def test_every_tensor_handed_to_the_kernels_is_on_the_logits_device(monkeypatch)
 # Triton reads TRITON_INTERPRET when it is imported, so the interpreted kernels run in a subprocess.
 TRITON_RUN = """
 import sys, torch
-from pckeypoints.fused import triton_kernels as kernels
+from pckeypoints.ops.fused import triton_kernels as kernels
 inputs = torch.load(sys.argv[1])
 results = []
 for block_n, block_s in [(128, 16), (32, 4)]:  # results do not depend on the tiling

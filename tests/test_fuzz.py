@@ -24,13 +24,13 @@ from box_folder import seamed_meshes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pckeypoints.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from pckeypoints.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from pckeypoints.config import TrainConfig
 from pckeypoints.data import KeypointFolder, read_points
 from pckeypoints.data import folder as folder_module
 from pckeypoints.errors import PCKeypointsError
-from pckeypoints.exported import export_program, load_program
-from pckeypoints.tasks import get_task
+from pckeypoints.train.exported import export_program, load_program
+from pckeypoints.train.tasks import get_task
 from viz.cli import read_keypoints_json
 
 EXAMPLES = 1000

@@ -1,8 +1,10 @@
-"""The grid search (pckeypoints.grid_search) gives exactly pointnet2's brute-force results."""
+"""The grid search (pckeypoints.ops.grid_search) gives exactly pointnet2's brute-force results."""
 import pytest
 import torch
 
-from pckeypoints import grid_search, pyg_ops
+from pckeypoints.ops import grid_search
+
+from pckeypoints.ops import pyg
 
 pytestmark = pytest.mark.skipif(not grid_search.available(), reason="the grid kernel did not build")
 
@@ -40,10 +42,10 @@ def clouds(seed, dtype):
 def test_grid_radius_equals_brute_force(monkeypatch, seed, dtype):
     x, batch_x, y, batch_y = clouds(seed, dtype)
     for r, limit in ((0.3, 16), (0.5, None), (0.05, 3), (0.8, 5), (1.0, 2)):
-        grid, brute = both(monkeypatch, lambda: pyg_ops.radius(x, y, r, batch_x, batch_y, limit, batch_size=5))
+        grid, brute = both(monkeypatch, lambda: pyg.radius(x, y, r, batch_x, batch_y, limit, batch_size=5))
         assert torch.equal(grid, brute), (r, limit)
     for limit in (10, 3, None):
-        grid, brute = both(monkeypatch, lambda: pyg_ops.radius_graph(x, 0.6, batch_x, max_num_neighbors=limit))
+        grid, brute = both(monkeypatch, lambda: pyg.radius_graph(x, 0.6, batch_x, max_num_neighbors=limit))
         assert torch.equal(grid, brute), limit
 
 
@@ -51,14 +53,14 @@ def test_grid_radius_equals_brute_force(monkeypatch, seed, dtype):
 def test_grid_knn_and_knn_graph_equal_brute_force(monkeypatch, seed, dtype):
     x, batch_x, y, batch_y = clouds(seed, dtype)
     for k in (1, 5, 16, 40):
-        grid, brute = both(monkeypatch, lambda: pyg_ops.knn(x, y, k, batch_x, batch_y, batch_size=5))
+        grid, brute = both(monkeypatch, lambda: pyg.knn(x, y, k, batch_x, batch_y, batch_size=5))
         assert torch.equal(grid, brute), k
         for loop in (False, True):
-            grid, brute = both(monkeypatch, lambda: pyg_ops.knn_graph(x, k, batch_x, loop))
+            grid, brute = both(monkeypatch, lambda: pyg.knn_graph(x, k, batch_x, loop))
             assert torch.equal(grid, brute), (k, loop)
     flat_x, flat_y = torch.nn.functional.pad(x[:, :2], (0, 1)), torch.nn.functional.pad(y[:, :2], (0, 1))
-    grid, _ = both(monkeypatch, lambda: pyg_ops.knn(x[:, :2], y[:, :2], 6, batch_x, batch_y, batch_size=5))
-    _, brute = both(monkeypatch, lambda: pyg_ops.knn(flat_x, flat_y, 6, batch_x, batch_y, batch_size=5))
+    grid, _ = both(monkeypatch, lambda: pyg.knn(x[:, :2], y[:, :2], 6, batch_x, batch_y, batch_size=5))
+    _, brute = both(monkeypatch, lambda: pyg.knn(flat_x, flat_y, 6, batch_x, batch_y, batch_size=5))
     assert torch.equal(grid, brute)  # 2-D: pointnet2's kernel on the points padded to 3-D (not cdist's rounding)
 
 
@@ -70,10 +72,10 @@ def test_large_searches_take_the_grid_and_equal_torch_cluster(monkeypatch):
         monkeypatch.setattr(grid_search, name, counted)
     x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0))
     batch = torch.arange(2).repeat_interleave(10000)
-    edges = pyg_ops.radius_graph(x, 0.04, batch, max_num_neighbors=None)
+    edges = pyg.radius_graph(x, 0.04, batch, max_num_neighbors=None)
     want = torch_cluster.radius_graph(x, 0.04, batch, max_num_neighbors=10**6)
     assert edges.shape[1] > 50000 and set(map(tuple, edges.t().tolist())) == set(map(tuple, want.t().tolist()))
-    edges = pyg_ops.knn(x, x[::7], 12, batch, batch[::7])
+    edges = pyg.knn(x, x[::7], 12, batch, batch[::7])
     want = torch_cluster.knn(x, x[::7], 12, batch, batch[::7])
     assert set(map(tuple, edges.t().tolist())) == set(map(tuple, want.t().tolist()))
     assert len(calls) == 2

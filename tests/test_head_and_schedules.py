@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from pckeypoints.basis import PointBasis
-from pckeypoints.head import KeypointHead, KeypointReadout
-from pckeypoints.losses import KeypointLoss
-from pckeypoints.neighbors import knn_points
-from pckeypoints.schedules import make_schedule
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.core.head import KeypointHead, KeypointReadout
+from pckeypoints.core.losses import KeypointLoss
+from pckeypoints.ops.neighbors import knn_points
+from pckeypoints.core.schedules import make_schedule
 
 
 def ragged(sizes, channels, seed=0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pckeypoints.basis import PointBasis
+from pckeypoints.core.basis import PointBasis
 from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import ConfigError, PCKeypointsError
@@ -29,7 +29,7 @@ def test_a_grid_of_fractional_sizes_is_refused():
 
 def test_radius_with_a_huge_neighbour_count_is_bounded():
     """``radius(max_num_neighbors=1e9)`` tried a 72 GB allocation: no ball holds more points than the cloud."""
-    from pckeypoints.pyg_ops import radius
+    from pckeypoints.ops.pyg import radius
 
     x = torch.tensor([[0.0], [1.0], [2.0], [10.0], [11.0]])
     batch_x, batch_y = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1])

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pckeypoints.basis import KNN_FACTOR, PointBasis
+from pckeypoints.core.basis import KNN_FACTOR, PointBasis
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import ConfigError, PCKeypointsError
-from pckeypoints.head import KeypointHead, KeypointReadout
+from pckeypoints.core.head import KeypointHead, KeypointReadout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pckeypoints.argmax import soft_argmax
-from pckeypoints.basis import PointBasis
-from pckeypoints.losses import (
+from pckeypoints.core.argmax import soft_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.core.losses import (
     KeypointLoss,
     discrete_expectation,
     distance,
@@ -151,7 +151,7 @@ def test_with_validate_false_a_training_step_runs_no_value_check(monkeypatch, me
     def forbidden(*args, **kwargs):
         raise AssertionError("a value check ran")
 
-    for module in ("pckeypoints.validation", "pckeypoints.basis", "pckeypoints.losses"):
+    for module in ("pckeypoints.validation", "pckeypoints.core.basis", "pckeypoints.core.losses"):
         monkeypatch.setattr(f"{module}.check_finite", forbidden)
     torch.manual_seed(0)
     model = KeypointDetector(3, width=0.25, hidden_channels=16, validate=False)

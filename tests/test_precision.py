@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pckeypoints.checkpoint import save_checkpoint
+from pckeypoints.train.checkpoint import save_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
 from pckeypoints.data import read_points, transforms
-from pckeypoints.tasks import get_task
+from pckeypoints.train.tasks import get_task
 
 CONFIG = TrainConfig.from_fields(num_keypoints=4, width=0.25, hidden_channels=16)
 

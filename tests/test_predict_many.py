@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import pckeypoints.checkpoint
-from pckeypoints.checkpoint import save_checkpoint
+import pckeypoints.train.checkpoint
+from pckeypoints.train.checkpoint import save_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.config import TrainConfig
-from pckeypoints.tasks import get_task
+from pckeypoints.train.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def alone(checkpoint, path, tmp_path) -> dict:
 
 def test_files_print_json_lines_equal_to_single_predictions(checkpoint, clouds, tmp_path, capsys, monkeypatch):
     loads = []
-    load = pckeypoints.checkpoint.load_checkpoint
-    monkeypatch.setattr(pckeypoints.checkpoint, "load_checkpoint", lambda *a, **k: loads.append(a) or load(*a, **k))
+    load = pckeypoints.train.checkpoint.load_checkpoint
+    monkeypatch.setattr(pckeypoints.train.checkpoint, "load_checkpoint", lambda *a, **k: loads.append(a) or load(*a, **k))
     files = [clouds / "c.xyz", clouds / "a.xyz"]
     assert main(["predict", str(checkpoint), *map(str, files)]) == 0
     captured = capsys.readouterr()

@@ -12,11 +12,11 @@ from box_folder import make_box_folder
 from keypointnet_subset import make_subset, shared_data_root
 
 import pckeypoints.pretrained as pretrained
-from pckeypoints.checkpoint import MAX_EXPORT_BYTES, export_model, load_checkpoint
+from pckeypoints.train.checkpoint import MAX_EXPORT_BYTES, export_model, load_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointNet, read_points
 from pckeypoints.errors import CheckpointError
-from pckeypoints.evaluate_checkpoint import evaluate_checkpoint
+from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 from pckeypoints.metrics import dual_alignment_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -114,7 +114,7 @@ def test_ship_an_unsupervised_run(tmp_path, monkeypatch, capsys):
     with the DAS / mIoU metrics, entry; ``predict NAME`` prints its 10 keypoints, indices 0..9."""
     from test_training import tiny_config
 
-    from pckeypoints.training import train
+    from pckeypoints.train.training import train
 
     data = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 2, "test": 3})
     torch.manual_seed(0)
@@ -194,8 +194,8 @@ def test_ship_a_detector_calibrates_its_confidence(tmp_path, monkeypatch):
     test ECE before and after, to the registry and the card; the shipped file carries it."""
     from test_training import tiny_config
 
-    from pckeypoints.checkpoint import load_checkpoint
-    from pckeypoints.training import train
+    from pckeypoints.train.checkpoint import load_checkpoint
+    from pckeypoints.train.training import train
 
     data = make_subset(tmp_path / "kpn", "bathtub", {"train": 4, "val": 3, "test": 3})
     torch.manual_seed(0)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pckeypoints.checkpoint import read_checkpoint
-from pckeypoints.run_folder import MARKER
-from pckeypoints.training import train
+from pckeypoints.train.checkpoint import read_checkpoint
+from pckeypoints.train.run_folder import MARKER
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 

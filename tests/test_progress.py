@@ -7,7 +7,7 @@ from keypointnet_subset import make_subset
 
 from pckeypoints.config import TrainConfig
 from pckeypoints.distributed import is_main_process
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pckeypoints as pk
-from pckeypoints import pyg_ops
+from pckeypoints.ops import pyg as pyg_ops
 
 pyg = pytest.importorskip("torch_geometric")
 import torch_geometric.nn as gnn  # noqa: E402

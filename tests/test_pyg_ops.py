@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pckeypoints import PCKeypointsError
-from pckeypoints.pyg_ops import fps, knn, knn_graph, knn_interpolate, radius, radius_graph
+from pckeypoints.ops.pyg import fps, knn, knn_graph, knn_interpolate, radius, radius_graph
 
 torch_cluster = pytest.importorskip("torch_cluster")
 

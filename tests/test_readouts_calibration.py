@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from pckeypoints.basis import PointBasis
+from pckeypoints.core.basis import PointBasis
 from pckeypoints.config import TrainConfig
 from pckeypoints.metrics import (brier_score, calibration_correlation, expected_calibration_error, reliability_bins,
                                  within_radius_probability)
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
-from pckeypoints.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
-from pckeypoints.supervised import SupervisedTask
-from pckeypoints.unsupervised import UnsupervisedTask
+from pckeypoints.core.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
+from pckeypoints.train.supervised import SupervisedTask
+from pckeypoints.train.unsupervised import UnsupervisedTask
 
 
 def small_mixture(seed=0, n=6):

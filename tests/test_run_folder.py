@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pckeypoints.errors import PCKeypointsError
-from pckeypoints.run_folder import MARKER, _lock, _unlock, claim
+from pckeypoints.train.run_folder import MARKER, _lock, _unlock, claim
 
 
 def make_run(path, *files: str):

@@ -13,10 +13,10 @@ import pytest
 import torch
 from keypointnet_subset import make_subset
 
-from pckeypoints.checkpoint import read_checkpoint
+from pckeypoints.train.checkpoint import read_checkpoint
 from pckeypoints.errors import PCKeypointsError
 from pckeypoints.config import TrainConfig
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ KILLER = """
 import io, json, os, signal, sys
 import torch
 from pckeypoints.config import TrainConfig
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 kill_at, how, values = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 real_save, calls = torch.save, [0]
@@ -137,7 +137,7 @@ def test_resume_removes_stale_reports_and_torn_log_rows(data_root, tmp_path):
 
 def test_failure_before_the_first_checkpoint_leaves_nothing(data_root, tmp_path, monkeypatch):
     """Issue 11 defect 6: a run that fails in its first epoch leaves no stub folder."""
-    from pckeypoints import supervised
+    from pckeypoints.train import supervised
 
     def broken(*args, **kwargs):
         raise ValueError("broken loss")
@@ -184,7 +184,7 @@ def assert_one_line(err: str, *expected: str) -> None:
 
 def assert_one_run(run: Path, name: str) -> None:
     """``run`` holds one run: its marker, one TensorBoard file, checkpoints that name it."""
-    from pckeypoints.run_folder import MARKER
+    from pckeypoints.train.run_folder import MARKER
 
     assert (run / MARKER).is_file() and len(list((run / "tensorboard").iterdir())) == 1
     assert read_checkpoint(run / "last.pt")[1].run.name == name
@@ -287,7 +287,7 @@ def test_failing_overwrite_keeps_the_old_run(boxes, tmp_path):
 
 
 def test_claims_are_exclusive_locked_and_abandoned_without_trace(tmp_path):
-    from pckeypoints.run_folder import claim, resume_target
+    from pckeypoints.train.run_folder import claim, resume_target
 
     first = claim(tmp_path / "out" / "deeper", "a")
     with pytest.raises(PCKeypointsError, match="already exists; pass --overwrite"):
@@ -325,7 +325,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 def test_ctrl_c_and_sigterm_clean_up_and_print_one_line(boxes, tmp_path, signum, says):
     """Issue 21 items 8, 9: before the first checkpoint the run folder goes; after it the run is resumable. The
     process ends by the signal (exit status 128 + signum in a shell)."""
-    from pckeypoints.run_folder import MARKER
+    from pckeypoints.train.run_folder import MARKER
 
     out, run = tmp_path / "runs", tmp_path / "runs" / "run"
     args = ["train", "--data", str(boxes), "--out", str(out), "--name", "run", *TINY_CLI, "--epochs", "50"]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from pckeypoints.argmax import clipped_weighted_sum, sampling_argmax, soft_argmax
-from pckeypoints.basis import PointBasis
-from pckeypoints.head import KeypointHead
-from pckeypoints.losses import KeypointLoss, expectation_of_error, js_regularization
-from pckeypoints.schedules import make_schedule
+from pckeypoints.core.argmax import clipped_weighted_sum, sampling_argmax, soft_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.core.head import KeypointHead
+from pckeypoints.core.losses import KeypointLoss, expectation_of_error, js_regularization
+from pckeypoints.core.schedules import make_schedule
 
 D = torch.float64
 

@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader
 
 from pckeypoints.data import collate_keypoints
 from pckeypoints.models import KeypointDetector
-from pckeypoints.supervised import SupervisedTask
-from pckeypoints.tasks import Task, get_task
-from pckeypoints.checkpoint import load_checkpoint
+from pckeypoints.train.supervised import SupervisedTask
+from pckeypoints.train.tasks import Task, get_task
+from pckeypoints.train.checkpoint import load_checkpoint
 from pckeypoints.config import TrainConfig
-from pckeypoints.training import train
+from pckeypoints.train.training import train
 
 pytestmark = pytest.mark.slow
 

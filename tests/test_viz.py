@@ -234,7 +234,7 @@ def tiny_runs(tmp_path_factory):
     from keypointnet_subset import make_subset
     from test_training import tiny_config
 
-    from pckeypoints.training import train
+    from pckeypoints.train.training import train
 
     data_root = make_subset(tmp_path_factory.mktemp("kpn"), "bathtub", {"train": 4, "val": 2, "test": 1})
     out = tmp_path_factory.mktemp("runs")
@@ -290,7 +290,7 @@ def test_cli_draws_a_checkpoints_map_and_samples(offscreen, tiny_runs, tmp_path)
 def test_model_view_is_in_the_clouds_own_coordinates(tiny_runs, bathtub, mode):
     from viz.cli import _model_view
 
-    from pckeypoints.checkpoint import load_checkpoint
+    from pckeypoints.train.checkpoint import load_checkpoint
 
     _, runs = tiny_runs
     points, checkpoint = bathtub[0], load_checkpoint(runs[mode])
@@ -310,7 +310,7 @@ def test_cli_gallery_gives_each_keypoint_index_one_colour(offscreen, tiny_runs, 
     import torch
     from viz import cli
 
-    from pckeypoints.checkpoint import load_checkpoint, save_checkpoint
+    from pckeypoints.train.checkpoint import load_checkpoint, save_checkpoint
 
     data_root, runs = tiny_runs
     _, model, config, checkpoint = load_checkpoint(runs["unsupervised"])

@@ -117,7 +117,7 @@ def _is_number(value) -> bool:
 
 def _model_view(checkpoint: tuple, points: np.ndarray, map_id: int | None, num_samples: int | None,
                 seed: int) -> dict:
-    """Run the task's ``predict`` of ``checkpoint`` (what :func:`~pckeypoints.checkpoint.load_checkpoint` returns)
+    """Run the task's ``predict`` of ``checkpoint`` (what :func:`~pckeypoints.train.checkpoint.load_checkpoint` returns)
     on ``points (N, 3)``; in the cloud's coordinates:
 
     ``keypoints (K, 3)`` and ``semantic_ids (K,)``; with ``map_id`` also ``log_probs (N,)``, that keypoint's log
@@ -125,8 +125,8 @@ def _model_view(checkpoint: tuple, points: np.ndarray, map_id: int | None, num_s
     """
     import torch
 
-    from pckeypoints.argmax import sampling_argmax
-    from pckeypoints.evaluation import run_on_cloud
+    from pckeypoints.core.argmax import sampling_argmax
+    from pckeypoints.evaluation.inference import run_on_cloud
 
     task, model, config, _ = checkpoint
     cloud = torch.as_tensor(points, dtype=torch.float64)
@@ -209,7 +209,7 @@ def run(args) -> int:
         import viz.scene  # noqa: F401  (Open3D)
     checkpoint = None
     if args.checkpoint:
-        from pckeypoints.checkpoint import load_checkpoint
+        from pckeypoints.train.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.checkpoint)
         category = checkpoint[2].data.label

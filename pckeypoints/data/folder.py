@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, ReadError
-from ..neighbors import knn_points
-from .keypointnet import SPLITS, KeypointClouds
-from .pcd import read_geometry
-from .transforms import Normalize
+from pckeypoints.errors import InputError, ReadError
+from pckeypoints.ops.neighbors import knn_points
+from pckeypoints.data.keypointnet import SPLITS, KeypointClouds
+from pckeypoints.data.pcd import read_geometry
+from pckeypoints.data.transforms import Normalize
 
 __all__ = ["KeypointFolder", "KEYPOINT_FILES", "SPLIT_FILE"]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, Subset
 
-from ..config import AugmentConfig, TrainConfig
-from . import transforms
-from .folder import KeypointFolder
-from .keypointnet import KeypointNet
+from pckeypoints.config import AugmentConfig, TrainConfig
+from pckeypoints.data import transforms
+from pckeypoints.data.folder import KeypointFolder
+from pckeypoints.data.keypointnet import KeypointNet
 
 
 def dataset_from_config(config: TrainConfig, split: str | None, train: bool) -> Dataset:

@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .pcd import read_pcd
-from .transforms import Normalize, keypoints_at
-from ..distributed import is_main_process
-from ..errors import ConfigError, InputError, ReadError
+from pckeypoints.data.pcd import read_pcd
+from pckeypoints.data.transforms import Normalize, keypoints_at
+from pckeypoints.distributed import is_main_process
+from pckeypoints.errors import ConfigError, InputError, ReadError
 
 __all__ = ["CATEGORIES", "KeypointClouds", "KeypointNet", "collate_keypoints", "data_root"]
 

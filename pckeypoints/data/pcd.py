@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ReadError
+from pckeypoints.errors import ReadError
 
 __all__ = ["POINT_FILE_SUFFIXES", "read_geometry", "read_pcd", "read_points"]
 
@@ -278,7 +278,7 @@ def _unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def _read_with_open3d(path: Path, num_points: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    from ..extras import require
+    from pckeypoints.extras import require
 
     o3d = require("open3d", f"reading the binary_compressed PCD {path}")
 

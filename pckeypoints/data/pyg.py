@@ -5,8 +5,8 @@
 
 A batch of ``B`` graphs has ``pos (ΣN, 3)`` and ``batch (ΣN,)`` (ragged, as PyG's point-cloud layers expect) and
 ``y (B, K, 3)``, ``mask (B, K)``, ``point_index (B, K)`` (per-cloud indices, -1 where missing), ``center (B, 3)``,
-``scale (B,)`` and ``model_id`` (a list): what :class:`~pckeypoints.head.KeypointHead` ``(x, pos, batch)`` and
-:class:`~pckeypoints.losses.KeypointLoss` take.
+``scale (B,)`` and ``model_id`` (a list): what :class:`~pckeypoints.core.head.KeypointHead` ``(x, pos, batch)`` and
+:class:`~pckeypoints.core.losses.KeypointLoss` take.
 
 PyG transforms given to :class:`PyGKeypoints` carry the keypoints with the points (:class:`FollowKeypoints`).
 """
@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.data import Dataset as PyGDataset
 
-from ..errors import InputError
-from .transforms import keypoints_at
+from pckeypoints.errors import InputError
+from pckeypoints.data.transforms import keypoints_at
 
 __all__ = ["FollowKeypoints", "KeypointData", "PyGKeypoints"]
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from ..errors import InputError
+from pckeypoints.errors import InputError
 
 __all__ = ["Compose", "Normalize", "RandomRotateUp", "Jitter", "RandomScale", "keypoints_at", "rotation_about_axis",
            "subsample_cloud"]

@@ -11,7 +11,7 @@ import math
 
 import torch
 from torch import Tensor
-from ..errors import InputError
+from pckeypoints.errors import InputError
 
 __all__ = ["TEMPERATURE_BOUNDS", "brier_score", "calibration_correlation", "component_within",
            "expected_calibration_error", "fit_temperature", "mixture_within", "reliability_bins", "within_radius_nll",

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .geodesic import cloud_geodesics, snap_to_points
-from .pck import Thresholds, as_thresholds
-from ..errors import InputError
+from pckeypoints.metrics.geodesic import cloud_geodesics, snap_to_points
+from pckeypoints.metrics.pck import Thresholds, as_thresholds
+from pckeypoints.errors import InputError
 
 __all__ = ["AlignmentVotes", "DualAlignment", "alignment_votes", "das_from_votes", "dual_alignment_score",
            "keypoint_matches", "keypoint_miou"]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..neighbors import knn_points
-from ..validation import check_cloud
-from .pck import Thresholds, check_keypoints, pck_from_distances
-from ..errors import InputError
+from pckeypoints.ops.neighbors import knn_points
+from pckeypoints.validation import check_cloud
+from pckeypoints.metrics.pck import Thresholds, check_keypoints, pck_from_distances
+from pckeypoints.errors import InputError
 
 if TYPE_CHECKING:
     import scipy.sparse

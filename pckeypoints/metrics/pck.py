@@ -2,7 +2,7 @@
 
 Keypoints are 2-D or 3-D (``D`` = 2 or 3). Every distance and threshold is in the units of the coordinates
 passed in: KeypointNet's PCK@0.01 is defined in the dataset's own units, so map normalised predictions back
-first (``x * scale + center``, as :func:`pckeypoints.evaluation.evaluate_model` does); on unit-radius
+first (``x * scale + center``, as :func:`pckeypoints.evaluation.inference.evaluate_model` does); on unit-radius
 (``normalize=True``) coordinates the same threshold means something else."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import InputError
+from pckeypoints.errors import InputError
 
 __all__ = ["CURVE_THRESHOLDS", "keypoint_distances", "mean_error", "pck", "pck_auc", "pck_curve", "pck_from_distances"]
 

@@ -1,4 +1,4 @@
-"""Numbers from the predictions of :func:`pckeypoints.evaluation.collect_predictions`.
+"""Numbers from the predictions of :func:`pckeypoints.evaluation.inference.collect_predictions`.
 
 Every readout is scored with two distances, named apart in every table:
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .calibration import brier_score, calibration_correlation, expected_calibration_error
-from .geodesic import OFFICIAL_GRAPH_K, cloud_geodesics, snap_to_points
-from .pck import CURVE_THRESHOLDS
+from pckeypoints.metrics.calibration import brier_score, calibration_correlation, expected_calibration_error
+from pckeypoints.metrics.geodesic import OFFICIAL_GRAPH_K, cloud_geodesics, snap_to_points
+from pckeypoints.metrics.pck import CURVE_THRESHOLDS
 
 __all__ = ["COARSE_THRESHOLD", "is_correct", "keypoint_metrics", "keypoint_records", "records_metrics"]
 

@@ -1,4 +1,4 @@
 """Keypoint models."""
-from .detector import KeypointDetector
+from pckeypoints.models.detector import KeypointDetector
 
 __all__ = ["KeypointDetector"]

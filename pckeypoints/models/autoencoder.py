@@ -1,12 +1,12 @@
 """Unsupervised keypoints by reconstruction: a Skeleton Merger style autoencoder (Shi et al., CVPR 2021).
 
-The encoder (PointNet++ per-point features, then a :class:`~pckeypoints.head.KeypointHead`) proposes K
+The encoder (PointNet++ per-point features, then a :class:`~pckeypoints.core.head.KeypointHead`) proposes K
 keypoint maps over the input points and, from the max-pooled features, an activation strength in (0, 1)
 for each of the K(K-1)/2 keypoint pairs. The decoder rebuilds the cloud as a skeleton: for each pair
 (i < j) it places M points at fixed positions t along the segment k_i -> k_j and adds a learned offset per
 pair and position (free parameters shared by every shape, Skeleton Merger's composite deformation).
 Training compares the skeleton with the input under the composite Chamfer distance
-(:func:`~pckeypoints.chamfer.composite_chamfer_distance`), with no keypoint labels.
+(:func:`~pckeypoints.ops.chamfer.composite_chamfer_distance`), with no keypoint labels.
 
 Keypoints are read from the maps by soft-argmax, or, for training with sampling-argmax, as Ns
 differentiable samples per keypoint, each sample set decoded into its own skeleton.
@@ -20,11 +20,11 @@ from torch import Tensor, nn
 
 from pointnet2.modules import PointNet2Seg
 
-from ..argmax import sampling_argmax
-from ..chamfer import CompositeChamfer, composite_chamfer_distance
-from ..head import KeypointHead, KeypointMaps
-from ..validation import check_cloud
-from ..errors import InputError
+from pckeypoints.core.argmax import sampling_argmax
+from pckeypoints.ops.chamfer import CompositeChamfer, composite_chamfer_distance
+from pckeypoints.core.head import KeypointHead, KeypointMaps
+from pckeypoints.validation import check_cloud
+from pckeypoints.errors import InputError
 
 
 def keypoint_pairs(num_keypoints: int) -> Tensor:
@@ -108,7 +108,7 @@ class SkeletonAutoencoder(nn.Module):
         hidden_channels: hidden width of the keypoint head and of the activation MLP.
         points_per_edge: decoder points per keypoint pair.
         knn_k: neighbours for each point's basis σ; fixed_sigma: a fixed σ instead; learn_sigma: σ_i times a
-            learned per-point factor (:class:`~pckeypoints.head.KeypointHead`); knn_factor: the neighbour σ in units
+            learned per-point factor (:class:`~pckeypoints.core.head.KeypointHead`); knn_factor: the neighbour σ in units
             of the mean neighbour distance (``None``: the basis' default).
         msg: multi-scale grouping in the backbone.
         radius_scale: multiplies the backbone's ball radii (1 suits clouds of radius ~0.5, 2 unit radius).

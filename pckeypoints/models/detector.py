@@ -1,18 +1,18 @@
-"""Supervised keypoint detector: a PointNet++ backbone with a :class:`~pckeypoints.head.KeypointHead`."""
+"""Supervised keypoint detector: a PointNet++ backbone with a :class:`~pckeypoints.core.head.KeypointHead`."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ..head import KeypointHead, KeypointMaps
-from ..validation import check_cloud
+from pckeypoints.core.head import KeypointHead, KeypointMaps
+from pckeypoints.validation import check_cloud
 
 
 class KeypointDetector(nn.Module):
     """K semantic keypoints of one category from a point cloud.
 
     A :class:`pointnet2.modules.PointNet2Seg` computes per-point features, a
-    :class:`~pckeypoints.head.KeypointHead` turns them into K probability maps over the points and
+    :class:`~pckeypoints.core.head.KeypointHead` turns them into K probability maps over the points and
     reads them out over a Gaussian point basis (soft-argmax keypoints).
 
     Args:
@@ -25,7 +25,7 @@ class KeypointDetector(nn.Module):
         knn_k: neighbours for each point's basis σ (unless ``fixed_sigma`` is given).
         fixed_sigma: fixed basis σ.
         knn_factor: the neighbour σ in units of the mean neighbour distance (``None``: the basis' default).
-        learn_sigma: σ_i times a learned per-point factor (:class:`~pckeypoints.head.KeypointHead`).
+        learn_sigma: σ_i times a learned per-point factor (:class:`~pckeypoints.core.head.KeypointHead`).
         validate: check that the points are finite on every call (shapes are always checked).
 
     Examples:

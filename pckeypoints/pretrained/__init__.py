@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import CheckpointError
+from pckeypoints.errors import CheckpointError
 
 __all__ = ["REGISTRY", "model_card", "pretrained_models", "pretrained_path"]
 

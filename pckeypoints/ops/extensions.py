@@ -1,6 +1,6 @@
 """The C++ extensions pckeypoints runs, built ahead of time so that no user command compiles.
 
-``bash scripts/setup.sh`` runs ``python -m pckeypoints.extensions``, which builds every extension this machine
+``bash scripts/setup.sh`` runs ``python -m pckeypoints.ops.extensions``, which builds every extension this machine
 uses by calling the very loaders the runtime calls: each is built with the runtime's name, sources, flags and
 cache folder (:func:`pointnet2.build.load_extension`, a folder per hash of the current sources, flags, torch
 and Python), so the first training step loads it instead of compiling. Nothing here names a source or a
@@ -9,8 +9,8 @@ checkout (the fallback). Already built extensions are loaded, not rebuilt, so th
 
 Usage::
 
-    python -m pckeypoints.extensions           # build the missing ones, in parallel (one process each)
-    python -m pckeypoints.extensions --check   # load each with PCKP_NO_BUILD=1: fails, compiling nothing,
+    python -m pckeypoints.ops.extensions           # build the missing ones, in parallel (one process each)
+    python -m pckeypoints.ops.extensions --check   # load each with PCKP_NO_BUILD=1: fails, compiling nothing,
                                                # if one is not built for the current sources
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ __all__ = ["EXTENSIONS", "extensions", "load"]
 EXTENSIONS: dict[str, tuple[str, str, tuple]] = {
     "pointnet2_cpu": ("pointnet2._extension", "_build", ("cpu",)),
     "pointnet2_cuda": ("pointnet2._extension", "_build", ("cuda",)),
-    "pckeypoints_sampling_argmax": ("pckeypoints.fused", "_cpu", ()),
-    "pckeypoints_chamfer": ("pckeypoints.chamfer", "_kernel", ()),
-    "pckeypoints_grid_neighbors": ("pckeypoints.grid_search", "_build", ()),
+    "pckeypoints_sampling_argmax": ("pckeypoints.ops.fused", "_cpu", ()),
+    "pckeypoints_chamfer": ("pckeypoints.ops.chamfer", "_kernel", ()),
+    "pckeypoints_grid_neighbors": ("pckeypoints.ops.grid_search", "_build", ()),
 }
 
 
@@ -57,13 +57,13 @@ def _run(name: str, check: bool) -> tuple[str, int, float, str]:
 
     env = {**os.environ, NO_BUILD_VAR: "1"} if check else os.environ
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pckeypoints.extensions", "--one", name], env=env,
+    done = subprocess.run([sys.executable, "-m", "pckeypoints.ops.extensions", "--one", name], env=env,
                           capture_output=True, text=True)
     return name, done.returncode, time.perf_counter() - start, (done.stdout + done.stderr).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pckeypoints.extensions", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pckeypoints.ops.extensions", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only load them, with PCKP_NO_BUILD=1")
     parser.add_argument("--one", choices=sorted(EXTENSIONS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, resolve_checkpoint
-from .config import TrainConfig
-from .errors import CheckpointError, InputError, UsageError, write_error
-from .head import KeypointMaps
-from .tasks import Task, get_task
+from pckeypoints.train.checkpoint import load_checkpoint, resolve_checkpoint
+from pckeypoints.config import TrainConfig
+from pckeypoints.errors import CheckpointError, InputError, UsageError, write_error
+from pckeypoints.core.head import KeypointMaps
+from pckeypoints.train.tasks import Task, get_task
 
 __all__ = ["ExportedDetector", "export_program", "load_program"]
 
@@ -46,7 +46,7 @@ _PAYLOADS = {"data/weights/model_weights_config.json": re.compile(r"weight_\d+")
 
 
 class ExportedDetector(nn.Module):
-    """A loaded program as a detector: ``points (1, N, 3)`` -> :class:`~pckeypoints.head.KeypointMaps`, with
+    """A loaded program as a detector: ``points (1, N, 3)`` -> :class:`~pckeypoints.core.head.KeypointMaps`, with
     ``knn_k + 1 <= N <= max_points``; always in eval mode (the program was traced so)."""
 
     def __init__(self, program: torch.export.ExportedProgram, min_points: int, max_points: int):

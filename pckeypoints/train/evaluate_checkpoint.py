@@ -11,12 +11,12 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .data import collate_keypoints
-from .devices import resolve_device
-from .errors import CheckpointError, PCKeypointsError
-from .evaluation import TemperatureFit, fit_confidence_temperature
+from pckeypoints.train.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
+from pckeypoints.config import TrainConfig
+from pckeypoints.data import collate_keypoints
+from pckeypoints.devices import resolve_device
+from pckeypoints.errors import CheckpointError, PCKeypointsError
+from pckeypoints.evaluation.inference import TemperatureFit, fit_confidence_temperature
 
 __all__ = ["Evaluation", "calibrate_checkpoint", "evaluate_checkpoint"]
 
@@ -41,8 +41,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
 
     ``overrides`` change config fields by flat name (``max_models=20``, ``data_root=...``, ``readout="top"``;
     ``None`` values are ignored, :data:`~pckeypoints.config.UNSET` unsets a field). Without ``out_dir`` it runs
-    the task's cheap :meth:`~pckeypoints.tasks.Task.evaluate`; with it the full
-    :meth:`~pckeypoints.tasks.Task.report` (tables, records, and figures drawn with ``figures``, e.g. the
+    the task's cheap :meth:`~pckeypoints.train.tasks.Task.evaluate`; with it the full
+    :meth:`~pckeypoints.train.tasks.Task.report` (tables, records, and figures drawn with ``figures``, e.g. the
     :mod:`viz` module), written aside (``<out_dir>.partial-<pid>``) and moved into ``out_dir`` file by file
     once complete: a failed or interrupted report leaves the old one as it was, and a report folder (and
     parents) it created is removed again. The report's ``metrics.json`` names the checkpoint it scored
@@ -93,7 +93,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", device: str
 def calibrate_checkpoint(checkpoint: str | Path, split: str = "val", device: str = "cpu", out: str | Path | None = None,
                          **overrides) -> tuple[Path, TemperatureFit]:
     """Fit the confidence temperature of ``checkpoint`` (resolved as in :func:`evaluate_checkpoint`) on ``split``
-    (:func:`~pckeypoints.evaluation.fit_confidence_temperature`, for its ``eval.readout``) and store it as the
+    (:func:`~pckeypoints.evaluation.inference.fit_confidence_temperature`, for its ``eval.readout``) and store it as the
     config's ``eval.temperature`` in ``out`` (default: the checkpoint file itself, rewritten atomically; the
     weights and training state unchanged). ``overrides`` as in :func:`evaluate_checkpoint`; they only select
     the data. Returns ``(the file written, the fit)``."""

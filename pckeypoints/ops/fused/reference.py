@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from . import rng
+from pckeypoints.ops.fused import rng
 
 
 def gumbel_moments(logits: Tensor, pos: Tensor, var: Tensor, seed: Tensor, num_samples: int, inv_tau: float,

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .argmax import sampling_argmax, soft_argmax
-from .basis import KNN_FACTOR, PointBasis
-from .errors import PCKeypointsError
-from .validation import check_finite
+from pckeypoints.core.argmax import sampling_argmax, soft_argmax
+from pckeypoints.core.basis import KNN_FACTOR, PointBasis
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.validation import check_finite
 
 __all__ = ["KeypointHead", "KeypointMaps", "KeypointReadout", "RaggedKeypointMaps"]
 
@@ -92,8 +92,8 @@ class RaggedKeypointMaps:
 
 
 # pytree nodes (their fields), so that torch.compile and torch.export return and take maps
-torch.export.register_dataclass(KeypointMaps, serialized_type_name="pckeypoints.head.KeypointMaps")
-torch.export.register_dataclass(RaggedKeypointMaps, serialized_type_name="pckeypoints.head.RaggedKeypointMaps")
+torch.export.register_dataclass(KeypointMaps, serialized_type_name="pckeypoints.core.head.KeypointMaps")
+torch.export.register_dataclass(RaggedKeypointMaps, serialized_type_name="pckeypoints.core.head.RaggedKeypointMaps")
 
 
 class KeypointReadout(nn.Module):
@@ -107,7 +107,7 @@ class KeypointReadout(nn.Module):
         knn_k: neighbours of each point's σ.
         fixed_sigma: a fixed σ for every point instead.
         knn_factor: σ in units of the mean neighbour distance (k-NN and ``edge_index`` σ; default
-            :data:`~pckeypoints.basis.KNN_FACTOR`).
+            :data:`~pckeypoints.core.basis.KNN_FACTOR`).
 
     Shapes:
         - **input:** logits ``(B, K, N)`` with pos ``(B, N, D)`` (and ``mask (B, N)``, False at padding:
@@ -170,7 +170,7 @@ class KeypointReadout(nn.Module):
 class KeypointHead(nn.Module):
     """Per-point network producing K map logits, read out over a Gaussian point basis.
 
-    Train with :class:`~pckeypoints.losses.KeypointLoss` on the maps, ``loss(maps, target, mask, tau=...)``
+    Train with :class:`~pckeypoints.core.losses.KeypointLoss` on the maps, ``loss(maps, target, mask, tau=...)``
     (dense or ragged); ``maps.keypoints`` is the soft-argmax (the test-time estimate).
 
     Args:
@@ -182,7 +182,7 @@ class KeypointHead(nn.Module):
         knn_k: neighbours of each point's σ (ignored with ``fixed_sigma``).
         fixed_sigma: fixed basis σ instead of the neighbour estimate.
         knn_factor: the neighbour σ in units of the mean neighbour distance (``None``:
-            :data:`~pckeypoints.basis.KNN_FACTOR`).
+            :data:`~pckeypoints.core.basis.KNN_FACTOR`).
         learn_sigma: a heteroscedastic basis: σ_i = (k-NN or fixed σ_i) · softplus(s_i), with s_i from
             a per-point ``Linear(in_channels, 1)`` (``sigma_head``, initialised to softplus(s) = 1),
             shared by the K maps and trained through the sampling loss (soft-argmax ignores σ).

@@ -3,7 +3,7 @@
 The network sees normalised clouds (unit radius); predictions are mapped back with each item's
 ``center`` and ``scale`` so that every metric is in the dataset's own units, where KeypointNet's
 PCK@0.01 threshold is defined. The predicted keypoint is ``eval.readout`` of its map
-(:mod:`pckeypoints.readouts`); its confidence is the map's probability that the keypoint lies within
+(:mod:`pckeypoints.core.readouts`); its confidence is the map's probability that the keypoint lies within
 PCK@0.01 of it (:func:`~pckeypoints.metrics.within_radius_probability`).
 """
 from __future__ import annotations
@@ -16,19 +16,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import TrainConfig
-from .data.from_config import dataset_from_config, source_of
-from .errors import ConfigError, ReadError
-from .evaluation import THRESHOLD, collect_readouts, evaluate_model, predict_keypoints
-from .losses import KeypointLoss
-from .metrics.pck import CURVE_THRESHOLDS
-from .metrics.summary import COARSE_THRESHOLD, keypoint_records, records_metrics
-from .models import KeypointDetector
-from .report import gallery_items, gallery_title, markdown_table, metrics_markdown, save_records
+from pckeypoints.config import TrainConfig
+from pckeypoints.data.from_config import dataset_from_config, source_of
+from pckeypoints.errors import ConfigError, ReadError
+from pckeypoints.evaluation.inference import THRESHOLD, collect_readouts, evaluate_model, predict_keypoints
+from pckeypoints.core.losses import KeypointLoss
+from pckeypoints.metrics.pck import CURVE_THRESHOLDS
+from pckeypoints.metrics.summary import COARSE_THRESHOLD, keypoint_records, records_metrics
+from pckeypoints.models import KeypointDetector
+from pckeypoints.evaluation.report import gallery_items, gallery_title, markdown_table, metrics_markdown, save_records
 
 
 class SupervisedTask:
-    """Supervised semantic keypoints (see :class:`pckeypoints.tasks.Task`)."""
+    """Supervised semantic keypoints (see :class:`pckeypoints.train.tasks.Task`)."""
 
     monitor = "pck@0.01"
 
@@ -63,7 +63,7 @@ class SupervisedTask:
 
     @staticmethod
     def criterion(config: TrainConfig) -> KeypointLoss:
-        """The :class:`~pckeypoints.losses.KeypointLoss` of the ``[loss]`` section."""
+        """The :class:`~pckeypoints.core.losses.KeypointLoss` of the ``[loss]`` section."""
         loss = config.loss
         return KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
                             target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
@@ -115,5 +115,5 @@ class SupervisedTask:
             f"temperature T = {config.eval.temperature:.3g} of `pckeypoints calibrate`, and at T = 1.\n")
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
-        """See :func:`~pckeypoints.evaluation.predict_keypoints`."""
+        """See :func:`~pckeypoints.evaluation.inference.predict_keypoints`."""
         return predict_keypoints(model, points, config)

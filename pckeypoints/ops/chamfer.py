@@ -4,7 +4,7 @@ Distances are smoothed Euclidean, d(x, y) = sqrt(|x - y|² + eps), so that their
 when points coincide. Nearest neighbours are searched without autograd and only the selected pairs are
 recomputed with gradients: the gradient of a minimum flows only to its argmin anyway, and memory stays
 O(B·N) instead of O(B·N·M). The search is one pass over the point pairs serving both directions: a C++
-kernel on the CPU (``fused/csrc/chamfer.cpp``), one ``torch.cdist`` per chunk of the batch elsewhere.
+kernel on the CPU (``csrc/chamfer.cpp``), one ``torch.cdist`` per chunk of the batch elsewhere.
 On the CPU the composite distance's greedy coverage is a C++ kernel too (forward and backward, without
 the ``(B, N, P)`` tensors of distances, orders and weights); the PyTorch code is its fallback and the
 reference it is tested against.
@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .validation import check_cloud
-from .errors import InputError
+from pckeypoints.validation import check_cloud
+from pckeypoints.errors import InputError
 
 #: Largest number of distance entries computed at once by the nearest-neighbour search.
 _CHUNK_ENTRIES = 1 << 24
@@ -88,7 +88,7 @@ def _cpu_kernel(*tensors: Tensor) -> ModuleType | None:
 def _kernel() -> ModuleType:
     from pointnet2.build import load_extension
 
-    source = Path(__file__).parent / "fused" / "csrc" / "chamfer.cpp"
+    source = Path(__file__).parent / "csrc" / "chamfer.cpp"
     return load_extension("pckeypoints_chamfer", (source,), ("-fno-trapping-math",))
 
 

@@ -1,4 +1,4 @@
-"""Soft-argmax and sampling-argmax over a :class:`~pckeypoints.basis.PointBasis`.
+"""Soft-argmax and sampling-argmax over a :class:`~pckeypoints.core.basis.PointBasis`.
 
 Soft-argmax returns the mean of the mixture, Σ_i π_i y_i. Sampling-argmax (Li et al. 2021, Eq. 11)
 draws differentiable samples from the mixture p(y) = Σ_i π_i f_i(y): Gumbel-softmax weights
@@ -14,9 +14,9 @@ Samplers:
   are processed in chunks of samples and recomputed in backward from the saved RNG state, so
   memory is O(B·K·N·chunk) instead of O(B·K·Ns·N).
 - ``"fused"`` (Gaussian bases, D <= 3): the same distribution from the kernels of
-  :mod:`pckeypoints.fused` (C++/OpenMP on the CPU, Triton on CUDA): one pass over the points per
+  :mod:`pckeypoints.ops.fused` (C++/OpenMP on the CPU, Triton on CUDA): one pass over the points per
   sample with online softmax and counter-based Gumbel noise, never a ``(B, K, Ns, N)`` tensor. A
-  cloud's keypoints read each sample's noise at different shifts (:mod:`pckeypoints.fused.rng`): each
+  cloud's keypoints read each sample's noise at different shifts (:mod:`pckeypoints.ops.fused.rng`): each
   keypoint's samples have exactly their distribution, other random numbers than the other samplers'.
 
 Variants of the authors' public code (``../shared/reference/official_code.md`` of the project):
@@ -27,12 +27,12 @@ Variants of the authors' public code (``../shared/reference/official_code.md`` o
   each weight's gradient is the amplitude :data:`CLIP_AMPLITUDE` σ_i times the sign of its (noisy) point against
   the sample. The ``"naive"`` sampler applies it to each sample's weights; the ``"fused"`` sampler, whose basis
   draws are summed analytically, uses that sign's expectation given the weights and the sample, an erf
-  (:func:`pckeypoints.fused.gaussian_samples`): the same expected gradient. ``"auto"`` picks ``"fused"`` where
+  (:func:`pckeypoints.ops.fused.gaussian_samples`): the same expected gradient. ``"auto"`` picks ``"fused"`` where
   it can, else ``"naive"``.
 
 Every sampler subtracts the maximum of l + g before dividing by τ, so any τ > 0 is safe (τ → 0
 gives one-hot weights, never NaN). Only shapes are checked here (no host synchronisation); logit
-values are checked once per call by :class:`~pckeypoints.losses.KeypointLoss`.
+values are checked once per call by :class:`~pckeypoints.core.losses.KeypointLoss`.
 """
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ import numbers
 import torch
 from torch import Tensor
 
-from . import fused
-from .basis import PointBasis
-from .errors import PCKeypointsError
-from .fused import rng
+from pckeypoints.ops import fused
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.ops.fused import rng
 
 SAMPLERS = ("auto", "naive", "gaussian", "fused")
 GUMBEL_FORMS = ("paper", "official")

@@ -1,4 +1,4 @@
-"""The training loop shared by every :mod:`~pckeypoints.tasks` task.
+"""The training loop shared by every :mod:`~pckeypoints.train.tasks` task.
 
 :func:`train` runs AdamW (or SGD) with a per-epoch learning-rate schedule and temperature schedule, logs to
 ``log.csv`` and TensorBoard, and checkpoints every epoch (``last.pt``, plus ``best.pt`` by the task's
@@ -28,15 +28,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import OptimConfig, TrainConfig
-from .data import collate_keypoints
-from .devices import resolve_device
-from .distributed import World, init_world, shielded, spawn
-from .errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
-from .run_folder import RunFolder, claim, continued_in_place, resume_target
-from .schedules import make_schedule
-from .tasks import Task, get_task
+from pckeypoints.train.checkpoint import read_checkpoint, save_checkpoint
+from pckeypoints.config import OptimConfig, TrainConfig
+from pckeypoints.data import collate_keypoints
+from pckeypoints.devices import resolve_device
+from pckeypoints.distributed import World, init_world, shielded, spawn
+from pckeypoints.errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
+from pckeypoints.train.run_folder import RunFolder, claim, continued_in_place, resume_target
+from pckeypoints.core.schedules import make_schedule
+from pckeypoints.train.tasks import Task, get_task
 
 __all__ = ["TrainState", "make_lr_schedule", "make_optimizer", "train", "train_loader"]
 
@@ -122,7 +122,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     (which replaces it once the new run has its first checkpoint). Without a ``name`` the folder is
     ``<data label>_<method>``, or ``..._2``, ``..._3`` if taken (with ``overwrite``: replaced). A run that fails
     before its first checkpoint leaves no folder behind. A checkpoint outside a run folder is resumed in a
-    new run folder. See :mod:`pckeypoints.run_folder`."""
+    new run folder. See :mod:`pckeypoints.train.run_folder`."""
     if (config is None) == (resume is None):
         raise PCKeypointsError("give either a config or a run to resume")
     checkpoint = None
@@ -158,7 +158,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
 
 
 def _claim(config: TrainConfig, resume: str | Path | None, overwrite: bool) -> RunFolder:
-    """The run folder of this run, held by this process (see :mod:`pckeypoints.run_folder`)."""
+    """The run folder of this run, held by this process (see :mod:`pckeypoints.train.run_folder`)."""
     if resume is not None:
         return resume_target(resume, config.run.out, config.run_name)
     # --overwrite without --name replaces <data label>_<method>

@@ -2,7 +2,7 @@
 
 :func:`evaluate_model` scores any model (this project's or a PyG one) on a dataset as ``pckeypoints eval``
 does. :func:`collect_readouts` gathers, for each cloud and keypoint, the estimate of every
-:mod:`~pckeypoints.readouts` readout, the map's peak probability, and for every readout the mixture's own
+:mod:`~pckeypoints.core.readouts` readout, the map's peak probability, and for every readout the mixture's own
 probability that the target lies within the PCK radius of it
 (:func:`~pckeypoints.metrics.within_radius_probability`); :mod:`pckeypoints.metrics.summary` turns that
 into numbers. :func:`predict_keypoints` does the same for one cloud of any size or position.
@@ -18,17 +18,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .basis import PointBasis
-from .config import EvalConfig, TrainConfig
-from .data import transforms
-from .errors import InputError
-from .head import KeypointMaps, RaggedKeypointMaps
-from .metrics.calibration import (expected_calibration_error, fit_temperature, mixture_within, within_radius_nll,
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.config import EvalConfig, TrainConfig
+from pckeypoints.data import transforms
+from pckeypoints.errors import InputError
+from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
+from pckeypoints.metrics.calibration import (expected_calibration_error, fit_temperature, mixture_within, within_radius_nll,
                                   within_radius_probability)
-from .metrics.geodesic import snap_to_points
-from .metrics.summary import keypoint_records, records_metrics
-from .readouts import READOUTS, read_out
-from .validation import check_cloud
+from pckeypoints.metrics.geodesic import snap_to_points
+from pckeypoints.metrics.summary import keypoint_records, records_metrics
+from pckeypoints.core.readouts import READOUTS, read_out
+from pckeypoints.validation import check_cloud
 
 __all__ = ["THRESHOLD", "ModelEvaluation", "TemperatureFit", "collect_predictions", "collect_readouts",
            "evaluate_model", "fit_confidence_temperature", "predict_keypoints", "run_on_cloud"]
@@ -54,8 +54,8 @@ def evaluate_model(model: Callable, data, readout: str = EvalConfig.readout, bat
 
     Args:
         model: called as ``model(points (B, N, 3))`` on dense batches and ``model(pos (ΣN, 3), batch (ΣN,))``
-            on PyG batches; returns :class:`~pckeypoints.head.KeypointMaps`,
-            :class:`~pckeypoints.head.RaggedKeypointMaps`, an object with such ``maps``, or
+            on PyG batches; returns :class:`~pckeypoints.core.head.KeypointMaps`,
+            :class:`~pckeypoints.core.head.RaggedKeypointMaps`, an object with such ``maps``, or
             ``(logits (B, K, N), basis)``. Wrap other
             signatures: ``lambda pos, batch: net(None, pos, batch)``. An ``nn.Module`` is put in eval mode.
         data: a loader of dict batches (:func:`~pckeypoints.data.collate_keypoints`) or of PyG batches
@@ -180,7 +180,7 @@ def _loader(data, batch_size: int):
         from torch_geometric.loader import DataLoader as PyGLoader
 
         return PyGLoader(data, batch_size)
-    from .data import collate_keypoints
+    from pckeypoints.data import collate_keypoints
 
     return DataLoader(data, batch_size, collate_fn=collate_keypoints)
 

@@ -1,7 +1,7 @@
 """Fused Gaussian sampling-argmax: samples without a ``(B, K, Ns, N)`` tensor.
 
 A sample is y = Σ_i w_i y_i + sqrt(Σ_i w_i² σ_i²) ε with Gumbel-softmax weights w = softmax((l + g) / τ)
-(see :mod:`pckeypoints.argmax`). The kernels compute the two moments of every sample in one pass over
+(see :mod:`pckeypoints.core.argmax`). The kernels compute the two moments of every sample in one pass over
 the points (online softmax), drawing the Gumbel noise g from the counter-based hash of :mod:`.rng`,
 and regenerate it in the backward pass instead of saving it. Memory is O(B·K·Ns·D + B·K·N).
 
@@ -30,8 +30,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from . import reference, rng
+from pckeypoints.errors import InputError
+from pckeypoints.ops.fused import reference, rng
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
 MAX_DIM = 3
@@ -127,7 +127,7 @@ def _cpu_or_warn() -> ModuleType | None:
 @cache
 def _triton() -> ModuleType | None:
     try:
-        from . import triton_kernels
+        from pckeypoints.ops.fused import triton_kernels
     except ImportError:
         return None
     return triton_kernels

@@ -19,7 +19,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 try:
     import fcntl
@@ -32,7 +32,7 @@ __all__ = ["ENTRIES", "MARKER", "RunFolder", "claim", "continued_in_place", "is_
 MARKER = ".pckeypoints-run"
 #: Checkpoints that hold a run's whole training state.
 CHECKPOINTS = ("last.pt", "best.pt")
-#: Temporary files of atomic writes (:func:`~pckeypoints.checkpoint.save_checkpoint`, ``log.csv``).
+#: Temporary files of atomic writes (:func:`~pckeypoints.train.checkpoint.save_checkpoint`, ``log.csv``).
 TEMPORARY = ("last.tmp", "best.tmp", "log.tmp")
 #: Everything training writes into a run folder, besides ``eval_*`` reports.
 ENTRIES = (MARKER, *CHECKPOINTS, *TEMPORARY, "log.csv", "tensorboard")

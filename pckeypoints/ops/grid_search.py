@@ -3,7 +3,7 @@
 Each cloud's points are bucketed into cubic cells and a query reads only the cells near it: O(N + M · ball)
 instead of pointnet2's brute force O(M · N). The results are pointnet2's exactly (the same squared distance
 in the points' dtype, the same ``< r²`` test, first neighbours by index, ties to the smaller index), so
-:mod:`pckeypoints.pyg_ops` switches between the two by size only (:data:`MIN_PAIRS`).
+:mod:`pckeypoints.ops.pyg` switches between the two by size only (:data:`MIN_PAIRS`).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def radius(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, r: float, max_num
 def knn(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, drop_self: bool = False) -> Tensor:
     """``(2, E)`` edges of the ``k`` nearest points of ``x`` to each ``y`` in its cloud, nearest first;
     ``drop_self`` (``x`` is ``y``): without the query's own point (or, where exact duplicates hide it, the
-    farthest of the ``k``), as :func:`pckeypoints.pyg_ops.knn_graph` without loops."""
+    farthest of the ``k``), as :func:`pckeypoints.ops.pyg.knn_graph` without loops."""
     row, col = _kernels().knn(x.contiguous(), y.contiguous(), ptr_x.contiguous(), ptr_y.contiguous(), int(k),
                               max(PER_CELL * k, 0.5), bool(drop_self))
     return torch.stack([row, col])

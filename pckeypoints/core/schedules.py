@@ -3,13 +3,13 @@
 ``tau = schedule.value`` gives the temperature of the current epoch; ``schedule.step()`` moves to
 the next. All anneal from ``start`` (epoch 0) to ``end`` (epoch ``epochs - 1`` and after), so
 ``make_schedule("linear", 2.0, 0.5, epochs=26)`` is the authors' public code's τ = max(0.5, 2 - 3·epoch/50)
-(with ``gumbel="official"`` in :class:`~pckeypoints.losses.KeypointLoss`).
+(with ``gumbel="official"`` in :class:`~pckeypoints.core.losses.KeypointLoss`).
 """
 from __future__ import annotations
 
 import math
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 
 class TemperatureSchedule:

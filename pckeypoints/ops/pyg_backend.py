@@ -4,11 +4,11 @@ PyG 2.8 runs ``torch_geometric.nn.fps / knn / knn_graph / radius / radius_graph 
 knn_interpolate``, ``DynamicEdgeConv``, ``XConv``, ``GravNetConv`` and ``T.KNNGraph`` /
 ``T.RadiusGraph`` on four ops of pyg-lib (``torch.ops.pyg.fps``, ``knn``, ``radius``, ``nearest``)
 and refuses them ("requires 'pyg-lib>=0.6.0'") where pyg-lib lacks them. :func:`use_as_pyg_backend`
-registers :mod:`pckeypoints.pyg_ops` under those names and schemas (``torch.library.custom_op``, with
+registers :mod:`pckeypoints.ops.pyg` under those names and schemas (``torch.library.custom_op``, with
 fake kernels of data-dependent size for ``torch.compile``) and turns on PyG's flags for them.
 
 Only ops that pyg-lib does not provide are registered: with pyg-lib installed nothing changes.
-Results are the toolkit's (:mod:`pckeypoints.pyg_ops`): the same sets as pyg-lib's / torch-cluster's;
+Results are the toolkit's (:mod:`pckeypoints.ops.pyg`): the same sets as pyg-lib's / torch-cluster's;
 ``radius`` keeps the first ``max_num_neighbors`` by index where pyg-lib's CPU kernel keeps an arbitrary
 subset of that size, and accepts ``max_num_neighbors=None`` (all).
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import pyg_ops
-from .errors import PCKeypointsError
+from pckeypoints.ops import pyg
+from pckeypoints.errors import PCKeypointsError
 
 __all__ = ["use_as_pyg_backend"]
 
@@ -92,19 +92,19 @@ def _pair(x: Tensor, y: Tensor, ptr_x: Tensor | None, ptr_y: Tensor | None) -> t
 
 def _fps(src: Tensor, ptr: Tensor, ratio: float = 0.5, random_start: bool = True) -> Tensor:
     src = src.reshape(src.shape[0], -1)
-    return pyg_ops.fps(src, _batch(ptr, src.shape[0], src.device), ratio, random_start, ptr.numel() - 1)
+    return pyg.fps(src, _batch(ptr, src.shape[0], src.device), ratio, random_start, ptr.numel() - 1)
 
 
 def _knn(x: Tensor, y: Tensor, ptr_x: Tensor | None = None, ptr_y: Tensor | None = None, k: int = 1,
          cosine: bool = False, num_workers: int = 1) -> Tensor:
     batch_x, batch_y, size = _pair(x, y, ptr_x, ptr_y)
-    return pyg_ops.knn(x, y, k, batch_x, batch_y, cosine, num_workers, size)
+    return pyg.knn(x, y, k, batch_x, batch_y, cosine, num_workers, size)
 
 
 def _radius(x: Tensor, y: Tensor, ptr_x: Tensor | None = None, ptr_y: Tensor | None = None, r: float = 1.0,
             max_num_neighbors: int | None = 32, num_workers: int = 1, ignore_same_index: bool = False) -> Tensor:
     batch_x, batch_y, size = _pair(x, y, ptr_x, ptr_y)
-    return pyg_ops.radius(x, y, r, batch_x, batch_y, max_num_neighbors, num_workers, size, ignore_same_index)
+    return pyg.radius(x, y, r, batch_x, batch_y, max_num_neighbors, num_workers, size, ignore_same_index)
 
 
 def _nearest(x: Tensor, y: Tensor, ptr_x: Tensor | None = None, ptr_y: Tensor | None = None) -> Tensor:

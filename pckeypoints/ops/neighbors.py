@@ -1,6 +1,6 @@
 """Nearest neighbours: the one k-NN search of pckeypoints.
 
-:func:`knn_points` serves the basis σ (:meth:`~pckeypoints.basis.PointBasis.from_points`), the geodesic k-NN
+:func:`knn_points` serves the basis σ (:meth:`~pckeypoints.core.basis.PointBasis.from_points`), the geodesic k-NN
 graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geodesic`). It is exact
 (up to rounding), nearest first, on any device and needs no torch-cluster or pyg-lib:
 
@@ -10,7 +10,7 @@ graph and the snapping of keypoints onto clouds (:mod:`~pckeypoints.metrics.geod
 - other dimensions (e.g. DGCNN's feature space): ``torch.cdist`` (matrix-product distances) and
   ``topk``, in chunks of queries.
 
-Ragged PyG-style searches (``knn``, ``knn_graph``, ``radius``, ``fps``) are in :mod:`pckeypoints.pyg_ops`.
+Ragged PyG-style searches (``knn``, ``knn_graph``, ``radius``, ``fps``) are in :mod:`pckeypoints.ops.pyg`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import PCKeypointsError
+from pckeypoints.errors import PCKeypointsError
 
 __all__ = ["Neighbors", "knn_points"]
 

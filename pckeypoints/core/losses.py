@@ -12,11 +12,11 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .argmax import GUMBEL_FORMS, SAMPLERS, sampling_argmax, soft_argmax
-from .basis import PointBasis
-from .errors import PCKeypointsError
-from .head import KeypointMaps, RaggedKeypointMaps
-from .validation import check_finite
+from pckeypoints.core.argmax import GUMBEL_FORMS, SAMPLERS, sampling_argmax, soft_argmax
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
+from pckeypoints.validation import check_finite
 
 METRICS = ("l1", "l2")
 METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling", "sampling+js")
@@ -148,7 +148,7 @@ class KeypointLoss(nn.Module):
     - ``"soft+js"``: ... + ``reg_weight`` · JS regularisation towards N(y_t, ``target_sigma``²).
     - ``"discrete"``: discrete expectation of the error, Σ π_i d(y_t, y_i).
     - ``"sampling"``: expectation of the error over ``num_samples`` sampling-argmax samples at the
-      temperature ``tau`` passed to each call (from a :mod:`~pckeypoints.schedules` schedule).
+      temperature ``tau`` passed to each call (from a :mod:`~pckeypoints.core.schedules` schedule).
     - ``"sampling+js"``: ... + ``reg_weight`` · JS regularisation towards N(y_t, ``target_sigma``²).
 
     Args:
@@ -156,18 +156,18 @@ class KeypointLoss(nn.Module):
         num_samples: Ns of ``"sampling"``.
         reg_weight, target_sigma: the regularisers' weight and target σ (0.02: twice the fixed basis σ of
             the default config, in the units of clouds of radius 1).
-        sampler: sampling-argmax sampler (see :func:`~pckeypoints.argmax.sampling_argmax`).
+        sampler: sampling-argmax sampler (see :func:`~pckeypoints.core.argmax.sampling_argmax`).
         gumbel: Gumbel-softmax form of the sampling methods: ``"paper"`` softmax((l + g) / τ) or
             ``"official"`` softmax(l + g / τ), the authors' public code.
         clipped_integral: the authors' clipped-integral gradient of the weighted sum
-            (:func:`~pckeypoints.argmax.clipped_weighted_sum`) for the soft and sampling methods;
+            (:func:`~pckeypoints.core.argmax.clipped_weighted_sum`) for the soft and sampling methods;
             sampling then needs the ``"naive"`` or ``"fused"`` sampler (``"auto"`` picks one).
         validate: check the values of every call's input (finite logits and annotated targets);
             shapes and dtypes are always checked.
 
     Shapes:
         - **input:** logits ``(B, K, N)`` and their basis, or the maps of a
-          :class:`~pckeypoints.head.KeypointHead` (dense or ragged); target ``(B, K, D)``, mask
+          :class:`~pckeypoints.core.head.KeypointHead` (dense or ragged); target ``(B, K, D)``, mask
           ``(B, K)`` bool (True = annotated)
         - **output:** scalar, the mean over annotated keypoints
 
@@ -179,7 +179,7 @@ class KeypointLoss(nn.Module):
         torch.Size([])
         >>> KeypointLoss("soft")(logits, basis, target)
         tensor(1.5000)
-        >>> from pckeypoints.head import KeypointReadout
+        >>> from pckeypoints.core.head import KeypointReadout
         >>> maps = KeypointReadout(knn_k=2)(torch.zeros(1, 2, 8), basis.pos)  # what a head returns
         >>> KeypointLoss("soft")(maps, target)
         tensor(1.5000)

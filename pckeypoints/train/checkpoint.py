@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import MODES, TrainConfig
-from .errors import CheckpointError, ConfigError, write_error
-from .tasks import Task, get_task
+from pckeypoints.config import MODES, TrainConfig
+from pckeypoints.errors import CheckpointError, ConfigError, write_error
+from pckeypoints.train.tasks import Task, get_task
 
 __all__ = ["FORMAT_VERSION", "MAX_EXPORT_BYTES", "export_model", "load_checkpoint", "read_checkpoint",
            "resolve_checkpoint", "save_checkpoint"]
@@ -39,7 +39,7 @@ TRAINING_STATE = ("optimizer", "lr_schedule", "tau_schedule", "epoch", "best")
 def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
     """A checkpoint file: ``path`` itself, ``best.pt``/``last.pt`` inside the run folder ``path``, or, when no
     such file or folder exists, the shipped model of that name (:mod:`pckeypoints.pretrained`)."""
-    from .pretrained import pretrained_path
+    from pckeypoints.pretrained import pretrained_path
 
     path = Path(path)
     shipped = pretrained_path(str(path)) if len(path.parts) == 1 else None

@@ -18,9 +18,9 @@ import math
 import torch
 from torch import Tensor
 
-from .basis import PointBasis
-from .neighbors import knn_points, pad_far
-from .errors import InputError
+from pckeypoints.core.basis import PointBasis
+from pckeypoints.ops.neighbors import knn_points, pad_far
+from pckeypoints.errors import InputError
 
 READOUTS = ("expectation", "snapped", "top", "mode")
 

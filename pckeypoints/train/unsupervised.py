@@ -26,13 +26,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics.das import alignment_votes, das_from_votes, keypoint_matches
-from .models.autoencoder import SkeletonAutoencoder, skeleton_loss
-from .data.from_config import dataset_from_config
-from .evaluation import collect_predictions, predict_keypoints
-from .report import gallery_title, markdown_table, metrics_markdown, save_records
-from .config import TrainConfig, UnsupervisedLoss
-from .errors import InputError
+from pckeypoints.metrics.das import alignment_votes, das_from_votes, keypoint_matches
+from pckeypoints.models.autoencoder import SkeletonAutoencoder, skeleton_loss
+from pckeypoints.data.from_config import dataset_from_config
+from pckeypoints.evaluation.inference import collect_predictions, predict_keypoints
+from pckeypoints.evaluation.report import gallery_title, markdown_table, metrics_markdown, save_records
+from pckeypoints.config import TrainConfig, UnsupervisedLoss
+from pckeypoints.errors import InputError
 
 #: Default number of keypoints (Skeleton Merger uses 10 on KeypointNet).
 NUM_KEYPOINTS = 10
@@ -43,7 +43,7 @@ GEODESIC_K = 10
 
 
 class UnsupervisedTask:
-    """Unsupervised, ordered keypoints by skeleton reconstruction (see :class:`pckeypoints.tasks.Task`)."""
+    """Unsupervised, ordered keypoints by skeleton reconstruction (see :class:`pckeypoints.train.tasks.Task`)."""
 
     monitor = "neg_reconstruction"
 
@@ -155,13 +155,13 @@ def reconstruction_loss(model: nn.Module, loader: DataLoader, config: TrainConfi
 
 
 def _annotations(collected: dict) -> list[tuple[Tensor, Tensor]]:
-    """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.evaluation.collect_predictions`."""
+    """Per shape ``(xyz (K_i, 3), semantic ids (K_i,))`` of :func:`~pckeypoints.evaluation.inference.collect_predictions`."""
     target, mask = collected["target"], collected["mask"]
     return [(target[i][mask[i]], mask[i].nonzero().squeeze(-1)) for i in range(len(target))]
 
 
 def _shape_records(collected: dict, prefix: str) -> dict[str, Tensor]:
-    """Per shape of :func:`~pckeypoints.evaluation.collect_predictions`: the DAS votes (``<prefix>_forward_votes
+    """Per shape of :func:`~pckeypoints.evaluation.inference.collect_predictions`: the DAS votes (``<prefix>_forward_votes
     (S, P, I)``, ``<prefix>_backward_votes (S, I, P)``, :func:`~pckeypoints.metrics.das.alignment_votes`) and, for
     ``prefix == "das"``, the mIoU counts ``miou_matches (S, 3)`` (:func:`~pckeypoints.metrics.das.keypoint_matches`
     at :data:`MIOU_THRESHOLD`)."""
@@ -196,7 +196,7 @@ def _records_metrics(records: dict) -> dict[str, float]:
 
 
 def unsupervised_metrics(collected: dict) -> dict[str, float]:
-    """From :func:`pckeypoints.evaluation.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
+    """From :func:`pckeypoints.evaluation.inference.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
     dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
     keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
     return _records_metrics(_shape_records(collected, "das"))

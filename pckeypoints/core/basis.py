@@ -19,10 +19,10 @@ import torch
 import torch.utils._pytree
 from torch import Tensor
 
-from .errors import PCKeypointsError
-from .neighbors import knn_points
-from .pyg_ops import knn_graph
-from .validation import check_batch_index, check_cloud, check_finite
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.ops.neighbors import knn_points
+from pckeypoints.ops.pyg import knn_graph
+from pckeypoints.validation import check_batch_index, check_cloud, check_finite
 
 KINDS = ("gaussian", "uniform", "triangular")
 
@@ -100,7 +100,7 @@ class PointBasis:
         mask: Tensor | None = None,
     ) -> "PointBasis":
         """Gaussian basis on a point cloud, σ_i = max(factor · mean distance to the k nearest
-        neighbours of point i, ``min_sigma``), from :func:`pckeypoints.neighbors.knn_points`.
+        neighbours of point i, ``min_sigma``), from :func:`pckeypoints.ops.neighbors.knn_points`.
 
         Args:
             pos: dense ``(B, N, D)`` or ragged ``(N_total, D)`` with ``batch``.
@@ -349,7 +349,7 @@ def _unflatten_basis(children, context: tuple[str, bool]) -> PointBasis:
 
 # a pytree node, so that torch.compile, torch.export and tree_map see through bases (and the maps holding them)
 torch.utils._pytree.register_pytree_node(PointBasis, _flatten_basis, _unflatten_basis,
-                                         serialized_type_name="pckeypoints.basis.PointBasis")
+                                         serialized_type_name="pckeypoints.core.basis.PointBasis")
 
 
 def knn_mean_distance(pos: Tensor, k: int) -> Tensor:

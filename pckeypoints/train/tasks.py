@@ -1,4 +1,4 @@
-"""What the generic trainer (:mod:`pckeypoints.training`) needs to know about a kind of model.
+"""What the generic trainer (:mod:`pckeypoints.train.training`) needs to know about a kind of model.
 
 A task owns everything that depends on the learning problem: its datasets, its model, its loss and its
 metrics. The trainer owns the loop (optimiser, schedules, logging, checkpoints, DDP). Tasks are looked up
@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import TrainConfig
-from .errors import ConfigError
+from pckeypoints.config import TrainConfig
+from pckeypoints.errors import ConfigError
 
 
 @runtime_checkable
@@ -63,8 +63,8 @@ class Task(Protocol):
 
 #: mode -> "module:Class", imported on first use so that a task's dependencies load only when needed.
 TASKS = {
-    "supervised": "pckeypoints.supervised:SupervisedTask",
-    "unsupervised": "pckeypoints.unsupervised:UnsupervisedTask",
+    "supervised": "pckeypoints.train.supervised:SupervisedTask",
+    "unsupervised": "pckeypoints.train.unsupervised:UnsupervisedTask",
 }
 
 

@@ -7,9 +7,9 @@ import numpy as np
 
 from torch.utils.data import DataLoader
 
-from .config import TrainConfig
-from .data.from_config import source_of
-from .evaluation import THRESHOLD
+from pckeypoints.config import TrainConfig
+from pckeypoints.data.from_config import source_of
+from pckeypoints.evaluation.inference import THRESHOLD
 
 
 def save_records(records, path) -> None:
@@ -41,7 +41,7 @@ def markdown_table(header: list[str], rows: list[list], align: bool = True) -> s
 
 
 def metrics_markdown(title: str, metrics: dict[str, float], summary: str = "") -> str:
-    """The metrics of one model as markdown: ``summary`` (e.g. :meth:`~pckeypoints.tasks.Task.summary`) first,
+    """The metrics of one model as markdown: ``summary`` (e.g. :meth:`~pckeypoints.train.tasks.Task.summary`) first,
     then every metric in a table."""
     full = markdown_table(["metric", "value"], [[name, float(value)] for name, value in metrics.items()],
                           align=False)
@@ -57,7 +57,7 @@ def gallery_title(config: TrainConfig, loader: DataLoader, readout: str | None =
 
 
 def gallery_items(predictions: dict, readout: str, count: int) -> list[dict]:
-    """Up to ``count`` clouds of :func:`~pckeypoints.evaluation.collect_readouts` with their annotated and
+    """Up to ``count`` clouds of :func:`~pckeypoints.evaluation.inference.collect_readouts` with their annotated and
     ``readout`` keypoints, for :func:`viz.render_gallery`."""
     items = []
     for i in range(min(count, len(predictions["model_id"]))):

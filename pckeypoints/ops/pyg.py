@@ -3,8 +3,8 @@
 :func:`fps`, :func:`radius`, :func:`knn`, :func:`radius_graph`, :func:`knn_graph` and
 :func:`knn_interpolate` have the signatures, ragged ``batch`` vectors and outputs of
 ``torch_geometric.nn``'s (torch-cluster's), so PyG layers such as ``PointNetConv`` and
-``EdgeConv`` build on them unchanged (:func:`pckeypoints.pyg_backend.use_as_pyg_backend` serves PyG's own). Large CPU
-searches of :func:`radius` and :func:`knn` (1- to 3-D) run on a uniform grid (:mod:`pckeypoints.grid_search`);
+``EdgeConv`` build on them unchanged (:func:`pckeypoints.ops.pyg_backend.use_as_pyg_backend` serves PyG's own). Large CPU
+searches of :func:`radius` and :func:`knn` (1- to 3-D) run on a uniform grid (:mod:`pckeypoints.ops.grid_search`);
 the others pad the clouds into one dense batch for pointnet2's brute-force kernels (:mod:`pointnet2.ops`,
 C++/OpenMP on the CPU, CUDA on GPUs) with the padding moved out of reach of every search. Both give
 exactly the same results, and each cloud the result it would get alone.
@@ -17,7 +17,7 @@ Where torch-cluster leaves a choice open, these ops fix it:
   CUDA kernel; its CPU k-d tree keeps an arbitrary subset of the same size), ``None`` keeps whole balls;
   :func:`radius_graph` counts the limit after leaving the point itself out, as pyg-lib does (torch-cluster
   1.6.3 truncates first and keeps one more where its subset misses the point itself).
-- :func:`knn` is nearest first (:func:`pckeypoints.neighbors.knn_points`); :func:`knn_graph` without ``loop``
+- :func:`knn` is nearest first (:func:`pckeypoints.ops.neighbors.knn_points`); :func:`knn_graph` without ``loop``
   gives every point exactly ``k`` neighbours even when exact duplicates hide the point itself.
 
 ``num_workers`` is accepted for compatibility and ignored (the kernels use PyTorch's threads).
@@ -32,10 +32,10 @@ import math
 import torch
 from torch import Tensor
 
-from . import grid_search
-from .errors import PCKeypointsError
-from .neighbors import CDIST_ENTRIES, knn_points
-from .validation import check_batch_index, check_finite
+from pckeypoints.ops import grid_search
+from pckeypoints.errors import PCKeypointsError
+from pckeypoints.ops.neighbors import CDIST_ENTRIES, knn_points
+from pckeypoints.validation import check_batch_index, check_finite
 
 __all__ = ["fps", "knn", "knn_graph", "knn_interpolate", "radius", "radius_graph"]
 
@@ -342,7 +342,7 @@ def _dense(x: Tensor, sizes: Tensor, ptr: Tensor, width: int, fill: Tensor | flo
 
 
 def _use_grid(x: Tensor, y: Tensor) -> bool:
-    """Whether the grid search (:mod:`pckeypoints.grid_search`) answers: 1- to 3-D CPU points, a large search."""
+    """Whether the grid search (:mod:`pckeypoints.ops.grid_search`) answers: 1- to 3-D CPU points, a large search."""
     return (x.device.type == "cpu" and x.shape[1] <= 3 and x.shape[0] * y.shape[0] >= grid_search.MIN_PAIRS
             and grid_search.available())
 
