@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pckeypoints.errors import ConfigError
-from pckeypoints.core.schedules import SCHEDULES
+from pckeypoints.choices import GUMBEL_FORMS, METHODS, METRICS, READOUTS, SAMPLERS, SPLITS, TAU_SCHEDULES
 
 __all__ = ["TrainConfig", "ConfigField", "UNSET", "config_fields", "MODES", "LR_SCHEDULES", "OPTIMIZERS", "BASES",
            "SPLITS", "FIXED_SIGMA", "DataConfig", "AugmentConfig", "ModelConfig", "SupervisedLoss",
@@ -55,7 +55,6 @@ OPTIMIZERS = ("adamw", "sgd")
 BASES = ("knn", "fixed")  # a Gaussian per point with σ from its k nearest neighbours, or one fixed σ
 #: model.sigma of the fixed basis when it is not given (normalised units: clouds of radius 1)
 FIXED_SIGMA = 0.01
-SPLITS = ("train", "val", "test")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -439,13 +438,9 @@ def _check_types(section, prefix: str) -> None:
 
 
 def _check_values(c: TrainConfig) -> None:
-    from pckeypoints.core.argmax import GUMBEL_FORMS, SAMPLERS
-    from pckeypoints.core.losses import METHODS, METRICS
-    from pckeypoints.core.readouts import READOUTS
-
     unsupervised_methods = ("soft", "sampling")
     choices = {"loss.method": METHODS if c.mode == "supervised" else unsupervised_methods,
-               "loss.tau_schedule": tuple(SCHEDULES), "optim.optimizer": OPTIMIZERS,
+               "loss.tau_schedule": TAU_SCHEDULES, "optim.optimizer": OPTIMIZERS,
                "optim.lr_schedule": LR_SCHEDULES, "eval.split": SPLITS, "eval.readout": READOUTS,
                "model.basis": BASES}
     if c.mode == "supervised":

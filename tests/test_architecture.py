@@ -112,6 +112,49 @@ def test_a_cycle_through_a_function_level_import_is_found():
     assert find_cycle(graph) is not None
 
 
+#: pckeypoints' packages from the bottom up: a module imports only from its own layer or the layers below it
+#: (inside functions too), so that the folders name the layers.
+LAYERS = (
+    ("pckeypoints.errors", "pckeypoints.choices"),
+    ("pckeypoints.validation", "pckeypoints.extras", "pckeypoints.devices", "pckeypoints.distributed",
+     "pckeypoints.pretrained", "pckeypoints.config"),
+    ("pckeypoints.ops",),
+    ("pckeypoints.core",),
+    ("pckeypoints.data", "pckeypoints.metrics", "pckeypoints.models"),
+    ("pckeypoints.evaluation",),
+    ("pckeypoints.train",),
+    ("pckeypoints.cli", "pckeypoints.__main__"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of ``module``'s package, or None outside pckeypoints' layers."""
+    for index, layer in enumerate(LAYERS):
+        if any(module == top or module.startswith(top + ".") for top in layer):
+            return index
+    return None
+
+
+def test_every_pckeypoints_module_has_a_layer():
+    assert [m for m in MODULES if m.startswith("pckeypoints.") and layer_of(m) is None] == []
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("pckeypoints.")))
+def test_no_import_runs_up_the_layers(name):
+    """The configuration learns its allowed values from :mod:`pckeypoints.choices`, not the core; the basis (core)
+    uses ops; the data, metrics and models never reach evaluation or training; and so on."""
+    upward = {m for m in imported_modules(name, module_level=False)
+              if m.startswith("pckeypoints.") and layer_of(m) > layer_of(name)}
+    assert not upward, upward
+
+
+def test_the_schedules_registry_has_the_chosen_names():
+    from pckeypoints.choices import TAU_SCHEDULES
+    from pckeypoints.core.schedules import SCHEDULES
+
+    assert tuple(SCHEDULES) == TAU_SCHEDULES
+
+
 @pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("pckeypoints") and m not in VIZ_USERS))
 def test_the_library_never_imports_viz(name):
     assert not {m for m in imported_modules(name, module_level=False) if m.split(".")[0] == "viz"}

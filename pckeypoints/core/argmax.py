@@ -43,12 +43,11 @@ import torch
 from torch import Tensor
 
 from pckeypoints.ops import fused
+from pckeypoints.choices import GUMBEL_FORMS, SAMPLERS
 from pckeypoints.core.basis import PointBasis
 from pckeypoints.errors import PCKeypointsError
 from pckeypoints.ops.fused import rng
 
-SAMPLERS = ("auto", "naive", "gaussian", "fused")
-GUMBEL_FORMS = ("paper", "official")
 #: Gradient amplitude of the clipped integral, in basis bandwidths (grid cells on a grid).
 CLIP_AMPLITUDE = 2.0
 

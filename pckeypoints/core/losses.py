@@ -12,14 +12,13 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from pckeypoints.core.argmax import GUMBEL_FORMS, SAMPLERS, sampling_argmax, soft_argmax
+from pckeypoints.choices import GUMBEL_FORMS, METHODS, METRICS, SAMPLERS
+from pckeypoints.core.argmax import sampling_argmax, soft_argmax
 from pckeypoints.core.basis import PointBasis
 from pckeypoints.errors import PCKeypointsError
 from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
 from pckeypoints.validation import check_finite
 
-METRICS = ("l1", "l2")
-METHODS = ("soft", "soft+var", "soft+js", "discrete", "sampling", "sampling+js")
 
 
 def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:

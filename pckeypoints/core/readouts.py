@@ -18,11 +18,11 @@ import math
 import torch
 from torch import Tensor
 
+from pckeypoints.choices import READOUTS
 from pckeypoints.core.basis import PointBasis
 from pckeypoints.ops.neighbors import knn_points, pad_far
 from pckeypoints.errors import InputError
 
-READOUTS = ("expectation", "snapped", "top", "mode")
 
 
 def nearest_point(query: Tensor, basis: PointBasis) -> Tensor:

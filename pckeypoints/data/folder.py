@@ -48,7 +48,8 @@ import torch
 
 from pckeypoints.errors import InputError, ReadError
 from pckeypoints.ops.neighbors import knn_points
-from pckeypoints.data.keypointnet import SPLITS, KeypointClouds
+from pckeypoints.choices import SPLITS
+from pckeypoints.data.keypointnet import KeypointClouds
 from pckeypoints.data.pcd import read_geometry
 from pckeypoints.data.transforms import Normalize
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from pckeypoints.choices import SPLITS
 from pckeypoints.data.pcd import read_pcd
 from pckeypoints.data.transforms import Normalize, keypoints_at
 from pckeypoints.distributed import is_main_process
@@ -30,7 +31,6 @@ CATEGORIES = {
     "laptop": "03642806", "motorcycle": "03790512", "mug": "03797390", "skateboard": "04225987",
     "table": "04379243", "vessel": "04530566",
 }
-SPLITS = ("train", "val", "test")
 #: Largest distance allowed between an annotated xyz and the cloud point at its ``point_index``.
 _KEYPOINT_TOLERANCE = 1e-4
 
