@@ -53,7 +53,7 @@ GUMBEL_FORMS = ("paper", "official")
 CLIP_AMPLITUDE = 2.0
 
 
-def soft_argmax(logits: Tensor, basis: PointBasis, clipped: bool = False) -> Tensor:
+def soft_argmax(logits: Tensor, basis: PointBasis, *, clipped: bool = False) -> Tensor:
     """Expectation Σ_i π_i y_i of the map, ``(B, K, D)``, for logits ``(B, K, N)``; ``clipped``: with
     the gradient of :func:`clipped_weighted_sum` (amplitude :data:`CLIP_AMPLITUDE` bandwidths)."""
     probs = basis.probabilities(logits)
@@ -138,6 +138,7 @@ def sampling_argmax(
     basis: PointBasis,
     num_samples: int,
     tau: float,
+    *,
     generator: torch.Generator | None = None,
     sampler: str = "auto",
     chunk_size: int | None = None,
@@ -176,7 +177,8 @@ def sampling_argmax(
     if sampler == "fused":
         seed = rng.draw_seed(generator, logits.device)
         clip = CLIP_AMPLITUDE if clipped else 0.0
-        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed, clip=clip)
+        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed,
+                                     clip=clip)
     if sampler == "naive":
         return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
     pos = basis.pos.expand(b, n, -1)

@@ -50,9 +50,9 @@ class KeypointMaps:
         """``(B, K, N)`` softmax of the logits over each cloud (0 at padding)."""
         return self.basis.probabilities(self.logits)
 
-    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, num_samples: int, tau: float, *, generator: torch.Generator | None = None) -> Tensor:
         """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
-        return sampling_argmax(self.logits, self.basis, num_samples, tau, generator)
+        return sampling_argmax(self.logits, self.basis, num_samples, tau, generator=generator)
 
 
 @dataclass
@@ -86,9 +86,9 @@ class RaggedKeypointMaps:
         dense, _ = to_dense_batch(self.logits, self.batch, float("-inf"), n, b)
         return KeypointMaps(dense.transpose(1, 2), self.basis, self.keypoints)
 
-    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, num_samples: int, tau: float, *, generator: torch.Generator | None = None) -> Tensor:
         """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
-        return self.to_dense().sample(num_samples, tau, generator)
+        return self.to_dense().sample(num_samples, tau, generator=generator)
 
 
 # pytree nodes (their fields), so that torch.compile and torch.export return and take maps
@@ -122,7 +122,7 @@ class KeypointReadout(nn.Module):
         ((2, 5, 3), (2, 5, 8, 3))
     """
 
-    def __init__(self, knn_k: int = 8, fixed_sigma: float | None = None, knn_factor: float = KNN_FACTOR):
+    def __init__(self, knn_k: int = 8, *, fixed_sigma: float | None = None, knn_factor: float = KNN_FACTOR):
         super().__init__()
         if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
             raise PCKeypointsError(f"knn_k must be an integer >= 1, got {knn_k!r}")
@@ -133,7 +133,7 @@ class KeypointReadout(nn.Module):
         self.knn_k, self.fixed_sigma, self.knn_factor = knn_k, fixed_sigma, float(knn_factor)
 
     def basis(
-        self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True,
+        self, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None, validate: bool = True,
         mask: Tensor | None = None,
     ) -> PointBasis:
         """The basis this readout uses for ``pos`` (see the class doc)."""
@@ -148,7 +148,7 @@ class KeypointReadout(nn.Module):
                 edge_index: Tensor | None = None, basis: PointBasis | None = None,
                 validate: bool = True) -> KeypointMaps | RaggedKeypointMaps:
         if basis is None:
-            basis = self.basis(pos, batch, edge_index, validate, mask)
+            basis = self.basis(pos, batch, edge_index=edge_index, validate=validate, mask=mask)
         elif mask is not None:
             raise PCKeypointsError("mask= builds the basis: give it to the basis instead (PointBasis.from_points(..., mask=))")
         if batch is None:
@@ -219,6 +219,7 @@ class KeypointHead(nn.Module):
         self,
         in_channels: int | None,
         num_keypoints: int,
+        *,
         hidden_channels: int = 128,
         mlp: nn.Module | None = None,
         knn_k: int | None = None,
@@ -245,8 +246,8 @@ class KeypointHead(nn.Module):
             )
         self.in_channels, self.num_keypoints, self.validate = in_channels, num_keypoints, validate
         self.mlp = mlp
-        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma,
-                                       KNN_FACTOR if knn_factor is None else knn_factor)
+        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma=fixed_sigma,
+                                       knn_factor=KNN_FACTOR if knn_factor is None else knn_factor)
         self.sigma_head = None
         if learn_sigma:
             if in_channels is None:
@@ -293,7 +294,7 @@ class KeypointHead(nn.Module):
         logits = out if batch is not None else out.transpose(1, 2)  # ragged (N_total, K) or dense (B, K, N)
         if self.sigma_head is not None:
             if basis is None:
-                basis = self.readout.basis(pos, batch, edge_index, self.validate, mask=mask)
+                basis = self.readout.basis(pos, batch, edge_index=edge_index, validate=self.validate, mask=mask)
             basis = self._learned_sigma(basis, F.softplus(self.sigma_head(x)), batch)
         return self.readout(logits, pos, batch, mask=mask, edge_index=edge_index, basis=basis, validate=self.validate)
 

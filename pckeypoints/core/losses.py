@@ -175,9 +175,9 @@ class KeypointLoss(nn.Module):
         >>> basis = PointBasis.grid((8,), kind="triangular")
         >>> logits, target = torch.zeros(1, 2, 8), torch.tensor([[[2.0], [5.0]]])
         >>> loss = KeypointLoss("sampling", num_samples=4)
-        >>> loss(logits, basis, target, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
+        >>> loss(logits, target, basis=basis, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([])
-        >>> KeypointLoss("soft")(logits, basis, target)
+        >>> KeypointLoss("soft")(logits, target, basis=basis)
         tensor(1.5000)
         >>> from pckeypoints.core.head import KeypointReadout
         >>> maps = KeypointReadout(knn_k=2)(torch.zeros(1, 2, 8), basis.pos)  # what a head returns
@@ -188,6 +188,7 @@ class KeypointLoss(nn.Module):
     def __init__(
         self,
         method: str = "sampling",
+        *,
         metric: str = "l1",
         num_samples: int = 30,
         reg_weight: float = 1.0,
@@ -224,17 +225,21 @@ class KeypointLoss(nn.Module):
 
     def forward(
         self,
-        logits: Tensor | KeypointMaps | RaggedKeypointMaps,
-        basis: PointBasis | Tensor,
-        target: Tensor | None = None,
+        maps_or_logits: Tensor | KeypointMaps | RaggedKeypointMaps,
+        target: Tensor,
         mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
         *,
+        basis: PointBasis | None = None,
         tau: float | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``loss(logits, basis, target, mask=None, generator=None, *, tau)``, or with the maps a head
-        returns, dense or ragged: ``loss(maps, target, mask=None, generator=None, *, tau)``."""
-        logits, basis, target, mask, generator = _loss_inputs(logits, basis, target, mask, generator)
+        """``loss(maps, target, mask=None, *, tau, generator=None)`` with the maps a head returns (dense or
+        ragged; they carry their basis), or ``loss(logits, target, mask=None, *, basis, tau, generator=None)``
+        with raw logits ``(B, K, N)``. ``tau``: the sampling methods' temperature of this step."""
+        logits, basis = _logits_and_basis(maps_or_logits, basis)
+        if not isinstance(target, Tensor) or not (mask is None or isinstance(mask, Tensor)):
+            raise TypeError(f"loss(maps_or_logits, target, mask=None, *, basis=None, tau=None, generator=None) takes "
+                            f"tensors for target and mask, got {type(target).__name__} and {type(mask).__name__}")
         basis.check_logits(logits, self.validate)
         check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
         if target.shape[0] != logits.shape[0]:
@@ -242,13 +247,13 @@ class KeypointLoss(nn.Module):
         if self.method.startswith("sampling"):
             if tau is None:
                 raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
-            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False,
-                                      gumbel=self.gumbel, clipped=self.clipped_integral)
+            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator=generator, sampler=self.sampler,
+                                      validate=False, gumbel=self.gumbel, clipped=self.clipped_integral)
             loss = expectation_of_error(samples, target, mask, self.metric, validate=False)
         elif self.method == "discrete":
             return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)
         else:
-            loss = error_of_expectation(soft_argmax(logits, basis, self.clipped_integral), target, mask, self.metric,
+            loss = error_of_expectation(soft_argmax(logits, basis, clipped=self.clipped_integral), target, mask, self.metric,
                                         validate=False)
         if self.method == "soft+var":
             loss = loss + self.reg_weight * variance_regularization(logits, basis, self.target_sigma**2, mask)
@@ -268,21 +273,15 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _loss_inputs(logits, basis, target, mask, generator):
-    """``(logits, basis, target, mask, generator)`` of either call of :meth:`KeypointLoss.forward`:
-    the maps form ``(maps, target, mask, generator)`` arrives shifted by one argument."""
-    if not isinstance(logits, (KeypointMaps, RaggedKeypointMaps)):
-        if target is None:
-            raise PCKeypointsError("the loss needs the target keypoints: loss(logits, basis, target, mask, tau=...) "
-                                   "or loss(maps, target, mask, tau=...)")
-        return logits, basis, target, mask, generator
-    maps = logits.to_dense() if isinstance(logits, RaggedKeypointMaps) else logits
-    if isinstance(mask, torch.Generator):  # loss(maps, target, mask, generator)
-        if generator is not None:
-            raise PCKeypointsError("loss(maps, target, mask, generator): generator given twice")
-        mask, generator = target, mask
-    elif target is not None:  # loss(maps, target, mask)
-        if mask is not None:
-            raise PCKeypointsError("loss(maps, target, mask, generator): mask given twice")
-        mask = target
-    return maps.logits, maps.basis, basis, mask, generator
+def _logits_and_basis(maps_or_logits, basis) -> tuple[Tensor, PointBasis]:
+    """The dense logits ``(B, K, N)`` and basis of :meth:`KeypointLoss.forward`'s first argument: maps carry
+    their basis, raw logits need ``basis=``."""
+    if isinstance(maps_or_logits, (KeypointMaps, RaggedKeypointMaps)):
+        if basis is not None:
+            raise TypeError("maps carry their basis: loss(maps, target, mask, tau=...) takes no basis=")
+        maps = maps_or_logits.to_dense() if isinstance(maps_or_logits, RaggedKeypointMaps) else maps_or_logits
+        return maps.logits, maps.basis
+    if not isinstance(basis, PointBasis):
+        raise TypeError("raw logits need their basis by keyword: loss(logits, target, mask, basis=basis, tau=...), "
+                        f"got basis={type(basis).__name__}")
+    return maps_or_logits, basis

@@ -40,7 +40,7 @@ DTYPES = (torch.float32, torch.float64)
 
 
 def gaussian_samples(
-    logits: Tensor, pos: Tensor, var: Tensor, num_samples: int, tau: float, seed: Tensor, backend: str = "auto",
+    logits: Tensor, pos: Tensor, var: Tensor, num_samples: int, tau: float, seed: Tensor, *, backend: str = "auto",
     clip: float = 0.0,
 ) -> Tensor:
     """Differentiable samples ``(B, K, Ns, D)`` of the Gaussian mixture Σ_i softmax(l)_i N(y_i, var_i).
