@@ -15,7 +15,8 @@
 - ``viz ...``: render a cloud with keypoints, or a gallery of a category's models (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
-folder, a full disk; or an ``OSError`` of a file the user named) prints one line and exits with 1; Ctrl-C and
+folder, a full disk; an :data:`~pckeypoints.errors.AnyInputError` of pointnet2's ops; or an ``OSError`` of a file
+the user named) prints one line and exits with 1; Ctrl-C and
 SIGTERM print one line and, after the same cleanup, end the process by that signal (status 130 or 143 in a
 shell); ``--debug`` shows the traceback instead, and any other exception (a bug) always does. Arguments and the
 device are checked before any data is loaded.
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 from pckeypoints.config import UNSET, TrainConfig, config_fields
-from pckeypoints.errors import PCKeypointsError, UsageError, write_error
+from pckeypoints.errors import AnyInputError, PCKeypointsError, UsageError, write_error
 
 __all__ = ["MAX_POINTS", "build_parser", "main", "run"]
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"train": _train, "eval": _eval, "calibrate": _calibrate, "predict": _predict, "export": _export,
                     "viz": _viz}
         return commands[args.command](args)
-    except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
+    except (PCKeypointsError, AnyInputError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
             raise
         print(f"pckeypoints {args.command}: error: {_first_line(err)}", file=sys.stderr)
@@ -349,7 +350,7 @@ def _predict(args) -> int:
     for path in tqdm(inputs, desc="predict", unit="cloud", file=sys.stderr, disable=not args.progress):
         try:
             result = _predict_file(task, model, config, path, args.num_points)
-        except (PCKeypointsError, OSError) as err:  # a bad input is skipped; a bug still stops with its traceback
+        except (PCKeypointsError, AnyInputError, OSError) as err:  # a bad input is skipped; a bug still stops with its traceback
             failed.append(path)
             tqdm.write(f"pckeypoints predict: skipped {path}: {_first_line(err)}", file=sys.stderr)
             continue

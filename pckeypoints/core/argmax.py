@@ -44,7 +44,7 @@ from torch import Tensor
 
 from pckeypoints.ops import fused
 from pckeypoints.core.basis import PointBasis
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.ops.fused import rng
 
 SAMPLERS = ("auto", "naive", "gaussian", "fused")
@@ -195,13 +195,13 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
                     clipped: bool) -> str:
     """The sampler :func:`sampling_argmax` runs (``"auto"`` resolved), after checking its arguments."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        raise InputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
-        raise PCKeypointsError(f"temperature tau must be a finite number > 0, got {tau!r}")
+        raise InputError(f"temperature tau must be a finite number > 0, got {tau!r}")
     if sampler not in SAMPLERS:
-        raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if gumbel not in GUMBEL_FORMS:
-        raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+        raise InputError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
     if sampler == "auto":
         sampler = "naive"
         if basis.kind == "gaussian":
@@ -211,17 +211,17 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
             fits = basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES and kernel
             sampler = "fused" if fits else "naive" if clipped else "gaussian"
     if sampler != "naive" and basis.kind != "gaussian":
-        raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
+        raise InputError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
     if clipped and sampler == "gaussian":
-        raise PCKeypointsError("the clipped-integral gradient needs the 'naive' or 'fused' sampler, got "
+        raise InputError("the clipped-integral gradient needs the 'naive' or 'fused' sampler, got "
                                "sampler='gaussian'")
     if sampler == "fused" and logits.dtype not in fused.DTYPES:
-        raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
+        raise InputError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
                                "use sampler='gaussian'")
     # under torch.compile the custom op finds the kernel when it runs (a build is no graph)
     if sampler == "fused" and (basis.dim > fused.MAX_DIM
                                or not (torch.compiler.is_compiling() or fused.available(logits.device))):
-        raise PCKeypointsError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
+        raise InputError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
                                "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'")
     return sampler
 

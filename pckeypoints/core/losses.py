@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from pckeypoints.core.argmax import GUMBEL_FORMS, SAMPLERS, sampling_argmax, soft_argmax
 from pckeypoints.core.basis import PointBasis
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
 from pckeypoints.validation import check_finite
 
@@ -29,7 +29,7 @@ def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:
         return diff.abs().sum(-1)
     if metric == "l2":
         return diff.square().sum(-1).sqrt()
-    raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
+    raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -50,9 +50,9 @@ def check_keypoint_target(
     """Raise unless ``target`` is ``(B, K, D)`` with a bool ``mask (B, K)``, finite where annotated."""
     d = "D" if dim is None else str(dim)
     if target.dim() != 3 or target.shape[1] != num_keypoints or (dim is not None and target.shape[2] != dim):
-        raise PCKeypointsError(f"target must be (B, K={num_keypoints}, {d}) keypoints, got shape {tuple(target.shape)}")
+        raise InputError(f"target must be (B, K={num_keypoints}, {d}) keypoints, got shape {tuple(target.shape)}")
     if mask is not None and (mask.dtype != torch.bool or mask.shape != target.shape[:2]):
-        raise PCKeypointsError(
+        raise InputError(
             f"mask must be bool {tuple(target.shape[:2])} (True = annotated), got {mask.dtype} {tuple(mask.shape)}"
         )
     if validate:
@@ -200,25 +200,25 @@ class KeypointLoss(nn.Module):
     ):
         super().__init__()
         if method not in METHODS:
-            raise PCKeypointsError(f"method must be one of {METHODS}, got {method!r}")
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
         if metric not in METRICS:
-            raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
+            raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+            raise InputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         if not _is_real(target_sigma) or not (math.isfinite(target_sigma) and target_sigma > 0):
-            raise PCKeypointsError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
+            raise InputError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
         if not _is_real(reg_weight) or not (math.isfinite(reg_weight) and reg_weight >= 0):
-            raise PCKeypointsError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
+            raise InputError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
         if gumbel not in GUMBEL_FORMS:
-            raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+            raise InputError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
         if sampler not in SAMPLERS:
-            raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if gumbel != "paper" and not method.startswith("sampling"):
-            raise PCKeypointsError(f"gumbel applies to the sampling methods, not {method!r}")
+            raise InputError(f"gumbel applies to the sampling methods, not {method!r}")
         if clipped_integral and method == "discrete":
-            raise PCKeypointsError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
+            raise InputError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
         if clipped_integral and method.startswith("sampling") and sampler == "gaussian":
-            raise PCKeypointsError("clipped_integral needs the 'naive' or 'fused' sampler, got 'gaussian'")
+            raise InputError("clipped_integral needs the 'naive' or 'fused' sampler, got 'gaussian'")
         self.gumbel, self.clipped_integral = gumbel, clipped_integral
         self.method, self.metric, self.num_samples = method, metric, num_samples
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
@@ -243,10 +243,10 @@ class KeypointLoss(nn.Module):
         basis.check_logits(logits, self.validate)
         check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
         if target.shape[0] != logits.shape[0]:
-            raise PCKeypointsError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
+            raise InputError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
         if self.method.startswith("sampling"):
             if tau is None:
-                raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
+                raise InputError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
             samples = sampling_argmax(logits, basis, self.num_samples, tau, generator=generator, sampler=self.sampler,
                                       validate=False, gumbel=self.gumbel, clipped=self.clipped_integral)
             loss = expectation_of_error(samples, target, mask, self.metric, validate=False)

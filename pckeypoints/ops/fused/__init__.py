@@ -164,8 +164,8 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
 def _kernels(backend: str, device: torch.device) -> ModuleType:
     kernels = resolve(backend, device)
     if kernels is None:
-        raise RuntimeError(f"the fused sampling-argmax kernels ({backend!r}) are unavailable on {device}; "
-                           "use sampler='gaussian'")
+        raise InputError(f"the fused sampling-argmax kernels ({backend!r}) are unavailable on {device}; "
+                         "use sampler='gaussian'")
     return kernels
 
 
