@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pckeypoints.errors import InputError
+from pckeypoints.errors import AnyInputError, InputError
 
 __all__ = ["Neighbors", "knn_points"]
 
@@ -66,7 +66,10 @@ def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
     if d == 3:
         from pointnet2.ops import knn as knn3
 
-        dist2, index = knn3(points, query, k)
+        try:
+            dist2, index = knn3(points, query, k)
+        except AnyInputError as err:  # pointnet2's class (NaN, dtype): reported as pckeypoints' own
+            raise InputError(f"knn_points: {err}") from None
         return Neighbors(dist2.sqrt(), index)
     return _brute_force(query, points, k)
 
