@@ -263,7 +263,7 @@ def _eval(args) -> int:
     run_dir = given if given.is_dir() else given.parent
     out_dir = Path(args.out) if args.out else run_dir / f"eval_{args.split}"
     if out_dir.exists() and not out_dir.is_dir():
-        raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")
+        raise UsageError(f"--out {out_dir} is a file, not a folder")
     _report(args.checkpoint, args.split, out_dir, data_root=args.data_root, max_models=args.max_models,
             device=args.device, readout=args.readout)
     return 0
@@ -387,12 +387,12 @@ def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> Non
     """Raise a one-line error, before the model loads, for a ``-o`` that cannot take the predictions."""
     if single:
         if output.is_dir():
-            raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
+            raise UsageError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
         if output.exists() and inputs[0].exists() and os.path.samefile(output, inputs[0]):  # links too
-            raise PCKeypointsError(f"-o {output} is the input file; give another file name")
+            raise UsageError(f"-o {output} is the input file; give another file name")
         return
     if output.exists() and not output.is_dir():
-        raise PCKeypointsError(f"-o {output} is a file; several inputs need a folder (one NAME.json per input)")
+        raise UsageError(f"-o {output} is a file; several inputs need a folder (one NAME.json per input)")
     stems: dict[str, Path] = {}
     for path in inputs:
         if stems.setdefault(path.stem, path) != path:

@@ -128,7 +128,7 @@ def test_sampling_plus_js_is_the_sum_of_its_terms():
     loss = KeypointLoss("sampling+js", metric="l2", num_samples=4, reg_weight=0.7, target_sigma=0.2, sampler="naive")
     run = lambda l: loss(l, target, mask, basis=basis, generator=torch.Generator().manual_seed(1), tau=0.5)
     samples = sampling_argmax(logits, basis, 4, 0.5, generator=torch.Generator().manual_seed(1), sampler="naive")
-    want = expectation_of_error(samples, target, mask, "l2") + 0.7 * js_regularization(logits, basis, target, 0.2, mask)
+    want = expectation_of_error(samples, target, mask, metric="l2") + 0.7 * js_regularization(logits, basis, target, 0.2, mask)
     torch.testing.assert_close(run(logits), want)
     assert torch.autograd.gradcheck(run, (logits,))
     assert "method='sampling+js'" in repr(loss) and "reg_weight=0.7" in repr(loss)

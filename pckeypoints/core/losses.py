@@ -61,7 +61,7 @@ def check_keypoint_target(
 
 
 def expectation_of_error(
-    samples: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+    samples: Tensor, target: Tensor, mask: Tensor | None = None, *, metric: str = "l1", validate: bool = True
 ) -> Tensor:
     """Sampling-argmax loss: mean over samples of d(y_s, y_t), ``samples (B, K, Ns, D)``.
 
@@ -75,7 +75,7 @@ def expectation_of_error(
 
 
 def error_of_expectation(
-    pred: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, *, metric: str = "l1", validate: bool = True
 ) -> Tensor:
     """Soft-argmax loss: d(Σ π_i y_i, y_t) for predictions ``(B, K, D)``."""
     check_keypoint_target(target, mask, pred.shape[1], pred.shape[-1], validate)
@@ -87,6 +87,7 @@ def discrete_expectation(
     basis: PointBasis,
     target: Tensor,
     mask: Tensor | None = None,
+    *,
     metric: str = "l1",
     validate: bool = True,
 ) -> Tensor:
@@ -122,6 +123,7 @@ def js_regularization(
     target: Tensor,
     target_sigma: float,
     mask: Tensor | None = None,
+    *,
     validate: bool = True,
 ) -> Tensor:
     """Nibali et al.'s distribution loss: Jensen-Shannon divergence between π and the Gaussian
@@ -249,16 +251,17 @@ class KeypointLoss(nn.Module):
                 raise InputError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
             samples = sampling_argmax(logits, basis, self.num_samples, tau, generator=generator, sampler=self.sampler,
                                       validate=False, gumbel=self.gumbel, clipped=self.clipped_integral)
-            loss = expectation_of_error(samples, target, mask, self.metric, validate=False)
+            loss = expectation_of_error(samples, target, mask, metric=self.metric, validate=False)
         elif self.method == "discrete":
-            return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)
+            return discrete_expectation(logits, basis, target, mask, metric=self.metric, validate=False)
         else:
-            loss = error_of_expectation(soft_argmax(logits, basis, clipped=self.clipped_integral), target, mask, self.metric,
-                                        validate=False)
+            loss = error_of_expectation(soft_argmax(logits, basis, clipped=self.clipped_integral), target, mask,
+                                        metric=self.metric, validate=False)
         if self.method == "soft+var":
             loss = loss + self.reg_weight * variance_regularization(logits, basis, self.target_sigma**2, mask)
         elif self.method.endswith("+js"):
-            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask, False)
+            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask,
+                                                                 validate=False)
         return loss
 
     def extra_repr(self) -> str:
