@@ -70,7 +70,7 @@ def train(kind: str, steps: int, batch_size: int = 16, lr: float = 3e-3, tau: fl
             break
         images, centres = spots(batch_size, generator)
         optimizer.zero_grad()
-        loss_fn(model(images), basis, centres, generator=generator, tau=tau).backward()  # same loss, any basis kind
+        loss_fn(model(images), centres, basis=basis, generator=generator, tau=tau).backward()  # same loss, any basis kind
         optimizer.step()
     return errors
 

@@ -87,7 +87,7 @@ def train(model: nn.Module, data: dict[str, Tensor], steps: int, lr: float = 3e-
         errors.append(float((maps.keypoints.detach() - data["keypoints"]).abs().sum(-1)[data["mask"]].mean()))
         if len(errors) > steps:
             break
-        loss = loss_fn(maps, data["keypoints"], data["mask"], generator, tau=tau)
+        loss = loss_fn(maps, data["keypoints"], data["mask"], generator=generator, tau=tau)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -44,7 +44,7 @@ def seconds_per_step(width: float, steps: int, threads: int) -> float | None:
 
     def step():
         maps = trained(points)
-        loss = loss_fn(maps.logits, maps.basis, target, mask, tau=1.0)
+        loss = loss_fn(maps, target, mask, tau=1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -103,7 +103,7 @@ def main() -> None:
             maps = net(pts)
             modules.SharedMLP.forward = mlp_forward
             crit = KeypointLoss("soft+js", target_sigma=0.02) if trainer_checks else loss_fn
-            loss = crit(maps.logits, maps.basis, target, mask, tau=1.0)
+            loss = crit(maps, target, mask, tau=1.0)
             if trainer_checks:
                 if not torch.isfinite(loss):
                     raise ValueError("diverged")

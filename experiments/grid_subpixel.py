@@ -184,7 +184,7 @@ def run_cell(size: int, method: str, seed: int, steps: int, batch: int, num_samp
     for step in range(steps):
         images, centres = blobs(batch, generator)
         optimizer.zero_grad()
-        loss_fn(model(images), basis, centres, generator=generator, tau=schedule.value).backward()
+        loss_fn(model(images), centres, basis=basis, generator=generator, tau=schedule.value).backward()
         optimizer.step()
         if decay is not None:
             decay.step()
@@ -221,15 +221,15 @@ def gradient_noise(spec: str, state: str, seed: int = 0, draws: int = 64, batch:
     soft = pk.KeypointLoss("soft")
     tau = schedule.at(0.0)
     images, centres = blobs(batch, torch.Generator().manual_seed(777))
-    soft_grad = _flat_grad(model, soft(model(images), basis, centres))
+    soft_grad = _flat_grad(model, soft(model(images), centres, basis=basis))
     generator = torch.Generator().manual_seed(99)
-    fixed = torch.stack([_flat_grad(model, loss_fn(model(images), basis, centres, generator=generator, tau=tau))
+    fixed = torch.stack([_flat_grad(model, loss_fn(model(images), centres, basis=basis, generator=generator, tau=tau))
                          for _ in range(draws)])
     data = torch.Generator().manual_seed(555)
     fresh = []
     for _ in range(draws):
         imgs, cents = blobs(batch, data)
-        fresh.append(_flat_grad(model, loss_fn(model(imgs), basis, cents, generator=generator, tau=tau)))
+        fresh.append(_flat_grad(model, loss_fn(model(imgs), cents, basis=basis, generator=generator, tau=tau)))
     fresh = torch.stack(fresh)
 
     def nsr(grads: Tensor) -> float:
@@ -256,7 +256,7 @@ def free_map(method: str, offsets: int = 5, steps: int = 300) -> dict:
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss_fn(logits, basis, targets, generator=generator, tau=tau).backward()
+        loss_fn(logits, targets, basis=basis, generator=generator, tau=tau).backward()
         optimizer.step()
     return {"method": method, "tau": tau, **readout_stats(logits.detach(), basis, targets, stride)}
 
@@ -272,7 +272,7 @@ def exact_1d(kind: str, offset: float, steps: int = 600, num_samples: int = 4000
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss_fn(logits, basis, target, generator=generator, tau=1.0).backward()
+        loss_fn(logits, target, basis=basis, generator=generator, tau=1.0).backward()
         optimizer.step()
         decay.step()
     return {"basis": kind, "offset": offset, "readout": float(pk.soft_argmax(logits.detach(), basis)) - 3.0}

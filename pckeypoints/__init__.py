@@ -11,7 +11,7 @@ Examples:
     >>> import pckeypoints as pk
     >>> head = pk.KeypointHead(in_channels=32, num_keypoints=4, knn_k=4)
     >>> maps = head(torch.randn(2, 64, 32), torch.rand(2, 64, 3))
-    >>> loss = pk.KeypointLoss("sampling", num_samples=8)(maps.logits, maps.basis, torch.rand(2, 4, 3), tau=0.5)
+    >>> loss = pk.KeypointLoss("sampling", num_samples=8)(maps, torch.rand(2, 4, 3), tau=0.5)
     >>> tuple(maps.keypoints.shape), loss.shape
     ((2, 4, 3), torch.Size([]))
 """

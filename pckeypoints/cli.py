@@ -15,7 +15,8 @@
 - ``viz ...``: render a cloud with keypoints, or a gallery of a category's models (see ``pckeypoints viz --help``).
 
 Every error a user can cause (a :class:`~pckeypoints.errors.PCKeypointsError`: bad file, config value, device,
-folder, a full disk; or an ``OSError`` of a file the user named) prints one line and exits with 1; Ctrl-C and
+folder, a full disk; an :data:`~pckeypoints.errors.AnyInputError` of pointnet2's ops; or an ``OSError`` of a file
+the user named) prints one line and exits with 1; Ctrl-C and
 SIGTERM print one line and, after the same cleanup, end the process by that signal (status 130 or 143 in a
 shell); ``--debug`` shows the traceback instead, and any other exception (a bug) always does. Arguments and the
 device are checked before any data is loaded.
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 from pckeypoints.config import UNSET, TrainConfig, config_fields
-from pckeypoints.errors import PCKeypointsError, UsageError, write_error
+from pckeypoints.errors import AnyInputError, PCKeypointsError, UsageError, write_error
 
 __all__ = ["MAX_POINTS", "build_parser", "main", "run"]
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"train": _train, "eval": _eval, "calibrate": _calibrate, "predict": _predict, "export": _export,
                     "viz": _viz}
         return commands[args.command](args)
-    except (PCKeypointsError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
+    except (PCKeypointsError, AnyInputError, OSError) as err:  # what a user can cause; anything else is a bug: its traceback
         if args.debug:
             raise
         print(f"pckeypoints {args.command}: error: {_first_line(err)}", file=sys.stderr)
@@ -262,7 +263,7 @@ def _eval(args) -> int:
     run_dir = given if given.is_dir() else given.parent
     out_dir = Path(args.out) if args.out else run_dir / f"eval_{args.split}"
     if out_dir.exists() and not out_dir.is_dir():
-        raise PCKeypointsError(f"--out {out_dir} is a file, not a folder")
+        raise UsageError(f"--out {out_dir} is a file, not a folder")
     _report(args.checkpoint, args.split, out_dir, data_root=args.data_root, max_models=args.max_models,
             device=args.device, readout=args.readout)
     return 0
@@ -349,7 +350,7 @@ def _predict(args) -> int:
     for path in tqdm(inputs, desc="predict", unit="cloud", file=sys.stderr, disable=not args.progress):
         try:
             result = _predict_file(task, model, config, path, args.num_points)
-        except (PCKeypointsError, OSError) as err:  # a bad input is skipped; a bug still stops with its traceback
+        except (PCKeypointsError, AnyInputError, OSError) as err:  # a bad input is skipped; a bug still stops with its traceback
             failed.append(path)
             tqdm.write(f"pckeypoints predict: skipped {path}: {_first_line(err)}", file=sys.stderr)
             continue
@@ -386,12 +387,12 @@ def _check_predict_output(output: Path, inputs: list[Path], single: bool) -> Non
     """Raise a one-line error, before the model loads, for a ``-o`` that cannot take the predictions."""
     if single:
         if output.is_dir():
-            raise PCKeypointsError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
+            raise UsageError(f"-o {output} is a folder; give a file name, e.g. {output / 'keypoints.json'}")
         if output.exists() and inputs[0].exists() and os.path.samefile(output, inputs[0]):  # links too
-            raise PCKeypointsError(f"-o {output} is the input file; give another file name")
+            raise UsageError(f"-o {output} is the input file; give another file name")
         return
     if output.exists() and not output.is_dir():
-        raise PCKeypointsError(f"-o {output} is a file; several inputs need a folder (one NAME.json per input)")
+        raise UsageError(f"-o {output} is a file; several inputs need a folder (one NAME.json per input)")
     stems: dict[str, Path] = {}
     for path in inputs:
         if stems.setdefault(path.stem, path) != path:

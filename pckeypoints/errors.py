@@ -2,11 +2,19 @@
 
 Every one is a :class:`PCKeypointsError`, a ``ValueError``: its message is one line that names the
 offending file or setting and what is wrong with it, and the command line prints just that line.
+
+A bad argument to a function (a tensor of the wrong shape, dtype or range, NaN, an empty cloud, an unknown
+option) is an :class:`InputError`. pointnet2, the lower package, cannot import pckeypoints, so its ops and
+modules raise their own ``pointnet2.errors.InputError``, which pckeypoints' :class:`InputError` subclasses:
+that class, :data:`AnyInputError` here, is the one base of every bad-input error of both packages
+(``except AnyInputError``), and the command line prints it as one line too.
 """
 from __future__ import annotations
 
+from pointnet2.errors import InputError as AnyInputError
+
 __all__ = ["PCKeypointsError", "ConfigError", "CheckpointError", "ReadError", "WriteError", "InputError", "UsageError",
-           "TrainingError"]
+           "TrainingError", "AnyInputError"]
 
 
 class PCKeypointsError(ValueError):
@@ -45,8 +53,9 @@ def write_error(path, err: Exception, what: str = "") -> WriteError:
     return WriteError(f"cannot write {name}: the write failed (disk full or not writable? {free})")
 
 
-class InputError(PCKeypointsError):
-    """An argument a function cannot take: a tensor of the wrong shape, dtype or range, NaN, an empty cloud."""
+class InputError(PCKeypointsError, AnyInputError):
+    """An argument a function cannot take: a tensor of the wrong shape, dtype or range, NaN, an empty cloud.
+    Also a :data:`AnyInputError`, the base that catches pointnet2's bad-input errors too."""
 
 
 class UsageError(PCKeypointsError):

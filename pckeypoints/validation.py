@@ -5,7 +5,7 @@ ragged ``batch``) read the data, a device synchronisation on a GPU, so they run 
 ``validate=True``: once per public call (:class:`~pckeypoints.models.KeypointDetector`,
 :class:`~pckeypoints.core.head.KeypointHead`, :class:`~pckeypoints.core.basis.PointBasis`,
 :class:`~pckeypoints.core.losses.KeypointLoss`, the readers), never inside the ops of a training step.
-Every failure is one :class:`~pckeypoints.errors.PCKeypointsError` line naming the argument.
+Every failure is one :class:`~pckeypoints.errors.InputError` line naming the argument.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 
 __all__ = ["check_cloud", "check_batch_index", "check_finite"]
 
@@ -43,17 +43,17 @@ def check_cloud(
         >>> check_cloud(torch.tensor([[0.0, float("nan"), 0.0]]))
         Traceback (most recent call last):
         ...
-        pckeypoints.errors.PCKeypointsError: points contain NaN or infinite coordinates
+        pckeypoints.errors.InputError: points contain NaN or infinite coordinates
     """
     shape = tuple(points.shape)
     layout = "(B, N, D)" if batched else "(N, D)"
     if dim is not None:
         layout = layout.replace("D)", f"{dim})")
     if len(shape) != (3 if batched else 2) or (dim is not None and shape[-1] != dim) or shape[-1] < 1:
-        raise PCKeypointsError(f"{name} must be {layout}, got shape {shape}")
+        raise InputError(f"{name} must be {layout}, got shape {shape}")
     if shape[-2] < min_points:
         what = "an empty cloud (N = 0)" if shape[-2] == 0 else f"N = {shape[-2]} points"
-        raise PCKeypointsError(f"{name} has {what}; need more than {min_points - 1}")
+        raise InputError(f"{name} has {what}; need more than {min_points - 1}")
     if validate:
         check_finite(points, name, "coordinates")
 
@@ -65,7 +65,7 @@ def check_finite(values: Tensor | np.ndarray, name: str, what: str = "values") -
         return
     finite = np.isfinite(values).all() if isinstance(values, np.ndarray) else torch.isfinite(values).all()
     if not finite:
-        raise PCKeypointsError(f"{name} contain NaN or infinite {what}")
+        raise InputError(f"{name} contain NaN or infinite {what}")
 
 
 def check_batch_index(batch: Tensor, num_points: int, name: str = "batch", validate: bool = True) -> None:
@@ -76,17 +76,17 @@ def check_batch_index(batch: Tensor, num_points: int, name: str = "batch", valid
         >>> check_batch_index(torch.tensor([1, 0, 0]), 3)
         Traceback (most recent call last):
         ...
-        pckeypoints.errors.PCKeypointsError: batch must be sorted (PyG convention); reorder the points with perm = batch.argsort(stable=True)
+        pckeypoints.errors.InputError: batch must be sorted (PyG convention); reorder the points with perm = batch.argsort(stable=True)
     """
     if batch.dim() != 1 or batch.shape[0] != num_points:
-        raise PCKeypointsError(f"{name} must be ({num_points},), one cloud index per point, got shape {tuple(batch.shape)}")
+        raise InputError(f"{name} must be ({num_points},), one cloud index per point, got shape {tuple(batch.shape)}")
     if batch.dtype.is_floating_point or batch.dtype == torch.bool:
-        raise PCKeypointsError(f"{name} must hold integer cloud indices, got {batch.dtype}")
+        raise InputError(f"{name} must hold integer cloud indices, got {batch.dtype}")
     if not validate or num_points == 0 or torch.compiler.is_compiling():  # value checks: not while compiling
         return
     if bool(batch[0] < 0):
-        raise PCKeypointsError(f"{name} holds negative cloud indices")
+        raise InputError(f"{name} holds negative cloud indices")
     if bool((batch[1:] < batch[:-1]).any()):
-        raise PCKeypointsError(
+        raise InputError(
             f"{name} must be sorted (PyG convention); reorder the points with perm = {name}.argsort(stable=True)"
         )

@@ -22,6 +22,7 @@ from types import ModuleType
 import torch
 
 from pointnet2.build import load_extension
+from pointnet2.errors import InputError
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 ENV_VAR = "POINTNET2_BACKEND"
@@ -71,7 +72,7 @@ def resolve(backend: str | None, device: torch.device) -> ModuleType | None:
     """Extension module for ``backend`` on ``device``, or None for the pure-PyTorch reference."""
     name = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "reference":
         return None
     if name == "auto":
@@ -79,5 +80,5 @@ def resolve(backend: str | None, device: torch.device) -> ModuleType | None:
             return None
         return _build_or_warn(device.type)
     if device.type != name:
-        raise ValueError(f"backend={name!r} needs {name} tensors, got tensors on {device}")
+        raise InputError(f"backend={name!r} needs {name} tensors, got tensors on {device}")
     return _build(name)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pointnet2.errors import InputError
 from pointnet2.ops import ball_query_group, furthest_point_sample, three_nn_interpolate
 
 __all__ = ["FeaturePropagation", "GlobalSetAbstraction", "PointNet2Seg", "SetAbstraction", "SharedMLP"]
@@ -64,7 +65,7 @@ class SetAbstraction(nn.Module):
     ):
         super().__init__()
         if not (len(radii) == len(nsamples) == len(mlps) >= 1):
-            raise ValueError("radii, nsamples and mlps need one entry per scale")
+            raise InputError("radii, nsamples and mlps need one entry per scale")
         self.npoint, self.radii, self.nsamples = npoint, list(radii), list(nsamples)
         self.mlps = nn.ModuleList(SharedMLP([3 + in_channels, *mlp]) for mlp in mlps)
         self.out_channels = sum(mlp[-1] for mlp in mlps)
@@ -133,7 +134,7 @@ class PointNet2Seg(nn.Module):
     ):
         super().__init__()
         if in_channels < 0 or out_channels < 1 or width <= 0 or radius_scale <= 0:
-            raise ValueError("need in_channels >= 0, out_channels >= 1, width > 0 and radius_scale > 0")
+            raise InputError("need in_channels >= 0, out_channels >= 1, width > 0 and radius_scale > 0")
         self.in_channels = in_channels
 
         def ch(*channels: int) -> list[int]:
@@ -157,10 +158,10 @@ class PointNet2Seg(nn.Module):
     def forward(self, xyz: Tensor, features: Tensor | None = None) -> Tensor:
         """xyz (B, N, 3), features (B, N, in_channels) or None -> (B, N, out_channels)."""
         if (features is None) != (self.in_channels == 0):
-            raise ValueError(f"model built for in_channels={self.in_channels}, got features={features is not None}")
+            raise InputError(f"model built for in_channels={self.in_channels}, got features={features is not None}")
         if features is not None and (features.dim() != 3 or features.shape[:2] != xyz.shape[:2]
                                      or features.shape[2] != self.in_channels):
-            raise ValueError(
+            raise InputError(
                 f"features must be (B, N, {self.in_channels}) matching xyz {tuple(xyz.shape)}, got {tuple(features.shape)}"
             )
         f0 = None if features is None else features.transpose(1, 2)

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from pointnet2 import _library, reference
 from pointnet2._extension import use_reference
+from pointnet2.errors import InputError
 
 __all__ = ["BallQuery", "Grouped", "KNN", "ball_query", "ball_query_group", "furthest_point_sample", "knn",
            "three_nn_interpolate"]
@@ -76,37 +77,37 @@ class KNN(NamedTuple):
 
 def _check_points(name: str, points: Tensor, validate: bool) -> None:
     if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"{name} must be a (B, N, 3) tensor, got {getattr(points, 'shape', type(points))}")
+        raise InputError(f"{name} must be a (B, N, 3) tensor, got {getattr(points, 'shape', type(points))}")
     if points.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{name} must be float32 or float64, got {points.dtype}")
+        raise InputError(f"{name} must be float32 or float64, got {points.dtype}")
     if points.shape[1] == 0:
-        raise ValueError(f"{name} holds no points (N=0)")
+        raise InputError(f"{name} holds no points (N=0)")
     if validate and not torch.compiler.is_compiling() and not torch.isfinite(points).all():
-        raise ValueError(f"{name} contains NaN or infinite coordinates")
+        raise InputError(f"{name} contains NaN or infinite coordinates")
 
 
 def _check_pair(name: str, points: Tensor, ref_name: str, ref: Tensor, validate: bool) -> None:
     _check_points(name, points, validate)
     if points.shape[0] != ref.shape[0]:
-        raise ValueError(f"{name} has batch size {points.shape[0]} but {ref_name} has {ref.shape[0]}")
+        raise InputError(f"{name} has batch size {points.shape[0]} but {ref_name} has {ref.shape[0]}")
     if points.dtype != ref.dtype or points.device != ref.device:
-        raise ValueError(f"{name} ({points.dtype}, {points.device}) must match {ref_name} ({ref.dtype}, {ref.device})")
+        raise InputError(f"{name} ({points.dtype}, {points.device}) must match {ref_name} ({ref.dtype}, {ref.device})")
 
 
 def _check_features(name: str, features: Tensor, points_name: str, points: Tensor) -> None:
     B, N, _ = points.shape
     if not isinstance(features, Tensor) or features.dim() != 3 or features.shape[0] != B or features.shape[2] != N:
-        raise ValueError(
+        raise InputError(
             f"{name} must be (B, C, N) = ({B}, C, {N}) to match {points_name}, "
             f"got {getattr(features, 'shape', type(features))}"
         )
     if features.dtype != points.dtype or features.device != points.device:
-        raise ValueError(f"{name} ({features.dtype}, {features.device}) must match {points_name}")
+        raise InputError(f"{name} ({features.dtype}, {features.device}) must match {points_name}")
 
 
 def _check_count(name: str, value: int, low: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_ball(xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, validate: bool) -> None:
@@ -114,7 +115,7 @@ def _check_ball(xyz: Tensor, new_xyz: Tensor, radius: float, nsample: int, valid
     _check_pair("new_xyz", new_xyz, "xyz", xyz, validate)
     _check_count("nsample", nsample)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+        raise InputError(f"radius must be a finite number > 0, got {radius!r}")
 
 
 def furthest_point_sample(xyz: Tensor, m: int, *, backend: str | None = None, validate: bool = True) -> Tensor:
@@ -180,7 +181,7 @@ def knn(xyz: Tensor, new_xyz: Tensor, k: int, *, backend: str | None = None, val
     _check_pair("new_xyz", new_xyz, "xyz", xyz, validate)
     _check_count("k", k)
     if k > xyz.shape[1]:
-        raise ValueError(f"k={k} exceeds the number of points N={xyz.shape[1]}")
+        raise InputError(f"k={k} exceeds the number of points N={xyz.shape[1]}")
     xyz, new_xyz = xyz.detach().contiguous(), new_xyz.detach().contiguous()
     if use_reference(backend, xyz.device):
         return KNN(*reference.knn(xyz, new_xyz, k))

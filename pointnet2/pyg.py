@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
+from pointnet2.errors import InputError
+
 __all__ = ["RaggedPointNet2"]
 
 
@@ -29,13 +31,13 @@ class RaggedPointNet2(nn.Module):
     def forward(self, x: Tensor | None, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         """x (P, C) or None, pos (P, 3), batch (P,) sorted cloud ids (None: one cloud) -> (P, D)."""
         if pos.dim() != 2 or pos.shape[1] != 3:
-            raise ValueError(f"pos must be (P, 3), got {tuple(pos.shape)}")
+            raise InputError(f"pos must be (P, 3), got {tuple(pos.shape)}")
         if batch is None:
             batch = pos.new_zeros(pos.shape[0], dtype=torch.long)
         if batch.shape != pos.shape[:1] or (x is not None and x.shape[0] != pos.shape[0]):
-            raise ValueError("x, pos and batch must have the same number of points")
+            raise InputError("x, pos and batch must have the same number of points")
         if batch.numel() and bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError("batch must be sorted (PyG convention)")
+            raise InputError("batch must be sorted (PyG convention)")
         dense_pos, mask = to_dense_batch(pos, batch)
         dense_x = None if x is None else to_dense_batch(x, batch)[0]
         sizes = mask.sum(dim=1)
@@ -50,5 +52,5 @@ class RaggedPointNet2(nn.Module):
                 out = result.new_zeros(*mask.shape, result.shape[-1])
             out[clouds, :size] = result
         if out is None:
-            raise ValueError("no points in the batch")
+            raise InputError("no points in the batch")
         return out[mask]

@@ -29,15 +29,33 @@ def test_the_loss_takes_the_maps_dense_or_ragged(method):
     def run(*args, **kwargs):
         return loss_fn(*args, tau=0.5, **kwargs)
 
-    want = run(dense.logits, dense.basis, target, mask, torch.Generator().manual_seed(1))
-    assert torch.equal(run(maps, target, mask, torch.Generator().manual_seed(1)), want)  # ragged maps
+    want = run(dense.logits, target, mask, basis=dense.basis, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(run(maps, target, mask, generator=torch.Generator().manual_seed(1)), want)  # ragged maps
     assert torch.equal(run(dense, target, mask=mask, generator=torch.Generator().manual_seed(1)), want)
-    assert torch.equal(run(dense, target, None, torch.Generator().manual_seed(1)),
-                       run(dense.logits, dense.basis, target, generator=torch.Generator().manual_seed(1)))
-    with pytest.raises(PCKeypointsError, match="mask given twice"):
-        run(dense, target, mask, mask=mask)
+    assert torch.equal(run(dense, target, None, generator=torch.Generator().manual_seed(1)),
+                       run(dense.logits, target, basis=dense.basis, generator=torch.Generator().manual_seed(1)))
     with pytest.raises(PCKeypointsError, match="to_dense"):  # ragged logits where dense ones belong
-        run(maps.logits, dense.basis, target)
+        run(maps.logits, target, basis=dense.basis)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda loss, maps, t, m, g: loss(maps.logits, maps.basis, t, tau=0.5), "need their basis by keyword"),
+    (lambda loss, maps, t, m, g: loss(maps.logits, maps.basis, t, m, tau=0.5), "positional argument"),
+    (lambda loss, maps, t, m, g: loss(maps, t, m, g, tau=0.5), "positional argument"),
+    (lambda loss, maps, t, m, g: loss(maps, t, g, tau=0.5), "tensors for target and mask"),
+    (lambda loss, maps, t, m, g: loss(maps.logits, t, m, tau=0.5), "need their basis by keyword"),
+    (lambda loss, maps, t, m, g: loss(maps, t, m, basis=maps.basis, tau=0.5), "maps carry their basis"),
+    (lambda loss, maps, t, m, g: pk.sampling_argmax(maps.logits, maps.basis, 4, 0.5, g), "positional argument"),
+    (lambda loss, maps, t, m, g: pk.soft_argmax(maps.logits, maps.basis, True), "positional argument"),
+    (lambda loss, maps, t, m, g: maps.sample(4, 0.5, g), "positional argument"),
+])
+def test_the_old_type_shifted_calls_are_refused(call, match):
+    """Each position has one meaning: the old ``loss(logits, basis, target, mask, generator)`` and
+    ``loss(maps, target, mask, generator)`` forms are TypeErrors, never reinterpreted."""
+    x, pos, batch, target, mask = ragged_clouds()
+    maps = pk.KeypointHead(8, 4, hidden_channels=16, knn_k=4)(x, pos, batch).to_dense()
+    with pytest.raises(TypeError, match=match):
+        call(pk.KeypointLoss("sampling", num_samples=2), maps, target, mask, torch.Generator().manual_seed(0))
 
 
 def test_dense_padding_with_a_mask_equals_the_unpadded_clouds():
@@ -93,11 +111,12 @@ def test_loss_settings_are_checked(kwargs, match):
 
 @pytest.mark.parametrize("args, match", [
     ((16, 2.5), "num_keypoints must be an integer"), ((0, 4), "in_channels must be an integer"),
-    ((16, 4, 0), "hidden_channels"), ((16, True), "num_keypoints"),
+    ((16, 4, {"hidden_channels": 0}), "hidden_channels"), ((16, True), "num_keypoints"),
 ])
 def test_head_settings_are_checked(args, match):
+    kwargs = args[-1] if isinstance(args[-1], dict) else {}
     with pytest.raises(PCKeypointsError, match=match):
-        pk.KeypointHead(*args)
+        pk.KeypointHead(*args[:2], **kwargs)
 
 
 def test_nan_features_and_mixed_dtypes_are_errors_not_nan_keypoints():
@@ -108,7 +127,7 @@ def test_nan_features_and_mixed_dtypes_are_errors_not_nan_keypoints():
         head(x, pos)
     basis = pk.PointBasis.from_points(pos, k=4)
     with pytest.raises(PCKeypointsError, match="float64 but the basis is torch.float32"):
-        pk.KeypointLoss("soft")(torch.zeros(2, 3, 20, dtype=torch.float64), basis, torch.rand(2, 3, 3))
+        pk.KeypointLoss("soft")(torch.zeros(2, 3, 20, dtype=torch.float64), torch.rand(2, 3, 3), basis=basis)
 
 
 def test_grid_heatmaps_name_the_reshape():
@@ -123,7 +142,7 @@ def test_auto_sampler_with_float16_logits_does_not_pick_the_fused_kernel():
     basis = pk.PointBasis.from_points(pos, k=4)
     half = pk.PointBasis(pos.half(), basis.bandwidth.half())
     logits = torch.randn(2, 3, 40).half().requires_grad_()
-    y = sampling_argmax(logits, half, 5, 0.5, torch.Generator().manual_seed(0))
+    y = sampling_argmax(logits, half, 5, 0.5, generator=torch.Generator().manual_seed(0))
     y.float().sum().backward()
     assert y.dtype == torch.float16 and torch.isfinite(y).all() and torch.isfinite(logits.grad).all()
     with pytest.raises(PCKeypointsError, match="'fused' sampler takes float32 or float64"):
@@ -142,6 +161,6 @@ def test_one_hot_weights_give_zero_logit_gradients_with_every_sampler(dtype, tau
     samplers = ["naive", "gaussian"] + (["fused"] if fused.available(torch.device("cpu")) else [])
     for sampler in samplers:
         logits = torch.randn(2, 4, 100, dtype=dtype, generator=torch.Generator().manual_seed(1)).requires_grad_()
-        y = sampling_argmax(logits, basis, 8, tau, torch.Generator().manual_seed(2), sampler)
+        y = sampling_argmax(logits, basis, 8, tau, generator=torch.Generator().manual_seed(2), sampler=sampler)
         (grad,) = torch.autograd.grad(y.square().sum(), logits)
         assert torch.isfinite(y).all() and torch.equal(grad, torch.zeros_like(grad)), sampler

@@ -77,7 +77,7 @@ def test_gaussian_samplers_match_naive_in_mean_and_variance(sampler):
 def test_low_memory_sampler_is_chunk_invariant_and_reproducible():
     basis = cloud_basis(5)
     logits = torch.randn(2, 3, 12)
-    run = lambda c: sampling_argmax(logits, basis, 7, 0.5, torch.Generator().manual_seed(9), "gaussian", chunk_size=c)
+    run = lambda c: sampling_argmax(logits, basis, 7, 0.5, generator=torch.Generator().manual_seed(9), sampler="gaussian", chunk_size=c)
     assert torch.allclose(run(7), run(7))
     # One chunk or chunks of 3: the same noise in the same order.
     assert torch.allclose(run(7), run(3), atol=1e-6)
@@ -92,7 +92,7 @@ def test_sampler_gradients_pass_gradcheck(sampler):
 
     def f(logits, pos, scale):
         basis = PointBasis(pos, scale)
-        return sampling_argmax(logits, basis, 5, 0.8, torch.Generator().manual_seed(3), sampler, chunk_size=2)
+        return sampling_argmax(logits, basis, 5, 0.8, generator=torch.Generator().manual_seed(3), sampler=sampler, chunk_size=2)
 
     assert torch.autograd.gradcheck(f, (logits, pos, scale))
 
@@ -102,7 +102,7 @@ def test_sampler_gradients_pass_gradcheck(sampler):
 def test_tiny_temperature_gives_finite_samples_and_gradients(sampler, tau):
     basis = cloud_basis(6, b=2, n=30)
     logits = torch.randn(2, 3, 30, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    samples = sampling_argmax(logits, basis, 4, tau, torch.Generator().manual_seed(3), sampler)
+    samples = sampling_argmax(logits, basis, 4, tau, generator=torch.Generator().manual_seed(3), sampler=sampler)
     samples.sum().backward()
     assert torch.isfinite(samples).all() and torch.isfinite(logits.grad).all()
     # one-hot weights: every sample lies within a few σ of one of the points
@@ -116,7 +116,7 @@ def test_low_memory_gradient_with_padding():
     batch = torch.tensor([0] * 5 + [1] * 4)
     basis = PointBasis.from_points(pos, batch, k=2)
     logits = torch.randn(2, 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    f = lambda l: sampling_argmax(l, basis, 4, 0.5, torch.Generator().manual_seed(1), "gaussian", chunk_size=3)
+    f = lambda l: sampling_argmax(l, basis, 4, 0.5, generator=torch.Generator().manual_seed(1), sampler="gaussian", chunk_size=3)
     assert torch.autograd.gradcheck(f, (logits,))
     f(logits).sum().backward()
     assert logits.grad[1, :, 4].abs().max() == 0  # the padded slot gets no gradient
@@ -153,9 +153,9 @@ def test_low_memory_sampler_on_cuda():
     pos = torch.rand(2, 50, 3, dtype=torch.float64, generator=g).cuda()
     basis = PointBasis(pos, 0.05)
     logits = torch.randn(2, 3, 50, dtype=torch.float64, generator=g).cuda().requires_grad_()
-    f = lambda l: sampling_argmax(l, basis, 6, 0.5, torch.Generator("cuda").manual_seed(1), "gaussian", chunk_size=4)
+    f = lambda l: sampling_argmax(l, basis, 6, 0.5, generator=torch.Generator("cuda").manual_seed(1), sampler="gaussian", chunk_size=4)
     assert torch.autograd.gradcheck(f, (logits,))
-    fast = sampling_argmax(logits, basis, 20000, 1e-4, torch.Generator("cuda").manual_seed(2)).double()
+    fast = sampling_argmax(logits, basis, 20000, 1e-4, generator=torch.Generator("cuda").manual_seed(2)).double()
     mean, var = mixture_moments(logits.softmax(-1).cpu(), PointBasis(pos.cpu(), 0.05))
     assert ((fast.mean(2).cpu() - mean).abs() < 5 * (var / 20000).sqrt()).all()
     assert torch.allclose(fast.var(2).cpu(), var, rtol=0.06)

@@ -197,3 +197,15 @@ def test_seed_and_procs_are_bounded_before_anything_starts(tmp_path, capsys, mon
     if cores >= 2:
         one_line_error(capsys, [*common, "--procs", "2", "--batch-size", "3"], "must be divisible by the 2")
     assert not (tmp_path / "runs").exists()
+
+
+def test_pointnet2_bad_input_is_one_line_too(checkpoint, tmp_path, capsys, monkeypatch):
+    """pointnet2's own InputError (it cannot import pckeypoints) is a user's error for the command line too."""
+    import pointnet2.errors
+    from pckeypoints.train import exported
+
+    def bad_cloud(*args, **kwargs):
+        raise pointnet2.errors.InputError("xyz contains NaN or infinite coordinates")
+
+    monkeypatch.setattr(exported, "export_program", bad_cloud)
+    one_line_error(capsys, ["export", str(checkpoint), "-o", str(tmp_path / "m.pt2")], "error: xyz contains NaN")

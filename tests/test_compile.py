@@ -119,7 +119,7 @@ def test_compiled_sampling_loss_with_the_auto_sampler_equals_eager(monkeypatch, 
     loss_fn = pk.KeypointLoss(method, num_samples=4)
 
     def step(logits):
-        return loss_fn(logits, basis, target, tau=0.5)
+        return loss_fn(logits, target, basis=basis, tau=0.5)
 
     results = []
     for fn in (step, torch.compile(step, fullgraph=True)):

@@ -61,7 +61,7 @@ def test_keypoints_sharing_noise_draw_uncorrelated_samples():
     basis = PointBasis(torch.rand(1, 400, 3, generator=g), 0.01)
     logits = torch.randn(1, 1, 400, generator=g).expand(1, 2, 400)
     y = torch.stack([gaussian_samples(logits, basis.pos, basis.variance, 50, 0.3, torch.tensor([seed, 1]),
-                                      "reference")[0] for seed in range(40)])  # (40 seeds, K = 2, 50, 3)
+                                      backend="reference")[0] for seed in range(40)])  # (40 seeds, K = 2, 50, 3)
     first, second = y[:, 0].reshape(-1, 3), y[:, 1].reshape(-1, 3)
     for d in range(3):
         r = torch.corrcoef(torch.stack([first[:, d], second[:, d]]))[0, 1].item()
@@ -103,7 +103,7 @@ def problem(dtype=torch.float64, b=2, k=3, n=300, d=3, shared_basis=False, padde
 
 
 def samples_and_grads(backend, logits, pos, var, num_samples=5, tau=0.5, seed=(123, 456), clip=0.0):
-    y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend, clip)
+    y = gaussian_samples(logits, pos, var, num_samples, tau, torch.tensor(seed), backend=backend, clip=clip)
     weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)
     return (y, *torch.autograd.grad((y * weights).sum(), (logits, pos, var)))
 
@@ -162,7 +162,7 @@ def test_fused_and_naive_clipped_estimators_agree_in_expectation():
     def mean_grad(sampler, clipped):
         grads = []
         for seed in range(4):
-            y = sampling_argmax(logits, basis, 40_000, 0.8, torch.Generator().manual_seed(seed), sampler,
+            y = sampling_argmax(logits, basis, 40_000, 0.8, generator=torch.Generator().manual_seed(seed), sampler=sampler,
                                 clipped=clipped)
             grads.append(torch.autograd.grad((y - target).abs().mean(), logits)[0][0, 0])
         grads = torch.stack(grads)
@@ -177,7 +177,7 @@ def test_fused_and_naive_clipped_estimators_agree_in_expectation():
 @needs_cpu_kernel
 def test_cpu_kernel_passes_gradcheck():
     logits, pos, var = problem(torch.float64, b=2, k=2, n=40, padded=True)
-    f = lambda l, p, v: gaussian_samples(l, p, v, 3, 0.7, torch.tensor([5, 6]), "cpu")
+    f = lambda l, p, v: gaussian_samples(l, p, v, 3, 0.7, torch.tensor([5, 6]), backend="cpu")
     assert torch.autograd.gradcheck(f, (logits, pos, var))
 
 
@@ -199,12 +199,12 @@ def test_cpu_kernel_does_not_depend_on_the_thread_count():
 def test_same_seed_same_samples_and_samples_do_not_depend_on_their_count():
     basis = PointBasis(torch.rand(2, 100, 3), 0.02)
     logits = torch.randn(2, 4, 100)
-    run = lambda ns, seed: sampling_argmax(logits, basis, ns, 0.3, torch.Generator().manual_seed(seed), "fused")
+    run = lambda ns, seed: sampling_argmax(logits, basis, ns, 0.3, generator=torch.Generator().manual_seed(seed), sampler="fused")
     assert torch.equal(run(6, 1), run(6, 1))
     assert not torch.allclose(run(6, 1), run(6, 2))
     seed = rng.draw_seed(torch.Generator().manual_seed(1), torch.device("cpu"))
-    few = gaussian_samples(logits, basis.pos, basis.variance, 2, 0.3, seed, "cpu")
-    assert torch.equal(few, gaussian_samples(logits, basis.pos, basis.variance, 6, 0.3, seed, "cpu")[:, :, :2])
+    few = gaussian_samples(logits, basis.pos, basis.variance, 2, 0.3, seed, backend="cpu")
+    assert torch.equal(few, gaussian_samples(logits, basis.pos, basis.variance, 6, 0.3, seed, backend="cpu")[:, :, :2])
 
 
 @needs_cpu_kernel
@@ -234,7 +234,7 @@ def test_every_tensor_handed_to_the_kernels_is_on_the_logits_device(monkeypatch)
         monkeypatch.setattr(fused, name, recording)
     monkeypatch.setattr(fused, "resolve", lambda backend, device: fused.reference)  # a kernel "exists" on meta
     logits, pos, var = (x.detach().to("meta").requires_grad_() for x in problem(torch.float32))
-    y = gaussian_samples(logits, pos, var, 4, 0.5, torch.tensor([1, 2]), "triton")
+    y = gaussian_samples(logits, pos, var, 4, 0.5, torch.tensor([1, 2]), backend="triton")
     y.sum().backward()
     assert set(seen) == {"gumbel_moments", "gumbel_moments_backward"}  # both ops ran
     assert (3, logits.device) in seen["gumbel_moments"]  # the seed, argument 3, among them

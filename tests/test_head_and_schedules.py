@@ -52,7 +52,7 @@ def test_ragged_maps_train_with_the_dense_loss():
     head = KeypointHead(8, 2, knn_k=3)
     xs, ps, batch = ragged([20, 12], 8, seed=2)
     maps = head(torch.cat(xs), torch.cat(ps), batch).to_dense()
-    loss = KeypointLoss("sampling", num_samples=3)(maps.logits, maps.basis, torch.rand(2, 2, 3), tau=0.5)
+    loss = KeypointLoss("sampling", num_samples=3)(maps, torch.rand(2, 2, 3), tau=0.5)
     loss.backward()
     assert torch.isfinite(loss) and head.mlp[0].weight.grad.abs().sum() > 0
 

@@ -75,10 +75,12 @@ def test_expectation_of_error_by_hand():
         lambda l, b, t, m: discrete_expectation(l, b, t, m),
         lambda l, b, t, m: variance_regularization(l, b, 0.01, m),
         lambda l, b, t, m: js_regularization(l, b, t, 0.2, m),
-        lambda l, b, t, m: KeypointLoss("soft+var", reg_weight=3.0)(l, b, t, m),
-        lambda l, b, t, m: KeypointLoss("soft+js")(l, b, t, m),
-        lambda l, b, t, m: KeypointLoss("sampling", num_samples=4)(l, b, t, m, torch.Generator().manual_seed(0), tau=0.5),
-        lambda l, b, t, m: KeypointLoss("sampling", "l2", 4, sampler="naive")(l, b, t, m, torch.Generator().manual_seed(0), tau=0.5),
+        lambda l, b, t, m: KeypointLoss("soft+var", reg_weight=3.0)(l, t, m, basis=b),
+        lambda l, b, t, m: KeypointLoss("soft+js")(l, t, m, basis=b),
+        lambda l, b, t, m: KeypointLoss("sampling", num_samples=4)(l, t, m, basis=b, generator=torch.Generator().manual_seed(0),
+                                                                  tau=0.5),
+        lambda l, b, t, m: KeypointLoss("sampling", metric="l2", num_samples=4, sampler="naive")(
+            l, t, m, basis=b, generator=torch.Generator().manual_seed(0), tau=0.5),
     ],
 )
 def test_loss_gradients_pass_gradcheck(loss):
@@ -97,7 +99,7 @@ def test_expectation_of_error_gradcheck_in_samples():
 def test_missing_keypoints_do_not_count(method):
     logits, basis, target, mask = problem(2)
     loss = KeypointLoss(method, num_samples=3)
-    run = lambda t: loss(logits, basis, t, mask, torch.Generator().manual_seed(0), tau=1.0)
+    run = lambda t: loss(logits, t, mask, basis=basis, generator=torch.Generator().manual_seed(0), tau=1.0)
     base = run(target)
     moved = target.clone()
     moved[1, 0] = float("nan")  # a missing keypoint may even hold NaN
@@ -131,14 +133,14 @@ def test_keypoint_loss_names_bad_masks_and_targets(change, match):
     target, mask = change(target, mask)
     for method in ("soft", "sampling"):
         with pytest.raises(ValueError, match=match):
-            KeypointLoss(method, num_samples=2)(logits, basis, target, mask, tau=1.0)
+            KeypointLoss(method, num_samples=2)(logits, target, mask, basis=basis, tau=1.0)
 
 
 def test_tau_is_a_call_argument():
     logits, basis, target, mask = problem()
     loss = KeypointLoss("sampling", num_samples=4)
     with pytest.raises(ValueError, match="tau=schedule.value"):
-        loss(logits, basis, target, mask)
+        loss(logits, target, mask, basis=basis)
     with pytest.raises(ValueError, match="num_samples"):
         KeypointLoss("sampling", num_samples=2.5)
 
@@ -157,6 +159,6 @@ def test_with_validate_false_a_training_step_runs_no_value_check(monkeypatch, me
     model = KeypointDetector(3, width=0.25, hidden_channels=16, validate=False)
     loss_fn = KeypointLoss(method, num_samples=2, validate=False)
     maps = model(torch.rand(2, 64, 3))
-    loss_fn(maps.logits, maps.basis, torch.rand(2, 3, 3), torch.ones(2, 3, dtype=torch.bool), tau=1.0).backward()
+    loss_fn(maps, torch.rand(2, 3, 3), torch.ones(2, 3, dtype=torch.bool), tau=1.0).backward()
     with pytest.raises(AssertionError, match="a value check ran"):  # the default validates, once per call
         KeypointDetector(3, width=0.25, hidden_channels=16)(torch.rand(2, 64, 3))

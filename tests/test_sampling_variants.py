@@ -31,7 +31,7 @@ def naive_by_hand(logits, basis, num_samples, tau, seed, form):
 def test_gumbel_forms_by_hand(form):
     basis = PointBasis.grid((5,), spacing=0.5, kind="triangular", dtype=D)
     logits = torch.tensor([[[0.3, -1.0, 2.0, 0.5, 0.0]]], dtype=D)
-    samples = sampling_argmax(logits, basis, 6, 0.4, torch.Generator().manual_seed(4), "naive", gumbel=form)
+    samples = sampling_argmax(logits, basis, 6, 0.4, generator=torch.Generator().manual_seed(4), sampler="naive", gumbel=form)
     weights, z = naive_by_hand(logits, basis, 6, 0.4, 4, form)
     torch.testing.assert_close(samples, (weights[..., None] * z).sum(-2))
 
@@ -41,7 +41,7 @@ def test_official_form_is_the_paper_form_over_tau_times_the_logits(sampler):
     g = torch.Generator().manual_seed(1)
     basis = PointBasis.from_points(torch.rand(2, 20, 3, dtype=D, generator=g), k=3)
     logits = torch.randn(2, 3, 20, dtype=D, generator=g, requires_grad=True)
-    run = lambda l, form: sampling_argmax(l, basis, 5, 0.3, torch.Generator().manual_seed(2), sampler, gumbel=form)
+    run = lambda l, form: sampling_argmax(l, basis, 5, 0.3, generator=torch.Generator().manual_seed(2), sampler=sampler, gumbel=form)
     official = run(logits, "official")
     torch.testing.assert_close(official, run(0.3 * logits, "paper"))
     assert not torch.allclose(official, run(logits, "paper"))
@@ -79,7 +79,7 @@ def test_clipped_sampling_gradient_by_hand():
     basis = PointBasis.grid((3, 4), spacing=1.5, kind="gaussian", dtype=D)
     logits = torch.randn(2, 2, 12, dtype=D, generator=torch.Generator().manual_seed(0), requires_grad=True)
     grad = torch.randn(2, 2, 5, 2, dtype=D, generator=torch.Generator().manual_seed(1))
-    samples = sampling_argmax(logits, basis, 5, 0.7, torch.Generator().manual_seed(3), "naive", clipped=True)
+    samples = sampling_argmax(logits, basis, 5, 0.7, generator=torch.Generator().manual_seed(3), sampler="naive", clipped=True)
     weights, z = naive_by_hand(logits, basis, 5, 0.7, 3, "paper")
     y = (weights[..., None] * z).sum(-2)
     torch.testing.assert_close(samples, y)
@@ -87,7 +87,7 @@ def test_clipped_sampling_gradient_by_hand():
     rule = (2 * 1.5 * torch.where(z >= y[..., None, :].detach(), 1.0, -1.0) * grad[..., None, :]).sum(-1)
     (want,) = torch.autograd.grad(weights, logits, rule)
     torch.testing.assert_close(got, want)
-    plain = sampling_argmax(logits, basis, 5, 0.7, torch.Generator().manual_seed(3), "naive")
+    plain = sampling_argmax(logits, basis, 5, 0.7, generator=torch.Generator().manual_seed(3), sampler="naive")
     (plain,) = torch.autograd.grad(plain, logits, grad)
     assert not torch.allclose(got, plain)
 
@@ -125,10 +125,10 @@ def test_sampling_plus_js_is_the_sum_of_its_terms():
     basis = PointBasis.from_points(torch.rand(2, 10, 3, dtype=D, generator=g), k=3)
     logits = torch.randn(2, 3, 10, dtype=D, generator=g, requires_grad=True)
     target, mask = torch.rand(2, 3, 3, dtype=D, generator=g), torch.tensor([[True, True, False], [True, True, True]])
-    loss = KeypointLoss("sampling+js", "l2", 4, reg_weight=0.7, target_sigma=0.2, sampler="naive")
-    run = lambda l: loss(l, basis, target, mask, torch.Generator().manual_seed(1), tau=0.5)
-    samples = sampling_argmax(logits, basis, 4, 0.5, torch.Generator().manual_seed(1), "naive")
-    want = expectation_of_error(samples, target, mask, "l2") + 0.7 * js_regularization(logits, basis, target, 0.2, mask)
+    loss = KeypointLoss("sampling+js", metric="l2", num_samples=4, reg_weight=0.7, target_sigma=0.2, sampler="naive")
+    run = lambda l: loss(l, target, mask, basis=basis, generator=torch.Generator().manual_seed(1), tau=0.5)
+    samples = sampling_argmax(logits, basis, 4, 0.5, generator=torch.Generator().manual_seed(1), sampler="naive")
+    want = expectation_of_error(samples, target, mask, metric="l2") + 0.7 * js_regularization(logits, basis, target, 0.2, mask)
     torch.testing.assert_close(run(logits), want)
     assert torch.autograd.gradcheck(run, (logits,))
     assert "method='sampling+js'" in repr(loss) and "reg_weight=0.7" in repr(loss)
@@ -167,11 +167,11 @@ def test_learned_sigma_starts_at_the_knn_sigma_and_scales_it_per_point():
 @pytest.mark.parametrize("sampler", ["naive", "gaussian", "fused"])
 def test_learned_sigma_gradient_matches_finite_differences(sampler):
     head, x, pos, target = learned_sigma_problem()
-    loss = KeypointLoss("sampling", "l2", 5, sampler=sampler)
+    loss = KeypointLoss("sampling", metric="l2", num_samples=5, sampler=sampler)
 
     def f(weight, bias):
         maps = functional_call(head, {"sigma_head.weight": weight, "sigma_head.bias": bias}, (x, pos))
-        return loss(maps.logits, maps.basis, target, generator=torch.Generator().manual_seed(0), tau=0.5)
+        return loss(maps, target, generator=torch.Generator().manual_seed(0), tau=0.5)
 
     params = (head.sigma_head.weight.detach().requires_grad_(), head.sigma_head.bias.detach().requires_grad_())
     assert torch.autograd.gradcheck(f, params)

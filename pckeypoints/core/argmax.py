@@ -45,14 +45,14 @@ from torch import Tensor
 from pckeypoints.ops import fused
 from pckeypoints.choices import GUMBEL_FORMS, SAMPLERS
 from pckeypoints.core.basis import PointBasis
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.ops.fused import rng
 
 #: Gradient amplitude of the clipped integral, in basis bandwidths (grid cells on a grid).
 CLIP_AMPLITUDE = 2.0
 
 
-def soft_argmax(logits: Tensor, basis: PointBasis, clipped: bool = False) -> Tensor:
+def soft_argmax(logits: Tensor, basis: PointBasis, *, clipped: bool = False) -> Tensor:
     """Expectation Σ_i π_i y_i of the map, ``(B, K, D)``, for logits ``(B, K, N)``; ``clipped``: with
     the gradient of :func:`clipped_weighted_sum` (amplitude :data:`CLIP_AMPLITUDE` bandwidths)."""
     probs = basis.probabilities(logits)
@@ -137,6 +137,7 @@ def sampling_argmax(
     basis: PointBasis,
     num_samples: int,
     tau: float,
+    *,
     generator: torch.Generator | None = None,
     sampler: str = "auto",
     chunk_size: int | None = None,
@@ -175,7 +176,8 @@ def sampling_argmax(
     if sampler == "fused":
         seed = rng.draw_seed(generator, logits.device)
         clip = CLIP_AMPLITUDE if clipped else 0.0
-        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed, clip=clip)
+        return fused.gaussian_samples(logits, basis.pos, basis.variance, int(num_samples), float(tau), seed,
+                                     clip=clip)
     if sampler == "naive":
         return _naive_samples(logits, basis, num_samples, tau, generator, clipped)
     pos = basis.pos.expand(b, n, -1)
@@ -192,13 +194,13 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
                     clipped: bool) -> str:
     """The sampler :func:`sampling_argmax` runs (``"auto"`` resolved), after checking its arguments."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        raise InputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
-        raise PCKeypointsError(f"temperature tau must be a finite number > 0, got {tau!r}")
+        raise InputError(f"temperature tau must be a finite number > 0, got {tau!r}")
     if sampler not in SAMPLERS:
-        raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if gumbel not in GUMBEL_FORMS:
-        raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+        raise InputError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
     if sampler == "auto":
         sampler = "naive"
         if basis.kind == "gaussian":
@@ -208,17 +210,17 @@ def _choose_sampler(logits: Tensor, basis: PointBasis, num_samples, tau, sampler
             fits = basis.dim <= fused.MAX_DIM and logits.dtype in fused.DTYPES and kernel
             sampler = "fused" if fits else "naive" if clipped else "gaussian"
     if sampler != "naive" and basis.kind != "gaussian":
-        raise PCKeypointsError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
+        raise InputError(f"the {sampler!r} sampler needs a Gaussian basis, got {basis.kind!r}")
     if clipped and sampler == "gaussian":
-        raise PCKeypointsError("the clipped-integral gradient needs the 'naive' or 'fused' sampler, got "
+        raise InputError("the clipped-integral gradient needs the 'naive' or 'fused' sampler, got "
                                "sampler='gaussian'")
     if sampler == "fused" and logits.dtype not in fused.DTYPES:
-        raise PCKeypointsError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
+        raise InputError(f"the 'fused' sampler takes float32 or float64 logits, got {logits.dtype}; "
                                "use sampler='gaussian'")
     # under torch.compile the custom op finds the kernel when it runs (a build is no graph)
     if sampler == "fused" and (basis.dim > fused.MAX_DIM
                                or not (torch.compiler.is_compiling() or fused.available(logits.device))):
-        raise PCKeypointsError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
+        raise InputError(f"the 'fused' sampler has no kernel for {basis.dim}-D points on {logits.device} "
                                "(C++ extension build failed, or no triton for CUDA); use sampler='gaussian'")
     return sampler
 

@@ -19,7 +19,7 @@ import torch
 import torch.utils._pytree
 from torch import Tensor
 
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.ops.neighbors import knn_points
 from pckeypoints.ops.pyg import knn_graph
 from pckeypoints.validation import check_batch_index, check_cloud, check_finite
@@ -69,20 +69,20 @@ class PointBasis:
         validate: bool = True,
     ):
         if kind not in KINDS:
-            raise PCKeypointsError(f"basis kind must be one of {KINDS}, got {kind!r}")
+            raise InputError(f"basis kind must be one of {KINDS}, got {kind!r}")
         if kind != "gaussian" and not is_grid:
-            raise PCKeypointsError(f"a {kind!r} basis needs a regular grid (PointBasis.grid); point clouds use 'gaussian'")
+            raise InputError(f"a {kind!r} basis needs a regular grid (PointBasis.grid); point clouds use 'gaussian'")
         check_cloud(pos, "pos", batched=True, dim=None, validate=validate and mask is None)
         bandwidth = torch.as_tensor(bandwidth, dtype=pos.dtype, device=pos.device).expand_as(pos)
         if mask is not None:
             if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
-                raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+                raise InputError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
             if validate and not torch.compiler.is_compiling() and not mask.any(dim=1).all():
-                raise PCKeypointsError("empty cloud: a batch element has no valid point")
+                raise InputError("empty cloud: a batch element has no valid point")
             if validate:
                 check_finite(pos[mask], "pos", "coordinates")
         if validate and not torch.compiler.is_compiling() and not (bandwidth > 0).all():
-            raise PCKeypointsError("basis bandwidth must be > 0 everywhere (and not NaN)")
+            raise InputError("basis bandwidth must be > 0 everywhere (and not NaN)")
         self.pos, self.bandwidth, self.kind, self.mask, self.is_grid = pos, bandwidth, kind, mask, is_grid
 
     # ------------------------------------------------------------------ constructors
@@ -121,7 +121,7 @@ class PointBasis:
             [2.0, 1.5, 2.5, 5.0]
         """
         if k < 1:
-            raise PCKeypointsError(f"k must be >= 1, got {k}")
+            raise InputError(f"k must be >= 1, got {k}")
         if mask is not None:
             return cls._from_padded_points(pos, mask, batch, k, factor, min_sigma, fixed_sigma, validate)
         dense, mask = _dense_points(pos, batch, validate)
@@ -133,7 +133,7 @@ class PointBasis:
             checks = validate and not torch.compiler.is_compiling()
             smallest = int(torch.bincount(batch)[batch.unique_consecutive()].min()) if checks else k + 1
         if smallest <= k:
-            raise PCKeypointsError(f"every cloud needs more than k={k} points for the neighbour σ, smallest has {smallest}")
+            raise InputError(f"every cloud needs more than k={k} points for the neighbour σ, smallest has {smallest}")
         if batch is not None:
             return cls.from_graph(pos, knn_graph(pos, k, batch), batch, factor, min_sigma, validate=False)
         sig = knn_mean_distance(pos, k).mul_(factor).clamp_(min=min_sigma)
@@ -144,12 +144,12 @@ class PointBasis:
                             min_sigma: float, fixed_sigma: float | None, validate: bool) -> "PointBasis":
         """:meth:`from_points` of dense ``pos (B, N, D)`` whose points are real where ``mask (B, N)``."""
         if batch is not None:
-            raise PCKeypointsError("mask marks the padding of dense pos (B, N, D); ragged pos with batch has none")
+            raise InputError("mask marks the padding of dense pos (B, N, D); ragged pos with batch has none")
         check_cloud(pos, "pos", batched=True, dim=None, validate=False)
         if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
-            raise PCKeypointsError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+            raise InputError(f"mask must be bool {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
         if validate and not bool(mask.any(dim=1).all()):
-            raise PCKeypointsError(f"mask leaves cloud {int((~mask.any(dim=1)).nonzero()[0])} without a point")
+            raise InputError(f"mask leaves cloud {int((~mask.any(dim=1)).nonzero()[0])} without a point")
         sizes = mask.sum(dim=1)
         ragged = cls.from_points(pos[mask], torch.arange(len(sizes), device=pos.device).repeat_interleave(sizes), k,
                                  factor, min_sigma, fixed_sigma, validate)
@@ -185,14 +185,14 @@ class PointBasis:
         dense, mask = _dense_points(pos, batch, validate)
         flat = pos.detach().reshape(-1, pos.shape[-1])
         if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
-            raise PCKeypointsError(f"edge_index must be (2, E) long, got {edge_index.dtype} {tuple(edge_index.shape)}")
+            raise InputError(f"edge_index must be (2, E) long, got {edge_index.dtype} {tuple(edge_index.shape)}")
         src, dst = edge_index
         other = (src != dst).to(flat.dtype)  # self-loops count neither length nor degree
         length = (flat[src] - flat[dst]).norm(dim=-1) * other
         total = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device).index_add_(0, dst, length)
         degree = torch.zeros_like(total).index_add_(0, dst, other)
         if validate and not torch.compiler.is_compiling() and (degree == 0).any():
-            raise PCKeypointsError(f"point {int((degree == 0).nonzero()[0])} has no incoming edge in edge_index")
+            raise InputError(f"point {int((degree == 0).nonzero()[0])} has no incoming edge in edge_index")
         sig = (total / degree.clamp(min=1)).mul_(factor).clamp_(min=min_sigma)
         if mask is None:
             sig = sig.view(dense.shape[:2])
@@ -238,16 +238,16 @@ class PointBasis:
             [[-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]
         """
         if any(isinstance(s, bool) or not hasattr(s, "__index__") for s in shape):
-            raise PCKeypointsError(f"grid shape must be integer sizes, got {tuple(shape)}")
+            raise InputError(f"grid shape must be integer sizes, got {tuple(shape)}")
         shape = tuple(s.__index__() for s in shape)
         d = len(shape)
         if not 1 <= d <= 3 or any(s < 1 for s in shape):
-            raise PCKeypointsError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
+            raise InputError(f"grid shape must have 1 to 3 positive sizes, got {tuple(shape)}")
         if order not in ("ij", "xy"):
-            raise PCKeypointsError(f"grid order must be 'ij' (axis order of shape) or 'xy' (reversed), got {order!r}")
+            raise InputError(f"grid order must be 'ij' (axis order of shape) or 'xy' (reversed), got {order!r}")
         if normalized:
             if spacing is not None or origin is not None:
-                raise PCKeypointsError("normalized=True places the cells in [-1, 1]: leave spacing and origin out")
+                raise InputError("normalized=True places the cells in [-1, 1]: leave spacing and origin out")
             spacing, origin = _normalized_layout(shape, align_corners)
         spacing_t = torch.as_tensor(1.0 if spacing is None else spacing, dtype=dtype, device=device).expand(d)
         origin_t = torch.as_tensor(0.0 if origin is None else origin, dtype=dtype, device=device).expand(d)
@@ -278,25 +278,25 @@ class PointBasis:
         at real points, every cloud with a point (the value checks only with ``validate``; ops inside
         a training step pass False)."""
         if logits.dim() == 2 and self.mask is not None:
-            raise PCKeypointsError(f"logits must be (B, K, N), got ragged {tuple(logits.shape)}: pass the head's maps, "
+            raise InputError(f"logits must be (B, K, N), got ragged {tuple(logits.shape)}: pass the head's maps, "
                                    "or maps.to_dense().logits with maps.to_dense().basis")
         if self.is_grid and self.dim > 1 and logits.dim() == 2 + self.dim:
-            raise PCKeypointsError(f"logits must be (B, K, N), got heatmaps {tuple(logits.shape)}: pass "
+            raise InputError(f"logits must be (B, K, N), got heatmaps {tuple(logits.shape)}: pass "
                                    "logits.flatten(2), row-major as PointBasis.grid orders its cells")
         if logits.dim() != 3:
-            raise PCKeypointsError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
+            raise InputError(f"logits must be (B, K, N), got shape {tuple(logits.shape)}")
         b, n = logits.shape[0], logits.shape[2]
         if n != self.num_points or self.pos.shape[0] not in (1, b):
-            raise PCKeypointsError(
+            raise InputError(
                 f"logits {tuple(logits.shape)} do not match the basis of {self.pos.shape[0]} x {self.num_points} points"
             )
         if logits.dtype != self.pos.dtype:
-            raise PCKeypointsError(f"logits are {logits.dtype} but the basis is {self.pos.dtype}: "
+            raise InputError(f"logits are {logits.dtype} but the basis is {self.pos.dtype}: "
                                    "build the basis from pos of the logits' dtype, or convert the logits")
         if validate and not torch.compiler.is_compiling():  # value checks: not while compiling
             if self.mask is not None and not bool(self.mask.any(dim=1).all()):
                 empty = int((~self.mask.any(dim=1)).nonzero()[0])
-                raise PCKeypointsError(f"cloud {empty} of the basis has no point (an empty cloud): drop it from the batch")
+                raise InputError(f"cloud {empty} of the basis has no point (an empty cloud): drop it from the batch")
             check_finite(logits if self.mask is None else logits.masked_select(self.mask[:, None, :]), "logits")
 
     def mask_logits(self, logits: Tensor) -> Tensor:
@@ -378,7 +378,7 @@ def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Te
     check_batch_index(batch, pos.shape[0], validate=validate)
     if validate and not torch.compiler.is_compiling() and not bool(torch.bincount(batch).all()):
         empty = int((torch.bincount(batch) == 0).nonzero()[0])
-        raise PCKeypointsError(f"batch holds no point of cloud {empty} (an empty cloud): drop it and renumber the clouds")
+        raise InputError(f"batch holds no point of cloud {empty} (an empty cloud): drop it and renumber the clouds")
     from torch_geometric.utils import to_dense_batch
 
     dense, mask = to_dense_batch(pos, batch)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from pckeypoints.core.argmax import sampling_argmax, soft_argmax
 from pckeypoints.core.basis import KNN_FACTOR, PointBasis
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.validation import check_finite
 
 __all__ = ["KeypointHead", "KeypointMaps", "KeypointReadout", "RaggedKeypointMaps"]
@@ -50,9 +50,9 @@ class KeypointMaps:
         """``(B, K, N)`` softmax of the logits over each cloud (0 at padding)."""
         return self.basis.probabilities(self.logits)
 
-    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, num_samples: int, tau: float, *, generator: torch.Generator | None = None) -> Tensor:
         """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
-        return sampling_argmax(self.logits, self.basis, num_samples, tau, generator)
+        return sampling_argmax(self.logits, self.basis, num_samples, tau, generator=generator)
 
 
 @dataclass
@@ -86,9 +86,9 @@ class RaggedKeypointMaps:
         dense, _ = to_dense_batch(self.logits, self.batch, float("-inf"), n, b)
         return KeypointMaps(dense.transpose(1, 2), self.basis, self.keypoints)
 
-    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, num_samples: int, tau: float, *, generator: torch.Generator | None = None) -> Tensor:
         """``(B, K, Ns, D)`` differentiable sampling-argmax samples at temperature ``tau``."""
-        return self.to_dense().sample(num_samples, tau, generator)
+        return self.to_dense().sample(num_samples, tau, generator=generator)
 
 
 # pytree nodes (their fields), so that torch.compile and torch.export return and take maps
@@ -122,24 +122,24 @@ class KeypointReadout(nn.Module):
         ((2, 5, 3), (2, 5, 8, 3))
     """
 
-    def __init__(self, knn_k: int = 8, fixed_sigma: float | None = None, knn_factor: float = KNN_FACTOR):
+    def __init__(self, knn_k: int = 8, *, fixed_sigma: float | None = None, knn_factor: float = KNN_FACTOR):
         super().__init__()
         if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
-            raise PCKeypointsError(f"knn_k must be an integer >= 1, got {knn_k!r}")
+            raise InputError(f"knn_k must be an integer >= 1, got {knn_k!r}")
         if fixed_sigma is not None and not fixed_sigma > 0:
-            raise PCKeypointsError(f"fixed_sigma must be > 0, got {fixed_sigma!r}")
+            raise InputError(f"fixed_sigma must be > 0, got {fixed_sigma!r}")
         if isinstance(knn_factor, bool) or not isinstance(knn_factor, (int, float)) or not 0 < knn_factor < math.inf:
-            raise PCKeypointsError(f"knn_factor must be a finite number > 0, got {knn_factor!r}")
+            raise InputError(f"knn_factor must be a finite number > 0, got {knn_factor!r}")
         self.knn_k, self.fixed_sigma, self.knn_factor = knn_k, fixed_sigma, float(knn_factor)
 
     def basis(
-        self, pos: Tensor, batch: Tensor | None = None, edge_index: Tensor | None = None, validate: bool = True,
+        self, pos: Tensor, batch: Tensor | None = None, *, edge_index: Tensor | None = None, validate: bool = True,
         mask: Tensor | None = None,
     ) -> PointBasis:
         """The basis this readout uses for ``pos`` (see the class doc)."""
         if edge_index is not None:
             if mask is not None:
-                raise PCKeypointsError("edge_index= takes ragged clouds (pos, batch), not padded ones with mask=")
+                raise InputError("edge_index= takes ragged clouds (pos, batch), not padded ones with mask=")
             return PointBasis.from_graph(pos, edge_index, batch, factor=self.knn_factor, validate=validate)
         return PointBasis.from_points(pos, batch, k=self.knn_k, factor=self.knn_factor, fixed_sigma=self.fixed_sigma,
                                       validate=validate, mask=mask)
@@ -148,13 +148,13 @@ class KeypointReadout(nn.Module):
                 edge_index: Tensor | None = None, basis: PointBasis | None = None,
                 validate: bool = True) -> KeypointMaps | RaggedKeypointMaps:
         if basis is None:
-            basis = self.basis(pos, batch, edge_index, validate, mask)
+            basis = self.basis(pos, batch, edge_index=edge_index, validate=validate, mask=mask)
         elif mask is not None:
-            raise PCKeypointsError("mask= builds the basis: give it to the basis instead (PointBasis.from_points(..., mask=))")
+            raise InputError("mask= builds the basis: give it to the basis instead (PointBasis.from_points(..., mask=))")
         if batch is None:
             return KeypointMaps(logits, basis, soft_argmax(logits, basis))
         if logits.dim() != 2 or logits.shape[0] != pos.shape[0]:
-            raise PCKeypointsError(f"ragged logits must be (N_total={pos.shape[0]}, K), got {tuple(logits.shape)}")
+            raise InputError(f"ragged logits must be (N_total={pos.shape[0]}, K), got {tuple(logits.shape)}")
         maps = RaggedKeypointMaps(logits, batch, basis, logits.new_empty(0))
         probs = maps.probabilities  # (N_total, K)
         weighted = probs[:, :, None] * pos.to(probs.dtype)[:, None, :]  # (N_total, K, D)
@@ -219,6 +219,7 @@ class KeypointHead(nn.Module):
         self,
         in_channels: int | None,
         num_keypoints: int,
+        *,
         hidden_channels: int = 128,
         mlp: nn.Module | None = None,
         knn_k: int | None = None,
@@ -231,12 +232,12 @@ class KeypointHead(nn.Module):
         for name, value in (("num_keypoints", num_keypoints), ("hidden_channels", hidden_channels),
                             ("in_channels", 1 if in_channels is None else in_channels)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise PCKeypointsError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         num_keypoints, hidden_channels = int(num_keypoints), int(hidden_channels)  # NumPy integers too
         in_channels = None if in_channels is None else int(in_channels)
         if mlp is None:
             if in_channels is None:
-                raise PCKeypointsError("in_channels is needed for the default MLP")
+                raise InputError("in_channels is needed for the default MLP")
             mlp = nn.Sequential(
                 nn.Linear(in_channels, hidden_channels),
                 nn.LayerNorm(hidden_channels),
@@ -245,12 +246,12 @@ class KeypointHead(nn.Module):
             )
         self.in_channels, self.num_keypoints, self.validate = in_channels, num_keypoints, validate
         self.mlp = mlp
-        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma,
-                                       KNN_FACTOR if knn_factor is None else knn_factor)
+        self.readout = KeypointReadout(8 if knn_k is None else knn_k, fixed_sigma=fixed_sigma,
+                                       knn_factor=KNN_FACTOR if knn_factor is None else knn_factor)
         self.sigma_head = None
         if learn_sigma:
             if in_channels is None:
-                raise PCKeypointsError("learn_sigma needs in_channels (its σ head is Linear(in_channels, 1))")
+                raise InputError("learn_sigma needs in_channels (its σ head is Linear(in_channels, 1))")
             self.sigma_head = nn.Linear(in_channels, 1)
             self._reset_sigma_head()
 
@@ -282,18 +283,18 @@ class KeypointHead(nn.Module):
                 edge_index: Tensor | None = None, basis: PointBasis | None = None) -> KeypointMaps | RaggedKeypointMaps:
         expected = pos.shape[:-1] + (() if self.in_channels is None else (self.in_channels,))
         if x.shape[:-1] != pos.shape[:-1] or (self.in_channels is not None and x.shape[-1] != self.in_channels):
-            raise PCKeypointsError(f"features {tuple(x.shape)} must be {tuple(expected)} to match pos {tuple(pos.shape)}")
+            raise InputError(f"features {tuple(x.shape)} must be {tuple(expected)} to match pos {tuple(pos.shape)}")
         if batch is None and pos.dim() != 3:
-            raise PCKeypointsError(f"dense pos must be (B, N, D), got shape {tuple(pos.shape)} (ragged input needs batch)")
+            raise InputError(f"dense pos must be (B, N, D), got shape {tuple(pos.shape)} (ragged input needs batch)")
         if self.validate:
             check_finite(x if mask is None else x[mask], "features")
         out = self.mlp(x)
         if out.shape[:-1] != x.shape[:-1] or out.shape[-1] != self.num_keypoints:
-            raise PCKeypointsError(f"mlp must map features to (..., K={self.num_keypoints}) logits, got {tuple(out.shape)}")
+            raise InputError(f"mlp must map features to (..., K={self.num_keypoints}) logits, got {tuple(out.shape)}")
         logits = out if batch is not None else out.transpose(1, 2)  # ragged (N_total, K) or dense (B, K, N)
         if self.sigma_head is not None:
             if basis is None:
-                basis = self.readout.basis(pos, batch, edge_index, self.validate, mask=mask)
+                basis = self.readout.basis(pos, batch, edge_index=edge_index, validate=self.validate, mask=mask)
             basis = self._learned_sigma(basis, F.softplus(self.sigma_head(x)), batch)
         return self.readout(logits, pos, batch, mask=mask, edge_index=edge_index, basis=basis, validate=self.validate)
 
@@ -301,7 +302,7 @@ class KeypointHead(nn.Module):
     def _learned_sigma(basis: PointBasis, factor: Tensor, batch: Tensor | None) -> PointBasis:
         """``basis`` with σ_i multiplied by ``factor`` (dense ``(B, N, 1)`` or ragged ``(N_total, 1)``)."""
         if basis.kind != "gaussian":
-            raise PCKeypointsError(f"learn_sigma needs a Gaussian basis, got {basis.kind!r}")
+            raise InputError(f"learn_sigma needs a Gaussian basis, got {basis.kind!r}")
         if batch is not None:
             from torch_geometric.utils import to_dense_batch
 

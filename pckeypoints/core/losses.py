@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from pckeypoints.choices import GUMBEL_FORMS, METHODS, METRICS, SAMPLERS
 from pckeypoints.core.argmax import sampling_argmax, soft_argmax
 from pckeypoints.core.basis import PointBasis
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
 from pckeypoints.validation import check_finite
 
@@ -28,7 +28,7 @@ def distance(a: Tensor, b: Tensor, metric: str = "l1") -> Tensor:
         return diff.abs().sum(-1)
     if metric == "l2":
         return diff.square().sum(-1).sqrt()
-    raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
+    raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -49,9 +49,9 @@ def check_keypoint_target(
     """Raise unless ``target`` is ``(B, K, D)`` with a bool ``mask (B, K)``, finite where annotated."""
     d = "D" if dim is None else str(dim)
     if target.dim() != 3 or target.shape[1] != num_keypoints or (dim is not None and target.shape[2] != dim):
-        raise PCKeypointsError(f"target must be (B, K={num_keypoints}, {d}) keypoints, got shape {tuple(target.shape)}")
+        raise InputError(f"target must be (B, K={num_keypoints}, {d}) keypoints, got shape {tuple(target.shape)}")
     if mask is not None and (mask.dtype != torch.bool or mask.shape != target.shape[:2]):
-        raise PCKeypointsError(
+        raise InputError(
             f"mask must be bool {tuple(target.shape[:2])} (True = annotated), got {mask.dtype} {tuple(mask.shape)}"
         )
     if validate:
@@ -60,7 +60,7 @@ def check_keypoint_target(
 
 
 def expectation_of_error(
-    samples: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+    samples: Tensor, target: Tensor, mask: Tensor | None = None, *, metric: str = "l1", validate: bool = True
 ) -> Tensor:
     """Sampling-argmax loss: mean over samples of d(y_s, y_t), ``samples (B, K, Ns, D)``.
 
@@ -74,7 +74,7 @@ def expectation_of_error(
 
 
 def error_of_expectation(
-    pred: Tensor, target: Tensor, mask: Tensor | None = None, metric: str = "l1", validate: bool = True
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, *, metric: str = "l1", validate: bool = True
 ) -> Tensor:
     """Soft-argmax loss: d(Σ π_i y_i, y_t) for predictions ``(B, K, D)``."""
     check_keypoint_target(target, mask, pred.shape[1], pred.shape[-1], validate)
@@ -86,6 +86,7 @@ def discrete_expectation(
     basis: PointBasis,
     target: Tensor,
     mask: Tensor | None = None,
+    *,
     metric: str = "l1",
     validate: bool = True,
 ) -> Tensor:
@@ -121,6 +122,7 @@ def js_regularization(
     target: Tensor,
     target_sigma: float,
     mask: Tensor | None = None,
+    *,
     validate: bool = True,
 ) -> Tensor:
     """Nibali et al.'s distribution loss: Jensen-Shannon divergence between π and the Gaussian
@@ -174,9 +176,9 @@ class KeypointLoss(nn.Module):
         >>> basis = PointBasis.grid((8,), kind="triangular")
         >>> logits, target = torch.zeros(1, 2, 8), torch.tensor([[[2.0], [5.0]]])
         >>> loss = KeypointLoss("sampling", num_samples=4)
-        >>> loss(logits, basis, target, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
+        >>> loss(logits, target, basis=basis, tau=0.5, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([])
-        >>> KeypointLoss("soft")(logits, basis, target)
+        >>> KeypointLoss("soft")(logits, target, basis=basis)
         tensor(1.5000)
         >>> from pckeypoints.core.head import KeypointReadout
         >>> maps = KeypointReadout(knn_k=2)(torch.zeros(1, 2, 8), basis.pos)  # what a head returns
@@ -187,6 +189,7 @@ class KeypointLoss(nn.Module):
     def __init__(
         self,
         method: str = "sampling",
+        *,
         metric: str = "l1",
         num_samples: int = 30,
         reg_weight: float = 1.0,
@@ -198,61 +201,66 @@ class KeypointLoss(nn.Module):
     ):
         super().__init__()
         if method not in METHODS:
-            raise PCKeypointsError(f"method must be one of {METHODS}, got {method!r}")
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
         if metric not in METRICS:
-            raise PCKeypointsError(f"metric must be one of {METRICS}, got {metric!r}")
+            raise InputError(f"metric must be one of {METRICS}, got {metric!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise PCKeypointsError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+            raise InputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         if not _is_real(target_sigma) or not (math.isfinite(target_sigma) and target_sigma > 0):
-            raise PCKeypointsError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
+            raise InputError(f"target_sigma must be a finite number > 0, got {target_sigma!r}")
         if not _is_real(reg_weight) or not (math.isfinite(reg_weight) and reg_weight >= 0):
-            raise PCKeypointsError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
+            raise InputError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
         if gumbel not in GUMBEL_FORMS:
-            raise PCKeypointsError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
+            raise InputError(f"gumbel must be one of {GUMBEL_FORMS}, got {gumbel!r}")
         if sampler not in SAMPLERS:
-            raise PCKeypointsError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if gumbel != "paper" and not method.startswith("sampling"):
-            raise PCKeypointsError(f"gumbel applies to the sampling methods, not {method!r}")
+            raise InputError(f"gumbel applies to the sampling methods, not {method!r}")
         if clipped_integral and method == "discrete":
-            raise PCKeypointsError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
+            raise InputError("clipped_integral applies to the soft and sampling methods, not 'discrete'")
         if clipped_integral and method.startswith("sampling") and sampler == "gaussian":
-            raise PCKeypointsError("clipped_integral needs the 'naive' or 'fused' sampler, got 'gaussian'")
+            raise InputError("clipped_integral needs the 'naive' or 'fused' sampler, got 'gaussian'")
         self.gumbel, self.clipped_integral = gumbel, clipped_integral
         self.method, self.metric, self.num_samples = method, metric, num_samples
         self.reg_weight, self.target_sigma, self.sampler, self.validate = reg_weight, target_sigma, sampler, validate
 
     def forward(
         self,
-        logits: Tensor | KeypointMaps | RaggedKeypointMaps,
-        basis: PointBasis | Tensor,
-        target: Tensor | None = None,
+        maps_or_logits: Tensor | KeypointMaps | RaggedKeypointMaps,
+        target: Tensor,
         mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
         *,
+        basis: PointBasis | None = None,
         tau: float | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``loss(logits, basis, target, mask=None, generator=None, *, tau)``, or with the maps a head
-        returns, dense or ragged: ``loss(maps, target, mask=None, generator=None, *, tau)``."""
-        logits, basis, target, mask, generator = _loss_inputs(logits, basis, target, mask, generator)
+        """``loss(maps, target, mask=None, *, tau, generator=None)`` with the maps a head returns (dense or
+        ragged; they carry their basis), or ``loss(logits, target, mask=None, *, basis, tau, generator=None)``
+        with raw logits ``(B, K, N)``. ``tau``: the sampling methods' temperature of this step."""
+        logits, basis = _logits_and_basis(maps_or_logits, basis)
+        if not isinstance(target, Tensor) or not (mask is None or isinstance(mask, Tensor)):
+            raise TypeError(f"loss(maps_or_logits, target, mask=None, *, basis=None, tau=None, generator=None) takes "
+                            f"tensors for target and mask, got {type(target).__name__} and {type(mask).__name__}")
         basis.check_logits(logits, self.validate)
         check_keypoint_target(target, mask, logits.shape[1], basis.dim, self.validate)
         if target.shape[0] != logits.shape[0]:
-            raise PCKeypointsError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
+            raise InputError(f"target has batch size {target.shape[0]} but logits have {logits.shape[0]}")
         if self.method.startswith("sampling"):
             if tau is None:
-                raise PCKeypointsError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
-            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator, self.sampler, validate=False,
-                                      gumbel=self.gumbel, clipped=self.clipped_integral)
-            loss = expectation_of_error(samples, target, mask, self.metric, validate=False)
+                raise InputError("the sampling loss needs the temperature of this step: loss(..., tau=schedule.value)")
+            samples = sampling_argmax(logits, basis, self.num_samples, tau, generator=generator, sampler=self.sampler,
+                                      validate=False, gumbel=self.gumbel, clipped=self.clipped_integral)
+            loss = expectation_of_error(samples, target, mask, metric=self.metric, validate=False)
         elif self.method == "discrete":
-            return discrete_expectation(logits, basis, target, mask, self.metric, validate=False)
+            return discrete_expectation(logits, basis, target, mask, metric=self.metric, validate=False)
         else:
-            loss = error_of_expectation(soft_argmax(logits, basis, self.clipped_integral), target, mask, self.metric,
-                                        validate=False)
+            loss = error_of_expectation(soft_argmax(logits, basis, clipped=self.clipped_integral), target, mask,
+                                        metric=self.metric, validate=False)
         if self.method == "soft+var":
             loss = loss + self.reg_weight * variance_regularization(logits, basis, self.target_sigma**2, mask)
         elif self.method.endswith("+js"):
-            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask, False)
+            loss = loss + self.reg_weight * js_regularization(logits, basis, target, self.target_sigma, mask,
+                                                                 validate=False)
         return loss
 
     def extra_repr(self) -> str:
@@ -267,21 +275,15 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _loss_inputs(logits, basis, target, mask, generator):
-    """``(logits, basis, target, mask, generator)`` of either call of :meth:`KeypointLoss.forward`:
-    the maps form ``(maps, target, mask, generator)`` arrives shifted by one argument."""
-    if not isinstance(logits, (KeypointMaps, RaggedKeypointMaps)):
-        if target is None:
-            raise PCKeypointsError("the loss needs the target keypoints: loss(logits, basis, target, mask, tau=...) "
-                                   "or loss(maps, target, mask, tau=...)")
-        return logits, basis, target, mask, generator
-    maps = logits.to_dense() if isinstance(logits, RaggedKeypointMaps) else logits
-    if isinstance(mask, torch.Generator):  # loss(maps, target, mask, generator)
-        if generator is not None:
-            raise PCKeypointsError("loss(maps, target, mask, generator): generator given twice")
-        mask, generator = target, mask
-    elif target is not None:  # loss(maps, target, mask)
-        if mask is not None:
-            raise PCKeypointsError("loss(maps, target, mask, generator): mask given twice")
-        mask = target
-    return maps.logits, maps.basis, basis, mask, generator
+def _logits_and_basis(maps_or_logits, basis) -> tuple[Tensor, PointBasis]:
+    """The dense logits ``(B, K, N)`` and basis of :meth:`KeypointLoss.forward`'s first argument: maps carry
+    their basis, raw logits need ``basis=``."""
+    if isinstance(maps_or_logits, (KeypointMaps, RaggedKeypointMaps)):
+        if basis is not None:
+            raise TypeError("maps carry their basis: loss(maps, target, mask, tau=...) takes no basis=")
+        maps = maps_or_logits.to_dense() if isinstance(maps_or_logits, RaggedKeypointMaps) else maps_or_logits
+        return maps.logits, maps.basis
+    if not isinstance(basis, PointBasis):
+        raise TypeError("raw logits need their basis by keyword: loss(logits, target, mask, basis=basis, tau=...), "
+                        f"got basis={type(basis).__name__}")
+    return maps_or_logits, basis

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 
 
 class TemperatureSchedule:
@@ -18,9 +18,9 @@ class TemperatureSchedule:
     def __init__(self, start: float, end: float | None = None, epochs: int = 1):
         end = start if end is None else end
         if not (start > 0 and end > 0):
-            raise PCKeypointsError(f"temperatures must be > 0, got start={start}, end={end}")
+            raise InputError(f"temperatures must be > 0, got start={start}, end={end}")
         if epochs < 1:
-            raise PCKeypointsError(f"epochs must be >= 1, got {epochs}")
+            raise InputError(f"epochs must be >= 1, got {epochs}")
         self.start, self.end, self.epochs, self.epoch = float(start), float(end), epochs, 0
 
     def at(self, t: float) -> float:
@@ -78,5 +78,5 @@ def make_schedule(name: str, start: float, end: float | None = None, epochs: int
         [1.0, 0.1, 0.01]
     """
     if name not in SCHEDULES:
-        raise PCKeypointsError(f"schedule must be one of {tuple(SCHEDULES)}, got {name!r}")
+        raise InputError(f"schedule must be one of {tuple(SCHEDULES)}, got {name!r}")
     return SCHEDULES[name](start, end, epochs)

@@ -130,7 +130,7 @@ class SkeletonAutoencoder(nn.Module):
     ):
         super().__init__()
         self.encoder = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
-        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k, fixed_sigma=fixed_sigma, learn_sigma=learn_sigma,
+        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels=hidden_channels, knn_k=knn_k, fixed_sigma=fixed_sigma, learn_sigma=learn_sigma,
                                  validate=False, knn_factor=knn_factor)  # forward validates the points once
         self.decoder = SkeletonDecoder(num_keypoints, points_per_edge)
         self.activation_mlp = nn.Sequential(

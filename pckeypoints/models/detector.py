@@ -55,7 +55,7 @@ class KeypointDetector(nn.Module):
         self.backbone = PointNet2Seg(0, feature_channels, msg=msg, width=width, radius_scale=radius_scale)
         # The head checks num_keypoints; it skips its own value checks because the detector validates its
         # input once.
-        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels, knn_k=knn_k,
+        self.head = KeypointHead(feature_channels, num_keypoints, hidden_channels=hidden_channels, knn_k=knn_k,
                                  fixed_sigma=fixed_sigma, learn_sigma=learn_sigma, validate=False,
                                  knn_factor=knn_factor)
         self.validate = validate

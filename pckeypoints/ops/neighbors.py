@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import AnyInputError, InputError
 
 __all__ = ["Neighbors", "knn_points"]
 
@@ -53,11 +53,11 @@ def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
         ([[[2, 1]]], [0.1, 1.9])
     """
     if query.dim() != 3 or points.dim() != 3 or query.shape[0] != points.shape[0] or query.shape[2] != points.shape[2]:
-        raise PCKeypointsError(
+        raise InputError(
             f"knn_points needs query (B, Q, D) and points (B, N, D), got {tuple(query.shape)} and {tuple(points.shape)}"
         )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= points.shape[1]:
-        raise PCKeypointsError(f"k must be an integer in [1, N={points.shape[1]}], got {k!r}")
+        raise InputError(f"k must be an integer in [1, N={points.shape[1]}], got {k!r}")
     dtype = torch.promote_types(query.dtype, points.dtype)
     query, points = query.detach().to(dtype), points.detach().to(dtype)
     b, q, d = query.shape
@@ -66,7 +66,10 @@ def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
     if d == 3:
         from pointnet2.ops import knn as knn3
 
-        dist2, index = knn3(points, query, k)
+        try:
+            dist2, index = knn3(points, query, k)
+        except AnyInputError as err:  # pointnet2's class (NaN, dtype): reported as pckeypoints' own
+            raise InputError(f"knn_points: {err}") from None
         return Neighbors(dist2.sqrt(), index)
     return _brute_force(query, points, k)
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from pckeypoints.ops import grid_search
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError
 from pckeypoints.ops.neighbors import CDIST_ENTRIES, knn_points
 from pckeypoints.validation import check_batch_index, check_finite
 
@@ -62,7 +62,7 @@ def fps(x: Tensor, batch: Tensor | None = None, ratio: float = 0.5, random_start
         [0, 2, 3, 5]
     """
     if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
-        raise PCKeypointsError(f"ratio must be a number in (0, 1], got {ratio!r}")
+        raise InputError(f"ratio must be a number in (0, 1], got {ratio!r}")
     x = _positions(x, "x")
     batch, sizes, ptr = _clouds(batch, x, "batch", batch_size)
     # ceil in x's dtype, as torch-cluster computes it (float32: ceil(100 · 0.3f) = 31)
@@ -104,7 +104,7 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None, batch_
         [[0, 0, 0, 1, 1], [0, 1, 2, 3, 4]]
     """
     if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
-        raise PCKeypointsError(f"radius r must be a finite number > 0, got {r!r}")
+        raise InputError(f"radius r must be a finite number > 0, got {r!r}")
     if max_num_neighbors is not None:
         _check_count("max_num_neighbors", max_num_neighbors)
     x, y = _pair(x, y, positions=True)
@@ -229,7 +229,7 @@ def knn_interpolate(x: Tensor, pos_x: Tensor, pos_y: Tensor, batch_x: Tensor | N
         tensor([[0.6000]])
     """
     if x.dim() != 2 or x.shape[0] != pos_x.shape[0]:
-        raise PCKeypointsError(f"x must be (N={pos_x.shape[0]}, C) features of pos_x, got shape {tuple(x.shape)}")
+        raise InputError(f"x must be (N={pos_x.shape[0]}, C) features of pos_x, got shape {tuple(x.shape)}")
     with torch.no_grad():
         y_idx, x_idx = knn(pos_x, pos_y, k, batch_x, batch_y)
         weight = 1.0 / (pos_x[x_idx] - pos_y[y_idx]).square().sum(-1, keepdim=True).clamp(min=1e-16)
@@ -246,18 +246,18 @@ def knn_interpolate(x: Tensor, pos_x: Tensor, pos_y: Tensor, batch_x: Tensor | N
 # ---------------------------------------------------------------------------------------- helpers
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PCKeypointsError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _check_flow(flow: str) -> None:
     if flow not in FLOWS:
-        raise PCKeypointsError(f"flow must be one of {FLOWS}, got {flow!r}")
+        raise InputError(f"flow must be one of {FLOWS}, got {flow!r}")
 
 
 def _points(x: Tensor, name: str) -> Tensor:
     """``x`` detached, as float32 or float64, after checking it is ``(N, D)`` and finite."""
     if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] < 1 or not x.is_floating_point():
-        raise PCKeypointsError(f"{name} must be a floating (N, D) tensor, got {getattr(x, 'shape', type(x))}")
+        raise InputError(f"{name} must be a floating (N, D) tensor, got {getattr(x, 'shape', type(x))}")
     check_finite(x, name, "values")
     return x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().float()
 
@@ -314,7 +314,7 @@ def _pair(x: Tensor, y: Tensor, positions: bool) -> tuple[Tensor, Tensor]:
     """:func:`_points` (``positions``: :func:`_positions`) of ``x`` and ``y``, of one dimension."""
     x, y = _points(x, "x"), _points(y, "y")
     if x.shape[1] != y.shape[1]:
-        raise PCKeypointsError(f"x and y must have the same dimension, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"x and y must have the same dimension, got {tuple(x.shape)} and {tuple(y.shape)}")
     return (_positions(x, "x"), _positions(y, "y")) if positions else (x, y)
 
 
@@ -328,7 +328,7 @@ def _clouds(batch: Tensor | None, x: Tensor, name: str, batch_size: int | None) 
         batch_size = int(batch.max()) + 1 if n else 0
     sizes = torch.bincount(batch, minlength=batch_size)
     if sizes.shape[0] != batch_size:
-        raise PCKeypointsError(f"{name} holds cloud index {sizes.shape[0] - 1} but batch_size is {batch_size}")
+        raise InputError(f"{name} holds cloud index {sizes.shape[0] - 1} but batch_size is {batch_size}")
     return batch, sizes, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pckeypoints.ops import pyg
-from pckeypoints.errors import PCKeypointsError
+from pckeypoints.errors import InputError, PCKeypointsError
 
 __all__ = ["use_as_pyg_backend"]
 
@@ -76,7 +76,7 @@ def _batch(ptr: Tensor | None, n: int, device: torch.device) -> Tensor | None:
         return None
     ptr = ptr.to(device=device, dtype=torch.long)
     if ptr.dim() != 1 or ptr.numel() < 1 or int(ptr[0]) != 0 or int(ptr[-1]) != n or bool((ptr.diff() < 0).any()):
-        raise PCKeypointsError(f"ptr must rise from 0 to {n} (the number of points), got {ptr.tolist()}")
+        raise InputError(f"ptr must rise from 0 to {n} (the number of points), got {ptr.tolist()}")
     return torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=device), ptr.diff(), output_size=n)
 
 
@@ -111,7 +111,7 @@ def _nearest(x: Tensor, y: Tensor, ptr_x: Tensor | None = None, ptr_y: Tensor | 
     x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     row, col = _knn(x, y, ptr_x, ptr_y, 1)
     if row.numel() != y.shape[0]:
-        raise PCKeypointsError("nearest: every cloud of y needs a point of x in its cloud")
+        raise InputError("nearest: every cloud of y needs a point of x in its cloud")
     return col
 
 

@@ -65,7 +65,7 @@ class SupervisedTask:
     def criterion(config: TrainConfig) -> KeypointLoss:
         """The :class:`~pckeypoints.core.losses.KeypointLoss` of the ``[loss]`` section."""
         loss = config.loss
-        return KeypointLoss(loss.method, loss.metric, loss.num_samples, reg_weight=loss.reg_weight,
+        return KeypointLoss(loss.method, metric=loss.metric, num_samples=loss.num_samples, reg_weight=loss.reg_weight,
                             target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
                             clipped_integral=loss.clipped_integral)
 

@@ -33,7 +33,7 @@ from pckeypoints.config import OptimConfig, TrainConfig
 from pckeypoints.data import collate_keypoints
 from pckeypoints.devices import resolve_device
 from pckeypoints.distributed import World, init_world, shielded, spawn
-from pckeypoints.errors import CheckpointError, ConfigError, PCKeypointsError, TrainingError, write_error
+from pckeypoints.errors import CheckpointError, ConfigError, InputError, TrainingError, write_error
 from pckeypoints.train.run_folder import RunFolder, claim, continued_in_place, resume_target
 from pckeypoints.core.schedules import make_schedule
 from pckeypoints.train.tasks import Task, get_task
@@ -124,7 +124,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
     before its first checkpoint leaves no folder behind. A checkpoint outside a run folder is resumed in a
     new run folder. See :mod:`pckeypoints.train.run_folder`."""
     if (config is None) == (resume is None):
-        raise PCKeypointsError("give either a config or a run to resume")
+        raise InputError("give either a config or a run to resume")
     checkpoint = None
     if resume is not None:
         checkpoint, config = _resume_state(Path(resume))

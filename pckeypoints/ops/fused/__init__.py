@@ -40,7 +40,7 @@ DTYPES = (torch.float32, torch.float64)
 
 
 def gaussian_samples(
-    logits: Tensor, pos: Tensor, var: Tensor, num_samples: int, tau: float, seed: Tensor, backend: str = "auto",
+    logits: Tensor, pos: Tensor, var: Tensor, num_samples: int, tau: float, seed: Tensor, *, backend: str = "auto",
     clip: float = 0.0,
 ) -> Tensor:
     """Differentiable samples ``(B, K, Ns, D)`` of the Gaussian mixture Σ_i softmax(l)_i N(y_i, var_i).
@@ -164,8 +164,8 @@ def _checked_triton(device: torch.device) -> ModuleType | None:
 def _kernels(backend: str, device: torch.device) -> ModuleType:
     kernels = resolve(backend, device)
     if kernels is None:
-        raise RuntimeError(f"the fused sampling-argmax kernels ({backend!r}) are unavailable on {device}; "
-                           "use sampler='gaussian'")
+        raise InputError(f"the fused sampling-argmax kernels ({backend!r}) are unavailable on {device}; "
+                         "use sampler='gaussian'")
     return kernels
 
 
