@@ -1,6 +1,6 @@
 """Speed levers of a supervised training step, one at a time: CPU time per step before and after.
 
-    python experiments/bench_levers.py [--width 0.5] [--repeat 5] [--out DIR]
+    python -m experiments.bench_levers [--width 0.5] [--repeat 5] [--out DIR]
 
 Every row times a training step (forward, soft+JS loss, backward, AdamW; B = 16 clouds of N = 2048 points,
 K = 24 keypoints, σ = 0.01) in its "before" and "after" form, interleaved in one process on one thread,
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchutil import RESULTS, write_results
+from experiments.benchutil import RESULTS, write_results
 from pckeypoints.core.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 from pointnet2 import modules

@@ -1,6 +1,6 @@
 """Training-step speed and peak memory of a KeypointDetector: soft- vs sampling-argmax, eager vs compiled.
 
-    python experiments/bench_train.py [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--tag T] [--out DIR]
+    python -m experiments.bench_train [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--tag T] [--out DIR]
 
 One step = forward, KeypointLoss, backward, AdamW, on B clouds of N points with K keypoints (random
 data: the cost does not depend on the values). Rows: soft-argmax, then sampling-argmax with Ns in
@@ -22,7 +22,7 @@ import argparse
 
 import torch
 
-from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
+from experiments.benchutil import add_problem_arguments, best_time, peak_bytes, write_results
 from pckeypoints.core.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 

@@ -20,8 +20,8 @@ committed per-keypoint test records of ``experiments/results/evidence/records/cp
    basis, the PCK@0.01 of that loss-optimal point ("loss-optimal PCK", the ceiling of a map that minimises the
    training loss at τ → 0) on val (to choose a candidate) and test.
 
-    python experiments/knn_sigma.py                     # both categories, ~2 min of one core
-    python experiments/knn_sigma.py --categories bed --no-plot
+    python -m experiments.knn_sigma                     # both categories, ~2 min of one core
+    python -m experiments.knn_sigma --categories bed --no-plot
 """
 from __future__ import annotations
 
@@ -36,16 +36,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from experiments.evidence import correct, load_records
+from pckeypoints.config import FIXED_SIGMA, AugmentConfig
+from pckeypoints.core.basis import KNN_FACTOR, PointBasis
+from pckeypoints.data.from_config import augmentation
+from pckeypoints.data.keypointnet import KeypointNet
+from pckeypoints.evaluation.inference import THRESHOLD
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-
-from evidence import correct, load_records  # noqa: E402
-
-from pckeypoints.core.basis import KNN_FACTOR, PointBasis  # noqa: E402
-from pckeypoints.config import FIXED_SIGMA, AugmentConfig  # noqa: E402
-from pckeypoints.data.from_config import augmentation  # noqa: E402
-from pckeypoints.data.keypointnet import KeypointNet  # noqa: E402
-from pckeypoints.evaluation.inference import THRESHOLD  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "knn_sigma"
 RECORDS = ROOT / "experiments" / "results" / "evidence" / "records" / "cpu-full"
@@ -281,7 +279,7 @@ def fmt(v, digits=4):
 
 def markdown(result: dict) -> str:
     lines = ["# Why σ from kNN loses (issue 30, item 2)", "",
-             f"`python experiments/knn_sigma.py` (factor {result['factor']:g}, the one `PointBasis.from_points` "
+             f"`python -m experiments.knn_sigma` (factor {result['factor']:g}, the one `PointBasis.from_points` "
              "and so `basis = \"knn\"` uses; σ in normalised units, clouds of radius 1, as `model.sigma`; the PCK "
              "radius 0.01 is in dataset units, 0.01 / scale normalised).", ""]
     lines += ["## 1. σ over the train clouds", "",

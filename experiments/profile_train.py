@@ -1,6 +1,6 @@
 """Where a supervised training step's CPU time goes: data, backbone levels, head, loss, backward, optimizer.
 
-    python experiments/profile_train.py [--category bathtub] [--width 1] [--steps 6] [--out DIR]
+    python -m experiments.profile_train [--category bathtub] [--width 1] [--steps 6] [--out DIR]
 
 One thread (``torch.set_num_threads(1)``), CPU time of this process (``time.process_time``), real
 KeypointNet batches with the training augmentation, soft+JS loss (the shipped models' method) and AdamW,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchutil import RESULTS, write_results
+from experiments.benchutil import RESULTS, write_results
 from pckeypoints.config import TrainConfig
 from pckeypoints.data import collate_keypoints
 from pckeypoints.train.supervised import SupervisedTask

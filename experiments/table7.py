@@ -12,8 +12,8 @@ runs) into ``--results``. Finished runs are reused and interrupted ones resumed.
 (:mod:`runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
 cell; ``--table-only`` writes the table from every scored run of the grid.
 
-    python experiments/table7.py --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
-    python experiments/table7.py --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
+    python -m experiments.table7 --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
+    python -m experiments.table7 --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
         --runs /tmp/runs7 --results experiments/results/evidence/gpu   # one GPU, the paper's protocol
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from runner import run_commands
-from stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
+from experiments.runner import run_commands
+from experiments.stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
 
 from pckeypoints.train.checkpoint import read_checkpoint, resolve_checkpoint
 from pckeypoints.config import UNSET, TrainConfig
@@ -389,7 +389,7 @@ def main(argv=None) -> int:
         return 0
     failed = []
     if not args.table_only:
-        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--train-only"]
+        command = [sys.executable, "-m", "experiments.table7", *argv, "--train-only"]
         runs = [(run_config(args, c, v, s).run_name, command + ["--categories", c, "--variants", v, "--seeds", str(s)])
                 for c, v, s in grid(args)]
         failed = run_commands(runs, args.jobs, Path(args.runs) / "logs")
