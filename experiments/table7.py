@@ -275,15 +275,11 @@ def plot_convergence(args, path: Path) -> None:
     logged strict DAS and mIoU@0.1) against the epoch, per category: does the protocol train to convergence?"""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from viz.plots import panel_figure, save_figure
 
     panels = (("neg_reconstruction", "val reconstruction loss", -1), ("das", "val DAS strict (%)", 100),
               ("miou@0.1", "val mIoU@0.1 (%)", 100))
-    fig, axes = plt.subplots(len(args.categories), len(panels), figsize=(4.2 * len(panels), 3.2 * len(args.categories)),
-                             squeeze=False)
+    fig, axes = panel_figure(len(args.categories), len(panels), (4.2, 3.2))
     for row, category in enumerate(args.categories):
         for variant, seed in [(v, s) for v in args.variants for s in args.seeds]:
             log = Path(args.runs) / run_config(args, category, variant, seed).run_name / "log.csv"
@@ -300,8 +296,7 @@ def plot_convergence(args, path: Path) -> None:
         if axes[row][0].get_legend_handles_labels()[0]:
             axes[row][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def shape_statistics(records: dict) -> dict:
