@@ -1,7 +1,7 @@
 """The decisive comparison: sampling-argmax against soft-argmax + JS over 8 new training seeds per category.
 
 The rule, committed before the runs: ``experiments/results/decisive/rule.md``. The runs go through
-:mod:`evidence` (protocol ``speedrun``), one at a time on both cores, seed pair by seed pair, each scored on
+:mod:`experiments.evidence` (protocol ``speedrun``), one at a time on both cores, seed pair by seed pair, each scored on
 the test split as soon as it ends, so an interrupted grid resumes where it stopped and its tables are usable
 (labelled interim) before it ends:
 
@@ -10,7 +10,7 @@ the test split as soon as it ends, so an interrupted grid resumes where it stopp
 
 Tables: per seed pair the difference B − A of official (geodesic) and Euclidean PCK@0.01, per category and
 pooled the mean difference, a paired t-test and a Wilcoxon signed-rank test over the seed pairs, the two-level
-bootstrap interval (:func:`stats.two_level_bootstrap`), the ECE of each method, and the verdict of the rule.
+bootstrap interval (:func:`experiments.stats.two_level_bootstrap`), the ECE of each method, and the verdict of the rule.
 """
 from __future__ import annotations
 

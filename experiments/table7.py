@@ -9,7 +9,7 @@ the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1
 Writes ``table7.{md,json}`` (mean ± sd over seeds per cell with the reconstruction loss and CPU time, paired
 bootstrap CIs over shapes of sampling − soft from each run's per-shape records, every run's metrics, the missing
 runs) into ``--results``. Finished runs are reused and interrupted ones resumed. Each run trains in its own process
-(:mod:`runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
+(:mod:`experiments.runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
 cell; ``--table-only`` writes the table from every scored run of the grid.
 
     python -m experiments.table7 --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
@@ -187,7 +187,7 @@ def recorded_runs(args) -> list[dict]:
 
 
 def cell_text(cell: dict | None, key: str, scale: float = 100, digits: int = 1) -> str:
-    """A table cell of :func:`stats.summarize` results: ``mean ± sd`` times ``scale`` (percent by default),
+    """A table cell of :func:`experiments.stats.summarize` results: ``mean ± sd`` times ``scale`` (percent by default),
     ``missing`` without runs, ``n/a`` where the runs lack the metric."""
     if cell is None:
         return "missing"
