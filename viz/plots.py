@@ -1,4 +1,5 @@
-"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries.
+"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries, and the panels and saving
+that the experiments' figures use.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot), so importing this module
 never changes the global matplotlib backend or touches a caller's pyplot state.
