@@ -1,6 +1,6 @@
 """Forward+backward time and peak memory: soft-argmax + L1 vs sampling-argmax + L1.
 
-    python experiments/bench_argmax.py [--device cpu|cuda] [--quick] [--out DIR]
+    python -m experiments.bench_argmax [--device cpu|cuda] [--quick] [--out DIR]
 
 Writes experiments/results/bench_argmax_<device>.{json,md}; times are the best of the repeats, ratios
 are to the soft-argmax row of the same run. Targets for the fused sampler at Ns = 30: on a CPU within
@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
+from experiments.benchutil import add_problem_arguments, best_time, peak_bytes, write_results
 from pckeypoints.core.argmax import sampling_argmax, soft_argmax
 from pckeypoints.core.basis import PointBasis
 from pckeypoints.core.losses import error_of_expectation, expectation_of_error

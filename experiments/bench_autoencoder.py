@@ -1,6 +1,6 @@
 """CPU time of one unsupervised training step (the Skeleton Merger autoencoder), soft-argmax vs sampling-argmax.
 
-    cd experiments && python bench_autoencoder.py      # -> results/bench_autoencoder.{json,md}
+    python -m experiments.bench_autoencoder      # -> experiments/results/bench_autoencoder.{json,md}
 
 One thread, CPU time of the process, best of the repeats after a warm-up: what sizes the Table 7 grid.
 """
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from benchutil import write_results
+from experiments.benchutil import write_results
 from pckeypoints.config import TrainConfig
 from pckeypoints.train.tasks import get_task
 

@@ -1,6 +1,6 @@
 """Both CPU cores for one training run: wall time per step of one thread, two threads, and two processes.
 
-    python experiments/bench_cores.py [--width 0.5] [--steps 30] [--out DIR]     # on an idle machine
+    python -m experiments.bench_cores [--width 0.5] [--steps 30] [--out DIR]     # on an idle machine
 
 A training step (forward, soft+JS loss, backward, AdamW; a global batch of B = 16 clouds of N = 2048 points,
 K = 24 keypoints, σ = 0.01) timed by the wall clock over ``--steps`` steps after 3 warm-up steps, in three
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchutil import RESULTS, write_results
+from experiments.benchutil import RESULTS, write_results
 
 B, N, K = 16, 2048, 24
 

@@ -1,6 +1,6 @@
 """Benchmark of the fused ball-query + grouping op against unfused alternatives, and of the backbone.
 
-    python3 experiments/bench_pointnet2.py [--device cpu|cuda] [--quick] [--out DIR]
+    python3 -m experiments.bench_pointnet2 [--device cpu|cuda] [--quick] [--out DIR]
 
 Writes experiments/results/bench_pointnet2{,_cuda}.{json,md}; times are the best of the repeats.
 Clouds: B noisy sphere surfaces of radius 0.5 (like the normalised KeypointNet shapes); centres are FPS
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchutil import RESULTS, best_time, markdown_table, peak_bytes, save_results
+from experiments.benchutil import RESULTS, best_time, markdown_table, peak_bytes, save_results
 from pointnet2 import PointNet2Seg, ops
 
 RADIUS = 0.1

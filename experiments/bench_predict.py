@@ -1,6 +1,6 @@
 """``pckeypoints predict`` on big clouds: wall time and peak memory of the whole command.
 
-    python experiments/bench_predict.py [--checkpoint RUN_OR_CKPT] [--sizes 2000 100000 1000000] [--out DIR]
+    python -m experiments.bench_predict [--checkpoint RUN_OR_CKPT] [--sizes 2000 100000 1000000] [--out DIR]
 
 Each size is a bathtub of the shared KeypointNet data, repeated with Gaussian jitter (σ 0.002) up to N points
 and written as an ASCII PCD; the command runs in a fresh process (import, checkpoint load, PCD parse,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchutil import RESULTS, write_results
+from experiments.benchutil import RESULTS, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Benchmark of pckeypoints.ops.pyg (PyG's point ops on pointnet2's kernels) against torch-cluster's.
 
-    python3 experiments/bench_pyg_ops.py [--batch B ...] [--points N ...] [--quick] [--clock process] [--out DIR]
+    python3 -m experiments.bench_pyg_ops [--batch B ...] [--points N ...] [--quick] [--clock process] [--out DIR]
 
 Writes experiments/results/bench_pyg_ops.{json,md}: the best time of each op on B ragged clouds (noisy
 sphere surfaces of radius 0.5, sizes spread over [0.75 N, 1.25 N]), one thread, with the same
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch_cluster
 
-from benchutil import RESULTS, best_time, write_results
+from experiments.benchutil import RESULTS, best_time, write_results
 from pckeypoints.ops import pyg
 
 

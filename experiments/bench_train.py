@@ -1,6 +1,6 @@
 """Training-step speed and peak memory of a KeypointDetector: soft- vs sampling-argmax, eager vs compiled.
 
-    python experiments/bench_train.py [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--tag T] [--out DIR]
+    python -m experiments.bench_train [--device cpu|cuda] [--width 0.25] [--compile] [--quick] [--tag T] [--out DIR]
 
 One step = forward, KeypointLoss, backward, AdamW, on B clouds of N points with K keypoints (random
 data: the cost does not depend on the values). Rows: soft-argmax, then sampling-argmax with Ns in
@@ -22,12 +22,12 @@ import argparse
 
 import torch
 
-from benchutil import add_problem_arguments, best_time, peak_bytes, write_results
+from experiments.benchutil import add_problem_arguments, best_time, peak_bytes, write_results
 from pckeypoints.core.losses import KeypointLoss
 from pckeypoints.models.detector import KeypointDetector
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_problem_arguments(p, batch=16)
     p.add_argument("--width", type=float, default=0.25, help="backbone width (1 on a GPU)")
@@ -36,15 +36,12 @@ def main() -> None:
                    "graph, under torch.compile")
     p.add_argument("--js", action="store_true", help="soft-argmax + JS against the authors' sampling + JS instead")
     p.add_argument("--tag", help="suffix of the results' file name")
-    args = p.parse_args()
-    dev, (b, n, k) = args.device, (args.batch, args.points, args.keypoints)
-    torch.manual_seed(0)
-    points = torch.rand(b, n, 3, device=dev) - 0.5
-    target = torch.rand(b, k, 3, device=dev) - 0.5
-    mask = torch.ones(b, k, dtype=torch.bool, device=dev)
-    # --js: the decisive recipe's basis, σ = 0.01 fixed (else the detector's default, σ from the 8 nearest points)
-    model = KeypointDetector(k, width=args.width, fixed_sigma=0.01 if args.js else None).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return p.parse_args()
+
+
+def compared_losses(args) -> list[tuple[str, str, int | None, KeypointLoss]]:
+    """(method, sampler, Ns, loss) rows, the baseline first: soft-argmax against sampling with each sampler and
+    Ns = 1, 10, 30; with ``--js`` soft-argmax + JS against the authors' sampling + JS."""
     if args.js:
         authors = {"num_samples": 30, "gumbel": "official", "clipped_integral": True}
         losses = [("soft+js", "-", None, KeypointLoss("soft+js"))]
@@ -56,6 +53,20 @@ def main() -> None:
         for sampler in args.samplers.split(","):
             losses += [("sampling", sampler, ns, KeypointLoss("sampling", num_samples=ns, sampler=sampler))
                        for ns in (1, 10, 30)]
+    return losses
+
+
+def main() -> None:
+    args = parse_args()
+    dev, (b, n, k) = args.device, (args.batch, args.points, args.keypoints)
+    torch.manual_seed(0)
+    points = torch.rand(b, n, 3, device=dev) - 0.5
+    target = torch.rand(b, k, 3, device=dev) - 0.5
+    mask = torch.ones(b, k, dtype=torch.bool, device=dev)
+    # --js: the decisive recipe's basis, σ = 0.01 fixed (else the detector's default, σ from the 8 nearest points)
+    model = KeypointDetector(k, width=args.width, fixed_sigma=0.01 if args.js else None).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = compared_losses(args)
     compiled = torch.compile(model)
     tau = 0.5
     modes = {"eager": lambda loss_fn: lambda: loss_fn(model(points), target, mask, tau=tau),

@@ -1,6 +1,6 @@
 """Headless render speed: Open3D's legacy ``Visualizer`` (what ``viz`` uses) against ``OffscreenRenderer``.
 
-    python experiments/bench_viz.py [--model bathtub] [--repeat 3]
+    python -m experiments.bench_viz [--model bathtub] [--repeat 3]
 
 1. One 640x480 scene (the first test bathtub, its keypoints and predictions 0.05 off) rendered by each
    backend in a fresh process: the first render (context or engine start included) and the best of the
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import RESULTS, markdown_table, save_results
+from experiments.benchutil import RESULTS, markdown_table, save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480

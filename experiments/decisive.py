@@ -1,16 +1,16 @@
 """The decisive comparison: sampling-argmax against soft-argmax + JS over 8 new training seeds per category.
 
 The rule, committed before the runs: ``experiments/results/decisive/rule.md``. The runs go through
-:mod:`evidence` (protocol ``speedrun``), one at a time on both cores, seed pair by seed pair, each scored on
+:mod:`experiments.evidence` (protocol ``speedrun``), one at a time on both cores, seed pair by seed pair, each scored on
 the test split as soon as it ends, so an interrupted grid resumes where it stopped and its tables are usable
 (labelled interim) before it ends:
 
-    python experiments/decisive.py run              # train + score the missing runs, then the tables
-    python experiments/decisive.py tables           # decisive.md / decisive.json from the records so far
+    python -m experiments.decisive run              # train + score the missing runs, then the tables
+    python -m experiments.decisive tables           # decisive.md / decisive.json from the records so far
 
 Tables: per seed pair the difference B − A of official (geodesic) and Euclidean PCK@0.01, per category and
 pooled the mean difference, a paired t-test and a Wilcoxon signed-rank test over the seed pairs, the two-level
-bootstrap interval (:func:`stats.two_level_bootstrap`), the ECE of each method, and the verdict of the rule.
+bootstrap interval (:func:`experiments.stats.two_level_bootstrap`), the ECE of each method, and the verdict of the rule.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as scipy_stats
 
-import evidence
-from stats import BOOTSTRAP_DRAWS, two_level_bootstrap
+from experiments import evidence
+from experiments.stats import BOOTSTRAP_DRAWS, two_level_bootstrap
 
 RESULTS = evidence.ROOT / "experiments" / "results" / "decisive"
 PROTOCOL = "speedrun"

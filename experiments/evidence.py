@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from runner import run_commands
-from stats import BOOTSTRAP_DRAWS, mean_sd, nan_mean, paired_bootstrap
+from experiments.runner import run_commands
+from experiments.stats import BOOTSTRAP_DRAWS, mean_sd, nan_mean, paired_bootstrap
 
 from pckeypoints.evaluation.inference import THRESHOLD
 from pckeypoints.core.readouts import READOUTS
@@ -495,7 +495,7 @@ def main(argv=None) -> int:
             name = run_name(*job)
             run_dir, out = Path(args.runs) / args.protocol / name, results / "records" / args.protocol / f"{name}.npz"
             if name not in failed and (run_dir / "last.pt").is_file() and not out.is_file() and train_command(args, *job) is None:
-                todo.append((name, [sys.executable, __file__, "_evaluate", str(run_dir), str(out), args.data_root or "",
+                todo.append((name, [sys.executable, "-m", "experiments.evidence", "_evaluate", str(run_dir), str(out), args.data_root or "",
                                     args.device]))
         print(f"evidence.py: evaluating {len(todo)} runs")
         failed += run_commands(todo, args.jobs, Path(args.runs) / args.protocol / "logs")

@@ -10,9 +10,9 @@ status=0
 bash experiments/gpu_pointnet2.sh || status=1
 echo; echo "==> sampling-argmax on CUDA"
 timeout 300 python3 -m pytest -q -rs tests/test_argmax.py tests/test_fused_sampling.py -k cuda || status=1
-(cd experiments && timeout 120 python3 bench_argmax.py --device cuda) || status=1
+timeout 120 python3 -m experiments.bench_argmax --device cuda || status=1
 echo; echo "==> training step on CUDA"
-(cd experiments && timeout 420 python3 bench_train.py --device cuda --width 1 --compile) || status=1
+timeout 420 python3 -m experiments.bench_train --device cuda --width 1 --compile || status=1
 [ -n "${OUT:-}" ] && cp experiments/results/*_cuda.* "$OUT"/ 2>/dev/null
 echo "gpu_check.sh: exit status $status"
 exit $status

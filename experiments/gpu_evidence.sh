@@ -4,7 +4,7 @@
 #   bash experiments/gpu_evidence.sh pack     # here, once: KeypointNet bathtub/bed -> .kpn/kpn.tgz (ignored)
 #   run(command="bash experiments/gpu_evidence.sh 1", carry=[".kpn", "runs/evidence"], timeout_s=560)
 #   tar xzf <files_at>/evidence_part1.tgz     # here: merge the records, then
-#   python experiments/evidence.py tables     # rebuild experiments/results/evidence/table6.md
+#   python -m experiments.evidence tables     # rebuild experiments/results/evidence/table6.md
 #
 # Parts: 1-4 the `best` protocol (1: soft, sampling30; 2: soft+var, soft+js; 3: discrete, sampling10;
 # 4: sampling1, sampling5), 5 the `paper` protocol (soft, sampling30), 6 the `best` protocol's σ from
@@ -47,12 +47,12 @@ if [ "$protocol" = table7 ]; then
   # Table 7 (unsupervised, the paper's protocol): runs are scored when they finish; a cut-off run is lost
   # (results beside the CPU table in evidence/gpu/; Ns = 30 runs take ~4 min each, 6 at a time)
   jobs=12; [ "$variants" = 30 ] && jobs=6
-  timeout "$limit" python3 experiments/table7.py --config experiments/configs/table7_gpu.toml --device cuda \
+  timeout "$limit" python3 -m experiments.table7 --config experiments/configs/table7_gpu.toml --device cuda \
     --variants $variants --seeds 0 1 2 --jobs $jobs --runs runs/evidence/table7 --results experiments/results/evidence/gpu
   status=$?
   outputs="experiments/results/evidence/gpu"
 else
-  timeout "$limit" python3 experiments/evidence.py all --protocol "$protocol" --methods $methods \
+  timeout "$limit" python3 -m experiments.evidence all --protocol "$protocol" --methods $methods \
     --seeds 0 1 2 --jobs 12 --device cuda
   status=$?
   outputs="experiments/results/evidence"

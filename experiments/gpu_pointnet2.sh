@@ -43,7 +43,7 @@ timeout 180 "$PY" -m pytest -q -rs tests/test_pointnet2_*.py 2>&1 | tail -30 | t
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 step "benchmark (--device cuda)"
-timeout 180 "$PY" experiments/bench_pointnet2.py --device cuda 2>&1 | tail -30 | tee -a "$LOG"
+timeout 180 "$PY" -m experiments.bench_pointnet2 --device cuda 2>&1 | tail -30 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 finish

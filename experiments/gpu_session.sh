@@ -13,7 +13,7 @@ out=$(realpath "${OUT:-experiments/results}")
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8
 exec > >(tee -a "$out/gpu_session.log") 2>&1
 (timeout 60 python3 -m pytest -q -rs tests/test_fused_sampling.py tests/test_argmax.py -k cuda
- cd experiments && timeout 45 python3 bench_argmax.py --device cuda --quick --out "$out") > "$out/gpu_checks.log" 2>&1 &
+ timeout 45 python3 -m experiments.bench_argmax --device cuda --quick --out "$out") > "$out/gpu_checks.log" 2>&1 &
 checks=$!
 python3 -c "
 import torch, pointnet2.ops as o
@@ -26,6 +26,6 @@ EVIDENCE_SECONDS=$((deadline - SECONDS - 45)) bash experiments/gpu_evidence.sh "
 echo "gpu_session.sh: evidence done at ${SECONDS}s"
 left=$((deadline - SECONDS))
 if [ "$left" -gt 20 ]; then
-  (cd experiments && timeout "$left" python3 bench_train.py --device cuda --width 1 --quick --out "$out")
+  timeout "$left" python3 -m experiments.bench_train --device cuda --width 1 --quick --out "$out"
 fi
 echo "gpu_session.sh: done at ${SECONDS}s"

@@ -24,9 +24,9 @@ from a cell centre.
 Resumable: finished cells are read from the JSON and skipped; each new cell is appended as it finishes.
 Run with one thread (the default) so that step times are comparable::
 
-    PYTHONPATH=$PWD python3 experiments/grid_subpixel.py            # the whole grid (~15 min of one core)
-    PYTHONPATH=$PWD python3 experiments/grid_subpixel.py --table    # only rewrite the markdown table
-    PYTHONPATH=$PWD python3 experiments/grid_subpixel.py --levers   # only the 8x8 levers and gradient noise (~10 min)
+    python3 -m experiments.grid_subpixel            # the whole grid (~15 min of one core)
+    python3 -m experiments.grid_subpixel --table    # only rewrite the markdown table
+    python3 -m experiments.grid_subpixel --levers   # only the 8x8 levers and gradient noise (~10 min)
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ committed per-keypoint test records of ``experiments/results/evidence/records/cp
    basis, the PCK@0.01 of that loss-optimal point ("loss-optimal PCK", the ceiling of a map that minimises the
    training loss at τ → 0) on val (to choose a candidate) and test.
 
-    python experiments/knn_sigma.py                     # both categories, ~2 min of one core
-    python experiments/knn_sigma.py --categories bed --no-plot
+    python -m experiments.knn_sigma                     # both categories, ~2 min of one core
+    python -m experiments.knn_sigma --categories bed --no-plot
 """
 from __future__ import annotations
 
@@ -36,16 +36,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from experiments.evidence import correct, load_records
+from pckeypoints.config import FIXED_SIGMA, AugmentConfig
+from pckeypoints.core.basis import KNN_FACTOR, PointBasis
+from pckeypoints.data.from_config import augmentation
+from pckeypoints.data.keypointnet import KeypointNet
+from pckeypoints.evaluation.inference import THRESHOLD
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-
-from evidence import correct, load_records  # noqa: E402
-
-from pckeypoints.core.basis import KNN_FACTOR, PointBasis  # noqa: E402
-from pckeypoints.config import FIXED_SIGMA, AugmentConfig  # noqa: E402
-from pckeypoints.data.from_config import augmentation  # noqa: E402
-from pckeypoints.data.keypointnet import KeypointNet  # noqa: E402
-from pckeypoints.evaluation.inference import THRESHOLD  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "knn_sigma"
 RECORDS = ROOT / "experiments" / "results" / "evidence" / "records" / "cpu-full"
@@ -187,52 +185,22 @@ def where_lost(category: str, test: dict, records_dir: Path, factor: float) -> d
     """Item 3: per test keypoint, correctness of the k-NN run minus the fixed-σ run (mean over common seeds),
     by σ quintile and by semantic id."""
     sig = knn_sigma(test["points"], 8, factor)
-    # relative sparsity: σ at the point over the median σ of its 16 nearest points
-    from pckeypoints.ops.neighbors import knn_points
-
-    nbr = knn_points(test["points"], test["points"], 17).index[..., 1:]
-    local = torch.gather(sig[:, None, :].expand(-1, sig.shape[1], -1), 2, nbr).median(-1).values
-    relative = sig / local
-    row_of = {m: i for i, m in enumerate(test["model_ids"])}
+    relative = relative_sigma(test["points"], sig)
     out = {}
     for knn_method, fixed_method in PAIRS:
-        seeds = sorted(int(p.stem.rsplit("_s", 1)[1]) for p in records_dir.glob(f"{category}_{knn_method}_s*.npz"))
-        seeds = [s for s in seeds if (records_dir / f"{category}_{fixed_method}_s{s}.npz").exists()]
-        if not seeds:
+        paired = paired_correctness(category, test["model_ids"], records_dir, knn_method, fixed_method)
+        if paired is None:
             continue
-        diffs = {"euclidean": [], "geodesic": []}
-        base, keys = {"euclidean": [], "geodesic": []}, None
-        for s in seeds:
-            runs = []
-            for method in (knn_method, fixed_method):
-                meta, rec = load_records(records_dir / f"{category}_{method}_s{s}.npz")
-                rows = np.array([row_of[meta["model_id"][c]] for c in rec["cloud"]])
-                runs.append((np.stack([rows, rec["keypoint"]], 1), rec))
-            (ka, ra), (kb, rb) = runs
-            if not (np.array_equal(ka, kb) and (keys is None or np.array_equal(keys, ka))):
-                raise SystemExit(f"{category} seed {s}: the records of {knn_method} and {fixed_method} differ")
-            keys = ka
-            for name, geo in (("euclidean", False), ("geodesic", True)):
-                diffs[name].append(correct(ra, "expectation", geo) - correct(rb, "expectation", geo))
-                base[name].append(correct(rb, "expectation", geo))
+        seeds, keys, diffs, base = paired
         rows, kp = keys[:, 0], keys[:, 1]
         point = test["point_index"][rows, kp].numpy()
         s_kp = sig[rows, point].numpy()
         rel = relative[rows, point].numpy()
         d = {name: np.mean(v, 0) for name, v in diffs.items()}
         fixed_pck = {name: np.mean(v, 0) for name, v in base.items()}
-        edges = np.quantile(s_kp, np.linspace(0, 1, 6))
-        bins = np.clip(np.searchsorted(edges, s_kp, side="right") - 1, 0, 4)
-        # is the annotated point the training loss's own optimum under this k-NN basis (section 4)?
-        on_target = np.zeros(len(kp), dtype=bool)
-        for m in np.unique(rows):
-            sel = rows == m
-            target = test["points"][m, point[sel]].double()
-            cost = expected_l1(test["points"][m].double()[None] - target[:, None],
-                               sig[m].double()[None].expand(len(target), -1))
-            on_target[sel] = (cost.argmin(-1).numpy() == point[sel])
-        rel_edges = np.quantile(rel, np.linspace(0, 1, 6))
-        rel_bins = np.clip(np.searchsorted(rel_edges, rel, side="right") - 1, 0, 4)
+        edges, bins = quintiles(s_kp)
+        rel_edges, rel_bins = quintiles(rel)
+        on_target = on_loss_optimum(test["points"], sig, rows, point)
 
         def table(groups, labels):
             return [{"group": lab, "n": int((groups == g).sum()),
@@ -254,6 +222,61 @@ def where_lost(category: str, test: dict, records_dir: Path, factor: float) -> d
             "_sigma": s_kp.tolist(), "_diff_euclidean": d["euclidean"].tolist(),
         }
     return out
+
+
+def relative_sigma(points: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    """Relative sparsity ``(M, N)``: σ at each point over the median σ of its 16 nearest points."""
+    from pckeypoints.ops.neighbors import knn_points
+
+    nbr = knn_points(points, points, 17).index[..., 1:]
+    local = torch.gather(sig[:, None, :].expand(-1, sig.shape[1], -1), 2, nbr).median(-1).values
+    return sig / local
+
+
+def paired_correctness(category: str, model_ids: list, records_dir: Path, knn_method: str, fixed_method: str
+                       ) -> tuple[list[int], np.ndarray, dict, dict] | None:
+    """The seeds both methods have records of, the test keypoints ``(P, 2)`` as (row of ``model_ids``, keypoint
+    id), and per distance (``euclidean``, ``geodesic``) each seed's correctness difference k-NN − fixed ``(P,)``
+    and the fixed run's correctness ``(P,)``; None without common seeds."""
+    seeds = sorted(int(p.stem.rsplit("_s", 1)[1]) for p in records_dir.glob(f"{category}_{knn_method}_s*.npz"))
+    seeds = [s for s in seeds if (records_dir / f"{category}_{fixed_method}_s{s}.npz").exists()]
+    if not seeds:
+        return None
+    row_of = {m: i for i, m in enumerate(model_ids)}
+    diffs = {"euclidean": [], "geodesic": []}
+    base, keys = {"euclidean": [], "geodesic": []}, None
+    for s in seeds:
+        runs = []
+        for method in (knn_method, fixed_method):
+            meta, rec = load_records(records_dir / f"{category}_{method}_s{s}.npz")
+            rows = np.array([row_of[meta["model_id"][c]] for c in rec["cloud"]])
+            runs.append((np.stack([rows, rec["keypoint"]], 1), rec))
+        (ka, ra), (kb, rb) = runs
+        if not (np.array_equal(ka, kb) and (keys is None or np.array_equal(keys, ka))):
+            raise SystemExit(f"{category} seed {s}: the records of {knn_method} and {fixed_method} differ")
+        keys = ka
+        for name, geo in (("euclidean", False), ("geodesic", True)):
+            diffs[name].append(correct(ra, "expectation", geo) - correct(rb, "expectation", geo))
+            base[name].append(correct(rb, "expectation", geo))
+    return seeds, keys, diffs, base
+
+
+def quintiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 6 quintile edges of ``values (P,)`` and each value's quintile ``(P,)`` in 0..4."""
+    edges = np.quantile(values, np.linspace(0, 1, 6))
+    return edges, np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 4)
+
+
+def on_loss_optimum(points: torch.Tensor, sig: torch.Tensor, rows: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Whether each annotated point ``point (P,)`` of cloud ``rows (P,)`` is the training loss's own optimum
+    under the basis σ ``sig (M, N)`` (section 4): ``(P,)`` booleans."""
+    on_target = np.zeros(len(point), dtype=bool)
+    for m in np.unique(rows):
+        sel = rows == m
+        target = points[m, point[sel]].double()
+        cost = expected_l1(points[m].double()[None] - target[:, None], sig[m].double()[None].expand(len(target), -1))
+        on_target[sel] = (cost.argmin(-1).numpy() == point[sel])
+    return on_target
 
 
 def candidates(factor: float, train_median_k8: float) -> dict:
@@ -281,13 +304,19 @@ def fmt(v, digits=4):
 
 def markdown(result: dict) -> str:
     lines = ["# Why σ from kNN loses (issue 30, item 2)", "",
-             f"`python experiments/knn_sigma.py` (factor {result['factor']:g}, the one `PointBasis.from_points` "
+             f"`python -m experiments.knn_sigma` (factor {result['factor']:g}, the one `PointBasis.from_points` "
              "and so `basis = \"knn\"` uses; σ in normalised units, clouds of radius 1, as `model.sigma`; the PCK "
              "radius 0.01 is in dataset units, 0.01 / scale normalised).", ""]
-    lines += ["## 1. σ over the train clouds", "",
-              "| category | k | σ q05 | q25 | median | q75 | q95 | median / 0.01 | % > 0.01 | median / PCK radius | "
-              "% > PCK radius | within-cloud q95/q05 (median cloud) | P(within radius) of a perfect map | loss contrast at the "
-              "radius |", "|" + "---|" * 14]
+    lines += sigma_section(result) + keypoint_section(result) + where_lost_section(result) + loss_optimum_section(result)
+    return "\n".join(lines) + "\n"
+
+
+def sigma_section(result: dict) -> list[str]:
+    """Section 1: σ's quantiles per category and k against the fixed σ and the PCK radius; one bed cloud."""
+    lines = ["## 1. σ over the train clouds", "",
+             "| category | k | σ q05 | q25 | median | q75 | q95 | median / 0.01 | % > 0.01 | median / PCK radius | "
+             "% > PCK radius | within-cloud q95/q05 (median cloud) | P(within radius) of a perfect map | loss contrast at the "
+             "radius |", "|" + "---|" * 14]
     for c, r in result["categories"].items():
         for k, v in r["sigma"]["per_k"].items():
             q = v["normalised"]
@@ -311,14 +340,30 @@ def markdown(result: dict) -> str:
               f"{oc['max']:.4f} ({oc['max_over_min']:.1f}x), q05-q95 {oc['q05']:.4f}-{oc['q95']:.4f} "
               f"({oc['p95_over_p05']:.2f}x), median {oc['q50']:.4f}, CV {oc['cv']:.2f}, "
               f"{oc['share_above_fixed']:.0f} % of points above 0.01.", ""]
-    lines += ["## 2. σ at annotated keypoints against elsewhere (train)", "",
-              "| category | k | keypoints | median σ at keypoints | median σ elsewhere | ratio |", "|---|---|---|---|---|---|"]
+    return lines
+
+
+def keypoint_section(result: dict) -> list[str]:
+    """Section 2: the median σ at the annotated keypoints against elsewhere."""
+    lines = ["## 2. σ at annotated keypoints against elsewhere (train)", "",
+             "| category | k | keypoints | median σ at keypoints | median σ elsewhere | ratio |", "|---|---|---|---|---|---|"]
     for c, r in result["categories"].items():
         for k, v in r["sigma"]["per_k"].items():
             lines.append(f"| {c} | {k} | {v['keypoints_n']} | {fmt(v['keypoints']['q50'])} | "
                          f"{fmt(v['elsewhere']['q50'])} | {v['keypoint_over_elsewhere']:.2f} |")
-    lines += ["", "## 3. Where the lost keypoints are (test, k-NN run − fixed-σ run, PCK@0.01 points, "
-              "mean over seeds)", ""]
+    return lines
+
+
+#: the groupings of section 3: (first column's heading, key of :func:`where_lost`'s rows)
+GROUPINGS = (("σ quintile (8-NN, normalised)", "by_sigma_quintile"),
+             ("relative σ quintile (σ / local median)", "by_relative_sigma_quintile"),
+             ("the 8-NN loss optimum (section 4)", "by_loss_optimum"), ("keypoint id", "by_keypoint"))
+
+
+def where_lost_section(result: dict) -> list[str]:
+    """Section 3: per k-NN method the difference to its fixed-σ run, one table per grouping of the keypoints."""
+    lines = ["", "## 3. Where the lost keypoints are (test, k-NN run − fixed-σ run, PCK@0.01 points, "
+             "mean over seeds)", ""]
     for c, r in result["categories"].items():
         for method, v in r["where_lost"].items():
             lines += [f"### {c}: {method} − {v['against']} (seeds {v['seeds']}, {v['keypoints']} keypoints): "
@@ -327,55 +372,42 @@ def markdown(result: dict) -> str:
                       f"geodesic {v['spearman_sigma_diff']['geodesic']:+.3f}; "
                       f"Spearman(σ / median σ of its 16 nearest points, difference): Euclidean "
                       f"{v['spearman_relative_sigma_diff']['euclidean']:+.3f}, "
-                      f"geodesic {v['spearman_relative_sigma_diff']['geodesic']:+.3f}", "",
-                      "| σ quintile (8-NN, normalised) | n | fixed PCK Eucl. | diff Eucl. | fixed PCK geo. | diff geo. |",
-                      "|---|---|---|---|---|---|"]
-            for row in v["by_sigma_quintile"]:
-                lines.append(f"| {row['group']} | {row['n']} | {row['fixed_euclidean']:.1f} | "
-                             f"{row['diff_euclidean']:+.1f} | {row['fixed_geodesic']:.1f} | {row['diff_geodesic']:+.1f} |")
-            lines += ["", "| relative σ quintile (σ / local median) | n | fixed PCK Eucl. | diff Eucl. | fixed PCK geo. "
-                      "| diff geo. |", "|---|---|---|---|---|---|"]
-            for row in v["by_relative_sigma_quintile"]:
-                lines.append(f"| {row['group']} | {row['n']} | {row['fixed_euclidean']:.1f} | "
-                             f"{row['diff_euclidean']:+.1f} | {row['fixed_geodesic']:.1f} | {row['diff_geodesic']:+.1f} |")
-            lines += ["", "| the 8-NN loss optimum (section 4) | n | fixed PCK Eucl. | diff Eucl. | fixed PCK geo. "
-                      "| diff geo. |", "|---|---|---|---|---|---|"]
-            for row in v["by_loss_optimum"]:
-                lines.append(f"| {row['group']} | {row['n']} | {row['fixed_euclidean']:.1f} | "
-                             f"{row['diff_euclidean']:+.1f} | {row['fixed_geodesic']:.1f} | {row['diff_geodesic']:+.1f} |")
-            lines += ["", "| keypoint id | n | fixed PCK Eucl. | diff Eucl. | fixed PCK geo. | diff geo. |",
-                      "|---|---|---|---|---|---|"]
-            for row in v["by_keypoint"]:
-                lines.append(f"| {row['group']} | {row['n']} | {row['fixed_euclidean']:.1f} | "
-                             f"{row['diff_euclidean']:+.1f} | {row['fixed_geodesic']:.1f} | {row['diff_geodesic']:+.1f} |")
-            lines.append("")
-    lines += ["## 4. The training loss's own optimum (loss-optimal PCK@0.01, Euclidean, %)", "",
-              "The point minimising the L1 sampling loss c_i = E‖y_i + σ_i ε − t‖₁ (a map that minimises the "
-              "training loss at τ → 0 puts all its mass there): % within the PCK radius, % on the annotated point.", "",
-              "| basis | " + " | ".join(f"{c} {s} PCK | {c} {s} on target" for c in result["categories"]
-                                       for s in ("val", "test")) + " |",
-              "|---|" + "---|---|" * 2 * len(result["categories"])]
-    names = list(next(iter(result["categories"].values()))["loss_optimal"]["val"])
+                      f"geodesic {v['spearman_relative_sigma_diff']['geodesic']:+.3f}", ""]
+            for heading, key in GROUPINGS:
+                lines += [f"| {heading} | n | fixed PCK Eucl. | diff Eucl. | fixed PCK geo. | diff geo. |",
+                          "|---|---|---|---|---|---|"]
+                lines += [f"| {row['group']} | {row['n']} | {row['fixed_euclidean']:.1f} | {row['diff_euclidean']:+.1f} "
+                          f"| {row['fixed_geodesic']:.1f} | {row['diff_geodesic']:+.1f} |" for row in v[key]]
+                lines.append("")
+    return lines
+
+
+def loss_optimum_section(result: dict) -> list[str]:
+    """Section 4: the loss-optimal PCK and share on target of every candidate basis, val and test."""
     fits = ", ".join(f"{c} {r['sigma']['per_k'][8]['factor_for_median_at_fixed']:.3f}"
                      for c, r in result["categories"].items())
-    lines[-4] += f" Factor fit (train median of the 8-NN σ at 0.01): {fits}."
-    for name in names:
+    lines = ["## 4. The training loss's own optimum (loss-optimal PCK@0.01, Euclidean, %)", "",
+             "The point minimising the L1 sampling loss c_i = E‖y_i + σ_i ε − t‖₁ (a map that minimises the "
+             "training loss at τ → 0 puts all its mass there): % within the PCK radius, % on the annotated point."
+             f" Factor fit (train median of the 8-NN σ at 0.01): {fits}.", "",
+             "| basis | " + " | ".join(f"{c} {s} PCK | {c} {s} on target" for c in result["categories"]
+                                      for s in ("val", "test")) + " |",
+             "|---|" + "---|---|" * 2 * len(result["categories"])]
+    for name in next(iter(result["categories"].values()))["loss_optimal"]["val"]:
         cells = []
         for c, r in result["categories"].items():
             for s in ("val", "test"):
                 v = r["loss_optimal"][s][name]
                 cells += [f"{v['pck']:.1f}", f"{v['on_target']:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot(result: dict, sig: dict, path: Path) -> None:
-    import matplotlib
+    """σ over the train clouds per category and k, one bed cloud's σ, and where sampling30-knn loses by σ."""
+    from viz.plots import panel_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (axes,) = panel_figure(1, 3, (5, 4.2))
     ax = axes[0]
     for (c, k), values in sig.items():
         if c == "one bed cloud":
@@ -405,8 +437,7 @@ def plot(result: dict, sig: dict, path: Path) -> None:
            title="where sampling30-knn loses", xticks=range(5), xticklabels=[str(i + 1) for i in range(5)])
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """Ship a trained run as a pretrained model of the package: weights, model card, registry entry.
 
-    python experiments/ship_pretrained.py runs/bathtub_soft+js --name bathtub \
+    python -m experiments.ship_pretrained runs/bathtub_soft+js --name bathtub \
         --protocol "Table 6's best method (soft+js), 30 epochs, width 1, on an H200" --seeds 0
-    python experiments/ship_pretrained.py runs/table7/bathtub_soft_s0/last.pt --name bathtub-unsup \
+    python -m experiments.ship_pretrained runs/table7/bathtub_soft_s0/last.pt --name bathtub-unsup \
         --protocol "Table 7's CPU protocol, soft-argmax, the last epoch" --seeds 0
 
 writes ``pckeypoints/pretrained/<name>.pt`` (weights and config, float16 if float32 exceeds 1 MiB),

@@ -9,11 +9,11 @@ the strict one (distinct shapes of the test split), and by the keypoint mIoU@0.1
 Writes ``table7.{md,json}`` (mean ± sd over seeds per cell with the reconstruction loss and CPU time, paired
 bootstrap CIs over shapes of sampling − soft from each run's per-shape records, every run's metrics, the missing
 runs) into ``--results``. Finished runs are reused and interrupted ones resumed. Each run trains in its own process
-(:mod:`runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
+(:mod:`experiments.runner`, ``--jobs N`` at a time, one thread each), which runs this script with ``--train-only`` for its
 cell; ``--table-only`` writes the table from every scored run of the grid.
 
-    python experiments/table7.py --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
-    python experiments/table7.py --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
+    python -m experiments.table7 --variants soft 10 30 --jobs 2       # CPU protocol, 3 seeds, ~1 h 50 min
+    python -m experiments.table7 --config experiments/configs/table7_gpu.toml --variants soft 10 --jobs 12 \
         --runs /tmp/runs7 --results experiments/results/evidence/gpu   # one GPU, the paper's protocol
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from runner import run_commands
-from stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
+from experiments.runner import run_commands
+from experiments.stats import BOOTSTRAP_DRAWS, bootstrap, percent, summarize
 
 from pckeypoints.train.checkpoint import read_checkpoint, resolve_checkpoint
 from pckeypoints.config import UNSET, TrainConfig
@@ -187,7 +187,7 @@ def recorded_runs(args) -> list[dict]:
 
 
 def cell_text(cell: dict | None, key: str, scale: float = 100, digits: int = 1) -> str:
-    """A table cell of :func:`stats.summarize` results: ``mean ± sd`` times ``scale`` (percent by default),
+    """A table cell of :func:`experiments.stats.summarize` results: ``mean ± sd`` times ``scale`` (percent by default),
     ``missing`` without runs, ``n/a`` where the runs lack the metric."""
     if cell is None:
         return "missing"
@@ -275,15 +275,11 @@ def plot_convergence(args, path: Path) -> None:
     logged strict DAS and mIoU@0.1) against the epoch, per category: does the protocol train to convergence?"""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from viz.plots import panel_figure, save_figure
 
     panels = (("neg_reconstruction", "val reconstruction loss", -1), ("das", "val DAS strict (%)", 100),
               ("miou@0.1", "val mIoU@0.1 (%)", 100))
-    fig, axes = plt.subplots(len(args.categories), len(panels), figsize=(4.2 * len(panels), 3.2 * len(args.categories)),
-                             squeeze=False)
+    fig, axes = panel_figure(len(args.categories), len(panels), (4.2, 3.2))
     for row, category in enumerate(args.categories):
         for variant, seed in [(v, s) for v in args.variants for s in args.seeds]:
             log = Path(args.runs) / run_config(args, category, variant, seed).run_name / "log.csv"
@@ -300,8 +296,7 @@ def plot_convergence(args, path: Path) -> None:
         if axes[row][0].get_legend_handles_labels()[0]:
             axes[row][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def shape_statistics(records: dict) -> dict:
@@ -389,7 +384,7 @@ def main(argv=None) -> int:
         return 0
     failed = []
     if not args.table_only:
-        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--train-only"]
+        command = [sys.executable, "-m", "experiments.table7", *argv, "--train-only"]
         runs = [(run_config(args, c, v, s).run_name, command + ["--categories", c, "--variants", v, "--seeds", str(s)])
                 for c, v, s in grid(args)]
         failed = run_commands(runs, args.jobs, Path(args.runs) / "logs")

@@ -1,12 +1,8 @@
 """experiments/decisive.py: the pre-registered rule's verdict and the per-seed comparison on hand-made records."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import decisive  # noqa: E402
+from experiments import decisive
 
 
 @pytest.mark.parametrize("mean, ci, answer", [

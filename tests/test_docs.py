@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
+from docs._ext import pckp_docs
 from pckeypoints import config as c
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-import pckp_docs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,13 @@
 """The k-NN basis' σ factor (model.knn_factor, issue 30 item 2) and the loss of experiments/knn_sigma.py."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from pckeypoints.core.basis import KNN_FACTOR, PointBasis
+from pckeypoints.core.basis import KNN_FACTOR
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import ConfigError, PCKeypointsError
 from pckeypoints.core.head import KeypointHead, KeypointReadout
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
 def test_readout_scales_the_knn_sigma_by_its_factor():
@@ -55,7 +51,7 @@ def test_config_rejects_an_unused_or_bad_factor():
 
 
 def test_expected_l1_matches_monte_carlo():
-    from knn_sigma import expected_l1
+    from experiments.knn_sigma import expected_l1
 
     gen = torch.Generator().manual_seed(0)
     delta = torch.tensor([[0.0, 0.0, 0.0], [0.01, -0.02, 0.005]], dtype=torch.float64)

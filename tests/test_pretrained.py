@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +10,13 @@ from box_folder import make_box_folder
 from keypointnet_subset import make_subset, shared_data_root
 
 import pckeypoints.pretrained as pretrained
+from experiments import ship_pretrained
 from pckeypoints.train.checkpoint import MAX_EXPORT_BYTES, export_model, load_checkpoint
 from pckeypoints.cli import main
 from pckeypoints.data import KeypointNet, read_points
 from pckeypoints.errors import CheckpointError
 from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 from pckeypoints.metrics import dual_alignment_score
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import ship_pretrained  # noqa: E402
 
 SHIPPED = pretrained.REGISTRY.parent
 

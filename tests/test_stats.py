@@ -1,13 +1,10 @@
 """experiments/stats.py: the paired bootstrap against hand-computed cases and formats of table cells."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import stats  # noqa: E402
+from experiments import stats
 
 
 def test_paired_bootstrap_of_a_constant_difference_is_that_difference():

@@ -1,14 +1,12 @@
 """experiments/table7.py's table: mean ± sd over seeds, missing runs, runs of earlier sessions kept."""
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-table7 = pytest.importorskip("table7")
+from experiments import table7
 
 METRICS = {"das_sm": 0.5, "das_sm_forward": 0.4, "das_sm_backward": 0.6, "das": 0.3, "das_forward": 0.2,
            "das_backward": 0.4, "miou@0.1": 0.1, "train_minutes": 1.0, "das_sm_shapes": 146, "device": "cpu"}

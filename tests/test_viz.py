@@ -9,7 +9,7 @@ from PIL import Image
 from viz import (PALETTE, look_at_bbox, plot_calibration, plot_pck_curves, plot_training_curves, probability_colors,
                  render_gallery, render_image, render_keypoints, semantic_colors)
 from viz.offscreen import offscreen_status
-from viz.plots import DPI, FIGSIZE, reliability_bins
+from viz.plots import DPI, FIGSIZE, panel_figure, reliability_bins, save_figure
 from viz.render import LEGEND_WIDTH
 
 DATA = Path(os.environ.get("PCKP_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/keypointnet")
@@ -174,6 +174,15 @@ def test_reliability_bins_and_calibration_plot(tmp_path):
     assert _png_size(plot_calibration(confidence, correct, tmp_path / "both.png", before=[0.5] * 5)) == PLOT_SIZE
     with pytest.raises(ValueError, match="within"):
         reliability_bins([1.5], [True])
+
+
+def test_panel_figure_and_save_figure(tmp_path):
+    fig, axes = panel_figure(2, 3, (2.0, 1.5))
+    assert axes.shape == (2, 3)
+    for ax in axes.flat:
+        ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "new" / "panels.png", dpi=50)  # the folder is created
+    assert _png_size(path) == (300, 150)
 
 
 def test_render_gallery_tiles(offscreen, bathtub, tmp_path):

@@ -1,4 +1,5 @@
-"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries.
+"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries, and the panels and saving
+that the experiments' figures use.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot), so importing this module
 never changes the global matplotlib backend or touches a caller's pyplot state.
@@ -20,10 +21,17 @@ FIGSIZE = (6.4, 4.8)
 DPI = 100
 
 
-def _save(fig, path) -> Path:
+def panel_figure(nrows: int, ncols: int, panel_size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure of ``nrows x ncols`` panels of ``panel_size`` inches each, and its axes ``(nrows, ncols)``."""
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def save_figure(fig: Figure, path, dpi: int = DPI) -> Path:
+    """Write ``fig`` to ``path`` (its folder created) at ``dpi``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
@@ -49,7 +57,7 @@ def plot_pck_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _read_numeric_columns(csv_path) -> tuple[dict[str, dict[str, list[tuple[float, float]]]], list[str]]:
@@ -97,7 +105,7 @@ def plot_training_curves(csv_path, path) -> Path:
     for ax in axes.flat[len(columns):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_bins(confidence, correct, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,7 +157,7 @@ def plot_calibration(confidence, correct, path, n_bins: int = 10, before=None) -
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 320, height: int = 240,
@@ -196,7 +204,7 @@ def render_gallery(items: Sequence[Mapping], path, ncols: int = 4, width: int = 
         fig.legend(handles=_gallery_legend(), loc="upper center", bbox_to_anchor=(0.5, top), ncols=3, fontsize=8,
                    frameon=False, handlelength=1.5)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - (20 + header) / total, wspace=0.02, hspace=0.1)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _gallery_legend() -> list:

@@ -1,0 +1,1 @@
+"""Experiments and benchmarks of pckeypoints: run them as ``python -m experiments.<name>`` from the repository root."""
