@@ -97,6 +97,19 @@ def test_ece_brier_and_bins_by_hand():
         reliability_bins(torch.tensor([1.5]), torch.tensor([True]))
 
 
+def test_reliability_bins_keep_empty_bins_in_place():
+    """Every bin in order (empty ones: count 0, NaN means), 1.0 in the last; lists and arrays are taken too."""
+    mean_conf, accuracy, count = reliability_bins([0.05, 0.15, 0.12, 0.95, 1.0], [False, True, False, True, True],
+                                                  num_bins=10)
+    assert count.tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+    used = count > 0
+    assert mean_conf[used].tolist() == pytest.approx([0.05, 0.135, 0.975])
+    assert accuracy[used].tolist() == [0.0, 0.5, 1.0]
+    assert mean_conf[~used].isnan().all() and accuracy[~used].isnan().all()
+    assert expected_calibration_error([0.05, 0.15, 0.12, 0.95, 1.0], [False, True, False, True, True]) == \
+        pytest.approx((0.05 + 2 * 0.365 + 2 * 0.025) / 5)
+
+
 def line_predictions():
     """One cloud on a line (spacing 0.004), 3 keypoints, expectations off by 0.004, 0.008 and 0.016."""
     points = torch.zeros(1, 100, 3, dtype=torch.float64)
