@@ -11,6 +11,7 @@ from pckeypoints.metrics import (brier_score, calibration_correlation, expected_
                                  within_radius_probability)
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
 from pckeypoints.core.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
+from pckeypoints.ops.neighbors import far_coordinate, pad_far
 from pckeypoints.train.supervised import SupervisedTask
 from pckeypoints.train.unsupervised import UnsupervisedTask
 
@@ -176,3 +177,14 @@ def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
     unsupervised = UnsupervisedTask().summary({"das": 0.5, "das_sm": 0.75, "miou@0.1": 0.25, "neg_reconstruction": -2.0,
                                                "das_sm_shapes": 9}, TrainConfig.from_fields(mode="unsupervised"))
     assert [c.strip() for c in unsupervised.splitlines()[2].split("|")[1:-1]] == ["0.5000", "0.7500", "0.2500", "2.0000"]
+
+
+def test_far_coordinate_and_pad_far_by_hand():
+    corners = torch.tensor([[-1.0, 0.0], [1.0, 2.0], [-1.0, 2.0], [1.0, 0.0]])
+    far = far_coordinate(corners.amax(0), corners.amin(0), reach=0.5)
+    assert float(far) == pytest.approx(2 + 2 * math.sqrt(2) + 0.5 + 1)  # top coordinate + widest side · √D + reach + 1
+    gap = (corners - far).norm(dim=1).min()
+    assert gap > torch.cdist(corners, corners).max() and gap > 0.5
+    dense, mask = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]]), torch.tensor([[True, True, False]])
+    padded = pad_far(dense, mask)
+    assert torch.equal(padded[0, :2], dense[0, :2]) and padded[0, 2].tolist() == pytest.approx([2 + math.sqrt(2)] * 2)
