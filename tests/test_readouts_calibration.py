@@ -10,7 +10,7 @@ from pckeypoints.config import TrainConfig
 from pckeypoints.metrics import (brier_score, calibration_correlation, expected_calibration_error, reliability_bins,
                                  within_radius_probability)
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
-from pckeypoints.core.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
+from pckeypoints.core.readouts import READOUTS, mixture_mode, read_out
 from pckeypoints.ops.neighbors import far_coordinate, pad_far
 from pckeypoints.train.supervised import SupervisedTask
 from pckeypoints.train.unsupervised import UnsupervisedTask
@@ -32,13 +32,13 @@ def test_mixture_mode_is_the_brute_force_density_maximum(seed):
     lo, hi = basis.pos.min(1).values - 0.02, basis.pos.max(1).values + 0.02
     axes = [torch.linspace(float(lo[0, d]), float(hi[0, d]), 41, dtype=torch.float64) for d in range(3)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(1, 1, -1, 3).expand(1, 2, -1, 3)
-    best = grid.gather(2, mixture_log_density(grid, probs, basis).argmax(-1)[..., None, None].expand(-1, -1, 1, 3))
+    best = grid.gather(2, basis.log_density(grid, probs).argmax(-1)[..., None, None].expand(-1, -1, 1, 3))
     step = (hi - lo) / 40
     local = torch.linspace(-1, 1, 21, dtype=torch.float64)
     offsets = torch.stack(torch.meshgrid(local, local, local, indexing="ij"), -1).reshape(-1, 3) * step
     fine = best + offsets[None, None]
-    brute = mixture_log_density(fine, probs, basis).amax(-1)
-    found = mixture_log_density(mode[:, :, None], probs, basis)[..., 0]
+    brute = basis.log_density(fine, probs).amax(-1)
+    found = basis.log_density(mode[:, :, None], probs)[..., 0]
     assert (found >= brute - 1e-6).all(), (found, brute)
 
 
