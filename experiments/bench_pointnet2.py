@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from experiments.benchutil import RESULTS, best_time, markdown_table, peak_bytes, save_results
+from experiments.benchutil import RESULTS, best_time, peak_bytes, save_results
+from pckeypoints.evaluation.report import markdown_table
 from pointnet2 import PointNet2Seg, ops
 
 RADIUS = 0.1
@@ -183,7 +184,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         ["op", "method", "B", "N", "M", "S", "C", "fwd ms", "fwd+bwd ms", "peak fwd MiB", "out+idx MiB"],
         [[fmt(v) for v in [r["op"], r["method"], r["B"], r["N"], r.get("M"), r.get("nsample"), r.get("C"),
                            r.get("forward_ms"), r.get("forward_backward_ms"), mib(r.get("peak_forward_bytes")),
-                           mib(r.get("output_plus_index_bytes"))]] for r in rows])
+                           mib(r.get("output_plus_index_bytes"))]] for r in rows], align=False).splitlines()
     lines += ["", "Targets: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}"
                                          for k, v in meta["targets"].items())]
     return "\n".join(lines) + "\n"

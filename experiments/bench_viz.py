@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.benchutil import RESULTS, markdown_table, save_results
+from experiments.benchutil import RESULTS, save_results
+from pckeypoints.evaluation.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
@@ -179,14 +180,16 @@ def main() -> None:
     config = {"size": [WIDTH, HEIGHT], "repeat": args.repeat, "cloud": Path(cloud).name, "model": model,
               "load_average": os.getloadavg()[0]}
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
+    table = lambda rows: markdown_table(list(rows[0]), [[fmt(v) for v in row.values()] for row in rows],
+                                        align=False).splitlines()
     lines = ["# bench_viz: headless PNG renders", "", f"config: `{json.dumps(config)}`", "",
              "One scene (first test bathtub, keypoints and predictions), each backend in a fresh process:", ""]
-    lines += markdown_table(list(render_rows[0]), [[fmt(v) for v in row.values()] for row in render_rows])
+    lines += table(render_rows)
     lines += ["", "The command, end to end in a fresh process (Python start, imports, model, render):", ""]
-    lines += markdown_table(list(cli_rows[0]), [[fmt(v) for v in row.values()] for row in cli_rows])
+    lines += table(cli_rows)
     lines += ["", "Imports, each in a fresh process after the modules named (-M: with M hidden, as `viz` hides IPython "
               "from Open3D's Dash):", ""]
-    lines += markdown_table(list(import_rows[0]), [[fmt(v) for v in row.values()] for row in import_rows])
+    lines += table(import_rows)
     save_results(RESULTS, "bench_viz", {"config": config, "render": render_rows, "cli": cli_rows,
                                         "imports": import_rows},
                  "\n".join(lines) + "\n")

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from pckeypoints.evaluation.report import markdown_table
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -89,11 +91,6 @@ def machine() -> dict:
     return info
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of a markdown table."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def save_results(out_dir: Path, name: str, payload: dict, markdown: str) -> Path:
     """Write ``<name>.json`` (``payload``) and ``<name>.md`` (``markdown``, also printed); return the markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,5 +107,5 @@ def write_results(name: str, rows: list[dict], config: dict, out_dir: Path = RES
     cols = list(rows[0])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
     lines = [f"# {name}", "", f"config: `{json.dumps(config)}`  ", f"machine: `{json.dumps(payload['machine'])}`", ""]
-    lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in rows])
+    lines += markdown_table(cols, [[fmt(r[c]) for c in cols] for r in rows], align=False).splitlines()
     return save_results(out_dir, name, payload, "\n".join(lines) + "\n")

@@ -232,19 +232,13 @@ def run(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def mean_sd(values: list[float]) -> str:
-    import statistics
-
-    if not values:
-        return "–"
-    return f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
-
-
 CLOCKS = {"cpu": "CPU time, 1 process (1 thread)", "wall": "wall clock, {procs} processes"}
 
 
 def write_tables(results_dir: Path) -> None:
     import statistics
+
+    from stats import mean_sd
 
     results_dir.mkdir(parents=True, exist_ok=True)
     cells = load_results(results_dir / "speedrun.json")["cells"].values()
@@ -276,8 +270,8 @@ def write_tables(results_dir: Path) -> None:
             f"{statistics.mean(c['train_wall_s'] for c in group):.0f} | "
             f"{statistics.mean(c['train_cpu_s'] for c in group):.0f} | "
             f"{'/'.join(str(c['epochs']) for c in group)} of {group[0]['of_epochs']} | "
-            f"{mean_sd([c['test']['pck_snapped_geodesic'] for c in group])} | {mean_sd(euclid)} | "
-            f"{mean_sd([c['test']['pck_expectation_euclidean'] for c in group])} | {target or '–'} | {met} |")
+            f"{mean_sd([c['test']['pck_snapped_geodesic'] for c in group], 100)} | {mean_sd(euclid, 100)} | "
+            f"{mean_sd([c['test']['pck_expectation_euclidean'] for c in group], 100)} | {target or '–'} | {met} |")
     lines += ["", "Recipes (TrainConfig fields; category, seed, device set per cell):", ""]
     for recipe in sorted({r for r, _, _ in groups}):
         fields = next(c["fields"] for c in cells if c["recipe"] == recipe)

@@ -87,11 +87,12 @@ def summarize(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def mean_sd(values: list[float]) -> str:
-    """Fractions as ``"mean ± sd"`` in percent (one decimal; the mean alone for one value, ``–`` for none)."""
+def mean_sd(values: list[float], whole: float = 1.0) -> str:
+    """Fractions of ``whole`` (1: fractions, 100: values already in percent) as ``"mean ± sd"`` in percent (one
+    decimal; the mean alone for one value, ``–`` for none)."""
     if not values:
         return "–"
-    cell = summarize(values)
+    cell = summarize([value / whole for value in values])
     return percent(cell["mean"]) if cell["sd"] is None else f"{percent(cell['mean'])} ± {percent(cell['sd'])}"
 
 

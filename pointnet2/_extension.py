@@ -14,14 +14,13 @@ The CUDA extension is only ever built for CUDA tensors, so nothing needs nvcc on
 from __future__ import annotations
 
 import os
-import warnings
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-from pointnet2.build import load_extension
+from pointnet2.build import load_extension, load_or_warn
 from pointnet2.errors import InputError
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
@@ -41,16 +40,8 @@ def _build(device_type: str) -> ModuleType:
 
 @cache
 def _build_or_warn(device_type: str) -> ModuleType | None:
-    try:
-        return _build(device_type)
-    except Exception as err:  # compiler missing, build error, ...: any failure means "use the reference"
-        warnings.warn(
-            f"pointnet2: building the {device_type.upper()} extension failed ({type(err).__name__}: {err}); "
-            "falling back to the pure-PyTorch reference (slow).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+    return load_or_warn(lambda: _build(device_type), f"pointnet2's {device_type.upper()} extension",
+                        "falling back to the pure-PyTorch reference (slow)", stacklevel=3)
 
 
 def use_reference(backend: str | None, device: torch.device) -> bool:

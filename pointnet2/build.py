@@ -1,10 +1,11 @@
-"""Building C++/CUDA extensions: the one helper used by pointnet2's ops and pckeypoints' fused sampler.
+"""Building C++/CUDA extensions: the one helper used by pointnet2's ops and pckeypoints' kernels.
 
 :func:`load_extension` JIT-builds an extension with :func:`torch.utils.cpp_extension.load` (without ninja,
 setuptools) and caches it in the torch extensions directory (``$TORCH_EXTENSIONS_DIR``), in a folder named by
 a hash of its sources, flags, torch and Python, so that later processes load it directly.
 ``scripts/setup.sh`` builds every extension ahead of time (``python -m pckeypoints.ops.extensions``); with
-``PCKP_NO_BUILD=1`` :func:`load_extension` raises instead of compiling a missing one.
+``PCKP_NO_BUILD=1`` :func:`load_extension` raises instead of compiling a missing one. :func:`load_or_warn` is
+the fallback of every ``"auto"`` backend: the extension, or None and one warning when it cannot be built.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import hashlib
 import importlib.util
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-__all__ = ["NO_BUILD_VAR", "NotBuiltError", "load_extension"]
+__all__ = ["NO_BUILD_VAR", "NotBuiltError", "load_extension", "load_or_warn"]
 
 NO_BUILD_VAR = "PCKP_NO_BUILD"
 
@@ -54,6 +57,19 @@ def load_extension(name: str, sources: tuple[Path, ...], cflags: tuple[str, ...]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_or_warn(load: Callable[[], ModuleType], what: str, fallback: str, stacklevel: int = 2) -> ModuleType | None:
+    """``load()`` (an extension's loader, e.g. calling :func:`load_extension`), or None with the RuntimeWarning
+    ``"building {what} failed (<error>); {fallback}"`` where it raises (no compiler, a build error,
+    :class:`NotBuiltError`); ``stacklevel`` as the caller would give :func:`warnings.warn` (1: its line). Callers cache
+    the answer, so that a failed build warns once."""
+    try:
+        return load()
+    except Exception as err:  # any failure means "use the fallback"
+        warnings.warn(f"building {what} failed ({type(err).__name__}: {err}); {fallback}", RuntimeWarning,
+                      stacklevel=stacklevel + 1)
+        return None
 
 
 def _build_dir(name: str, include: list[str], flags: dict) -> Path:

@@ -1,3 +1,4 @@
+import math
 import sys
 
 import numpy as np
@@ -184,3 +185,17 @@ def test_grid_normalized_without_align_corners_is_dsntnns_and_xy_reverses_the_ax
         PointBasis.grid((4, 4), spacing=0.5, normalized=True)
     with pytest.raises(PCKeypointsError, match="order"):
         PointBasis.grid((4, 4), order="yx")
+
+
+def test_gaussian_and_uniform_densities_by_hand():
+    basis = PointBasis(torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], dtype=torch.float64), 0.1)
+    probs = torch.tensor([[[0.25, 0.75]]], dtype=torch.float64)
+    y = torch.tensor([[[[0.1, 0.0, 0.0]]]], dtype=torch.float64)  # 1 σ from the first point, 9 σ from the second
+    norm = (2 * math.pi * 0.1**2) ** -1.5
+    want = 0.25 * norm * math.exp(-0.5) + 0.75 * norm * math.exp(-0.5 * 81)
+    assert float(basis.density(y, probs)) == pytest.approx(want, rel=1e-12)
+    assert float(basis.log_density(y, probs)) == pytest.approx(math.log(want), rel=1e-12)
+    assert basis.log_components(y, torch.tensor([[[1.0, 0.0]]], dtype=torch.float64))[0, 0, 0, 1] == -math.inf
+    boxes = PointBasis.grid((2,), spacing=0.5, kind="uniform")  # cells [-0.25, 0.25) and [0.25, 0.75) of height 2
+    at = torch.tensor([0.0, 0.3, 0.8]).view(1, 1, 3, 1)
+    assert boxes.density(at, torch.tensor([[[0.4, 0.6]]]))[0, 0].tolist() == pytest.approx([0.8, 1.2, 0.0])

@@ -226,5 +226,5 @@ def test_miou_bad_input():
         keypoint_miou(torch.zeros(2, 1, 3), [torch.zeros(1, 3)], None, 0.1)
     with pytest.raises(ValueError, match="no keypoints"):
         keypoint_miou(torch.zeros(1, 1, 3), [torch.zeros(0, 3)], None, 0.1)
-    with pytest.raises(ValueError, match=r"must be \(n, 3\)"):
+    with pytest.raises(ValueError, match=r"pred of shape 0 must be \(N, 3\)"):  # check_cloud's message
         keypoint_miou(torch.zeros(1, 1, 2), [torch.zeros(1, 3)], None, 0.1)

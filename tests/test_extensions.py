@@ -50,3 +50,21 @@ def test_every_runtime_loader_is_built_by_the_set_up():
                for package in ("pckeypoints", "pointnet2") for path in (ROOT / package).rglob("*.py")
                if re.search(r"\bload_extension\(", path.read_text()) and path.name != "build.py"}
     assert callers == {module for module, _, _ in EXTENSIONS.values()}
+
+
+def test_load_or_warn_is_the_one_fallback_of_the_auto_backends():
+    import types
+    import warnings
+
+    from pointnet2.build import load_or_warn
+
+    def broken():
+        raise RuntimeError("no compiler")
+
+    module = types.ModuleType("built")
+    assert load_or_warn(lambda: module, "the X kernel", "using Y") is module
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_or_warn(broken, "the X kernel", "using Y", stacklevel=1) is None  # the warning points here
+    assert [str(w.message) for w in caught] == ["building the X kernel failed (RuntimeError: no compiler); using Y"]
+    assert caught[0].category is RuntimeWarning and caught[0].filename == __file__

@@ -10,7 +10,8 @@ from pckeypoints.config import TrainConfig
 from pckeypoints.metrics import (brier_score, calibration_correlation, expected_calibration_error, reliability_bins,
                                  within_radius_probability)
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
-from pckeypoints.core.readouts import READOUTS, mixture_log_density, mixture_mode, read_out
+from pckeypoints.core.readouts import READOUTS, mixture_mode, read_out
+from pckeypoints.ops.neighbors import far_coordinate, pad_far
 from pckeypoints.train.supervised import SupervisedTask
 from pckeypoints.train.unsupervised import UnsupervisedTask
 
@@ -31,13 +32,13 @@ def test_mixture_mode_is_the_brute_force_density_maximum(seed):
     lo, hi = basis.pos.min(1).values - 0.02, basis.pos.max(1).values + 0.02
     axes = [torch.linspace(float(lo[0, d]), float(hi[0, d]), 41, dtype=torch.float64) for d in range(3)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(1, 1, -1, 3).expand(1, 2, -1, 3)
-    best = grid.gather(2, mixture_log_density(grid, probs, basis).argmax(-1)[..., None, None].expand(-1, -1, 1, 3))
+    best = grid.gather(2, basis.log_density(grid, probs).argmax(-1)[..., None, None].expand(-1, -1, 1, 3))
     step = (hi - lo) / 40
     local = torch.linspace(-1, 1, 21, dtype=torch.float64)
     offsets = torch.stack(torch.meshgrid(local, local, local, indexing="ij"), -1).reshape(-1, 3) * step
     fine = best + offsets[None, None]
-    brute = mixture_log_density(fine, probs, basis).amax(-1)
-    found = mixture_log_density(mode[:, :, None], probs, basis)[..., 0]
+    brute = basis.log_density(fine, probs).amax(-1)
+    found = basis.log_density(mode[:, :, None], probs)[..., 0]
     assert (found >= brute - 1e-6).all(), (found, brute)
 
 
@@ -95,6 +96,19 @@ def test_ece_brier_and_bins_by_hand():
     assert brier_score(confidence, correct) == pytest.approx((0.05**2 + 0.85**2 + 0.05**2 + 0.15**2) / 4)
     with pytest.raises(ValueError, match="within"):
         reliability_bins(torch.tensor([1.5]), torch.tensor([True]))
+
+
+def test_reliability_bins_keep_empty_bins_in_place():
+    """Every bin in order (empty ones: count 0, NaN means), 1.0 in the last; lists and arrays are taken too."""
+    mean_conf, accuracy, count = reliability_bins([0.05, 0.15, 0.12, 0.95, 1.0], [False, True, False, True, True],
+                                                  num_bins=10)
+    assert count.tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+    used = count > 0
+    assert mean_conf[used].tolist() == pytest.approx([0.05, 0.135, 0.975])
+    assert accuracy[used].tolist() == [0.0, 0.5, 1.0]
+    assert mean_conf[~used].isnan().all() and accuracy[~used].isnan().all()
+    assert expected_calibration_error([0.05, 0.15, 0.12, 0.95, 1.0], [False, True, False, True, True]) == \
+        pytest.approx((0.05 + 2 * 0.365 + 2 * 0.025) / 5)
 
 
 def line_predictions():
@@ -163,3 +177,14 @@ def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
     unsupervised = UnsupervisedTask().summary({"das": 0.5, "das_sm": 0.75, "miou@0.1": 0.25, "neg_reconstruction": -2.0,
                                                "das_sm_shapes": 9}, TrainConfig.from_fields(mode="unsupervised"))
     assert [c.strip() for c in unsupervised.splitlines()[2].split("|")[1:-1]] == ["0.5000", "0.7500", "0.2500", "2.0000"]
+
+
+def test_far_coordinate_and_pad_far_by_hand():
+    corners = torch.tensor([[-1.0, 0.0], [1.0, 2.0], [-1.0, 2.0], [1.0, 0.0]])
+    far = far_coordinate(corners.amax(0), corners.amin(0), reach=0.5)
+    assert float(far) == pytest.approx(2 + 2 * math.sqrt(2) + 0.5 + 1)  # top coordinate + widest side · √D + reach + 1
+    gap = (corners - far).norm(dim=1).min()
+    assert gap > torch.cdist(corners, corners).max() and gap > 0.5
+    dense, mask = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]]), torch.tensor([[True, True, False]])
+    padded = pad_far(dense, mask)
+    assert torch.equal(padded[0, :2], dense[0, :2]) and padded[0, 2].tolist() == pytest.approx([2 + math.sqrt(2)] * 2)

@@ -2,6 +2,7 @@
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from keypointnet_subset import make_subset
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))  # speedrun imports its siblings (stats), as when run as a script
 spec = importlib.util.spec_from_file_location("speedrun", ROOT / "experiments" / "speedrun.py")
 speedrun = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(speedrun)

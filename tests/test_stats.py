@@ -40,6 +40,7 @@ def test_paired_bootstrap_rejects_mismatched_inputs():
 def test_cell_formats():
     assert stats.summarize([0.5, 0.7]) == {"mean": 0.6, "sd": pytest.approx(math.sqrt(0.02)), "n": 2}
     assert stats.mean_sd([0.5, 0.7]) == "60.0 ± 14.1" and stats.mean_sd([0.5]) == "50.0" and stats.mean_sd([]) == "–"
+    assert stats.mean_sd([45.3, 47.3], whole=100) == "46.3 ± 1.4"  # values already in percent (speedrun's)
     assert stats.percent(None) == "n/a" and stats.percent(math.nan) == "n/a" and stats.percent(0.1234) == "12.3"
     assert stats.nan_mean([1.0, math.nan, 3.0]) == 2.0 and math.isnan(stats.nan_mean([math.nan]))
 

@@ -9,7 +9,7 @@ from PIL import Image
 from viz import (PALETTE, look_at_bbox, plot_calibration, plot_pck_curves, plot_training_curves, probability_colors,
                  render_gallery, render_image, render_keypoints, semantic_colors)
 from viz.offscreen import offscreen_status
-from viz.plots import DPI, FIGSIZE, panel_figure, reliability_bins, save_figure
+from viz.plots import DPI, FIGSIZE, panel_figure, save_figure
 from viz.render import LEGEND_WIDTH
 
 DATA = Path(os.environ.get("PCKP_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/keypointnet")
@@ -83,7 +83,7 @@ def test_camera_frames_the_cloud_and_projects_its_centre_to_the_image_centre():
     np.testing.assert_allclose(camera.project(centre[None]), [[150, 100]], atol=1e-9)
     with pytest.raises(ValueError, match="NaN"):
         look_at_bbox(np.full((4, 3), np.nan), 10, 10)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="empty cloud"):  # pckeypoints.validation.check_cloud's message
         look_at_bbox(np.zeros((0, 3)), 10, 10)
 
 
@@ -163,17 +163,14 @@ def test_plot_training_curves_reads_numeric_columns(tmp_path):
         plot_training_curves(tmp_path / "bad.csv", tmp_path / "bad.png")
 
 
-def test_reliability_bins_and_calibration_plot(tmp_path):
+def test_calibration_plot(tmp_path):
+    """The bins are pckeypoints.metrics.calibration.reliability_bins' (tests/test_readouts_calibration.py)."""
     confidence = [0.05, 0.15, 0.12, 0.95, 1.0]
     correct = [False, True, False, True, True]
-    mean_confidence, accuracy, count = reliability_bins(confidence, correct, n_bins=10)
-    np.testing.assert_allclose(mean_confidence, [0.05, 0.135, 0.975])
-    np.testing.assert_allclose(accuracy, [0.0, 0.5, 1.0])
-    np.testing.assert_array_equal(count, [1, 2, 2])
     assert _png_size(plot_calibration(confidence, correct, tmp_path / "cal.png")) == PLOT_SIZE
     assert _png_size(plot_calibration(confidence, correct, tmp_path / "both.png", before=[0.5] * 5)) == PLOT_SIZE
     with pytest.raises(ValueError, match="within"):
-        reliability_bins([1.5], [True])
+        plot_calibration([1.5], [True], tmp_path / "bad.png")
 
 
 def test_panel_figure_and_save_figure(tmp_path):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pckeypoints.errors import InputError
+from pckeypoints.validation import check_cloud
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,11 @@ class PinholeCamera:
 
 
 def check_points(name: str, value, allow_empty: bool = False) -> np.ndarray:
-    """The one validator of viz: ``value`` as a finite ``(M, 3)`` float64 array, else a ValueError naming it."""
-    p = np.asarray(value, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise InputError(f"{name} must have shape (M, 3), got {p.shape}")
-    if len(p) == 0 and not allow_empty:
-        raise InputError(f"{name} is empty: shape {p.shape}, need at least one point")
-    if not np.isfinite(p).all():
-        raise InputError(f"{name} contains NaN or infinite values (drop missing keypoints with their mask)")
-    return p
+    """``value`` as a float64 array, checked by :func:`pckeypoints.validation.check_cloud` to be finite
+    ``(M, 3)`` points (M >= 1 unless ``allow_empty``), else a ValueError naming it."""
+    points = np.asarray(value, dtype=np.float64)
+    check_cloud(points, name, min_points=0 if allow_empty else 1)
+    return points
 
 
 def look_at_bbox(points, width: int, height: int, azimuth: float = 35.0, elevation: float = 25.0,

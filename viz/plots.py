@@ -108,52 +108,33 @@ def plot_training_curves(csv_path, path) -> Path:
     return save_figure(fig, path)
 
 
-def reliability_bins(confidence, correct, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bin predictions by confidence into ``n_bins`` equal-width bins of [0, 1].
-
-    Args:
-        confidence: (M,) values in [0, 1].
-        correct: (M,) booleans.
-    Returns:
-        (B,) mean confidence, (B,) accuracy and (B,) count of the B non-empty bins.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct)
-    if confidence.ndim != 1 or confidence.shape != correct.shape or len(confidence) == 0:
-        raise InputError(f"confidence {confidence.shape} and correct {correct.shape} must be equally long "
-                         "non-empty 1-D arrays")
-    if not np.isfinite(confidence).all() or confidence.min() < 0 or confidence.max() > 1:
-        raise InputError("confidence must be finite and within [0, 1]")
-    bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    used = count > 0
-    mean_confidence = np.bincount(bins, confidence, n_bins)[used] / count[used]
-    accuracy = np.bincount(bins, correct.astype(np.float64), n_bins)[used] / count[used]
-    return mean_confidence, accuracy, count[used]
-
-
 def plot_calibration(confidence, correct, path, n_bins: int = 10, before=None) -> Path:
-    """Reliability diagram: per-bin accuracy against mean confidence (marker area ~ bin size).
+    """Reliability diagram: per-bin accuracy against mean confidence (marker area ~ bin size; empty bins
+    not drawn), bins and ECE of :func:`pckeypoints.metrics.calibration.reliability_bins`.
 
     Args:
         confidence: (M,) predicted confidence in [0, 1].
         correct: (M,) whether each prediction was correct.
         before: (M,) the same predictions' confidence before calibration (T = 1), drawn beside it.
     """
+    from pckeypoints.metrics.calibration import expected_calibration_error, reliability_bins
+
     series = {"calibrated": confidence, "before (T = 1)": before} if before is not None else {"bins": confidence}
     fig = Figure(figsize=FIGSIZE)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     eces = []
     for (label, values), marker in zip(reversed(series.items()), "os"):
-        mean_confidence, accuracy, count = reliability_bins(values, correct, n_bins)
-        ece = float(np.sum(count * np.abs(accuracy - mean_confidence)) / count.sum())
+        mean_confidence, accuracy, count = (column.numpy() for column in reliability_bins(values, correct, n_bins))
+        used = count > 0
+        mean_confidence, accuracy, count = mean_confidence[used], accuracy[used], count[used]
+        ece = expected_calibration_error(values, correct, n_bins)
         eces.append(ece)
         ax.scatter(mean_confidence, accuracy, s=20 + 200 * count / count.max(), zorder=3, marker=marker,
                    alpha=0.7 if before is not None else 1, label=f"{label}, ECE {ece:.3f}" if before is not None else label)
     ece_text = f"ECE {eces[0]:.3f} -> {eces[1]:.3f}" if before is not None else f"ECE {eces[0]:.3f}"
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"Calibration ({ece_text}, {count.sum()} predictions)")
+           title=f"Calibration ({ece_text}, {count.sum():.0f} predictions)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()

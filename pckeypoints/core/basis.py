@@ -317,24 +317,32 @@ class PointBasis:
             return torch.rand(*shape, **opts) - 0.5
         return torch.rand(*shape, **opts) - torch.rand(*shape, **opts)
 
-    def density(self, y: Tensor, probs: Tensor) -> Tensor:
-        """Mixture density Σ_i π_i f_i(y) at query points.
+    def log_components(self, y: Tensor, probs: Tensor) -> Tensor:
+        """log π_i f_i(y) of every component of the mixture: the one mixture density of the package.
 
         Args:
             y: ``(B, K, Q, D)`` query points.
             probs: ``(B, K, N)`` mixture weights π.
         Returns:
-            ``(B, K, Q)`` density.
+            ``(B, K, Q, N)``, -inf where π_i = 0 (padding) or y lies outside the support of f_i.
         """
         u = (y[:, :, :, None, :] - self.pos[:, None, None]) / self.bandwidth[:, None, None]  # (B, K, Q, N, D)
         if self.kind == "gaussian":
-            f = torch.exp(-0.5 * u.square()) / math.sqrt(2 * math.pi)
+            log_f = -0.5 * u.square() - 0.5 * math.log(2 * math.pi)
         elif self.kind == "uniform":
-            f = (u.abs() < 0.5).to(u.dtype)
+            log_f = torch.zeros_like(u).masked_fill(u.abs() >= 0.5, -math.inf)
         else:
-            f = (1 - u.abs()).clamp(min=0)
-        f = f.prod(dim=-1) / self.bandwidth.prod(dim=-1)[:, None, None]  # (B, K, Q, N)
-        return (f * probs[:, :, None, :]).sum(dim=-1)
+            log_f = (1 - u.abs()).clamp(min=0).log()
+        log_norm = self.bandwidth.log().sum(dim=-1)  # (B, N)
+        return probs.log()[:, :, None] + log_f.sum(dim=-1) - log_norm[:, None, None]
+
+    def log_density(self, y: Tensor, probs: Tensor) -> Tensor:
+        """log p(y) = log Σ_i π_i f_i(y) at ``y (B, K, Q, D)`` for ``probs (B, K, N)``: ``(B, K, Q)``."""
+        return self.log_components(y, probs).logsumexp(dim=-1)
+
+    def density(self, y: Tensor, probs: Tensor) -> Tensor:
+        """Mixture density Σ_i π_i f_i(y) at ``y (B, K, Q, D)`` for ``probs (B, K, N)``: ``(B, K, Q)``."""
+        return self.log_density(y, probs).exp()
 
 
 def _flatten_basis(basis: PointBasis) -> tuple[list, tuple[str, bool]]:

@@ -6,16 +6,14 @@ p(y) = Σ_i π_i N(y; y_i, σ_i² I). Four ways to turn it into one point:
 - ``"expectation"``: the mixture mean Σ_i π_i y_i (soft-argmax; what the soft-argmax loss trains).
 - ``"snapped"``: the expectation moved to its nearest cloud point.
 - ``"top"``: the point of highest probability, argmax_i π_i.
-- ``"mode"``: the highest mode of the mixture density, found by mean-shift from the most probable points.
+- ``"mode"``: the highest mode of the mixture density
+  (:meth:`~pckeypoints.core.basis.PointBasis.log_density`), found by mean-shift from the most probable points.
 
 All functions take probabilities ``(B, K, N)`` (zero at padding) and the basis positions ``(B, N, D)``
 (``B`` may be 1 and broadcast); ``mask`` ``(B, N)`` marks real points.
 """
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 
 from pckeypoints.choices import READOUTS
@@ -39,11 +37,6 @@ def points_at(index: Tensor, basis: PointBasis) -> Tensor:
     return pos.gather(1, index[..., None].expand(-1, -1, pos.shape[-1]))
 
 
-def mixture_log_density(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:
-    """log p(y) of the Gaussian mixture at ``y (B, K, Q, D)`` for ``probs (B, K, N)``: ``(B, K, Q)``."""
-    return _log_components(y, probs, basis).logsumexp(-1)
-
-
 def mixture_mode(probs: Tensor, basis: PointBasis, candidates: int = 5, steps: int = 30) -> Tensor:
     """Highest mode ``(B, K, D)`` of the Gaussian mixture Σ_i π_i N(y_i, σ_i² I).
 
@@ -59,9 +52,9 @@ def mixture_mode(probs: Tensor, basis: PointBasis, candidates: int = 5, steps: i
     y = pos.gather(1, top.reshape(b, -1, 1).expand(-1, -1, pos.shape[-1])).view(b, k, -1, pos.shape[-1])
     inv_var = basis.bandwidth[..., 0].expand(b, n).square().reciprocal()  # (B, N), isotropic σ_i
     for _ in range(steps):
-        weights = (_log_components(y, probs, basis) + inv_var.log()[:, None, None]).softmax(-1)  # (B, K, M, N)
+        weights = (basis.log_components(y, probs) + inv_var.log()[:, None, None]).softmax(-1)  # (B, K, M, N)
         y = weights @ pos[:, None]
-    best = mixture_log_density(y, probs, basis).argmax(-1)  # (B, K)
+    best = basis.log_density(y, probs).argmax(-1)  # (B, K)
     return y.gather(2, best[..., None, None].expand(-1, -1, 1, y.shape[-1])).squeeze(2)
 
 
@@ -76,12 +69,3 @@ def read_out(probs: Tensor, basis: PointBasis, readout: str = "expectation") -> 
     if readout == "mode":
         return mixture_mode(probs, basis)
     raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
-
-
-def _log_components(y: Tensor, probs: Tensor, basis: PointBasis) -> Tensor:
-    """log(π_i N(y; y_i, σ_i² I)) ``(B, K, Q, N)`` for ``y (B, K, Q, D)``; -inf at padding and π_i = 0."""
-    b, n, d = probs.shape[0], probs.shape[-1], y.shape[-1]
-    sigma = basis.bandwidth[..., 0].expand(b, n)  # (B, N)
-    sq = torch.cdist(y.flatten(1, 2), basis.pos.expand(b, -1, -1)).square().view(*y.shape[:3], n)
-    log_norm = -d * (sigma.log() + 0.5 * math.log(2 * math.pi))  # (B, N)
-    return probs.log()[:, :, None] - sq / (2 * sigma.square()[:, None, None]) + log_norm[:, None, None]

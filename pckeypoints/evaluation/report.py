@@ -34,7 +34,7 @@ def markdown_table(header: list[str], rows: list[list], align: bool = True) -> s
         return str(value)
 
     cells = [header, *([fmt(v) for v in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) if align else 1 for i in range(len(header))]
+    widths = [max(len(row[i]) for row in cells) if align else 0 for i in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) if align else "---" for w in widths) + "|")
     return "\n".join(lines) + "\n"

@@ -120,10 +120,12 @@ def fit_temperature(probs: Tensor, distance: Tensor, sigma: Tensor, radius: Tens
 
 
 def reliability_bins(confidence: Tensor, correct: Tensor, num_bins: int = 10) -> tuple[Tensor, Tensor, Tensor]:
-    """Predictions binned by confidence into ``num_bins`` equal-width bins of [0, 1].
+    """Predictions binned by confidence into ``num_bins`` equal-width bins of [0, 1] (1 in the last); the one
+    binning of the ECE and of every reliability diagram (:func:`viz.plots.plot_calibration`).
 
     Returns:
-        ``(mean confidence, accuracy, count)``, each ``(num_bins,)`` float64 (NaN means for empty bins).
+        ``(mean confidence, accuracy, count)``, each ``(num_bins,)`` float64 over every bin in order, so that the
+        bins of several runs line up; an empty bin has count 0 and NaN means (plots select ``count > 0``).
     """
     confidence, correct = _pair(confidence, correct, min_count=1)
     if confidence.min() < 0 or confidence.max() > 1:

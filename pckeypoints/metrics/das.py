@@ -9,6 +9,7 @@ import torch
 from pckeypoints.metrics.geodesic import cloud_geodesics, snap_to_points
 from pckeypoints.metrics.pck import Thresholds, as_thresholds
 from pckeypoints.errors import InputError
+from pckeypoints.validation import check_cloud
 
 __all__ = ["AlignmentVotes", "DualAlignment", "alignment_votes", "das_from_votes", "dual_alignment_score",
            "keypoint_matches", "keypoint_miou"]
@@ -170,11 +171,9 @@ def _pad_annotations(annotations: Sequence[Annotation], device: torch.device):
 
 
 def _keypoint_set(keypoints: torch.Tensor, name: str, shape: int) -> torch.Tensor:
+    """``keypoints`` as float64 ``(n, 3)``, n >= 0, checked by :func:`~pckeypoints.validation.check_cloud`."""
     keypoints = torch.as_tensor(keypoints, dtype=torch.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
-        raise InputError(f"{name} of shape {shape} must be (n, 3), got {tuple(keypoints.shape)}")
-    if not torch.isfinite(keypoints).all():
-        raise InputError(f"{name} of shape {shape} has NaN or infinite values")
+    check_cloud(keypoints, f"{name} of shape {shape}", min_points=0)
     return keypoints
 
 

@@ -21,7 +21,6 @@ each present with an activation strength a_p in [0, 1]:
 """
 from __future__ import annotations
 
-import warnings
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -94,12 +93,9 @@ def _kernel() -> ModuleType:
 
 @cache
 def _kernel_or_warn() -> ModuleType | None:
-    try:
-        return _kernel()
-    except Exception as err:  # no compiler, build error: the dense search
-        warnings.warn(f"building the Chamfer CPU kernels failed ({type(err).__name__}: {err}); "
-                      "using PyTorch", RuntimeWarning, stacklevel=4)
-        return None
+    from pointnet2.build import load_or_warn
+
+    return load_or_warn(_kernel, "the Chamfer CPU kernels", "using PyTorch", stacklevel=4)
 
 
 def _squared_distance(x: Tensor, y: Tensor, index: Tensor) -> Tensor:

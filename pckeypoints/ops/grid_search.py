@@ -7,7 +7,6 @@ in the points' dtype, the same ``< r²`` test, first neighbours by index, ties t
 """
 from __future__ import annotations
 
-import warnings
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -58,9 +57,6 @@ def _build() -> ModuleType:
 
 @cache
 def _kernels() -> ModuleType | None:
-    try:
-        return _build()
-    except Exception as err:  # no compiler, build error: the brute-force kernels answer
-        warnings.warn(f"building the grid search kernel failed ({type(err).__name__}: {err}); radius and knn stay "
-                      "brute force", RuntimeWarning, stacklevel=3)
-        return None
+    from pointnet2.build import load_or_warn
+
+    return load_or_warn(_build, "the grid search kernel", "radius and knn stay brute force", stacklevel=3)

@@ -79,8 +79,13 @@ def pad_far(dense: Tensor, mask: Tensor) -> Tensor:
     real point than the diameter of all of them, so that k-NN searches never pick it."""
     hi = dense.masked_fill(~mask[..., None], -math.inf).amax(dim=(0, 1))  # (D,)
     lo = dense.masked_fill(~mask[..., None], math.inf).amin(dim=(0, 1))
-    far = hi.amax() + (hi - lo).amax() * math.sqrt(dense.shape[-1]) + 1
-    return torch.where(mask[..., None], dense, far)
+    return torch.where(mask[..., None], dense, far_coordinate(hi, lo))
+
+
+def far_coordinate(hi: Tensor, lo: Tensor, reach: float = 0.0) -> Tensor:
+    """The padding coordinate c (0-d) of points within the box ``[lo, hi]`` (``(D,)`` each): the point (c, ..., c)
+    lies farther from each of them than any two of them are from each other, and than ``reach``."""
+    return hi.amax() + (hi - lo).amax() * math.sqrt(hi.shape[0]) + reach + 1
 
 
 def _kdtree(query: Tensor, points: Tensor, k: int) -> Neighbors:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from pckeypoints.ops import grid_search
 from pckeypoints.errors import InputError
-from pckeypoints.ops.neighbors import CDIST_ENTRIES, knn_points
+from pckeypoints.ops.neighbors import CDIST_ENTRIES, far_coordinate, knn_points
 from pckeypoints.validation import check_batch_index, check_finite
 
 __all__ = ["fps", "knn", "knn_graph", "knn_interpolate", "radius", "radius_graph"]
@@ -364,8 +364,7 @@ def _dense_pair(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | 
     ptr_x, ptr_y = _ptrs(x, y, batch_x, batch_y, batch_size)
     sizes_x, sizes_y = ptr_x.diff(), ptr_y.diff()
     both = torch.cat([x, y])
-    hi, lo = both.amax(0), both.amin(0)
-    far = hi.amax() + (hi - lo).amax() * math.sqrt(x.shape[1]) + reach + 1
+    far = far_coordinate(both.amax(0), both.amin(0), reach)
     width_x = max(int(sizes_x.max()), 1)
     dense_x, _ = _dense(x, sizes_x, ptr_x, width_x, far)
     dense_y, valid_y = _dense(y, sizes_y, ptr_y, max(int(sizes_y.max()), 1), 0.0)

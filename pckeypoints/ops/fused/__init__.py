@@ -116,12 +116,10 @@ def _cpu() -> ModuleType:
 
 @cache
 def _cpu_or_warn() -> ModuleType | None:
-    try:
-        return _cpu()
-    except Exception as err:  # no compiler, build error: sampling_argmax falls back to the Python sampler
-        warnings.warn(f"building the fused sampling-argmax CPU kernel failed ({type(err).__name__}: {err}); "
-                      "sampler='auto' uses the Python 'gaussian' sampler", RuntimeWarning, stacklevel=4)
-        return None
+    from pointnet2.build import load_or_warn
+
+    return load_or_warn(_cpu, "the fused sampling-argmax CPU kernel", "sampler='auto' uses the Python 'gaussian' "
+                        "sampler", stacklevel=4)
 
 
 @cache
