@@ -52,7 +52,7 @@ if [ "$protocol" = table7 ]; then
   status=$?
   outputs="experiments/results/evidence/gpu"
 else
-  timeout "$limit" python3 experiments/evidence.py all --protocol "$protocol" --methods $methods \
+  timeout "$limit" python3 -m experiments.evidence all --protocol "$protocol" --methods $methods \
     --seeds 0 1 2 --jobs 12 --device cuda
   status=$?
   outputs="experiments/results/evidence"

@@ -1,0 +1,1 @@
+"""The experiments, run from the repository root as `python -m experiments.<name>`."""
