@@ -89,7 +89,8 @@ class SupervisedTask:
         if figures is not None:
             figures.plot_pck_curves({title: (list(metrics.curve), list(metrics.curve.values()))},
                                     out_dir / "pck_curve.png", title=f"PCK on {config.data.label}")
-            figures.plot_calibration(records[f"within/{readout}"].numpy(), is_correct(records, readout).numpy(),
+            figures.plot_calibration(records[f"within/{readout}"].numpy(),
+                                     is_correct(records, readout, threshold=metrics.threshold).numpy(),
                                      out_dir / "calibration.png", before=records[f"within_raw/{readout}"].numpy())
             figures.render_gallery(gallery_items(predictions, readout, 8), out_dir / "gallery.png",
                                    title=gallery_title(config, loader, readout), legend=True, if_available=True)
