@@ -2,8 +2,6 @@
 import dataclasses
 import json
 
-import pytest
-
 from pckeypoints.config import TrainConfig
 from pckeypoints.metrics.das import DualAlignment
 from pckeypoints.metrics.results import AlignmentEvaluation, KeypointEvaluation, ReadoutScores
@@ -51,3 +49,16 @@ def test_summary_table_shows_each_readouts_numbers():
     rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in lines[2:4])}
     assert rows == {"expectation": ["0.1000", "0.0800", "0.9000", "0.0200", "0.1250", "0.2500"],
                     "top*": ["0.5000", "n/a", "0.9000", "0.0200", "0.1250", "n/a"]}
+
+
+def test_report_files_hold_the_flat_form(tmp_path):
+    from pckeypoints.evaluation.report import write_metrics
+
+    config, result = TrainConfig.from_fields(readout="top"), evaluation()
+    write_metrics(tmp_path, config, result.to_dict(), "bathtub sampling", SupervisedTask().summary(result, config))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert KeypointEvaluation.from_dict(saved["metrics"], "expectation") == result
+    assert saved["config"]["eval"]["readout"] == "top"
+    markdown = (tmp_path / "metrics.md").read_text()
+    assert markdown.startswith("# bathtub sampling\n") and "| top* " in markdown
+    assert "| pck@0.01/top | 0.5000 |" in markdown and "| calibration_r_continuous | 0.7500 |" in markdown

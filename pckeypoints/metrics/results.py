@@ -119,10 +119,14 @@ class KeypointEvaluation:
     def from_dict(cls, flat: dict[str, float], readout: str, threshold: float = 0.01) -> "KeypointEvaluation":
         """Inverse of :meth:`to_dict` (``readout``: the headline readout, which the flat form does not name)."""
         names = ReadoutScores.flat_names(threshold)
-        suffix = f"{names['pck']}/"
-        readouts = {key.removeprefix(suffix): ReadoutScores(**{name: flat.get(f"{prefix}/{key.removeprefix(suffix)}")
-                                                              for name, prefix in names.items()})
-                    for key in flat if key.startswith(suffix)}
+
+        def scores(name: str) -> ReadoutScores:  # a missing field that is never left out: KeyError naming it
+            keys = {field: f"{prefix}/{name}" for field, prefix in names.items()}
+            return ReadoutScores(**{field: flat.get(key) if field in ("geo_pck", "ece_raw") else flat[key]
+                                    for field, key in keys.items()})
+
+        readouts = {key.split("/", 1)[1]: scores(key.split("/", 1)[1]) for key in flat
+                    if key.startswith(f"{names['pck']}/")}
         curve = {round(t, 6): flat[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS.tolist()}
         return cls(threshold, readout, readouts, curve, flat["mean_confidence"], flat["calibration_r"],
                    flat["calibration_r_continuous"])
