@@ -9,9 +9,11 @@ each method − soft-argmax (and − soft-argmax + JS), readouts, calibration, p
 runs are skipped, interrupted ones resumed, and the tables are rebuilt from whatever ``.npz`` files exist (from
 any machine).
 
-    python experiments/evidence.py all --protocol cpu-full --jobs 2       # this 2-core CPU: 3 seeds, ~10 min a run
-    python experiments/evidence.py all --protocol best --methods soft sampling30 --jobs 12   # one GPU (gpu_evidence.sh)
-    python experiments/evidence.py tables                                   # rebuild the tables only
+    python -m experiments.evidence all --protocol cpu-full --jobs 2       # this 2-core CPU: 3 seeds, ~10 min a run
+    python -m experiments.evidence all --protocol best --methods soft sampling30 --jobs 12   # one GPU (gpu_evidence.sh)
+    python -m experiments.evidence tables                                   # rebuild the tables only
+
+(from the repository root, as every experiment).
 
 Methods: ``soft``, ``soft+var``, ``soft+js``, ``discrete``, ``samplingN`` (sampling-argmax with N samples).
 """
@@ -20,14 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from experiments.runner import run_commands
 from experiments.stats import BOOTSTRAP_DRAWS, mean_sd, nan_mean, paired_bootstrap
-
-from pckeypoints.evaluation.inference import THRESHOLD
 from pckeypoints.core.readouts import READOUTS
+from pckeypoints.evaluation.inference import THRESHOLD
+from pckeypoints.metrics.summary import distances, is_correct, records_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +147,7 @@ def evaluate_run(run_dir: Path, out: Path, data_root: str | None, device: str) -
     records = {k: v.numpy().astype(np.int32 if k in ("cloud", "keypoint") else np.float32)
                for k, v in saved["records"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": result.config.to_dict(), "epoch": result.epoch, "metrics": result.metrics,
+    meta = {"config": result.config.to_dict(), "epoch": result.epoch, "metrics": result.metrics.to_dict(),
             "model_id": saved["model_id"]}
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **{k.replace("/", "__"): v for k, v in records.items()})
 
@@ -159,8 +163,6 @@ def load_records(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------- statistics
 def correct(records: dict[str, np.ndarray], readout: str, geodesic: bool, threshold: float = THRESHOLD) -> np.ndarray:
     """Per keypoint 0/1 (:func:`pckeypoints.metrics.summary.is_correct`)."""
-    from pckeypoints.metrics.summary import is_correct
-
     return is_correct(records, readout, geodesic, threshold).astype(np.float64)
 
 
@@ -171,9 +173,9 @@ def distance_row(records: dict[str, np.ndarray], geodesic: bool) -> dict[str, fl
 
     from pckeypoints.metrics import pck_auc
 
-    distances = torch.from_numpy(records["geo/expectation" if geodesic else "dist/expectation"].astype(np.float64))
+    errors = torch.from_numpy(distances(records, "expectation", geodesic).astype(np.float64))
     row = {f"pck@{t:g}": 100 * correct(records, "expectation", geodesic, t).mean() for t in TABLE_THRESHOLDS}
-    return {**row, "mean_error": float(distances.mean()), "auc": 100 * pck_auc(distances, inclusive=not geodesic)}
+    return {**row, "mean_error": float(errors.mean()), "auc": 100 * pck_auc(errors, inclusive=not geodesic)}
 
 
 def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
@@ -182,14 +184,12 @@ def calibration_row(records: dict[str, np.ndarray]) -> dict[str, float]:
     the PCK (:func:`pckeypoints.metrics.summary.records_metrics`)."""
     import torch
 
-    from pckeypoints.metrics.summary import records_metrics
-
     metrics = records_metrics({k: torch.from_numpy(v.astype(np.float64)) for k, v in records.items()
                                if k == "peak" or k.endswith("/expectation")}, "expectation", THRESHOLD)
-    names = {"mean_peak": "mean_confidence", "r_peak": "calibration_r", "r_peak_continuous": "calibration_r_continuous",
-             "mean_within": "mean_within/expectation", "pck": "pck@0.01/expectation", "ece": "ece/expectation",
-             "brier": "brier/expectation", "r_within": "r_within/expectation"}
-    return {name: metrics[key] for name, key in names.items()}
+    within = metrics.headline
+    return {"mean_peak": metrics.mean_confidence, "r_peak": metrics.calibration_r,
+            "r_peak_continuous": metrics.calibration_r_continuous, "mean_within": within.mean_within,
+            "pck": within.pck, "ece": within.ece, "brier": within.brier, "r_within": within.r_within}
 
 
 def paired_difference(a: list[dict], b: list[dict], readout: str, geodesic: bool,
@@ -220,134 +220,181 @@ def collect(results: Path) -> dict:
                     for m, v in ms.items()} for c, ms in cs.items()} for p, cs in runs.items()}
 
 
+@dataclass
+class Grid:
+    """One protocol's scored runs: ``runs[category][method]`` = ``[(meta, records) per seed]`` (:func:`collect`),
+    and the categories and methods that have runs, in table order."""
+
+    protocol: str
+    runs: dict
+    categories: list[str]
+    methods: list[str]
+
+    @classmethod
+    def of(cls, protocol: str, runs: dict) -> "Grid":
+        categories = [c for c in ("bathtub", "bed") if c in runs] + sorted(set(runs) - {"bathtub", "bed"})
+        return cls(protocol, runs, categories, [m for m in METHODS if any(m in runs[c] for c in categories)])
+
+    def seeds(self, category: str, method: str) -> list:
+        """``[(meta, records) per seed]`` of a cell, ``[]`` if it was not run."""
+        return self.runs[category].get(method, [])
+
+    def header(self, columns: list[str]) -> list[str]:
+        """A table's header and rule: a method column, then ``columns`` for each category."""
+        return ["| method | " + " | ".join(f"{c} {col}" for c in self.categories for col in columns) + " |",
+                "|---|" + "---|" * (len(self.categories) * len(columns))]
+
+
 def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], dict]:
     """Markdown lines and JSON numbers of one protocol."""
-    categories = [c for c in ("bathtub", "bed") if c in runs] + sorted(set(runs) - {"bathtub", "bed"})
-    methods = [m for m in METHODS if any(m in runs[c] for c in categories)]
+    grid = Grid.of(protocol, runs)
     numbers: dict = {"description": PROTOCOLS.get(protocol, protocol), "cells": {}, "paired": {},
                      "paired_thresholds": {}, "calibration": {}}
     lines = [f"## Protocol `{protocol}`: {PROTOCOLS.get(protocol, protocol)}", ""]
+    for table in (cells_table, readouts_table, thresholds_table, paired_table, paired_thresholds_table,
+                  calibration_table, figure_lines):
+        lines += table(grid, numbers, plots)
+    return lines, numbers
 
-    def seeds(c, m):
-        return runs[c].get(m, [])
 
-    def paired_cells(c, base, m, readout, threshold, store, label):
-        """``m`` − ``base`` on both distances over the seeds both have, as "d [lo, hi]" cells; the numbers go to
-        ``store[c][key][f"{label}/{distance}"]``, key ``m`` against soft-argmax, else ``f"{m} - {base}"``."""
-        shared = min(len(seeds(c, base)), len(seeds(c, m)))
-        if not shared:
-            return ["–", "–"]
+def method_row(method: str, cells: list[str]) -> str:
+    return f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |"
+
+
+def cells_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """The main table: the expectation readout's PCK@0.01, Euclidean and geodesic, mean ± sd over seeds, beside
+    the paper's; and the cells not run yet."""
+    lines = ["PCK@0.01 (%) on the test split, mean ± sd over seeds (n = seeds). **Euclidean**: the expectation "
+             "(soft-argmax) within 0.01. **Geodesic**: KeypointNet's benchmark metric, the expectation snapped to "
+             "its nearest cloud point, geodesic distance on the cloud's 20-NN graph < 0.01. Paper: Li et al. "
+             "Table 6 (its protocol does not say which distance).", "",
+             "| method | " + " | ".join(f"{c} Euclidean | {c} geodesic | {c} paper | n" for c in grid.categories) + " |",
+             "|---|" + "---|---|---|---|" * len(grid.categories)]
+    for m in grid.methods:
         cells = []
-        for geodesic in (False, True):
-            d, lo, hi = paired_difference([x for _, x in seeds(c, base)[:shared]], [x for _, x in seeds(c, m)[:shared]],
-                                          readout, geodesic, threshold)
-            cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
-            store.setdefault(c, {}).setdefault(m if base == "soft" else f"{m} - {base}", {})[
-                f"{label}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
-        return cells
-
-    # main table
-    lines += ["PCK@0.01 (%) on the test split, mean ± sd over seeds (n = seeds). **Euclidean**: the expectation "
-              "(soft-argmax) within 0.01. **Geodesic**: KeypointNet's benchmark metric, the expectation snapped to "
-              "its nearest cloud point, geodesic distance on the cloud's 20-NN graph < 0.01. Paper: Li et al. "
-              "Table 6 (its protocol does not say which distance).", "",
-              "| method | " + " | ".join(f"{c} Euclidean | {c} geodesic | {c} paper | n" for c in categories) + " |",
-              "|---|" + "---|---|---|---|" * len(categories)]
-    for m in methods:
-        cells = []
-        for c in categories:
-            rs = seeds(c, m)
+        for c in grid.categories:
+            rs = grid.seeds(c, m)
             euclid = [correct(r, "expectation", False).mean() for _, r in rs]
             geo = [correct(r, "expectation", True).mean() for _, r in rs]
             paper = PAPER_TABLE6.get(m, {}).get(c)
             cells += [mean_sd(euclid), mean_sd(geo), "–" if paper is None else f"{paper:.1f}", str(len(rs))]
             numbers["cells"].setdefault(c, {})[m] = {"euclidean": euclid, "geodesic": geo, "paper": paper,
                                                      "seeds": [meta["seed"] for meta, _ in rs]}
-        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
-    missing = [f"{c}/{m}" for c in categories for m in METHODS if not seeds(c, m)]
-    lines += ["", f"Missing cells (not run under this protocol yet): {', '.join(missing) or 'none'}.", ""]
+        lines.append(method_row(m, cells))
+    missing = [f"{c}/{m}" for c in grid.categories for m in METHODS if not grid.seeds(c, m)]
+    return lines + ["", f"Missing cells (not run under this protocol yet): {', '.join(missing) or 'none'}.", ""]
 
-    # readouts
-    lines += ["### Readouts: PCK@0.01 (%) by how the keypoint is read from the map (Euclidean / geodesic)", "",
-              "| method | " + " | ".join(f"{c} {r}" for c in categories for r in READOUTS) + " |",
-              "|---|" + "---|" * (len(categories) * len(READOUTS))]
-    for m in methods:
+
+def readouts_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """PCK@0.01 of every readout, Euclidean / geodesic, mean over seeds."""
+    lines = ["### Readouts: PCK@0.01 (%) by how the keypoint is read from the map (Euclidean / geodesic)", "",
+             *grid.header(list(READOUTS))]
+    for m in grid.methods:
         cells = []
-        for c in categories:
+        for c in grid.categories:
             for r in READOUTS:
-                rs = seeds(c, m)
+                rs = grid.seeds(c, m)
                 e = [correct(x, r, False).mean() for _, x in rs]
                 g = [correct(x, r, True).mean() for _, x in rs]
                 cells.append("–" if not rs else f"{100 * np.mean(e):.1f} / {100 * np.mean(g):.1f}")
                 numbers.setdefault("readouts", {}).setdefault(c, {}).setdefault(m, {})[r] = {"euclidean": e, "geodesic": g}
-        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
-    lines.append("")
+        lines.append(method_row(m, cells))
+    return lines + [""]
 
-    # thresholds, mean error, PCK-curve area
+
+def thresholds_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """The expectation readout's :func:`distance_row`, Euclidean / geodesic, mean over seeds."""
     columns = [f"pck@{t:g}" for t in TABLE_THRESHOLDS] + ["mean_error", "auc"]
     titles = [f"@{t:g}" for t in TABLE_THRESHOLDS] + ["mean error ×10³", "AUC"]
-    lines += [f"### Thresholds: PCK (%) at {', '.join(f'{t:g}' for t in TABLE_THRESHOLDS)}, mean error and the PCK "
-              "curve's area (%, 0 to 0.1), expectation readout (Euclidean / geodesic)", "",
-              "| method | " + " | ".join(f"{c} {t}" for c in categories for t in titles) + " |",
-              "|---|" + "---|" * (len(categories) * len(columns))]
-    for m in methods:
+    lines = [f"### Thresholds: PCK (%) at {', '.join(f'{t:g}' for t in TABLE_THRESHOLDS)}, mean error and the PCK "
+             "curve's area (%, 0 to 0.1), expectation readout (Euclidean / geodesic)", "", *grid.header(titles)]
+    scale = {k: 1000 if k == "mean_error" else 1 for k in columns}
+    for m in grid.methods:
         cells = []
-        for c in categories:
-            rs = seeds(c, m)
+        for c in grid.categories:
+            rs = grid.seeds(c, m)
             if not rs:
                 cells += ["–"] * len(columns)
                 continue
-            rows = {name: [distance_row(r, geodesic) for _, r in rs] for name, geodesic in (("euclidean", False),
-                                                                                                ("geodesic", True))}
-            values = {g: {k: float(np.mean([row[k] for row in rows[g]])) for k in columns} for g in rows}
+            values = {name: {k: float(np.mean([distance_row(r, geodesic)[k] for _, r in rs])) for k in columns}
+                      for name, geodesic in (("euclidean", False), ("geodesic", True))}
             numbers.setdefault("thresholds", {}).setdefault(c, {})[m] = values
-            scale = {k: 1000 if k == "mean_error" else 1 for k in columns}
             cells += [f"{scale[k] * values['euclidean'][k]:.1f} / {scale[k] * values['geodesic'][k]:.1f}"
                       for k in columns]
-        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
-    lines.append("")
+        lines.append(method_row(m, cells))
+    return lines + [""]
 
-    # paired differences: every sampler and the discrete expectation against each baseline that was run
-    compared = [m for m in methods if m.startswith("sampling") or m == "discrete"]
-    pairs = [(base, m) for base in PAIRED_BASELINES if base in methods for m in compared]
-    pairs += [(base, m) for base, m in PAIRED_EXTRA if base in methods and m in methods]
-    if pairs:
-        lines += ["### Methods − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
-                  "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
-                  f"are resampled with replacement ({BOOTSTRAP_DRAWS} draws). A CI above 0 means the method wins.", "",
-                  "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in categories) + " |",
-                  "|---|---|" + "---|---|" * len(categories)]
-        for base, m in pairs:
-            for r in READOUTS:
-                cells = [cell for c in categories
-                         for cell in paired_cells(c, base, m, r, THRESHOLD, numbers["paired"], r)]
-                lines.append(f"| {METHOD_NAMES[m]} − {METHOD_NAMES[base]} | {r} | " + " | ".join(cells) + " |")
-        lines.append("")
+
+def paired_cells(grid: Grid, c: str, base: str, m: str, readout: str, threshold: float, store: dict,
+                 label: str) -> list[str]:
+    """``m`` − ``base`` on both distances over the seeds both have, as "d [lo, hi]" cells; the numbers go to
+    ``store[c][key][f"{label}/{distance}"]``, key ``m`` against soft-argmax, else ``f"{m} - {base}"``."""
+    shared = min(len(grid.seeds(c, base)), len(grid.seeds(c, m)))
+    if not shared:
+        return ["–", "–"]
+    cells = []
+    for geodesic in (False, True):
+        d, lo, hi = paired_difference([x for _, x in grid.seeds(c, base)[:shared]],
+                                      [x for _, x in grid.seeds(c, m)[:shared]], readout, geodesic, threshold)
+        cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+        store.setdefault(c, {}).setdefault(m if base == "soft" else f"{m} - {base}", {})[
+            f"{label}/{'geodesic' if geodesic else 'euclidean'}"] = [d, lo, hi, shared]
+    return cells
+
+
+def compared_methods(grid: Grid) -> list[str]:
+    """The methods compared with the baselines: every sampler and the discrete expectation."""
+    return [m for m in grid.methods if m.startswith("sampling") or m == "discrete"]
+
+
+def paired_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """Every compared method − each baseline that was run (and :data:`PAIRED_EXTRA`), every readout, PCK@0.01."""
+    pairs = [(base, m) for base in PAIRED_BASELINES if base in grid.methods for m in compared_methods(grid)]
+    pairs += [(base, m) for base, m in PAIRED_EXTRA if base in grid.methods and m in grid.methods]
+    if not pairs:
+        return []
+    lines = ["### Methods − baselines: PCK@0.01 difference (points) with a paired 95 % bootstrap CI",
+             "", "Per test keypoint the correctness is averaged over the seeds both methods share; test models "
+             f"are resampled with replacement ({BOOTSTRAP_DRAWS} draws). A CI above 0 means the method wins.", "",
+             "| comparison | readout | " + " | ".join(f"{c} Euclidean | {c} geodesic" for c in grid.categories) + " |",
+             "|---|---|" + "---|---|" * len(grid.categories)]
+    for base, m in pairs:
+        for r in READOUTS:
+            cells = [cell for c in grid.categories
+                     for cell in paired_cells(grid, c, base, m, r, THRESHOLD, numbers["paired"], r)]
+            lines.append(f"| {METHOD_NAMES[m]} − {METHOD_NAMES[base]} | {r} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def paired_thresholds_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """Every compared method − :data:`STRONGEST_BASELINE` at the other :data:`TABLE_THRESHOLDS`, expectation readout."""
+    compared = compared_methods(grid)
+    if STRONGEST_BASELINE not in grid.methods or not compared:
+        return []
     others = [t for t in TABLE_THRESHOLDS if t != THRESHOLD]
-    if STRONGEST_BASELINE in methods and compared:
-        lines += [f"### Methods − {METHOD_NAMES[STRONGEST_BASELINE]} at the other thresholds: PCK difference "
-                  "(points), paired 95 % CI as above, expectation readout (Euclidean / geodesic)", "",
-                  "| method | " + " | ".join(f"{c} @{t:g}" for c in categories for t in others) + " |",
-                  "|---|" + "---|" * (len(categories) * len(others))]
-        for m in compared:
-            cells = [" / ".join(paired_cells(c, STRONGEST_BASELINE, m, "expectation", t, numbers["paired_thresholds"],
-                                             f"{t:g}")) for c in categories for t in others]
-            lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
-        lines.append("")
+    lines = [f"### Methods − {METHOD_NAMES[STRONGEST_BASELINE]} at the other thresholds: PCK difference "
+             "(points), paired 95 % CI as above, expectation readout (Euclidean / geodesic)", "",
+             *grid.header([f"@{t:g}" for t in others])]
+    for m in compared:
+        cells = [" / ".join(paired_cells(grid, c, STRONGEST_BASELINE, m, "expectation", t,
+                                         numbers["paired_thresholds"], f"{t:g}"))
+                 for c in grid.categories for t in others]
+        lines.append(method_row(m, cells))
+    return lines + [""]
 
-    # calibration
-    lines += ["### Calibration (expectation readout)", "",
-              "peak: the map's mean max π; r peak: its Pearson correlation with correctness (the paper's Table 3 measure; "
-              "r cont.: with exp(-d²/2·0.01²)). P(within): the mixture's own probability that the target lies "
-              "within 0.01 of the estimate (`confidence` of `pckeypoints predict`): its mean against the actual "
-              "Euclidean PCK, its ECE (10 bins), Brier score and Pearson r with correctness. Mean over seeds.", "",
-              "| method | " + " | ".join(f"{c} peak | {c} r peak | {c} r cont. | {c} mean P(within) | {c} PCK | {c} ECE | "
-                                        f"{c} Brier | {c} r P(within)" for c in categories) + " |",
-              "|---|" + "---|" * (8 * len(categories))]
-    for m in methods:
+
+def calibration_table(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """The expectation readout's :func:`calibration_row`, mean over seeds."""
+    lines = ["### Calibration (expectation readout)", "",
+             "peak: the map's mean max π; r peak: its Pearson correlation with correctness (the paper's Table 3 "
+             "measure; r cont.: with exp(-d²/2·0.01²)). P(within): the mixture's own probability that the target lies "
+             "within 0.01 of the estimate (`confidence` of `pckeypoints predict`): its mean against the actual "
+             "Euclidean PCK, its ECE (10 bins), Brier score and Pearson r with correctness. Mean over seeds.", "",
+             *grid.header(["peak", "r peak", "r cont.", "mean P(within)", "PCK", "ECE", "Brier", "r P(within)"])]
+    for m in grid.methods:
         cells = []
-        for c in categories:
-            rs = seeds(c, m)
+        for c in grid.categories:
+            rs = grid.seeds(c, m)
             if not rs:
                 cells += ["–"] * 8
                 continue
@@ -355,61 +402,36 @@ def protocol_tables(protocol: str, runs: dict, plots: Path) -> tuple[list[str], 
             values = {name: nan_mean([row[name] for row in rows]) for name in rows[0]}
             numbers["calibration"].setdefault(c, {})[m] = values
             cells += [f"{v:.3f}" for v in values.values()]
-        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
-    figure = plot_reliability(protocol, runs, categories, methods, plots)
-    lines += ["", f"Reliability diagrams: `{figure.name}`.", ""]
-    curves = plot_pck_curves(protocol, runs, categories, methods, plots)
+        lines.append(method_row(m, cells))
+    return lines
+
+
+def figure_lines(grid: Grid, numbers: dict, plots: Path) -> list[str]:
+    """Draw the reliability diagrams and the PCK curves into ``plots``; the lines that name them."""
+    figure = plot_reliability(grid.protocol, grid.runs, grid.categories, grid.methods, plots)
+    lines = ["", f"Reliability diagrams: `{figure.name}`.", ""]
+    curves = plot_pck_curves(grid.protocol, grid.runs, grid.categories, grid.methods, plots)
     if curves is not None:
         lines += [f"PCK against the threshold, each method − soft-argmax + JS: `{curves.name}`.", ""]
-    return lines, numbers
-
-
-def _save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (its folder created) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return lines
 
 
 def plot_reliability(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path:
-    """One panel per category: accuracy against the predicted P(within 0.01) in 10 bins, all seeds pooled."""
-    import matplotlib
+    """One panel per category: accuracy against the predicted P(within 0.01) in 10 bins, all seeds pooled
+    (:func:`viz.plots.plot_reliability_panels`)."""
+    from viz.plots import plot_reliability_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from pckeypoints.metrics import reliability_bins
-
-    fig, axes = plt.subplots(1, len(categories), figsize=(4.5 * len(categories), 4.2), squeeze=False)
-    for ax, c in zip(axes[0], categories):
-        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
-        for m in methods:
-            rs = runs[c].get(m, [])
-            if not rs:
-                continue
-            conf = torch.from_numpy(np.concatenate([r["within/expectation"] for _, r in rs]).astype(np.float64))
-            hit = torch.from_numpy(np.concatenate([correct(r, "expectation", False) for _, r in rs]))
-            mean_conf, accuracy, count = reliability_bins(conf, hit)
-            used = count > 0
-            ax.plot(mean_conf[used], accuracy[used], marker="o", ms=4, label=METHOD_NAMES[m])
-        ax.set(title=f"{c} ({protocol})", xlabel="predicted P(target within 0.01)", ylabel="fraction correct",
-               xlim=(0, 1), ylim=(0, 1))
-        ax.legend(fontsize=7)
-    return _save_figure(fig, out / f"reliability_{protocol}.png")
+    panels = {f"{c} ({protocol})": {METHOD_NAMES[m]: (np.concatenate([r["within/expectation"] for _, r in rs]),
+                                                      np.concatenate([correct(r, "expectation", False) for _, r in rs]))
+                                    for m in methods if (rs := runs[c].get(m))} for c in categories}
+    return plot_reliability_panels(panels, out / f"reliability_{protocol}.png",
+                                   xlabel="predicted P(target within 0.01)")
 
 
 def plot_pck_curves(protocol: str, runs: dict, categories: list[str], methods: list[str], out: Path) -> Path | None:
     """One panel per category and distance: each method's PCK − soft-argmax + JS's at thresholds 0.0025 to 0.05
-    (expectation readout, seed means); ``None`` without soft-argmax + JS runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    (expectation readout, seed means; :func:`viz.plots.plot_curve_grid`); ``None`` without soft-argmax + JS runs."""
+    from viz.plots import plot_curve_grid
 
     if not any(runs[c].get("soft+js") for c in categories):
         return None
@@ -419,30 +441,24 @@ def plot_pck_curves(protocol: str, runs: dict, categories: list[str], methods: l
         return 100 * np.mean([[correct(r, "expectation", geodesic, t).mean() for t in thresholds]
                               for _, r in runs[c][m]], axis=0)
 
-    fig, axes = plt.subplots(2, len(categories), figsize=(4.8 * len(categories), 7.5), squeeze=False)
-    for j, c in enumerate(categories):
-        for i, (distance, geodesic) in enumerate((("Euclidean", False), ("geodesic", True))):
-            ax = axes[i, j]
-            if not runs[c].get("soft+js"):
-                continue
-            baseline = curve(c, "soft+js", geodesic)
-            ax.axhline(0, color="0.6", lw=1, ls="--")
-            ax.set_prop_cycle(color=plt.cm.tab20.colors)
-            for m in methods:
-                if m != "soft+js" and runs[c].get(m):
-                    ax.plot(thresholds, curve(c, m, geodesic) - baseline, lw=1.2,
-                            label=f"{METHOD_NAMES[m]} (n = {len(runs[c][m])})")
-            ax.axvline(THRESHOLD, color="0.8", lw=1)
-            ax.set(title=f"{c}, {distance} ({protocol})", xlabel="threshold",
-                   ylabel="PCK − soft-argmax + JS (points)")
-    axes[0, 0].legend(fontsize=6)
-    return _save_figure(fig, out / f"pck_curves_{protocol}.png")
+    def panel(c, distance, geodesic):
+        if not runs[c].get("soft+js"):
+            return f"{c}, {distance} ({protocol})", {}
+        baseline = curve(c, "soft+js", geodesic)
+        return f"{c}, {distance} ({protocol})", {
+            f"{METHOD_NAMES[m]} (n = {len(runs[c][m])})": (thresholds, curve(c, m, geodesic) - baseline)
+            for m in methods if m != "soft+js" and runs[c].get(m)}
+
+    grid = [[panel(c, distance, geodesic) for c in categories]
+            for distance, geodesic in (("Euclidean", False), ("geodesic", True))]
+    return plot_curve_grid(grid, out / f"pck_curves_{protocol}.png", xlabel="threshold",
+                           ylabel="PCK − soft-argmax + JS (points)", reference_x=THRESHOLD)
 
 
 def write_tables(results: Path) -> None:
     runs = collect(results)
     lines = ["# Evidence: supervised keypoints on KeypointNet (Table 6 protocol family)", "",
-             "Generated by `experiments/evidence.py tables` from the per-run records in `records/`; every number "
+             "Generated by `python -m experiments.evidence tables` from the per-run records in `records/`; every number "
              "below is in `evidence.json`.", ""]
     numbers = {}
     for protocol in [p for p in PROTOCOLS if p in runs] + sorted(set(runs) - set(PROTOCOLS)):
@@ -495,8 +511,8 @@ def main(argv=None) -> int:
             name = run_name(*job)
             run_dir, out = Path(args.runs) / args.protocol / name, results / "records" / args.protocol / f"{name}.npz"
             if name not in failed and (run_dir / "last.pt").is_file() and not out.is_file() and train_command(args, *job) is None:
-                todo.append((name, [sys.executable, "-m", "experiments.evidence", "_evaluate", str(run_dir), str(out), args.data_root or "",
-                                    args.device]))
+                todo.append((name, [sys.executable, "-m", "experiments.evidence", "_evaluate", str(run_dir), str(out),
+                                    args.data_root or "", args.device]))
         print(f"evidence.py: evaluating {len(todo)} runs")
         failed += run_commands(todo, args.jobs, Path(args.runs) / args.protocol / "logs")
     if args.step in ("tables", "all"):

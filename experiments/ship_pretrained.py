@@ -31,14 +31,14 @@ def test_metrics(name: str, mode: str) -> dict:
     first = evaluate_checkpoint(name, "test", max_models=FIRST).metrics
     if mode == "supervised":
         full = evaluate_checkpoint(name, "test")
-        readout = full.config.eval.readout
-        return {"test_pck": full.metrics["pck@0.01"], "test_models": full.num_models, "first20_pck": first["pck@0.01"],
-                "test_ece_before": full.metrics[f"ece_raw/{readout}"], "test_ece": full.metrics[f"ece/{readout}"]}
+        headline = full.metrics.headline
+        return {"test_pck": headline.pck, "test_models": full.num_models, "first20_pck": first.headline.pck,
+                "test_ece_before": headline.ece_raw, "test_ece": headline.ece}
     with tempfile.TemporaryDirectory() as report:  # the report adds Skeleton Merger's DAS (every annotated shape)
         full = evaluate_checkpoint(name, "test", out_dir=report)
-    return {"test_das": full.metrics["das"], "test_miou@0.1": full.metrics["miou@0.1"], "test_models": full.num_models,
-            "first20_das": first["das"], "das_sm": full.metrics["das_sm"],
-            "das_sm_shapes": int(full.metrics["das_sm_shapes"])}
+    return {"test_das": full.metrics.das.das, f"test_miou@{full.metrics.miou_threshold}": full.metrics.miou,
+            "test_models": full.num_models, "first20_das": first.das.das, "das_sm": full.metrics.das_sm.das,
+            "das_sm_shapes": full.metrics.das_sm_shapes}
 
 
 def _percent(value: float) -> str:

@@ -125,7 +125,7 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
         model.train()
         eval_cpu += time.process_time() - t0
         curve.append({"budget_s": spent, "wall_s": time.perf_counter() - wall0, "epoch": epoch, "step": step,
-                      "val_pck": 100 * metrics["pck@0.01"]})
+                      "val_pck": 100 * metrics.monitored})
 
     def pause(t0: float, w0: float, c0: float) -> None:
         nonlocal spent, train_wall, train_cpu
@@ -172,9 +172,9 @@ def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: floa
     predictions = collect_readouts(model.eval(), eval_loader("test"), ("snapped", "expectation"))
     metrics = records_metrics(keypoint_records(predictions, geodesic=True), "snapped")
     eval_cpu += time.process_time() - t0
-    test = {"pck_snapped_geodesic": 100 * metrics["geo_pck@0.01/snapped"],
-            "pck_snapped_euclidean": 100 * metrics["pck@0.01/snapped"],
-            "pck_expectation_euclidean": 100 * metrics["pck@0.01/expectation"]}
+    snapped, expectation = metrics.readouts["snapped"], metrics.readouts["expectation"]
+    test = {"pck_snapped_geodesic": 100 * snapped.geo_pck, "pck_snapped_euclidean": 100 * snapped.pck,
+            "pck_expectation_euclidean": 100 * expectation.pck}
     return {"recipe": recipe, "fields": fields, "category": category, "seed": seed, "procs": world.world_size,
             "clock": "cpu" if world.world_size == 1 else "wall", "budget_s": budget, "train_cpu_s": train_cpu,
             "train_wall_s": train_wall, "eval_cpu_s": eval_cpu, "cell_wall_s": time.perf_counter() - wall0,

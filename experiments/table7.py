@@ -160,7 +160,7 @@ def run_one(args, category: str, variant: str, seed: int) -> dict:
                "train_cpu_minutes": (time.process_time() - cpu_started) / 60}
     if scored is not None:
         timings = {key: scored.get(key, float("nan")) for key in timings}
-    metrics = {**result.metrics, "reconstruction": -result.metrics["neg_reconstruction"], **timings,
+    metrics = {**result.metrics.to_dict(), "reconstruction": result.metrics.reconstruction, **timings,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     trained = read_checkpoint(run_dir / "last.pt")[1]  # the run's config (the scoring unset max_models)
     (report_dir / "metrics.json").write_text(json.dumps({"config": trained.to_dict(), "metrics": metrics}, indent=2))

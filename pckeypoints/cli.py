@@ -280,7 +280,7 @@ def _calibrate(args) -> int:
 
 
 def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None, max_models: int | None = None,
-            device: str = "cpu", readout: str | None = None) -> dict[str, float]:
+            device: str = "cpu", readout: str | None = None) -> None:
     """Evaluate ``checkpoint`` on ``split``, write the task's report into ``out_dir`` and print it."""
     from pckeypoints.train.evaluate_checkpoint import evaluate_checkpoint
 
@@ -297,7 +297,6 @@ def _report(checkpoint, split: str, out_dir: Path, data_root: str | None = None,
           f"{result.num_models} models:")
     print(get_task(config.mode).summary(result.metrics, config))
     print(f"report: {out_dir} (every metric in metrics.md)")
-    return result.metrics
 
 
 def _check_writable(folder: Path) -> None:

@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -141,13 +142,14 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
     model = task.build_model(config).eval()
     loader = DataLoader(dataset, 2, collate_fn=collate_keypoints)
     metrics = task.evaluate(model, loader, config)
-    assert set(metrics) == {"neg_reconstruction", "das", "das_forward", "das_backward", "miou@0.1"}
-    assert metrics["das"] == pytest.approx((metrics["das_forward"] + metrics["das_backward"]) / 2)
-    assert all(0 <= metrics[k] <= 1 for k in ("das", "das_forward", "das_backward", "miou@0.1"))
+    assert set(metrics.to_dict()) == {"neg_reconstruction", "das", "das_forward", "das_backward", "miou@0.1"}
+    assert metrics.das_sm is None and metrics.das_sm_shapes is None  # a report's only
+    assert metrics.das.das == pytest.approx((metrics.das.forward + metrics.das.backward) / 2)
+    assert all(0 <= v <= 1 for v in (metrics.das.das, metrics.das.forward, metrics.das.backward, metrics.miou))
     soft = config.replace(method="soft")
     with torch.no_grad():  # the monitor is the mean training objective of the soft-argmax skeletons, no labels
         losses = [task.loss(model, batch, soft, tau=1.0)[0] * len(batch["points"]) for batch in loader]
-    assert metrics["neg_reconstruction"] == pytest.approx(-sum(losses).item() / len(dataset), rel=1e-5)
+    assert metrics.monitored == -metrics.reconstruction == pytest.approx(-sum(losses).item() / len(dataset), rel=1e-5)
 
     # Same score by hand: the model's keypoints mapped back with each item's center and scale, scored
     # against the raw (unnormalised) annotations.
@@ -160,8 +162,8 @@ def test_evaluate_computes_das_in_dataset_coordinates(tmp_path):
             mask = raw[i]["mask"]
             annotations.append((raw[i]["keypoints"][mask], mask.nonzero().squeeze(-1)))
     expected = dual_alignment_score(torch.stack(pred), annotations)
-    assert metrics["das"] == pytest.approx(expected.das, abs=1e-6)
-    assert not math.isnan(metrics["miou@0.1"])
+    assert metrics.das.das == pytest.approx(expected.das, abs=1e-6)
+    assert not math.isnan(metrics.miou)
 
 
 def test_bad_settings_are_rejected(tmp_path):
@@ -189,7 +191,8 @@ def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
     torch.manual_seed(0)
     model = task.build_model(config).eval()
     metrics = task.report(model, DataLoader(dataset, 2, collate_fn=collate_keypoints), config, tmp_path / "report")
-    assert metrics["das_sm_shapes"] == 7 and (tmp_path / "report" / "metrics.json").is_file()
+    assert metrics.das_sm_shapes == 7
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["metrics"] == metrics.to_dict()
 
     every = task.dataset(config, None, train=False)  # all 7 annotated models, normalised
     raw = KeypointNet(root, "bed")
@@ -201,9 +204,9 @@ def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
             mask = raw[i]["mask"]
             annotations.append((raw[i]["keypoints"][mask], mask.nonzero().squeeze(-1)))
     expected = dual_alignment_score(torch.stack(pred), annotations, self_pairs=True)
-    assert metrics["das_sm"] == pytest.approx(expected.das, abs=1e-6)
-    assert metrics["das_sm_forward"] == pytest.approx(expected.forward, abs=1e-6)
-    assert metrics["das_sm_backward"] == pytest.approx(expected.backward, abs=1e-6)
+    assert metrics.das_sm.das == pytest.approx(expected.das, abs=1e-6)
+    assert metrics.das_sm.forward == pytest.approx(expected.forward, abs=1e-6)
+    assert metrics.das_sm.backward == pytest.approx(expected.backward, abs=1e-6)
 
     # the strict DAS and the mIoU of the test split, computed directly (the report derives every score from the
     # per-shape counts of records.pt, which table7.py's bootstrap resamples)
@@ -214,11 +217,11 @@ def test_report_scores_every_annotated_shape_with_self_pairs(tmp_path):
     collected = collect_predictions(model, DataLoader(dataset, 2, collate_fn=collate_keypoints))
     test_annotations = _annotations(collected)
     strict = dual_alignment_score(collected["pred"], test_annotations)
-    assert (metrics["das"], metrics["das_forward"], metrics["das_backward"]) == pytest.approx(
+    assert (metrics.das.das, metrics.das.forward, metrics.das.backward) == pytest.approx(
         (strict.das, strict.forward, strict.backward), abs=1e-6)
     miou = keypoint_miou(collected["pred"], [xyz for xyz, _ in test_annotations], collected["points"], 0.1,
                          k=GEODESIC_K)
-    assert metrics["miou@0.1"] == pytest.approx(float(miou[0]), abs=1e-6)
+    assert metrics.miou == pytest.approx(float(miou[0]), abs=1e-6)
     records = torch.load(tmp_path / "report" / "records.pt")
     assert len(records["model_id"]) == 2 and len(records["das_sm_model_id"]) == 7
-    assert float(records["reconstruction"].mean()) == pytest.approx(-metrics["neg_reconstruction"], rel=1e-6)
+    assert float(records["reconstruction"].mean()) == pytest.approx(metrics.reconstruction, rel=1e-6)

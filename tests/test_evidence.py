@@ -1,15 +1,14 @@
 """experiments/evidence.py: paired differences and the tables on hand-made per-keypoint records."""
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from experiments import evidence
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import evidence  # noqa: E402
 
 
 def records(dist, clouds):

@@ -9,6 +9,8 @@ from pckeypoints.core.basis import PointBasis
 from pckeypoints.config import TrainConfig
 from pckeypoints.metrics import (brier_score, calibration_correlation, expected_calibration_error, reliability_bins,
                                  within_radius_probability)
+from pckeypoints.metrics.das import DualAlignment
+from pckeypoints.metrics.results import AlignmentEvaluation
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
 from pckeypoints.core.readouts import READOUTS, mixture_mode, read_out
 from pckeypoints.ops.neighbors import far_coordinate, pad_far
@@ -126,15 +128,20 @@ def line_predictions():
 
 def test_keypoint_metrics_against_hand_computed_values():
     metrics = records_metrics(keypoint_records(line_predictions()))
-    assert metrics["pck@0.01"] == pytest.approx(2 / 3) == metrics["pck@0.01/expectation"]
-    assert metrics["pck@0.00"] == 0 and metrics["pck@0.02"] == pytest.approx(1.0)
+    scores = metrics.readouts["expectation"]
+    assert metrics.monitored == pytest.approx(2 / 3) == scores.pck == metrics.curve[0.01]
+    assert metrics.curve[0.0] == 0 and metrics.curve[0.02] == pytest.approx(1.0)
     # geodesic along the line == Euclidean; strict: the 0.008 one counts, 0.016 does not
-    assert metrics["geo_pck@0.01"] == pytest.approx(2 / 3)
-    assert metrics["mean_error"] == pytest.approx((0.004 + 0.008 + 0.016) / 3)
+    assert scores.geo_pck == pytest.approx(2 / 3)
+    assert scores.mean_error == pytest.approx((0.004 + 0.008 + 0.016) / 3)
     c, y = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([1.0, 1.0, 0.0])
-    assert metrics["calibration_r"] == pytest.approx(calibration_correlation(c, y))
-    assert metrics["brier/expectation"] == pytest.approx((0.1**2 + 0.5**2 + 0.1**2) / 3)
-    assert metrics["r_within/expectation"] == pytest.approx(calibration_correlation(c, y))  # within = peak here
+    assert metrics.calibration_r == pytest.approx(calibration_correlation(c, y))
+    assert scores.brier == pytest.approx((0.1**2 + 0.5**2 + 0.1**2) / 3)
+    assert scores.r_within == pytest.approx(calibration_correlation(c, y))  # within = peak here
+    assert scores.ece_raw is None  # no within_raw in the predictions
+    flat = metrics.to_dict()  # the names of metrics.json and log.csv
+    assert flat["pck@0.01"] == flat["pck@0.01/expectation"] == scores.pck and flat["geo_pck@0.01"] == scores.geo_pck
+    assert flat["brier/expectation"] == scores.brier and "ece_raw/expectation" not in flat
 
 
 def test_official_geodesic_pck_is_strict_on_the_20nn_graph():
@@ -156,7 +163,7 @@ def test_official_geodesic_pck_is_strict_on_the_20nn_graph():
     assert records["geo/top"][0] == pytest.approx(0.01)
     assert records["geo/top"][1] > 0.06  # around the bend, not across the gap
     metrics = records_metrics(records, default="top")
-    assert metrics["geo_pck@0.01/top"] == 0.0 and metrics["pck@0.01/top"] == 0.5  # Euclidean d <= t counts
+    assert metrics.readouts["top"].geo_pck == 0.0 and metrics.readouts["top"].pck == 0.5  # Euclidean d <= t counts
 
 
 def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
@@ -166,17 +173,19 @@ def test_per_readout_coarse_pck_mean_error_and_the_summary_table():
     predictions["within"]["top"] = predictions["within"]["expectation"]
     predictions["within_raw"] = {r: within / 2 for r, within in predictions["within"].items()}
     metrics = records_metrics(keypoint_records(predictions))
-    assert metrics["pck@0.05/expectation"] == 1.0 and metrics["pck@0.05/top"] == pytest.approx(2 / 3)
-    assert metrics["mean_error/top"] == pytest.approx(0.03) and metrics["mean_error/expectation"] == metrics["mean_error"]
+    top, expectation = metrics.readouts["top"], metrics.readouts["expectation"]
+    assert expectation.pck_coarse == 1.0 and top.pck_coarse == pytest.approx(2 / 3)
+    assert top.mean_error == pytest.approx(0.03) and metrics.to_dict()["mean_error"] == expectation.mean_error
     config = TrainConfig.from_fields(readout="top")
     lines = SupervisedTask().summary(metrics, config).splitlines()
     assert lines[0].split("|")[1].strip() == "readout" and len(lines) == 2 + 2 + 2  # header, rule, rows, note
     top = [cell.strip() for cell in lines[3].split("|")[1:-1]]
-    assert top == ["top*", "0.3333", "0.3333", "0.6667", "0.0300", f"{metrics['ece/top']:.4f}",
-                   f"{metrics['ece_raw/top']:.4f}"]
-    unsupervised = UnsupervisedTask().summary({"das": 0.5, "das_sm": 0.75, "miou@0.1": 0.25, "neg_reconstruction": -2.0,
-                                               "das_sm_shapes": 9}, TrainConfig.from_fields(mode="unsupervised"))
+    assert top == ["top*", "0.3333", "0.3333", "0.6667", "0.0300", f"{metrics.readouts['top'].ece:.4f}",
+                   f"{metrics.readouts['top'].ece_raw:.4f}"]
+    alignment = AlignmentEvaluation(2.0, DualAlignment(0.5, 0.4, 0.6), 0.25, 0.1, DualAlignment(0.75, 0.7, 0.8), 9)
+    unsupervised = UnsupervisedTask().summary(alignment, TrainConfig.from_fields(mode="unsupervised"))
     assert [c.strip() for c in unsupervised.splitlines()[2].split("|")[1:-1]] == ["0.5000", "0.7500", "0.2500", "2.0000"]
+    assert "over 9 shapes" in unsupervised
 
 
 def test_far_coordinate_and_pad_far_by_hand():

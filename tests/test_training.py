@@ -116,9 +116,9 @@ def test_training_fits_the_training_clouds(data_root, tmp_path):
     dataset = task.dataset(config, "train", train=False)
     loader = DataLoader(dataset, 4, collate_fn=collate_keypoints)
     torch.manual_seed(config.run.seed)
-    before = task.evaluate(task.build_model(task.configure(config, dataset)), loader, config)["mean_error"]
+    before = task.evaluate(task.build_model(task.configure(config, dataset)), loader, config).headline.mean_error
     _, model, _, _ = load_checkpoint(train(config, progress=False) / "last.pt")
-    after = task.evaluate(model, loader, config)["mean_error"]
+    after = task.evaluate(model, loader, config).headline.mean_error
     assert after < 0.75 * before, (after, before)
 
 

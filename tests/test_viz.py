@@ -182,6 +182,21 @@ def test_panel_figure_and_save_figure(tmp_path):
     assert _png_size(path) == (300, 150)
 
 
+def test_reliability_panels_and_curve_grid(tmp_path):
+    from viz.plots import plot_curve_grid, plot_reliability_panels
+
+    confidence, correct = np.array([0.05, 0.15, 0.12, 0.95]), np.array([False, True, False, True])
+    panels = {"bathtub": {"a": (confidence, correct), "b": (1 - confidence, correct)}, "bed": {}}
+    assert _png_size(plot_reliability_panels(panels, tmp_path / "rel.png")) == (2 * 450, 420)  # 4.5 x 4.2 in a panel
+    with pytest.raises(ValueError, match="empty"):
+        plot_reliability_panels({}, tmp_path / "none.png")
+    x = np.linspace(0, 0.05, 5)
+    grid = [[("bathtub", {"a": (x, x)}), ("bed", {})], [("bathtub geodesic", {"a": (x, -x)}), ("bed geodesic", {})]]
+    assert _png_size(plot_curve_grid(grid, tmp_path / "grid.png", "t", "d", reference_x=0.01)) == (2 * 480, 2 * 375)
+    with pytest.raises(ValueError, match="panel"):
+        plot_curve_grid([[]], tmp_path / "bad.png", "t", "d")
+
+
 def test_render_gallery_tiles(offscreen, bathtub, tmp_path):
     points, keypoints, ids = bathtub
     items = [{"points": points, "keypoints": keypoints, "semantic_ids": ids, "pred": keypoints + shift,

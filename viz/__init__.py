@@ -10,7 +10,8 @@ import importlib
 #: figures, the reports plot without Open3D).
 _EXPORTS = {
     "PALETTE": "viz.colors", "PinholeCamera": "viz.camera", "look_at_bbox": "viz.camera",
-    "plot_calibration": "viz.plots", "plot_pck_curves": "viz.plots", "plot_training_curves": "viz.plots",
+    "plot_calibration": "viz.plots", "plot_curve_grid": "viz.plots", "plot_pck_curves": "viz.plots",
+    "plot_reliability_panels": "viz.plots", "plot_training_curves": "viz.plots",
     "probability_colors": "viz.colors", "render_gallery": "viz.plots", "render_image": "viz.render",
     "render_keypoints": "viz.render", "semantic_colors": "viz.colors",
 }

@@ -1,5 +1,5 @@
-"""Matplotlib figures, headless: PCK curves, training curves, calibration, galleries, and the panels and saving
-that the experiments' figures use.
+"""Matplotlib figures, headless: PCK curves, training curves, calibration, panels of reliability diagrams and of
+curves, galleries, and the panels and saving that the experiments' figures use.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot), so importing this module
 never changes the global matplotlib backend or touches a caller's pyplot state.
@@ -137,6 +137,66 @@ def plot_calibration(confidence, correct, path, n_bins: int = 10, before=None) -
            title=f"Calibration ({ece_text}, {count.sum():.0f} predictions)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_reliability_panels(panels: Mapping[str, Mapping[str, tuple]], path, n_bins: int = 10,
+                            xlabel: str = "confidence") -> Path:
+    """Reliability diagrams side by side: per panel title, one line per series of per-bin accuracy against mean
+    confidence (:func:`pckeypoints.metrics.calibration.reliability_bins`; empty bins are not drawn).
+
+    Args:
+        panels: title -> {series label -> (confidence (M,) in [0, 1], correct (M,))}; a panel may have no series.
+        path: output PNG.
+    """
+    import torch
+
+    from pckeypoints.metrics.calibration import reliability_bins
+
+    if not panels:
+        raise InputError("panels is empty")
+    fig = Figure(figsize=(4.5 * len(panels), 4.2))
+    for ax, (title, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        for label, (confidence, correct) in series.items():
+            bins = reliability_bins(torch.as_tensor(confidence), torch.as_tensor(correct), n_bins)
+            mean_confidence, accuracy, count = (column.numpy() for column in bins)
+            ax.plot(mean_confidence[count > 0], accuracy[count > 0], marker="o", ms=4, label=label)
+        ax.set(title=title, xlabel=xlabel, ylabel="fraction correct", xlim=(0, 1), ylim=(0, 1))
+        if series:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_curve_grid(grid: Sequence[Sequence[tuple[str, Mapping[str, tuple]]]], path, xlabel: str, ylabel: str,
+                    reference_x: float | None = None) -> Path:
+    """Panels of lines in rows and columns, each with a dashed line at y = 0 (for differences from a baseline)
+    and a thin vertical line at ``reference_x`` (e.g. the headline threshold); the first panel has the legend.
+
+    Args:
+        grid: rows of panels ``(title, {label -> (x (T,), y (T,))})``; a panel may have no lines.
+        path: output PNG.
+    """
+    from matplotlib import colormaps
+
+    if not grid or not all(grid):
+        raise InputError("grid needs at least one row, each with at least one panel")
+    nrows, ncols = len(grid), max(len(row) for row in grid)
+    fig = Figure(figsize=(4.8 * ncols, 3.75 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for axes_row, row in zip(axes, grid):
+        for ax, (title, curves) in zip(axes_row, row):
+            ax.axhline(0, color="0.6", lw=1, ls="--")
+            ax.set_prop_cycle(color=colormaps["tab20"].colors)
+            for label, (x, y) in curves.items():
+                ax.plot(x, y, lw=1.2, label=label)
+            if reference_x is not None:
+                ax.axvline(reference_x, color="0.8", lw=1)
+            ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if grid[0][0][1]:
+        axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path)
 

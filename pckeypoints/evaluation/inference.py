@@ -26,6 +26,7 @@ from pckeypoints.core.head import KeypointMaps, RaggedKeypointMaps
 from pckeypoints.metrics.calibration import (expected_calibration_error, fit_temperature, mixture_within, within_radius_nll,
                                   within_radius_probability)
 from pckeypoints.metrics.geodesic import snap_to_points
+from pckeypoints.metrics.results import KeypointEvaluation
 from pckeypoints.metrics.summary import keypoint_records, records_metrics
 from pckeypoints.core.readouts import READOUTS, read_out
 from pckeypoints.validation import check_cloud
@@ -43,7 +44,7 @@ class ModelEvaluation:
     per-keypoint ``records`` (:func:`~pckeypoints.metrics.summary.keypoint_records`) and the ``predictions`` of
     :func:`collect_readouts` they came from, all in the dataset's units."""
 
-    metrics: dict[str, float]
+    metrics: KeypointEvaluation
     records: dict[str, Tensor]
     predictions: dict
 

@@ -1,7 +1,9 @@
 """Report pieces shared by the tasks: metrics tables in markdown and gallery items for :mod:`viz`."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +48,13 @@ def metrics_markdown(title: str, metrics: dict[str, float], summary: str = "") -
     full = markdown_table(["metric", "value"], [[name, float(value)] for name, value in metrics.items()],
                           align=False)
     return f"# {title}\n\n" + (f"{summary}\n## All metrics\n\n" if summary else "") + full
+
+
+def write_metrics(out_dir: Path, config: TrainConfig, metrics: dict[str, float], title: str, summary: str) -> None:
+    """A report's ``metrics.json`` (``{"config": ..., "metrics": metrics}``, the flat ``to_dict()`` of a result of
+    :mod:`pckeypoints.metrics.results`) and ``metrics.md`` (:func:`metrics_markdown`) in ``out_dir``."""
+    (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
+    (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, summary))
 
 
 def gallery_title(config: TrainConfig, loader: DataLoader, readout: str | None = None) -> str:

@@ -18,11 +18,10 @@ from torch import Tensor
 from pckeypoints.metrics.calibration import brier_score, calibration_correlation, expected_calibration_error
 from pckeypoints.metrics.geodesic import OFFICIAL_GRAPH_K, cloud_geodesics, snap_to_points
 from pckeypoints.metrics.pck import CURVE_THRESHOLDS
+from pckeypoints.metrics.results import COARSE_THRESHOLD, KeypointEvaluation, ReadoutScores
 
-__all__ = ["COARSE_THRESHOLD", "is_correct", "keypoint_metrics", "keypoint_records", "records_metrics"]
-
-#: The second, coarse PCK threshold reported per readout (``pck@0.05/<readout>``), dataset units.
-COARSE_THRESHOLD = 0.05
+__all__ = ["COARSE_THRESHOLD", "distances", "is_correct", "keypoint_metrics", "keypoint_records", "readout_scores",
+           "record_readouts", "records_metrics"]
 
 
 def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL_GRAPH_K) -> dict[str, Tensor]:
@@ -50,52 +49,63 @@ def keypoint_records(predictions: dict, geodesic: bool = True, k: int = OFFICIAL
     return records
 
 
+def distances(records: dict, readout: str, geodesic: bool = False):
+    """Per keypoint of :func:`keypoint_records` (tensors or arrays): the Euclidean error of ``readout``, or the
+    geodesic one of its snapped estimate."""
+    return records[f"{'geo' if geodesic else 'dist'}/{readout}"]
+
+
+def record_readouts(records: dict) -> list[str]:
+    """The readouts that :func:`keypoint_records` scored."""
+    return [name.split("/", 1)[1] for name in records if name.startswith("dist/")]
+
+
 def is_correct(records: dict, readout: str, geodesic: bool = False, threshold: float = 0.01):
     """Per keypoint of :func:`keypoint_records` (tensors or arrays): Euclidean ``d <= t``, or KeypointNet's
     geodesic ``d < t``."""
     if geodesic:
-        return records[f"geo/{readout}"] < threshold
-    return records[f"dist/{readout}"] <= threshold
+        return distances(records, readout, True) < threshold
+    return distances(records, readout) <= threshold
 
 
-def records_metrics(records: dict[str, Tensor], default: str = "expectation", threshold: float = 0.01) -> dict[str, float]:
-    """Metrics of :func:`keypoint_records`: per readout ``pck@t/r``, ``geo_pck@t/r``, ``pck@0.05/r``
-    (:data:`COARSE_THRESHOLD`), ``mean_error/r``, and of its
-    within-radius probability ``mean_within/r``, ``ece/r``, ``brier/r`` and ``r_within/r`` (Pearson r with
-    correctness), and ``ece_raw/r`` of it at T = 1 (before calibration) where the records hold it; for the ``default`` readout the Euclidean PCK curve ``pck@0.00`` ... ``pck@0.10``,
-    ``geo_pck@t``, ``mean_error``, the mean peak π ``mean_confidence`` and its Pearson r with correctness,
-    ``calibration_r`` (binary) and ``calibration_r_continuous`` (exp(-d²/2t²))."""
-    readouts = [name.split("/", 1)[1] for name in records if name.startswith("dist/")]
-    t = f"{threshold:.2f}"
-    metrics: dict[str, float] = {}
-    for readout in readouts:
-        correct = is_correct(records, readout, threshold=threshold)
-        metrics[f"pck@{t}/{readout}"] = float(correct.double().mean())
-        if f"geo/{readout}" in records:
-            metrics[f"geo_pck@{t}/{readout}"] = float(is_correct(records, readout, True, threshold).double().mean())
-        coarse = is_correct(records, readout, threshold=COARSE_THRESHOLD)
-        metrics[f"pck@{COARSE_THRESHOLD:.2f}/{readout}"] = float(coarse.double().mean())
-        metrics[f"mean_error/{readout}"] = float(records[f"dist/{readout}"].mean())
-        within = records[f"within/{readout}"]
-        metrics[f"mean_within/{readout}"] = float(within.mean())
-        metrics[f"ece/{readout}"] = expected_calibration_error(within, correct)
-        if f"within_raw/{readout}" in records:
-            metrics[f"ece_raw/{readout}"] = expected_calibration_error(records[f"within_raw/{readout}"], correct)
-        metrics[f"brier/{readout}"] = brier_score(within, correct)
-        metrics[f"r_within/{readout}"] = calibration_correlation(within, correct)
-    dist = records[f"dist/{default}"]
-    metrics.update({f"pck@{c:.2f}": float((dist <= c).double().mean()) for c in CURVE_THRESHOLDS})
-    if f"geo/{default}" in records:
-        metrics[f"geo_pck@{t}"] = metrics[f"geo_pck@{t}/{default}"]
-    metrics.update({
-        "mean_error": float(dist.mean()),
-        "mean_confidence": float(records["peak"].mean()),
-        "calibration_r": calibration_correlation(records["peak"], dist <= threshold),
-        "calibration_r_continuous": calibration_correlation(records["peak"], torch.exp(-dist.square() / (2 * threshold**2))),
-    })
-    return metrics
+def readout_scores(records: dict[str, Tensor], readout: str, threshold: float = 0.01) -> ReadoutScores:
+    """The :class:`~pckeypoints.metrics.results.ReadoutScores` of ``readout`` in :func:`keypoint_records`; its
+    geodesic PCK where the records hold geodesics, its ECE at T = 1 where they hold ``within_raw``."""
+    correct = is_correct(records, readout, threshold=threshold)
+    within = records[f"within/{readout}"]
+    raw = records.get(f"within_raw/{readout}")
+    geodesic = f"geo/{readout}" in records
+    return ReadoutScores(
+        pck=float(correct.double().mean()),
+        geo_pck=float(is_correct(records, readout, True, threshold).double().mean()) if geodesic else None,
+        pck_coarse=float(is_correct(records, readout, threshold=COARSE_THRESHOLD).double().mean()),
+        mean_error=float(distances(records, readout).mean()),
+        mean_within=float(within.mean()),
+        ece=expected_calibration_error(within, correct),
+        ece_raw=None if raw is None else expected_calibration_error(raw, correct),
+        brier=brier_score(within, correct),
+        r_within=calibration_correlation(within, correct),
+    )
 
 
-def keypoint_metrics(predictions: dict, default: str = "expectation", geodesic: bool = True) -> dict[str, float]:
+def records_metrics(records: dict[str, Tensor], default: str = "expectation", threshold: float = 0.01
+                    ) -> KeypointEvaluation:
+    """The :class:`~pckeypoints.metrics.results.KeypointEvaluation` of :func:`keypoint_records`: every readout's
+    :func:`readout_scores` and, for the ``default`` readout, the Euclidean PCK curve at
+    :data:`~pckeypoints.metrics.pck.CURVE_THRESHOLDS`, the mean peak π and its Pearson r with correctness, binary
+    and continuous (exp(-d²/2t²))."""
+    dist = distances(records, default)
+    return KeypointEvaluation(
+        threshold=threshold,
+        readout=default,
+        readouts={readout: readout_scores(records, readout, threshold) for readout in record_readouts(records)},
+        curve={round(float(c), 6): float((dist <= c).double().mean()) for c in CURVE_THRESHOLDS},
+        mean_confidence=float(records["peak"].mean()),
+        calibration_r=calibration_correlation(records["peak"], dist <= threshold),
+        calibration_r_continuous=calibration_correlation(records["peak"], torch.exp(-dist.square() / (2 * threshold**2))),
+    )
+
+
+def keypoint_metrics(predictions: dict, default: str = "expectation", geodesic: bool = True) -> KeypointEvaluation:
     """:func:`records_metrics` of :func:`keypoint_records` of ``predictions``."""
     return records_metrics(keypoint_records(predictions, geodesic), default)

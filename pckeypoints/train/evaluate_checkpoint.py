@@ -17,17 +17,19 @@ from pckeypoints.data import collate_keypoints
 from pckeypoints.devices import resolve_device
 from pckeypoints.errors import CheckpointError, PCKeypointsError
 from pckeypoints.evaluation.inference import TemperatureFit, fit_confidence_temperature
+from pckeypoints.metrics.results import EvaluationResult
 
 __all__ = ["Evaluation", "calibrate_checkpoint", "evaluate_checkpoint"]
 
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate_checkpoint` measured: the task's ``metrics`` over ``num_models`` models, the
+    """What :func:`evaluate_checkpoint` measured: the task's ``metrics`` (a result of
+    :mod:`pckeypoints.metrics.results`) over ``num_models`` models, the
     ``config`` it ran with (the checkpoint's, with the overrides), the checkpoint's ``epoch`` and the report
     folder (``None`` if none)."""
 
-    metrics: dict[str, float]
+    metrics: EvaluationResult
     num_models: int
     config: TrainConfig
     epoch: int

@@ -8,7 +8,7 @@ PCK@0.01 of it (:func:`~pckeypoints.metrics.within_radius_probability`).
 """
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +19,16 @@ from torch.utils.data import DataLoader, Dataset
 from pckeypoints.config import TrainConfig
 from pckeypoints.data.from_config import dataset_from_config, source_of
 from pckeypoints.errors import ConfigError, ReadError
-from pckeypoints.evaluation.inference import THRESHOLD, collect_readouts, evaluate_model, predict_keypoints
+from pckeypoints.evaluation.inference import collect_readouts, evaluate_model, predict_keypoints
 from pckeypoints.core.losses import KeypointLoss
-from pckeypoints.metrics.pck import CURVE_THRESHOLDS
-from pckeypoints.metrics.summary import COARSE_THRESHOLD, keypoint_records, records_metrics
+from pckeypoints.metrics.results import COARSE_THRESHOLD, KeypointEvaluation
+from pckeypoints.metrics.summary import is_correct, keypoint_records, records_metrics
 from pckeypoints.models import KeypointDetector
-from pckeypoints.evaluation.report import gallery_items, gallery_title, markdown_table, metrics_markdown, save_records
+from pckeypoints.evaluation.report import gallery_items, gallery_title, markdown_table, save_records, write_metrics
 
 
 class SupervisedTask:
     """Supervised semantic keypoints (see :class:`pckeypoints.train.tasks.Task`)."""
-
-    monitor = "pck@0.01"
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
         return dataset_from_config(config, split, train)
@@ -69,13 +67,13 @@ class SupervisedTask:
                             target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
                             clipped_integral=loss.clipped_integral)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> KeypointEvaluation:
         """Euclidean PCK of ``eval.readout`` (cheap: run after every epoch to select ``best.pt``)."""
         predictions = collect_readouts(model, loader, (config.eval.readout,), temperature=config.eval.temperature)
         return records_metrics(keypoint_records(predictions, geodesic=False), config.eval.readout)
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
-               figures=None) -> dict[str, float]:
+               figures=None) -> KeypointEvaluation:
         """Every readout's metrics (:mod:`pckeypoints.metrics.summary`) in ``metrics.md``/``metrics.json`` and
         the per-keypoint records in ``records.pt`` in ``out_dir``; with ``figures`` (the :mod:`viz` module or
         anything with its ``plot_pck_curves``, ``plot_calibration`` and ``render_gallery``) also
@@ -87,26 +85,25 @@ class SupervisedTask:
         predictions, records, metrics = result.predictions, result.records, result.metrics
         title = f"{config.data.label} {config.loss.method}"
         save_records({"records": records, "model_id": predictions["model_id"]}, out_dir / "records.pt")
-        (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
-        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
+        write_metrics(out_dir, config, metrics.to_dict(), title, self.summary(metrics, config))
         if figures is not None:
-            correct = records[f"dist/{readout}"] <= THRESHOLD
-            figures.plot_pck_curves({title: (CURVE_THRESHOLDS.tolist(), [metrics[f"pck@{t:.2f}"] for t in CURVE_THRESHOLDS])},
+            figures.plot_pck_curves({title: (list(metrics.curve), list(metrics.curve.values()))},
                                     out_dir / "pck_curve.png", title=f"PCK on {config.data.label}")
-            figures.plot_calibration(records[f"within/{readout}"].numpy(), correct.numpy(), out_dir / "calibration.png",
-                                     before=records[f"within_raw/{readout}"].numpy())
+            figures.plot_calibration(records[f"within/{readout}"].numpy(),
+                                     is_correct(records, readout, threshold=metrics.threshold).numpy(),
+                                     out_dir / "calibration.png", before=records[f"within_raw/{readout}"].numpy())
             figures.render_gallery(gallery_items(predictions, readout, 8), out_dir / "gallery.png",
                                    title=gallery_title(config, loader, readout), legend=True, if_available=True)
         return metrics
 
-    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
-        """One row per readout (``*``: the run's ``eval.readout``): Euclidean and official (geodesic) PCK@0.01,
-        PCK@0.05, mean error and the ECE of the within-0.01 probability at the run's temperature and at T = 1."""
-        t, coarse = f"{THRESHOLD:.2f}", f"{COARSE_THRESHOLD:.2f}"
-        readouts = [name.split("/", 1)[1] for name in metrics if name.startswith(f"pck@{t}/")]
-        columns = [f"pck@{t}", f"geo_pck@{t}", f"pck@{coarse}", "mean_error", "ece", "ece_raw"]
+    def summary(self, metrics: KeypointEvaluation, config: TrainConfig) -> str:
+        """One row per readout (``*``: the run's ``eval.readout``): Euclidean and official (geodesic) PCK@t,
+        PCK@0.05, mean error and the ECE of the within-t probability at the run's temperature and at T = 1."""
+        t, coarse = f"{metrics.threshold:.2f}", f"{COARSE_THRESHOLD:.2f}"
         rows = [[r + ("*" if r == config.eval.readout else ""),
-                 *(metrics.get(f"{c}/{r}", float("nan")) for c in columns)] for r in readouts]
+                 *(math.nan if v is None else v for v in (s.pck, s.geo_pck, s.pck_coarse, s.mean_error, s.ece,
+                                                         s.ece_raw))]
+                for r, s in metrics.readouts.items()]
         header = ["readout", f"pck@{t}", f"geo_pck@{t} (official)", f"pck@{coarse}", "mean_error", "ece",
                   "ece (T = 1)"]
         return markdown_table(header, rows) + (

@@ -15,17 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from pckeypoints.config import TrainConfig
 from pckeypoints.errors import ConfigError
+from pckeypoints.metrics.results import EvaluationResult
 
 
 @runtime_checkable
 class Task(Protocol):
-    """A learning problem the trainer can run.
-
-    Attributes:
-        monitor: name of the :meth:`evaluate` metric that selects ``best.pt`` (higher is better).
-    """
-
-    monitor: str
+    """A learning problem the trainer can run."""
 
     def dataset(self, config: TrainConfig, split: str | None, train: bool) -> Dataset:
         """Items of ``split`` (``"train"``, ``"val"``, ``"test"``, or ``None`` for every annotated model);
@@ -43,17 +38,18 @@ class Task(Protocol):
         """Scalar training loss of ``batch`` and the scalars to log with it. ``model`` may be wrapped in
         ``DistributedDataParallel``: call it, don't reach into its attributes."""
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
-        """Metrics of ``model`` (unwrapped, in eval mode) over ``loader``; must include :attr:`monitor`."""
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> EvaluationResult:
+        """Metrics of ``model`` (unwrapped, in eval mode) over ``loader``; their ``monitored`` score selects
+        ``best.pt``."""
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
-               figures=None) -> dict[str, float]:
+               figures=None) -> EvaluationResult:
         """Like :meth:`evaluate`, and also write tables (markdown, JSON) into ``out_dir``, and figures (PNG)
         drawn with ``figures`` if given: the :mod:`viz` module or anything with its plotting functions (the
         library itself never imports viz)."""
 
-    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
-        """The headline numbers of :meth:`report`'s ``metrics`` as a short markdown table (with a line saying
+    def summary(self, metrics: EvaluationResult, config: TrainConfig) -> str:
+        """The headline numbers of :meth:`report`'s result as a short markdown table (with a line saying
         what they measure), printed first by ``pckeypoints eval`` and put atop ``metrics.md``."""
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:

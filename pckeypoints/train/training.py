@@ -34,6 +34,7 @@ from pckeypoints.data import collate_keypoints
 from pckeypoints.devices import resolve_device
 from pckeypoints.distributed import World, init_world, shielded, spawn
 from pckeypoints.errors import CheckpointError, ConfigError, InputError, TrainingError, write_error
+from pckeypoints.metrics.results import EvaluationResult
 from pckeypoints.train.run_folder import RunFolder, claim, continued_in_place, resume_target
 from pckeypoints.core.schedules import make_schedule
 from pckeypoints.train.tasks import Task, get_task
@@ -227,9 +228,9 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
                                  shown)
             if world.is_main:
                 if state.epoch % config.eval.every == 0 or state.epoch == end_epoch:
-                    scalars[_eval_label(config)] = _evaluate(task, state, eval_loader, config)
-                    score = scalars[_eval_label(config)][task.monitor]
-                    shown[f"{_eval_label(config)} {task.monitor}"] = f"{score:.4f}"
+                    result = _evaluate(task, state, eval_loader, config)
+                    scalars[_eval_label(config)] = result.to_dict()
+                    shown[f"{_eval_label(config)} {result.monitored_name}"] = f"{result.monitored:.4f}"
                 log.write_csv(state.epoch - 1, scalars, run_dir)  # before the checkpoint: a resume keeps its row
                 run_dir = _save(state, config, world, folder, run_dir)
                 log.write_tensorboard(state.epoch - 1, scalars, run_dir)
@@ -303,12 +304,12 @@ def _eval_label(config: TrainConfig) -> str:
     return "train_eval" if config.eval.split == "train" else config.eval.split
 
 
-def _evaluate(task: Task, state: TrainState, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
-    """The task's validation metrics; a new best of its monitor is recorded in ``state``."""
-    metrics = task.evaluate(state.model.eval(), loader, config)
-    if metrics[task.monitor] > state.best:
-        state.best, state.best_epoch = float(metrics[task.monitor]), state.epoch
-    return metrics
+def _evaluate(task: Task, state: TrainState, loader: DataLoader, config: TrainConfig) -> EvaluationResult:
+    """The task's validation result; a new best of its monitored score is recorded in ``state``."""
+    result = task.evaluate(state.model.eval(), loader, config)
+    if result.monitored > state.best:
+        state.best, state.best_epoch = float(result.monitored), state.epoch
+    return result
 
 
 def _save(state: TrainState, config: TrainConfig, world: World, folder: RunFolder, run_dir: Path) -> Path:

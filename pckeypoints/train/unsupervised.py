@@ -6,7 +6,7 @@ decoder rebuilds the cloud from each of ``num_samples`` sampling-argmax keypoint
 mean over them (the expected reconstruction error); with ``"soft"`` from the soft-argmax.
 
 Checkpoints are selected without labels: ``best.pt`` has the lowest soft-argmax reconstruction loss on the
-eval split (the monitor ``neg_reconstruction`` is its negation; ``reconstruction`` in a report). The annotations only score the soft-argmax
+eval split (its negation ``neg_reconstruction`` is the monitored score; ``reconstruction`` in a report). The annotations only score the soft-argmax
 keypoints, mapped back to the dataset's own coordinates: the dual alignment score (DAS, with its forward and
 backward parts) in two protocols and KeypointNet's keypoint mIoU at geodesic distance 0.1. ``das``: the
 strict one, pairs of distinct shapes of the evaluated split; ``das_sm``: Skeleton Merger's published one
@@ -18,7 +18,6 @@ unsupervised config), with Skeleton Merger's values as defaults.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,11 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from pckeypoints.metrics.das import alignment_votes, das_from_votes, keypoint_matches
+from pckeypoints.metrics.das import DualAlignment, alignment_votes, das_from_votes, keypoint_matches
+from pckeypoints.metrics.results import AlignmentEvaluation
 from pckeypoints.models.autoencoder import SkeletonAutoencoder, skeleton_loss
 from pckeypoints.data.from_config import dataset_from_config
 from pckeypoints.evaluation.inference import collect_predictions, predict_keypoints
-from pckeypoints.evaluation.report import gallery_title, markdown_table, metrics_markdown, save_records
+from pckeypoints.evaluation.report import gallery_title, markdown_table, save_records, write_metrics
 from pckeypoints.config import TrainConfig, UnsupervisedLoss
 from pckeypoints.errors import InputError
 
@@ -44,8 +44,6 @@ GEODESIC_K = 10
 
 class UnsupervisedTask:
     """Unsupervised, ordered keypoints by skeleton reconstruction (see :class:`pckeypoints.train.tasks.Task`)."""
-
-    monitor = "neg_reconstruction"
 
     def dataset(self, config: TrainConfig, split: str, train: bool) -> Dataset:
         """The same normalised KeypointNet items and augmentations as the supervised task."""
@@ -62,13 +60,14 @@ class UnsupervisedTask:
         output = model(batch["points"], num_samples=num_samples, tau=tau)
         return reconstruction_objective(batch["points"], output, config.loss)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> dict[str, float]:
-        """The label-free monitor and, for the log only, :func:`unsupervised_metrics` of ``loader``'s split."""
-        return {"neg_reconstruction": -reconstruction_loss(model, loader, config),
-                **unsupervised_metrics(collect_predictions(model, loader))}
+    def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> AlignmentEvaluation:
+        """The label-free reconstruction loss (monitored) and, for the log only, the strict DAS and mIoU of
+        ``loader``'s split."""
+        return _records_metrics(reconstruction_loss(model, loader, config),
+                                _shape_records(collect_predictions(model, loader), "das"))
 
     def report(self, model: nn.Module, loader: DataLoader, config: TrainConfig, out_dir: Path,
-               figures=None) -> dict[str, float]:
+               figures=None) -> AlignmentEvaluation:
         """:meth:`evaluate`'s metrics plus ``das_sm`` (with ``_forward``, ``_backward``) over every annotated shape
         of the category; writes ``metrics.md``/``metrics.json``, ``records.pt`` (per shape: the reconstruction
         loss and the counts behind DAS and mIoU, :func:`_shape_records`, for bootstrap CIs over shapes) and
@@ -84,12 +83,10 @@ class UnsupervisedTask:
         records = {"model_id": collected["model_id"], "reconstruction": reconstruction,
                    **_shape_records(collected, "das"), **_shape_records(collected_all, "das_sm"),
                    "das_sm_model_id": collected_all["model_id"]}
-        metrics = {"neg_reconstruction": -float(reconstruction.mean()), **_records_metrics(records),
-                   "das_sm_shapes": len(every_shape)}
+        metrics = _records_metrics(float(reconstruction.mean()), records, das_sm_shapes=len(every_shape))
         save_records(records, out_dir / "records.pt")
-        (out_dir / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
         title = f"{config.data.label} unsupervised ({config.loss.method})"
-        (out_dir / "metrics.md").write_text(metrics_markdown(title, metrics, self.summary(metrics, config)))
+        write_metrics(out_dir, config, metrics.to_dict(), title, self.summary(metrics, config))
         items = [{
             "points": collected["points"][i].numpy(),
             "keypoints": collected["pred"][i].numpy(),
@@ -101,15 +98,13 @@ class UnsupervisedTask:
                                    if_available=True)
         return metrics
 
-    def summary(self, metrics: dict[str, float], config: TrainConfig) -> str:
+    def summary(self, metrics: AlignmentEvaluation, config: TrainConfig) -> str:
         """One row: the strict and Skeleton Merger DAS, the keypoint mIoU and the reconstruction loss."""
-        columns = {"DAS": "das", "DAS (SM)": "das_sm", f"mIoU@{MIOU_THRESHOLD}": f"miou@{MIOU_THRESHOLD}",
-                   "reconstruction": "neg_reconstruction"}
-        row = [metrics.get(key, float("nan")) for key in columns.values()]
-        row[-1] = -row[-1]
-        return markdown_table(list(columns), [row]) + (
+        das_sm = math.nan if metrics.das_sm is None else metrics.das_sm.das
+        header = ["DAS", "DAS (SM)", f"mIoU@{metrics.miou_threshold}", "reconstruction"]
+        return markdown_table(header, [[metrics.das.das, das_sm, metrics.miou, metrics.reconstruction]]) + (
             f"\nDAS: strict over pairs of shapes; DAS (SM): Skeleton Merger's protocol over "
-            f"{int(metrics.get('das_sm_shapes', 0))} shapes; mIoU at geodesic distance {MIOU_THRESHOLD}.\n")
+            f"{metrics.das_sm_shapes or 0} shapes; mIoU at geodesic distance {metrics.miou_threshold}.\n")
 
     def predict(self, model: nn.Module, points: Tensor, config: TrainConfig) -> dict:
         """As the supervised task's: each map's ``eval.readout``, with its within-radius probability as confidence."""
@@ -174,29 +169,23 @@ def _shape_records(collected: dict, prefix: str) -> dict[str, Tensor]:
     return records
 
 
-def _records_metrics(records: dict) -> dict[str, float]:
-    """Scores from the sums of :func:`_shape_records`: the strict DAS (``das``, ``_forward``, ``_backward``; pairs
-    of distinct shapes), the keypoint mIoU at :data:`MIOU_THRESHOLD` and, where ``records`` hold its votes,
-    Skeleton Merger's DAS (``das_sm...``; self-pairs included)."""
+def _records_metrics(reconstruction: float, records: dict, das_sm_shapes: int | None = None) -> AlignmentEvaluation:
+    """The :class:`~pckeypoints.metrics.results.AlignmentEvaluation` of the mean ``reconstruction`` loss and the
+    sums of :func:`_shape_records`: the strict DAS (pairs of distinct shapes), the keypoint mIoU at
+    :data:`MIOU_THRESHOLD` and, where ``records`` hold its votes, Skeleton Merger's DAS (self-pairs included)."""
     if len(records["das_forward_votes"]) < 2:
         raise InputError(f"DAS compares shapes: need at least 2 models to evaluate, got "
                          f"{len(records['das_forward_votes'])}")
-    metrics = {}
+    scores = {}
     for prefix, self_pairs in (("das", False), ("das_sm", True)):
         if f"{prefix}_forward_votes" not in records:
             continue
         forward, backward = records[f"{prefix}_forward_votes"], records[f"{prefix}_backward_votes"]
-        scores = [float(score) for score in das_from_votes(forward.sum(0), backward.sum(0), len(forward), self_pairs)]
-        if not math.isfinite(scores[0]):
+        das, *parts = (float(x) for x in das_from_votes(forward.sum(0), backward.sum(0), len(forward), self_pairs))
+        if not math.isfinite(das):
             raise InputError("no semantic id is annotated on two or more shapes; backward alignment is undefined")
-        metrics.update(zip((prefix, f"{prefix}_forward", f"{prefix}_backward"), scores))
+        scores[prefix] = DualAlignment(das, *parts)
     true_positives, false_positives, annotated = records["miou_matches"].sum(0)
-    metrics[f"miou@{MIOU_THRESHOLD}"] = float(true_positives / (annotated + false_positives))
-    return metrics
+    return AlignmentEvaluation(reconstruction, scores["das"], float(true_positives / (annotated + false_positives)),
+                               MIOU_THRESHOLD, scores.get("das_sm"), das_sm_shapes)
 
-
-def unsupervised_metrics(collected: dict) -> dict[str, float]:
-    """From :func:`pckeypoints.evaluation.inference.collect_predictions` (``pred``, ``target``, ``mask``, ``points`` in the
-    dataset's coordinates): the strict DAS (pairs of distinct shapes) with its forward and backward parts and the
-    keypoint mIoU at geodesic distance :data:`MIOU_THRESHOLD`."""
-    return _records_metrics(_shape_records(collected, "das"))
