@@ -1,39 +1,48 @@
 """Time to accuracy: train a recipe under a time budget, validation PCK at budget marks, test at the end.
 
-    python experiments/speedrun.py run --recipes w05-e100:bathtub --seeds 0 1 2 --procs 2 --jobs 1   # idle machine
-    python experiments/speedrun.py run --recipes w05-e50:bathtub --seeds 0 1 2 --jobs 2              # CPU-time proxy
-    python experiments/speedrun.py tables                     # rebuild speedrun.md and the plot from the JSON
+    python -m experiments.speedrun run --recipes w05-e100:bathtub --seeds 0 1 2 --procs 2 --jobs 1   # idle machine
+    python -m experiments.speedrun run --recipes w05-e50:bathtub --seeds 0 1 2 --jobs 2              # CPU-time proxy
+    python -m experiments.speedrun tables                     # rebuild speedrun.md and the plot from the JSON
 
-A recipe is a set of :class:`~pckeypoints.config.TrainConfig` fields (:data:`RECIPES`, TOML-able: what
-``pckeypoints train`` takes). Each (recipe, category, seed) cell trains in its own process on ONE thread
-under a budget of that process's CPU time (``time.process_time``), or, with ``--procs 2``, in two
-data-parallel processes of one thread each (``run.procs``, DistributedDataParallel over gloo) under a
-wall-clock budget kept by rank 0: the issue's "10 minutes on both cores", measured on an idle machine.
-Training steps and data loading count, validation does not. The step that would pass the budget is not
-taken (a recipe whose epochs do not fit is cut short, and the cell says so). Validation PCK@0.01
-(Euclidean, ``config.readout``) is measured at every tenth of the budget, outside the clock; the final model
-(no checkpoint selection) is scored on the test split: PCK@0.01 of the snapped readout with KeypointNet's
-strict geodesic distance (the official metric) and Euclidean, and of the expectation.
+(from the repository root). A recipe is a ``pckeypoints train --config`` file, experiments/configs/speedrun/
+<recipe>.toml; each (recipe, category, seed) cell sets the category, seed, device and run folder. A cell is one
+:func:`pckeypoints.train.training.train` run (the trainer of ``pckeypoints train``, so the same config and seed
+give the same weights) on ONE thread under a :class:`~pckeypoints.train.budget.TimeBudget` of that process's CPU
+time, or, with ``--procs 2``, in two data-parallel processes of one thread each (DistributedDataParallel over
+gloo) under a wall-clock budget kept by rank 0: the issue's "10 minutes on both cores", measured on an idle
+machine. Training steps and data loading count, validation does not. The step that would pass the budget is not
+taken (a recipe whose epochs do not fit is cut short, and the cell says so). Validation PCK@0.01 (Euclidean,
+``config.readout``) is measured at every tenth of the budget by a callback, outside the clock, and after the
+last step by the trainer; the final model (``last.pt``, no checkpoint selection) is scored on the test split:
+PCK@0.01 of the snapped readout with KeypointNet's strict geodesic distance (the official metric) and
+Euclidean, and of the expectation.
 
-Results go to experiments/results/speedrun.json as each cell finishes (a finished cell is skipped when the
-command is run again), then speedrun.md (mean ± sd over seeds per recipe, category and clock) and
-speedrun.png (validation PCK against training minutes per recipe, category and seed; the test score at
-the end).
+The cells run through :mod:`experiments.runner` (``--jobs`` at a time); each trains in runs/speedrun/<cell>/ and
+writes its record to runs/speedrun/records/<cell>.json. ``run`` gathers the records into
+experiments/results/speedrun.json (before and after the cells: a finished cell is skipped when the command is run
+again, an interrupted grid keeps its finished cells), then writes speedrun.md (mean ± sd over seeds per recipe,
+category and clock) and speedrun.png (validation PCK against training minutes per recipe, category and seed; the
+test score at the end).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import tomllib
 from pathlib import Path
+
+from experiments import runner
+from pckeypoints.config import config_fields
+from pckeypoints.metrics.results import EvaluationResult
+from pckeypoints.train.callbacks import Callback, TrainSession
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+RECIPES = ROOT / "experiments" / "configs" / "speedrun"  # <recipe>.toml
 
 #: seconds per category (the issue's targets: 10 min / 5 min of the 2-core machine): wall clock with --procs 2,
 #: CPU time of one core (half the compute) without
@@ -43,192 +52,188 @@ BUDGETS = {"bathtub": 600.0, "bed": 300.0}
 TARGETS = {("bathtub", 600.0): 58.0, ("bed", 300.0): 50.7, ("bathtub", 300.0): 55.0}
 MARKS = 10  # validation at every tenth of the budget
 
-_SHIPPED = {"method": "soft+js", "readout": "snapped", "basis": "fixed", "sigma": 0.01, "target_sigma": 0.02,
-            "reg_weight": 1.0,
-            "tau_schedule": "exponential", "tau_start": 1.0, "tau_end": 0.1, "batch_size": 16,
-            "weight_decay": 1e-4, "jitter": 0.005, "scale_lo": 0.9, "scale_hi": 1.1}
-#: name -> TrainConfig fields (category, seed, device, out and name are set per cell)
-RECIPES: dict[str, dict] = {
-    # the quick start before the recipe (width 0.25, 30 epochs, σ from 8-NN), the speedrun's baseline
-    "quickstart": {**_SHIPPED, "basis": "knn", "sigma": None, "knn_k": 8, "width": 0.25, "epochs": 30, "lr": 5e-3,
-                   "lr_schedule": "cosine"},
-    # the shipped models' protocol (experiments/configs/evidence_best.toml) cut to the budget
-    "best": {**_SHIPPED, "width": 1.0, "epochs": 100, "lr": 2e-3, "lr_schedule": "cosine"},
-    # the shipped protocol with its epochs fitted to the bathtub budget (steps of 1.29 / 0.54 s at width 1 / 0.5)
-    "w1-e20": {**_SHIPPED, "width": 1.0, "epochs": 20, "lr": 3e-3, "lr_schedule": "cosine"},
-    # width 0.5 (0.49 s a step): 50 epochs of bathtub (22 steps) or 85 of bed (7 steps) fit their budgets
-    "w05-e50": {**_SHIPPED, "width": 0.5, "epochs": 50, "lr": 3e-3, "lr_schedule": "cosine"},
-    "w05-e85": {**_SHIPPED, "width": 0.5, "epochs": 85, "lr": 3e-3, "lr_schedule": "cosine"},
-    # one-seed probes of the bathtub gap: width 0.75 (34 epochs fit), width 0.5 with a higher lr and the whole budget
-    "w075-e34": {**_SHIPPED, "width": 0.75, "epochs": 34, "lr": 3e-3, "lr_schedule": "cosine"},
-    "w05-e54-lr5": {**_SHIPPED, "width": 0.5, "epochs": 54, "lr": 5e-3, "lr_schedule": "cosine"},
-    # the quick start's budget (5 minutes of 2 cores, run at 300 CPU-s of one core): 25 epochs of bathtub
-    "w05-e25": {**_SHIPPED, "width": 0.5, "epochs": 25, "lr": 3e-3, "lr_schedule": "cosine"},
-    # the budgets on both cores (--procs 2, wall clock): the same recipe with the epochs that fit
-    # (a 60 s probe cell measured 0.233 s a step of 2 processes: bathtub 100 epochs ~540 s, bed 165 epochs ~270 s;
-    #  the cells used 511-540 s and 247-252 s, speedrun.json)
-    "w05-e100": {**_SHIPPED, "width": 0.5, "epochs": 100, "lr": 3e-3, "lr_schedule": "cosine"},
-    "w05-e165": {**_SHIPPED, "width": 0.5, "epochs": 165, "lr": 3e-3, "lr_schedule": "cosine"},
-}
+
+def recipe_fields(recipe: str, recipes: Path = RECIPES) -> dict:
+    """The TrainConfig fields by flat name (``width``, ``epochs``, ...) of ``recipes/<recipe>.toml``."""
+    path = recipes / f"{recipe}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in recipes.glob("*.toml"))
+        raise SystemExit(f"unknown recipe {recipe!r} (no {path}); known: {known}")
+    flat = {(f.section, f.key): f.name for f in config_fields(scalars=False)}
+    values = tomllib.loads(path.read_text())
+    return {(flat[section, key] if isinstance(keys, dict) else section): value
+            for section, keys in values.items()
+            for key, value in (keys.items() if isinstance(keys, dict) else [(None, keys)])}
 
 
 # ---------------------------------------------------------------------------------------------- one cell
-def train_cell(recipe: str, fields: dict, category: str, seed: int, budget: float, data_root: str | None) -> dict | None:
+class BudgetMarks(Callback):
+    """The validation curve of a cell: validation PCK@0.01 at every tenth of the budget (a slow step may pass
+    several marks at once) and the trainer's validation after the last step, with the budget's clock stopped."""
+
+    def __init__(self, marks: int = MARKS):
+        self.marks, self.reached, self.curve, self.loader = marks, 0, [], None
+        self.wall0 = time.perf_counter()
+
+    def on_step(self, session: TrainSession) -> None:
+        reached = min(self.marks, math.floor(session.budget.spent / session.budget.seconds * self.marks))
+        if reached > self.reached:
+            self.reached = reached
+            self.point(session, self.validate(session))
+
+    def on_validation(self, session: TrainSession, result: EvaluationResult) -> None:
+        if not self.curve or self.curve[-1]["step"] != session.step:
+            self.point(session, result)
+
+    def validate(self, session: TrainSession) -> EvaluationResult:
+        from torch.utils.data import DataLoader
+
+        from pckeypoints.data import collate_keypoints
+
+        if self.loader is None:
+            dataset = session.task.dataset(session.config, "val", train=False)
+            self.loader = DataLoader(dataset, 32, collate_fn=collate_keypoints)
+        return session.task.evaluate(session.state.model.eval(), self.loader, session.config)
+
+    def point(self, session: TrainSession, result: EvaluationResult) -> None:
+        self.curve.append({"budget_s": session.budget.spent, "wall_s": time.perf_counter() - self.wall0,
+                           "epoch": session.epochs, "step": session.step, "val_pck": 100 * result.monitored})
+
+
+def cell_config(recipe: str, fields: dict, category: str, seed: int, data_root: str | None, runs: Path, procs: int):
+    """The TrainConfig of a cell: the recipe's ``fields`` on ``category`` with ``seed``, on the CPU in ``procs``
+    processes, run folder ``runs/<cell name>``; validated by the trainer only after the last step."""
+    from pckeypoints.config import TrainConfig
+
+    config = TrainConfig.from_fields(**fields, category=category, seed=seed, device="cpu", data_root=data_root,
+                                     procs=procs, out=str(runs), name=cell_name(recipe, category, seed, procs))
+    return config.replace(eval_every=config.optim.epochs)
+
+
+def train_cell(recipe: str, fields: dict, category: str, seed: int, budget_s: float, data_root: str | None,
+               runs: Path) -> dict | None:
     """Train one cell in this process and return its record (``None`` on ranks other than 0): alone, on one
     thread under a CPU-time budget; as one of the processes that :func:`~pckeypoints.distributed.spawn`
     started, under a wall-clock budget kept by rank 0."""
     import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DataLoader
 
-    from pckeypoints.config import UNSET, TrainConfig
-    from pckeypoints.data import collate_keypoints
-    from pckeypoints.distributed import init_world
-    from pckeypoints.errors import TrainingError
-    from pckeypoints.evaluation.inference import collect_readouts
-    from pckeypoints.metrics.summary import keypoint_records, records_metrics
-    from pckeypoints.train.supervised import SupervisedTask
-    from pckeypoints.train.training import TrainState, _seed, train_loader
+    from pckeypoints.distributed import is_main_process
+    from pckeypoints.train.budget import TimeBudget
+    from pckeypoints.train.training import train
 
     torch.set_num_threads(1)
-    world = init_world(torch.device("cpu"))
-    clock = time.process_time if world.world_size == 1 else time.perf_counter
-    wall0, load0 = time.perf_counter(), os.getloadavg()[0]
-    fields = {k: UNSET if v is None else v for k, v in fields.items()}
-    config = TrainConfig.from_fields(**fields, category=category, seed=seed, device="cpu", data_root=data_root)
-    task = SupervisedTask()
-    train_set = task.dataset(config, "train", train=True)
-    config = task.configure(config, train_set)
-    loader = train_loader(train_set, config, world)
-    eval_loader = lambda split: DataLoader(task.dataset(config, split, train=False), 32, collate_fn=collate_keypoints)
-    val_loader = eval_loader("val") if world.is_main else None
-    state = TrainState.create(task, config, torch.device("cpu"))
-    model, optimizer, lr_schedule, tau_schedule = state.model, state.optimizer, state.lr_schedule, state.tau_schedule
-    trained = DistributedDataParallel(model) if world.world_size > 1 else model
-
-    spent = eval_cpu = train_wall = train_cpu = 0.0  # budget clock s, evaluation CPU s, training wall and CPU s
-    curve, step, last_step = [], 0, 0.0
-    marks = [budget * (i + 1) / MARKS for i in range(MARKS)]
-
-    def over_budget(elapsed: float) -> bool:
-        """Would the next step pass the budget? Rank 0 decides for every rank."""
-        over = torch.tensor(float(spent + elapsed + last_step > budget))
-        if world.world_size > 1:
-            dist.broadcast(over, 0)
-        return bool(over)
-
-    def validate(epoch: float) -> None:
-        nonlocal eval_cpu
-        t0 = time.process_time()
-        metrics = task.evaluate(model.eval(), val_loader, config)
-        model.train()
-        eval_cpu += time.process_time() - t0
-        curve.append({"budget_s": spent, "wall_s": time.perf_counter() - wall0, "epoch": epoch, "step": step,
-                      "val_pck": 100 * metrics.monitored})
-
-    def pause(t0: float, w0: float, c0: float) -> None:
-        nonlocal spent, train_wall, train_cpu
-        spent += clock() - t0
-        train_wall += time.perf_counter() - w0
-        train_cpu += time.process_time() - c0
-
-    epoch, cut = 0, False
-    while epoch < config.optim.epochs and not cut:
-        _seed(config.run.seed, epoch, world.rank)
-        loader.sampler.set_epoch(epoch)
-        model.train()
-        tau = tau_schedule.value
-        t0, w0, c0 = clock(), time.perf_counter(), time.process_time()
-        for i, batch in enumerate(loader):
-            if over_budget(clock() - t0):
-                cut = True
-                break
-            s0 = clock()
-            loss, _ = task.loss(trained, batch, config, tau)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            last_step = clock() - s0
-            if world.is_main and marks and spent + clock() - t0 >= marks[0]:
-                while marks and spent + clock() - t0 >= marks[0]:  # a slow step may pass several marks
-                    marks.pop(0)
-                pause(t0, w0, c0)
-                validate(epoch + (i + 1) / len(loader))
-                t0, w0, c0 = clock(), time.perf_counter(), time.process_time()
-        pause(t0, w0, c0)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"training diverged at epoch {epoch}")
-        if not cut:
-            lr_schedule.step()
-            tau_schedule.step()
-            epoch += 1
-    if not world.is_main:
+    procs = int(os.environ.get("WORLD_SIZE", "1"))
+    wall0, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+    config = cell_config(recipe, fields, category, seed, data_root, runs, procs)
+    budget, marks = TimeBudget(budget_s, "cpu" if procs == 1 else "wall"), BudgetMarks()
+    run_dir = train(config, progress=False, overwrite=True, budget=budget, callbacks=[marks])
+    if not is_main_process():
         return None
-    if not curve or curve[-1]["step"] != step:
-        validate(float(epoch))
-    t0 = time.process_time()
-    predictions = collect_readouts(model.eval(), eval_loader("test"), ("snapped", "expectation"))
-    metrics = records_metrics(keypoint_records(predictions, geodesic=True), "snapped")
-    eval_cpu += time.process_time() - t0
-    snapped, expectation = metrics.readouts["snapped"], metrics.readouts["expectation"]
-    test = {"pck_snapped_geodesic": 100 * snapped.geo_pck, "pck_snapped_euclidean": 100 * snapped.pck,
-            "pck_expectation_euclidean": 100 * expectation.pck}
-    return {"recipe": recipe, "fields": fields, "category": category, "seed": seed, "procs": world.world_size,
-            "clock": "cpu" if world.world_size == 1 else "wall", "budget_s": budget, "train_cpu_s": train_cpu,
-            "train_wall_s": train_wall, "eval_cpu_s": eval_cpu, "cell_wall_s": time.perf_counter() - wall0,
-            "steps": step, "epochs": epoch, "of_epochs": config.optim.epochs, "cut_by_budget": cut, "curve": curve,
-            "test": test, "threads": torch.get_num_threads(), "loadavg_start": load0,
+    last = marks.curve[-1]
+    return {"recipe": recipe, "fields": fields, "category": category, "seed": seed, "procs": procs,
+            "clock": budget.clock, "budget_s": budget_s, "train_cpu_s": budget.cpu_s, "train_wall_s": budget.wall_s,
+            "test": test_scores(run_dir), "cell_cpu_s": time.process_time() - cpu0,
+            "cell_wall_s": time.perf_counter() - wall0, "steps": last["step"], "epochs": math.floor(last["epoch"]),
+            "of_epochs": config.optim.epochs, "cut_by_budget": budget.cut, "curve": marks.curve,
+            "threads": torch.get_num_threads(), "run": str(run_dir), "loadavg_start": load0,
             "loadavg_end": os.getloadavg()[0]}
 
 
-# ---------------------------------------------------------------------------------------------- runner
+def test_scores(run_dir: Path) -> dict[str, float]:
+    """Test PCK@0.01 (%) of the run's final model (``last.pt``): snapped readout with the geodesic (official) and
+    Euclidean distance, expectation with the Euclidean."""
+    from torch.utils.data import DataLoader
+
+    from pckeypoints.data import collate_keypoints
+    from pckeypoints.evaluation.inference import collect_readouts
+    from pckeypoints.metrics.summary import keypoint_records, records_metrics
+    from pckeypoints.train.checkpoint import load_checkpoint
+
+    task, model, config, _ = load_checkpoint(run_dir / "last.pt")
+    loader = DataLoader(task.dataset(config, "test", train=False), 32, collate_fn=collate_keypoints)
+    predictions = collect_readouts(model, loader, ("snapped", "expectation"))
+    metrics = records_metrics(keypoint_records(predictions, geodesic=True), "snapped")
+    snapped, expectation = metrics.readouts["snapped"], metrics.readouts["expectation"]
+    return {"pck_snapped_geodesic": 100 * snapped.geo_pck, "pck_snapped_euclidean": 100 * snapped.pck,
+            "pck_expectation_euclidean": 100 * expectation.pck}
+
+
+# ---------------------------------------------------------------------------------------------- grid
 def cell_key(recipe: str, category: str, seed: int, procs: int) -> str:
     return f"{recipe}/{category}/s{seed}" + (f"/p{procs}" if procs > 1 else "")
+
+
+def cell_name(recipe: str, category: str, seed: int, procs: int) -> str:
+    """A cell's run folder and record file name."""
+    return cell_key(recipe, category, seed, procs).replace("/", "_")
 
 
 def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
 
 
-def run(args) -> None:
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / "speedrun.json"
+def gather_records(runs: Path, results_dir: Path) -> dict:
+    """speedrun.json with the records of the cells that finished since (rewritten only if there are any)."""
+    path = results_dir / "speedrun.json"
     results = load_results(path)
+    new = {}
+    for record_file in sorted((runs / "records").glob("*.json")):
+        record = json.loads(record_file.read_text())
+        key = cell_key(record["recipe"], record["category"], record["seed"], record["procs"])
+        if key not in results["cells"]:
+            new[key] = record
+    if new:
+        results["cells"].update(new)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def cell_command(args, recipe: str, category: str, seed: int) -> list[str]:
+    """The command line that trains one cell and writes its record."""
+    command = [sys.executable, "-m", "experiments.speedrun", "cell", recipe, category, str(seed),
+               str(args.budget or BUDGETS[category]), "--procs", str(args.procs), "--runs", str(args.runs),
+               "--recipes-dir", str(args.recipes_dir)]
+    return command + (["--data-root", args.data_root] if args.data_root else [])
+
+
+def run(args) -> None:
+    """Train the cells of the grid that have no record yet, through :mod:`experiments.runner`; then the tables."""
+    results = gather_records(args.runs, args.results)
     pairs = [tuple(r.split(":")) if ":" in r else (r, c) for r in args.recipes for c in args.categories
              if ":" not in r or r.endswith(":" + c)]  # "recipe:category" runs that recipe on that category only
     todo = [(r, c, s) for s in args.seeds for r, c in pairs if cell_key(r, c, s, args.procs) not in results["cells"]]
-    unknown = sorted({r for r, _, _ in todo} - set(RECIPES))
-    if unknown:
-        raise SystemExit(f"unknown recipes {unknown}; known: {sorted(RECIPES)}")
-    lock = threading.Lock()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-    def one(cell):
-        recipe, category, seed = cell
-        budget = args.budget or BUDGETS[category]
-        command = [sys.executable, __file__, "cell", recipe, category, str(seed), str(budget), "--procs", str(args.procs)]
-        if args.data_root:
-            command += ["--data-root", args.data_root]
-        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode:
-            print(f"{cell_key(*cell, args.procs)} failed:\n{done.stderr[-3000:]}", flush=True)
-            return
-        record = json.loads(done.stdout.strip().splitlines()[-1])
-        with lock:
-            latest = load_results(path)
-            latest["cells"][cell_key(*cell, args.procs)] = record
-            path.write_text(json.dumps(latest, indent=1))
-            write_tables(args.results)
-        t = record["test"]
-        print(f"{cell_key(*cell, args.procs)}: test PCK@0.01 snapped geodesic {t['pck_snapped_geodesic']:.1f} / "
-              f"Euclidean {t['pck_snapped_euclidean']:.1f} after {record['train_cpu_s']:.0f} CPU-s "
-              f"({record['epochs']}/{record['of_epochs']} epochs, {record['train_wall_s']:.0f} s wall)", flush=True)
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, todo))
+    for recipe in sorted({r for r, _, _ in todo}):
+        recipe_fields(recipe, args.recipes_dir)  # an unknown recipe stops here, before any training
+    commands = [(cell_name(*cell, args.procs), cell_command(args, *cell)) for cell in todo]
+    failed = runner.run_commands(commands, args.jobs, args.runs / "logs") if commands else []
+    results = gather_records(args.runs, args.results)
+    for cell in todo:
+        key = cell_key(*cell, args.procs)
+        if key in results["cells"]:
+            record, t = results["cells"][key], results["cells"][key]["test"]
+            print(f"{key}: test PCK@0.01 snapped geodesic {t['pck_snapped_geodesic']:.1f} / Euclidean "
+                  f"{t['pck_snapped_euclidean']:.1f} after {record['train_cpu_s']:.0f} CPU-s ({record['epochs']}/"
+                  f"{record['of_epochs']} epochs, {record['train_wall_s']:.0f} s wall)", flush=True)
     write_tables(args.results)
+    if failed:
+        raise SystemExit(f"{len(failed)} cells failed: {', '.join(failed)} (logs in {args.runs / 'logs'})")
+
+
+def run_cell(args) -> None:
+    """The ``cell`` command: train one cell (in ``--procs`` processes) and write its record."""
+    cell = (args.recipe, recipe_fields(args.recipe, args.recipes_dir), args.category, args.seed, args.budget,
+            args.data_root, args.runs)
+    if args.procs > 1:
+        from pckeypoints.distributed import spawn
+
+        record = spawn(train_cell, args.procs, *cell)
+    else:
+        record = train_cell(*cell)
+    path = args.runs / "records" / f"{cell_name(args.recipe, args.category, args.seed, args.procs)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(record, indent=1))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -238,7 +243,7 @@ CLOCKS = {"cpu": "CPU time, 1 process (1 thread)", "wall": "wall clock, {procs} 
 def write_tables(results_dir: Path) -> None:
     import statistics
 
-    from stats import mean_sd
+    from experiments.stats import mean_sd
 
     results_dir.mkdir(parents=True, exist_ok=True)
     cells = load_results(results_dir / "speedrun.json")["cells"].values()
@@ -282,37 +287,26 @@ def write_tables(results_dir: Path) -> None:
 
 
 def plot(groups: dict, out: Path) -> None:
-    import matplotlib
+    """speedrun.png: per category, validation PCK against training minutes of each (recipe, procs, seed) cell
+    (one colour per recipe and clock, solid for the wall clock, dotted for CPU time), its test score as a star."""
+    from viz.plots import plot_time_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    categories = sorted({c for _, c, _ in groups})
-    if not categories:
-        return
-    fig, axes = plt.subplots(1, len(categories), figsize=(6 * len(categories), 4.2), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     series = sorted({(r, p) for r, _, p in groups}, key=lambda rp: (rp[1] == 1, rp))
-    for ax, category in zip(axes[0], categories):
+    panels = {}
+    for category in sorted({c for _, c, _ in groups}):
+        lines = panels.setdefault(f"{category}: val PCK@0.01 (lines), test (stars)", [])
         for i, (recipe, procs) in enumerate(series):
             label = f"{recipe} ({'CPU, 1 process' if procs == 1 else f'wall, {procs} processes'})"
             for j, cell in enumerate(sorted(groups.get((recipe, category, procs), []), key=lambda c: c["seed"])):
-                style = dict(color=colors[i % len(colors)], linestyle="-" if procs > 1 else ":")
-                ax.plot([p["budget_s"] / 60 for p in cell["curve"]], [p["val_pck"] for p in cell["curve"]],
-                        alpha=0.8, label=label if j == 0 else None, marker=".", **style)
-                ax.plot([cell["curve"][-1]["budget_s"] / 60], [cell["test"]["pck_snapped_euclidean"]], marker="*",
-                        markersize=10, color=style["color"])
-        for (target_category, budget), target in TARGETS.items():
-            if target_category == category:
-                ax.axhline(target, color="gray", linestyle="--", linewidth=1)
-                ax.annotate(f"target in {budget / 60:g} min", (0, target), fontsize=7, color="gray", va="bottom")
-        ax.set(title=f"{category}: val PCK@0.01 (lines), test (stars)",
-               xlabel="training minutes (wall clock of 2 processes: solid; CPU of 1: dotted)", ylabel="PCK@0.01 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+                minutes = [p["budget_s"] / 60 for p in cell["curve"]]
+                lines.append({"x": minutes, "y": [p["val_pck"] for p in cell["curve"]], "color": i,
+                              "label": label if j == 0 else None, "dotted": procs == 1,
+                              "end": (minutes[-1], cell["test"]["pck_snapped_euclidean"])})
+    references = {title: [(target, f"target in {budget / 60:g} min") for (c, budget), target in TARGETS.items()
+                          if title.startswith(c + ":")] for title in panels}
+    if panels:
+        plot_time_curves(panels, out, "training minutes (wall clock of 2 processes: solid; CPU of 1: dotted)",
+                         "PCK@0.01 (%)", references)
 
 
 def main(argv=None) -> None:
@@ -326,26 +320,22 @@ def main(argv=None) -> None:
     r.add_argument("--procs", type=int, default=1, help="training processes per cell: 1 (a CPU-time budget of one "
                    "core) or more (a wall-clock budget; run with --jobs 1 on an idle machine)")
     r.add_argument("--budget", type=float, default=None, help="seconds (default: BUDGETS per category)")
-    r.add_argument("--data-root", default=None)
     r.add_argument("--results", type=Path, default=RESULTS)
     t = sub.add_parser("tables", help="rebuild speedrun.md and speedrun.png")
     t.add_argument("--results", type=Path, default=RESULTS)
-    c = sub.add_parser("cell", help="(internal) train one cell, print its record as JSON")
+    c = sub.add_parser("cell", help="(internal) train one cell, write its record to RUNS/records/<cell>.json")
     c.add_argument("recipe")
     c.add_argument("category")
     c.add_argument("seed", type=int)
     c.add_argument("budget", type=float)
-    c.add_argument("--data-root", default=None)
     c.add_argument("--procs", type=int, default=1)
+    for command in (r, c):
+        command.add_argument("--data-root", default=None)
+        command.add_argument("--runs", type=Path, default=ROOT / "runs" / "speedrun", help="the cells' run folders")
+        command.add_argument("--recipes-dir", type=Path, default=RECIPES, help="the recipes' <recipe>.toml files")
     args = p.parse_args(argv)
     if args.command == "cell":
-        cell = (args.recipe, RECIPES[args.recipe], args.category, args.seed, args.budget, args.data_root)
-        if args.procs > 1:
-            from pckeypoints.distributed import spawn
-
-            print(json.dumps(spawn(train_cell, args.procs, *cell)))
-        else:
-            print(json.dumps(train_cell(*cell)))
+        run_cell(args)
     elif args.command == "run":
         run(args)
     else:

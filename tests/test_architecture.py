@@ -210,14 +210,8 @@ def test_no_library_function_is_over_60_lines(name):
     assert not long, long
 
 
-#: Experiments split on their own branches (issue 33 item 8): drop them from here when those merge.
-EXPERIMENTS_SPLIT_ELSEWHERE = {"evidence.py", "speedrun.py"}
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.py")), ids=lambda path: path.name)
 def test_no_experiment_function_is_over_60_lines(path):
-    if path.name in EXPERIMENTS_SPLIT_ELSEWHERE:
-        pytest.skip("split on its own branch")
     long = long_functions(path)
     assert not long, long
 
@@ -242,15 +236,8 @@ def test_path_tricks_are_found(tmp_path):
                                               "spec_from_file_location (line 5)"]
 
 
-#: Tests that load files outside packages: the examples are scripts that import each other from their folder;
-#: test_evidence and test_speedrun import experiments/ the new way on their own branches (drop them when those merge).
-PATH_TRICK_TESTS = {"test_examples.py", "test_evidence.py", "test_speedrun.py"}
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "tests").glob("*.py")) + sorted((ROOT / "experiments").glob("*.py")),
                          ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_tests_and_experiments_import_experiments_as_a_package(path):
     """``from experiments import x`` (pytest's ``pythonpath = ["."]``), no ``sys.path`` edits or loading by file."""
-    if path.name in PATH_TRICK_TESTS:
-        pytest.skip("loads files outside packages (see PATH_TRICK_TESTS)")
     assert not path_tricks(path), path_tricks(path)

@@ -1,24 +1,15 @@
 """The examples run: the head on PyG DGCNN / Point Transformer / PointNet++ backbones and grid heatmaps train."""
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import pytest
 import torch
 
 from keypointnet_subset import make_subset
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
 
 def load(name: str):
-    if str(EXAMPLES) not in sys.path:  # examples import each other, as when run from their folder
-        sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # PyG's MessagePassing inspects its subclasses' modules
-    spec.loader.exec_module(module)
-    return module
+    """The example ``examples/<name>.py`` (on pytest's ``pythonpath``: they import each other by name)."""
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")

@@ -163,6 +163,19 @@ def test_plot_training_curves_reads_numeric_columns(tmp_path):
         plot_training_curves(tmp_path / "bad.csv", tmp_path / "bad.png")
 
 
+def test_plot_time_curves_one_panel_per_key(tmp_path):
+    from viz.plots import DPI, plot_time_curves
+
+    line = {"x": [1, 2, 3], "y": [20.0, 35.0, 41.0], "label": "recipe", "color": 1, "end": (3, 44.0)}
+    panels = {"bathtub": [line, {**line, "label": None, "dotted": True}], "bed": [line]}
+    path = plot_time_curves(panels, tmp_path / "time.png", "minutes", "PCK (%)", {"bathtub": [(58.0, "target")]})
+    assert _png_size(path) == (2 * 6 * DPI, int(4.2 * DPI))
+    with pytest.raises(ValueError, match="equally long"):
+        plot_time_curves({"bed": [{**line, "y": [1.0]}]}, tmp_path / "bad.png", "minutes", "PCK")
+    with pytest.raises(ValueError, match="empty"):
+        plot_time_curves({}, tmp_path / "bad.png", "minutes", "PCK")
+
+
 def test_calibration_plot(tmp_path):
     """The bins are pckeypoints.metrics.calibration.reliability_bins' (tests/test_readouts_calibration.py)."""
     confidence = [0.05, 0.15, 0.12, 0.95, 1.0]

@@ -1,5 +1,5 @@
-"""Matplotlib figures, headless: PCK curves, training curves, calibration, panels of reliability diagrams and of
-curves, galleries, and the panels and saving that the experiments' figures use.
+"""Matplotlib figures, headless: PCK curves, training curves, scores against training time, calibration, panels of
+reliability diagrams and of curves, galleries, and the panels and saving that the experiments' figures use.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot), so importing this module
 never changes the global matplotlib backend or touches a caller's pyplot state.
@@ -106,6 +106,45 @@ def plot_training_curves(csv_path, path) -> Path:
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_time_curves(panels: Mapping[str, Sequence[Mapping]], path, xlabel: str, ylabel: str,
+                     references: Mapping[str, Sequence[tuple[float, str]]] | None = None) -> Path:
+    """A score against training time, one panel per key of ``panels``, side by side (e.g. time to accuracy).
+
+    Args:
+        panels: title -> lines, each ``{"x": (N,), "y": (N,), "label": str or None, "color": int (index into the
+            colour cycle), "dotted": bool, "end": (x, y) or None}``; ``end`` marks a final score with a star.
+        references: title -> ``[(y, text)]``: dashed horizontal lines (targets) with their text.
+        path: output PNG, ``6 x len(panels)`` by 4.2 inches at ``DPI``.
+    """
+    if not panels:
+        raise InputError("panels is empty")
+    from matplotlib import rcParams
+
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(6 * len(panels), 4.2))
+    for ax, (title, lines) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        for line in lines:
+            x, y = np.asarray(line["x"], float), np.asarray(line["y"], float)
+            if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+                raise InputError(f"panel {title!r}: x {x.shape} and y {y.shape} must be equally long non-empty "
+                                 "1-D arrays")
+            color = colors[line.get("color", 0) % len(colors)]
+            ax.plot(x, y, color=color, linestyle=":" if line.get("dotted") else "-", marker=".", alpha=0.8,
+                    label=line.get("label"))
+            if line.get("end") is not None:
+                ax.plot([line["end"][0]], [line["end"][1]], marker="*", markersize=10, color=color)
+        for value, text in (references or {}).get(title, ()):
+            ax.axhline(value, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(text, (0, value), fontsize=7, color="gray", va="bottom")
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if any(line.get("label") for line in lines):
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
 
 
 def plot_calibration(confidence, correct, path, n_bins: int = 10, before=None) -> Path:

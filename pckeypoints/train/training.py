@@ -9,6 +9,9 @@ With ``run.procs > 1`` (CPU processes started by :func:`~pckeypoints.distributed
 ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: gloo on CPU, nccl on CUDA;
 ``batch_size`` is the global batch, split evenly over the processes; only rank 0 logs, evaluates and
 writes checkpoints.
+
+A :class:`~pckeypoints.train.budget.TimeBudget` ends a run before the step that would pass it; callbacks
+(:mod:`pckeypoints.train.callbacks`) run in rank 0 after each step and validation, outside the budget.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import os
 import random
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,6 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from pckeypoints.train.budget import TimeBudget
+from pckeypoints.train.callbacks import Callback, TrainSession
 from pckeypoints.train.checkpoint import read_checkpoint, save_checkpoint
 from pckeypoints.config import OptimConfig, TrainConfig
 from pckeypoints.data import collate_keypoints
@@ -114,10 +120,16 @@ def make_lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig) -> to
 
 # ---------------------------------------------------------------------------------------------- loop
 def train(config: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
-          stop_after: int | None = None, overwrite: bool = False) -> Path:
+          stop_after: int | None = None, overwrite: bool = False, budget: TimeBudget | None = None,
+          callbacks: Sequence[Callback] = ()) -> Path:
     """Train ``config`` (or continue the run at ``resume``, a run folder or checkpoint, with its own
     config) and return the run folder. ``stop_after`` ends the run after that many epochs in total (of
     ``config.optim.epochs``, schedules unchanged) so that it can be resumed later.
+
+    ``budget`` limits this call's training time (:mod:`pckeypoints.train.budget`): the epoch it cuts short is
+    the run's last (logged, validated and checkpointed as any epoch, its schedules stepped), so ``last.pt`` holds
+    the final model. ``callbacks`` run in rank 0 after each step and each validation
+    (:mod:`pckeypoints.train.callbacks`).
 
     A new run goes to ``run.out/run.name``; an existing run there is an error unless ``overwrite``
     (which replaces it once the new run has its first checkpoint). Without a ``name`` the folder is
@@ -143,7 +155,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         if config.run.procs > cores:
             raise ConfigError(f"config field run.procs = {config.run.procs} is more than the {cores} CPU cores here")
         _check_batch(config, config.run.procs)
-        return _train_in_processes(config, resume, progress, stop_after, overwrite)
+        return _train_in_processes(config, resume, progress, stop_after, overwrite, budget, callbacks)
     world = init_world(device)
     _check_batch(config, world.world_size)
     folder = _claim(config, resume, overwrite) if world.is_main else None
@@ -151,7 +163,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None, p
         if folder is not None:
             config = config.replace(name=folder.name)
         run_dir = folder.path if folder is not None else Path(config.run.out) / config.run_name
-        return _train(config, checkpoint, folder, run_dir, device, world, progress, stop_after)
+        return _train(config, checkpoint, folder, run_dir, device, world, progress, stop_after, budget, callbacks)
     except BaseException:
         if folder is not None:
             folder.abandon()  # an overwritten run stays as it was
@@ -168,7 +180,7 @@ def _claim(config: TrainConfig, resume: str | Path | None, overwrite: bool) -> R
 
 
 def _train_in_processes(config: TrainConfig, resume: str | Path | None, progress: bool, stop_after: int | None,
-                        overwrite: bool) -> Path:
+                        overwrite: bool, budget: TimeBudget | None, callbacks: Sequence[Callback]) -> Path:
     """Train in ``run.procs`` CPU processes (:func:`~pckeypoints.distributed.spawn`). This process claims the
     run folder and holds it; rank 0 writes into it. Whatever ends the run (a failed or killed process, Ctrl-C or
     SIGTERM to the process group), the processes are stopped first, then the folder is settled from the disk:
@@ -176,7 +188,7 @@ def _train_in_processes(config: TrainConfig, resume: str | Path | None, progress
     folder = _claim(config, resume, overwrite)
     try:
         run_dir = spawn(_train_process, config.run.procs, None if resume else config.replace(name=folder.name),
-                        resume, folder.for_process(), progress, stop_after)
+                        resume, folder.for_process(), progress, stop_after, budget, callbacks)
     except BaseException:
         with shielded():
             folder.settle()
@@ -188,7 +200,7 @@ def _train_in_processes(config: TrainConfig, resume: str | Path | None, progress
 
 
 def _train_process(config: TrainConfig | None, resume: str | Path | None, folder: RunFolder, progress: bool,
-                   stop_after: int | None) -> Path:
+                   stop_after: int | None, budget: TimeBudget | None, callbacks: Sequence[Callback]) -> Path:
     """One process of :func:`_train_in_processes`: rank 0 trains in ``folder``."""
     checkpoint = None
     if resume is not None:
@@ -197,11 +209,12 @@ def _train_process(config: TrainConfig | None, resume: str | Path | None, folder
     device = resolve_device(config.run.device)
     world = init_world(device)
     return _train(config, checkpoint, folder if world.is_main else None, folder.path, device, world, progress,
-                  stop_after)
+                  stop_after, budget, callbacks)
 
 
 def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | None, run_dir: Path,
-           device: torch.device, world: World, progress: bool, stop_after: int | None) -> Path:
+           device: torch.device, world: World, progress: bool, stop_after: int | None, budget: TimeBudget | None,
+           callbacks: Sequence[Callback]) -> Path:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     task = get_task(config.mode)
@@ -219,21 +232,16 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
             folder.remove_stale(reports=state.epoch < end_epoch)  # reports of checkpoints about to be replaced
             state.best, state.best_epoch = _reconcile_best(run_dir, checkpoint)
         log = _RunLog(run_dir, state.epoch if not folder.new else 0)
+    session = TrainSession(task, config, state, world, budget or TimeBudget(math.inf),
+                           callbacks if world.is_main else (), epochs=float(state.epoch))
     trained = DistributedDataParallel(state.model) if world.world_size > 1 else state.model
     shown: dict[str, str] = {}  # the progress bar's last validation score
     try:
-        while state.epoch < end_epoch:
+        while state.epoch < end_epoch and not session.budget.cut:
             loader.sampler.set_epoch(state.epoch)
-            scalars = _run_epoch(task, trained, state, loader, config, device, world, progress and world.is_main,
-                                 shown)
+            scalars = _run_epoch(session, trained, loader, device, progress and world.is_main, shown)
             if world.is_main:
-                if state.epoch % config.eval.every == 0 or state.epoch == end_epoch:
-                    result = _evaluate(task, state, eval_loader, config)
-                    scalars[_eval_label(config)] = result.to_dict()
-                    shown[f"{_eval_label(config)} {result.monitored_name}"] = f"{result.monitored:.4f}"
-                log.write_csv(state.epoch - 1, scalars, run_dir)  # before the checkpoint: a resume keeps its row
-                run_dir = _save(state, config, world, folder, run_dir)
-                log.write_tensorboard(state.epoch - 1, scalars, run_dir)
+                run_dir = _end_epoch(session, scalars, eval_loader, end_epoch, log, folder, run_dir, shown)
             if world.world_size > 1:
                 dist.barrier()
     finally:
@@ -241,6 +249,22 @@ def _train(config: TrainConfig, checkpoint: dict | None, folder: RunFolder | Non
             log.close()
     if folder is not None:
         folder.close()
+    return run_dir
+
+
+def _end_epoch(session: TrainSession, scalars: dict[str, dict[str, float]], eval_loader: DataLoader, end_epoch: int,
+               log: _RunLog, folder: RunFolder, run_dir: Path, shown: dict[str, str]) -> Path:
+    """Rank 0 after an epoch: validate (every ``eval.every`` epochs, after the last and after a budget's cut),
+    log, checkpoint; returns the run folder (see :func:`_save`)."""
+    task, config, state = session.task, session.config, session.state
+    if state.epoch % config.eval.every == 0 or state.epoch == end_epoch or session.budget.cut:
+        result = _evaluate(task, state, eval_loader, config)
+        scalars[_eval_label(config)] = result.to_dict()
+        shown[f"{_eval_label(config)} {result.monitored_name}"] = f"{result.monitored:.4f}"
+        session.notify("on_validation", result)
+    log.write_csv(state.epoch - 1, scalars, run_dir)  # before the checkpoint: a resume keeps its row
+    run_dir = _save(state, config, session.world, folder, run_dir)
+    log.write_tensorboard(state.epoch - 1, scalars, run_dir)
     return run_dir
 
 
@@ -283,15 +307,16 @@ class TrainState:
         self.epoch, self.best, self.best_epoch = state["epoch"], float(state["best"]), int(state.get("best_epoch", 0))
 
 
-def _run_epoch(task: Task, trained: nn.Module, state: TrainState, loader: DataLoader, config: TrainConfig,
-               device: torch.device, world: World, progress: bool,
+def _run_epoch(session: TrainSession, trained: nn.Module, loader: DataLoader, device: torch.device, progress: bool,
                shown: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Train one epoch, reseeded from ``(seed, epoch, rank)``, and step the schedules; ``{"train": scalars}``.
-    The progress bar shows the epoch's mean loss so far and ``shown`` (the last validation score)."""
-    _seed(config.run.seed, state.epoch, world.rank)
+    """Train one epoch (up to the budget), reseeded from ``(seed, epoch, rank)``, and step the schedules;
+    ``{"train": scalars}``. The progress bar shows the epoch's mean loss so far and ``shown`` (the last validation
+    score)."""
+    state, config = session.state, session.config
+    _seed(config.run.seed, state.epoch, session.world.rank)
     tau, lr = state.tau_schedule.value, state.optimizer.param_groups[0]["lr"]
-    stats = _train_epoch(task, trained, loader, state.optimizer, config, tau, device, world,
-                         desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", progress=progress, shown=shown)
+    stats = _train_epoch(session, trained, loader, tau, device, desc=f"epoch {state.epoch + 1}/{config.optim.epochs}",
+                         progress=progress, shown=shown)
     state.lr_schedule.step()
     state.tau_schedule.step()
     state.epoch += 1
@@ -373,36 +398,63 @@ def _reconcile_best(run_dir: Path, last: dict) -> tuple[float, int]:
     return -math.inf, 0
 
 
-def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, tau: float, device: torch.device, world: World, desc: str,
-                 progress: bool, shown: dict[str, str] | None = None) -> dict[str, float]:
-    """One pass over ``loader``; returns the batch means of the loss and the task's logged scalars,
-    averaged over the processes."""
-    model.train()
-    if config.model.freeze_norm:
-        for module in model.modules():
-            if isinstance(module, _BatchNorm):
-                module.eval()
+def _train_epoch(session: TrainSession, model: nn.Module, loader: DataLoader, tau: float, device: torch.device,
+                 desc: str, progress: bool, shown: dict[str, str] | None = None) -> dict[str, float]:
+    """One pass over ``loader``, cut short before the step that would pass the budget, with the callbacks after
+    each step; returns the means over its steps of the loss and the task's logged scalars, averaged over the
+    processes."""
+    config, budget, epoch = session.config, session.budget, session.state.epoch
+    _train_mode(model, config.model.freeze_norm)
     totals: dict[str, float] = {}
+    steps = 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for step, batch in enumerate(bar, 1):
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        loss, scalars = task.loss(model, batch, config, tau)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"training diverged: loss is {loss.item()} ({desc})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    budget.start()
+    for batch in bar:
+        if not budget.allows_step(session.world, device):
+            break
+        with budget.step():
+            loss, scalars = _step(session, model, batch, tau, device, desc)
+        steps += 1
+        session.step, session.epochs = session.step + 1, epoch + steps / len(loader)
         for key, value in {"loss": loss.item(), **scalars}.items():
             totals[key] = totals.get(key, 0.0) + float(value)
         if progress:  # the epoch's mean loss so far, then the last validation score
-            bar.set_postfix({"loss": f"{totals['loss'] / step:.4f}", **(shown or {})})
+            bar.set_postfix({"loss": f"{totals['loss'] / steps:.4f}", **(shown or {})})
+        if session.callbacks:
+            session.notify("on_step")
+            _train_mode(model, config.model.freeze_norm)
+    budget.stop()
+    bar.close()
     names = sorted(totals)
-    means = torch.tensor([totals[k] / max(len(loader), 1) for k in names], dtype=torch.float64)
-    if world.world_size > 1:
+    means = torch.tensor([totals[k] / max(steps, 1) for k in names], dtype=torch.float64)
+    if session.world.world_size > 1:
         dist.all_reduce(means)
-        means /= world.world_size
+        means /= session.world.world_size
     return dict(zip(names, means.tolist()))
+
+
+def _step(session: TrainSession, model: nn.Module, batch: dict, tau: float, device: torch.device,
+          desc: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimiser step on ``batch``; a loss that is not finite stops the run. Returns the loss and the task's
+    logged scalars."""
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    loss, scalars = session.task.loss(model, batch, session.config, tau)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"training diverged: loss is {loss.item()} ({desc})")
+    session.state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    session.state.optimizer.step()
+    return loss, scalars
+
+
+def _train_mode(model: nn.Module, freeze_norm: bool) -> None:
+    """Put ``model`` into training mode; with ``freeze_norm`` its BatchNorm layers stay in eval mode (running
+    statistics)."""
+    model.train()
+    if freeze_norm:
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
 
 
 def train_loader(dataset, config: TrainConfig, world: World) -> DataLoader:
