@@ -387,13 +387,15 @@ def _train_epoch(task: Task, model: nn.Module, loader: DataLoader, optimizer: to
     for step, batch in enumerate(bar, 1):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         loss, scalars = task.loss(model, batch, config, tau)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"training diverged: loss is {loss.item()} ({desc})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for key, value in {"loss": loss.item(), **scalars}.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
+        # the step's one host synchronisation, once it is queued: the loss and the logged scalars together
+        values = dict(zip(["loss", *scalars], torch.stack([loss.detach(), *scalars.values()]).tolist()))
+        if not math.isfinite(values["loss"]):
+            raise TrainingError(f"training diverged: loss is {values['loss']} ({desc})")
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
         if progress:  # the epoch's mean loss so far, then the last validation score
             bar.set_postfix({"loss": f"{totals['loss'] / step:.4f}", **(shown or {})})
     names = sorted(totals)
