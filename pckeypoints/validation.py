@@ -4,7 +4,9 @@ Shape checks are cheap and always run. Value checks (NaN or infinite coordinates
 ragged ``batch``) read the data, a device synchronisation on a GPU, so they run only with
 ``validate=True``: once per public call (:class:`~pckeypoints.models.KeypointDetector`,
 :class:`~pckeypoints.core.head.KeypointHead`, :class:`~pckeypoints.core.basis.PointBasis`,
-:class:`~pckeypoints.core.losses.KeypointLoss`, the readers), never inside the ops of a training step.
+:class:`~pckeypoints.core.losses.KeypointLoss`, the readers), never inside the ops of a training step: the
+trainer's steps pass ``validate=False``, its datasets check their clouds when they read them
+(``tests/test_host_syncs.py`` counts a step's host synchronisations).
 Every failure is one :class:`~pckeypoints.errors.InputError` line naming the argument.
 """
 from __future__ import annotations

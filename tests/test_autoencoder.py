@@ -78,7 +78,7 @@ def test_model_outputs_and_sampling_shapes():
     assert soft.activations.shape == (2, 6) and ((soft.activations > 0) & (soft.activations < 1)).all()
     assert soft.decoded.shape == (2, 1, 4, 3) and soft.parts.shape == (2, 1, 6, 8, 3)
     torch.testing.assert_close(soft.decoded[:, 0], soft.keypoints)
-    sampled = model(points, num_samples=5, tau=0.5)
+    sampled = soft.sample(5, tau=0.5)
     assert sampled.decoded.shape == (2, 5, 4, 3) and sampled.parts.shape == (2, 5, 6, 8, 3)
     loss = skeleton_loss(points, sampled)
     (loss.reconstruction_to_input.mean() + loss.input_to_reconstruction.mean()).backward()
@@ -93,7 +93,7 @@ def test_skeleton_loss_averages_over_samples():
     torch.manual_seed(0)
     model = SkeletonAutoencoder(3, width=0.25, feature_channels=8, hidden_channels=8, points_per_edge=4, fixed_sigma=0.05)
     points = torch.nn.functional.normalize(torch.randn(2, 128, 3), dim=-1) * 0.5
-    out = model(points, num_samples=3, tau=1.0)
+    out = model(points).sample(3, tau=1.0)
     loss = skeleton_loss(points, out, uncovered_penalty=5.0)
     per_sample = [composite_chamfer_distance(points, out.parts[:, s], out.activations, 5.0) for s in range(3)]
     torch.testing.assert_close(loss.reconstruction_to_input, sum(p.reconstruction_to_input for p in per_sample) / 3)

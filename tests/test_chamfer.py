@@ -106,8 +106,10 @@ def test_composite_chamfer_bad_input():
     points, parts = torch.randn(2, 8, 3), torch.randn(2, 3, 4, 3)
     with pytest.raises(ValueError, match="activations"):
         composite_chamfer_distance(points, parts, torch.full((2, 3), 1.5))
+    with pytest.raises(ValueError, match="activations"):
+        composite_chamfer_distance(points, parts, torch.full((2, 3), float("nan")))
     with pytest.raises(ValueError, match="one per part"):
-        composite_chamfer_distance(points, parts, torch.rand(2, 4))
+        composite_chamfer_distance(points, parts, torch.rand(2, 4), validate=False)  # shapes: always checked
     with pytest.raises(ValueError, match="NaN"):
         composite_chamfer_distance(points.clone().fill_(float("nan")), parts, torch.rand(2, 3))
     with pytest.raises(ValueError, match="empty"):

@@ -364,7 +364,8 @@ def knn_mean_distance(pos: Tensor, k: int) -> Tensor:
     """Mean Euclidean distance of each point to its k nearest other points of its cloud.
 
     Args:
-        pos: ``(B, N, D)`` clouds with N > k.
+        pos: ``(B, N, D)`` clouds with N > k, finite (not checked here: :meth:`PointBasis.from_points` checks
+            them, or was told they are clean).
     Returns:
         ``(B, N)`` distances (0 for a point with k duplicates), without gradient.
 
@@ -374,7 +375,7 @@ def knn_mean_distance(pos: Tensor, k: int) -> Tensor:
     """
     # The k+1 nearest include a zero distance (the point itself or an exact duplicate of it), so
     # their sum equals the sum over the k nearest *other* points, ties included.
-    return knn_points(pos, pos, k + 1).distance.sum(-1) / k
+    return knn_points(pos, pos, k + 1, validate=False).distance.sum(-1) / k
 
 
 def _dense_points(pos: Tensor, batch: Tensor | None, validate: bool) -> tuple[Tensor, Tensor | None]:

@@ -21,6 +21,7 @@ from pckeypoints.data.pcd import read_pcd
 from pckeypoints.data.transforms import Normalize, keypoints_at
 from pckeypoints.distributed import is_main_process
 from pckeypoints.errors import ConfigError, InputError, ReadError
+from pckeypoints.validation import check_cloud
 
 __all__ = ["CATEGORIES", "KeypointClouds", "KeypointNet", "collate_keypoints", "data_root"]
 
@@ -51,7 +52,9 @@ class KeypointClouds(Dataset):
 
     def add_cloud(self, cloud: np.ndarray, semantic_ids, point_index, center: np.ndarray | None = None) -> None:
         """Append ``cloud (N, 3)`` whose keypoint ``semantic_ids[j]`` is its point ``point_index[j]``; ``center``:
-        the float64 offset the cloud was moved by (its items' ``center``, else 0)."""
+        the float64 offset the cloud was moved by (its items' ``center``, else 0). The cloud's values are
+        checked here, once: the training steps run without value checks."""
+        check_cloud(cloud, f"the points of cloud {len(self._clouds)}")
         index = np.full(self.num_keypoints, -1, dtype=np.int64)
         index[semantic_ids] = point_index
         self._clouds.append(cloud)

@@ -9,10 +9,12 @@ Training compares the skeleton with the input under the composite Chamfer distan
 (:func:`~pckeypoints.ops.chamfer.composite_chamfer_distance`), with no keypoint labels.
 
 Keypoints are read from the maps by soft-argmax, or, for training with sampling-argmax, as Ns
-differentiable samples per keypoint, each sample set decoded into its own skeleton.
+differentiable samples per keypoint, each sample set decoded into its own skeleton
+(:meth:`SkeletonOutput.sample`).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +77,7 @@ class SkeletonOutput:
             sampling-argmax samples.
         parts: ``(B, S, P, M, 3)`` the skeleton of each decoded set.
         offsets: ``(P, M, 3)`` the decoder's learned offsets (for their regulariser).
+        decoder: the model's decoder (for :meth:`sample`).
     """
 
     maps: KeypointMaps
@@ -82,6 +85,15 @@ class SkeletonOutput:
     decoded: Tensor
     parts: Tensor
     offsets: Tensor
+    decoder: SkeletonDecoder
+
+    def sample(self, num_samples: int, tau: float, generator: torch.Generator | None = None) -> "SkeletonOutput":
+        """This output decoding ``num_samples`` differentiable sampling-argmax samples of its maps at temperature
+        ``tau`` instead of the soft-argmax: ``decoded (B, Ns, K, 3)``, ``parts (B, Ns, P, M, 3)``."""
+        # no value check: the logits are the model's own, from points it checked (or was told are clean)
+        samples = sampling_argmax(self.maps.logits, self.maps.basis, num_samples=num_samples, tau=tau,
+                                  generator=generator, validate=False).transpose(1, 2)  # (B, Ns, K, 3)
+        return dataclasses.replace(self, decoded=samples, parts=self.decoder(samples))
 
     @property
     def keypoints(self) -> Tensor:
@@ -98,7 +110,7 @@ class SkeletonAutoencoder(nn.Module):
     """Skeleton Merger style keypoint autoencoder.
 
     ``forward(points (B, N, 3))`` proposes keypoints and pair activations and decodes the soft-argmax
-    keypoints into a skeleton; ``forward(points, num_samples=Ns, tau=τ)`` decodes Ns sampling-argmax
+    keypoints into a skeleton; the output's :meth:`~SkeletonOutput.sample` decodes Ns sampling-argmax
     samples instead (training with sampling-argmax). Train with :func:`skeleton_loss`.
 
     Args:
@@ -140,28 +152,28 @@ class SkeletonAutoencoder(nn.Module):
         )
         self.num_keypoints = num_keypoints
 
-    def forward(self, points: Tensor, num_samples: int = 0, tau: float = 1.0) -> SkeletonOutput:
-        """``points (B, N, 3)``; ``num_samples`` > 0 decodes that many sampling-argmax samples drawn
-        at temperature ``tau`` (from the global RNG), 0 the soft-argmax."""
-        check_cloud(points, batched=True)
+    def forward(self, points: Tensor, *, validate: bool = True) -> SkeletonOutput:
+        """``points (B, N, 3)`` -> the soft-argmax skeleton; ``validate``: check that the points are finite
+        (shapes are always checked; the trainer's steps pass False: their data were checked when read)."""
+        check_cloud(points, batched=True, validate=validate)
         features = self.encoder(points)  # (B, N, C)
         maps = self.head(features, points)
         activations = self.activation_mlp(features.amax(dim=1)).sigmoid()
-        if num_samples > 0:
-            decoded = sampling_argmax(maps.logits, maps.basis, num_samples, tau).transpose(1, 2)  # (B, Ns, K, 3)
-        else:
-            decoded = maps.keypoints.unsqueeze(1)
-        return SkeletonOutput(maps, activations, decoded, self.decoder(decoded), self.decoder.offsets)
+        decoded = maps.keypoints.unsqueeze(1)
+        return SkeletonOutput(maps, activations, decoded, self.decoder(decoded), self.decoder.offsets, self.decoder)
 
 
-def skeleton_loss(points: Tensor, output: SkeletonOutput, uncovered_penalty: float = 20.0) -> CompositeChamfer:
+def skeleton_loss(points: Tensor, output: SkeletonOutput, uncovered_penalty: float = 20.0, *,
+                  validate: bool = True) -> CompositeChamfer:
     """Composite Chamfer distance between ``points (B, N, 3)`` and the skeletons of ``output``, averaged
     over its S decoded keypoint sets (a Monte Carlo estimate of the expected distance when they are
-    sampling-argmax samples); each direction ``(B,)``."""
+    sampling-argmax samples); each direction ``(B,)``. ``validate``: the value checks of
+    :func:`~pckeypoints.ops.chamfer.composite_chamfer_distance`."""
     b, s, p, m, _ = output.parts.shape
     if points.dim() != 3 or points.shape[0] != b:
         raise InputError(f"points must be (B={b}, N, 3), got shape {tuple(points.shape)}")
     repeated = points.unsqueeze(1).expand(-1, s, -1, -1).reshape(b * s, *points.shape[1:])
     activations = output.activations.unsqueeze(1).expand(-1, s, -1).reshape(b * s, p)
-    dist = composite_chamfer_distance(repeated, output.parts.reshape(b * s, p, m, 3), activations, uncovered_penalty)
+    dist = composite_chamfer_distance(repeated, output.parts.reshape(b * s, p, m, 3), activations, uncovered_penalty,
+                                      validate=validate)
     return CompositeChamfer(*(d.view(b, s).mean(1) for d in dist))

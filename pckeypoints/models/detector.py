@@ -26,7 +26,8 @@ class KeypointDetector(nn.Module):
         fixed_sigma: fixed basis σ.
         knn_factor: the neighbour σ in units of the mean neighbour distance (``None``: the basis' default).
         learn_sigma: σ_i times a learned per-point factor (:class:`~pckeypoints.core.head.KeypointHead`).
-        validate: check that the points are finite on every call (shapes are always checked).
+        validate: check that the points are finite on every call (shapes are always checked); a call's
+            ``validate=`` overrides it (the trainer's steps pass False: their data were checked when read).
 
     Examples:
         >>> detector = KeypointDetector(num_keypoints=5, width=0.25)
@@ -64,7 +65,8 @@ class KeypointDetector(nn.Module):
     def num_keypoints(self) -> int:
         return self.head.num_keypoints
 
-    def forward(self, points: Tensor) -> KeypointMaps:
-        """``points (B, N, 3)`` -> maps with ``logits (B, K, N)`` and ``keypoints (B, K, 3)``."""
-        check_cloud(points, batched=True, validate=self.validate)
+    def forward(self, points: Tensor, *, validate: bool | None = None) -> KeypointMaps:
+        """``points (B, N, 3)`` -> maps with ``logits (B, K, N)`` and ``keypoints (B, K, 3)``; ``validate``:
+        check the values of this call (``None``: the detector's ``validate``)."""
+        check_cloud(points, batched=True, validate=self.validate if validate is None else validate)
         return self.head(self.backbone(points), points)

@@ -146,6 +146,8 @@ def composite_chamfer_distance(
     activations: Tensor,
     uncovered_penalty: float = 20.0,
     eps: float = 1e-4,
+    *,
+    validate: bool = True,
 ) -> CompositeChamfer:
     """Composite Chamfer distance between a cloud and a reconstruction made of activated parts.
 
@@ -155,19 +157,21 @@ def composite_chamfer_distance(
         activations: ``(B, P)`` activation strength of each part, in [0, 1].
         uncovered_penalty: cost per unit of activation an input point misses (Skeleton Merger: 20).
         eps: distance smoothing, d = sqrt(|x - y|² + eps).
+        validate: check the values (finite points and parts, activations in [0, 1]); shapes are always
+            checked (a training step whose data were checked when read passes False).
     Returns:
         :class:`CompositeChamfer` with both directions, ``(B,)`` each.
     """
-    check_cloud(points, "points", batched=True)
+    check_cloud(points, "points", batched=True, validate=validate)
     if parts.dim() != 4 or parts.shape[-1] != 3 or parts.shape[0] != points.shape[0] or 0 in parts.shape[1:3]:
         raise InputError(f"parts must be (B={points.shape[0]}, P, M, 3) with P, M >= 1, got shape {tuple(parts.shape)}")
     if activations.shape != parts.shape[:2]:
         raise InputError(f"activations must be {tuple(parts.shape[:2])} (one per part), got {tuple(activations.shape)}")
-    if not torch.isfinite(activations).all() or activations.min() < 0 or activations.max() > 1:
+    if validate and not bool(((activations >= 0) & (activations <= 1)).all()):  # NaN fails both
         raise InputError("activations must lie in [0, 1]")
     b, p, m, _ = parts.shape
     flat = parts.reshape(b, p * m, 3)
-    check_cloud(flat, "parts", batched=True)
+    check_cloud(flat, "parts", batched=True, validate=validate)
     to_parts, to_input = _nearest_indices(points, flat, groups=p)  # (B, N, P), (B, P·M)
     rec_dist = _squared_distance(flat, points, to_input.unsqueeze(-1)).add(eps).sqrt().view(b, p, m)
     reconstruction_to_input = (rec_dist.mean(-1) * activations).mean(-1)

@@ -40,11 +40,12 @@ class Neighbors(NamedTuple):
     index: Tensor
 
 
-def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
+def knn_points(query: Tensor, points: Tensor, k: int, *, validate: bool = True) -> Neighbors:
     """The ``k`` nearest of ``points (B, N, D)`` to each of ``query (B, Q, D)``, nearest first.
 
     No gradient flows (the search is piecewise constant); recompute distances from ``index`` where
-    one is needed.
+    one is needed. ``validate``: the 3-D search checks that the coordinates are finite (a caller that
+    checked them passes False).
 
     Examples:
         >>> points = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0]]])
@@ -67,7 +68,7 @@ def knn_points(query: Tensor, points: Tensor, k: int) -> Neighbors:
         from pointnet2.ops import knn as knn3
 
         try:
-            dist2, index = knn3(points, query, k)
+            dist2, index = knn3(points, query, k, validate=validate)
         except AnyInputError as err:  # pointnet2's class (NaN, dtype): reported as pckeypoints' own
             raise InputError(f"knn_points: {err}") from None
         return Neighbors(dist2.sqrt(), index)

@@ -56,16 +56,18 @@ class SupervisedTask:
         return KeypointDetector(**config.model.arguments())
 
     def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
-        maps = model(batch["points"])
-        return self.criterion(config)(maps, batch["keypoints"], batch["mask"], tau=tau), {}
+        # no value checks inside the step: the datasets checked their clouds when they read them
+        maps = model(batch["points"], validate=False)
+        return self.criterion(config, validate=False)(maps, batch["keypoints"], mask=batch["mask"], tau=tau), {}
 
     @staticmethod
-    def criterion(config: TrainConfig) -> KeypointLoss:
-        """The :class:`~pckeypoints.core.losses.KeypointLoss` of the ``[loss]`` section."""
+    def criterion(config: TrainConfig, validate: bool = True) -> KeypointLoss:
+        """The :class:`~pckeypoints.core.losses.KeypointLoss` of the ``[loss]`` section (``validate``: its value
+        checks of every call)."""
         loss = config.loss
         return KeypointLoss(loss.method, metric=loss.metric, num_samples=loss.num_samples, reg_weight=loss.reg_weight,
                             target_sigma=loss.target_sigma, sampler=loss.sampler, gumbel=loss.gumbel,
-                            clipped_integral=loss.clipped_integral)
+                            clipped_integral=loss.clipped_integral, validate=validate)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> KeypointEvaluation:
         """Euclidean PCK of ``eval.readout`` (cheap: run after every epoch to select ``best.pt``)."""

@@ -34,9 +34,11 @@ class Task(Protocol):
     def build_model(self, config: TrainConfig) -> nn.Module:
         """A freshly initialised model for a configured ``config`` (see :meth:`configure`)."""
 
-    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
-        """Scalar training loss of ``batch`` and the scalars to log with it. ``model`` may be wrapped in
-        ``DistributedDataParallel``: call it, don't reach into its attributes."""
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """Scalar training loss of ``batch`` at the temperature ``tau`` and the scalars to log with it (detached
+        0-dim tensors: the trainer reads them with the loss, one host synchronisation a step). ``model`` may be
+        wrapped in ``DistributedDataParallel``: call it, don't reach into its attributes. A step runs no value
+        checks (``validate=False``): the datasets check their clouds when they read them."""
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> EvaluationResult:
         """Metrics of ``model`` (unwrapped, in eval mode) over ``loader``; their ``monitored`` score selects

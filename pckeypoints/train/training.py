@@ -413,11 +413,11 @@ def _train_epoch(session: TrainSession, model: nn.Module, loader: DataLoader, ta
         if not budget.allows_step(session.world, device):
             break
         with budget.step():
-            loss, scalars = _step(session, model, batch, tau, device, desc)
+            values = _step(session, model, batch, tau, device, desc)
         steps += 1
         session.step, session.epochs = session.step + 1, epoch + steps / len(loader)
-        for key, value in {"loss": loss.item(), **scalars}.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
         if progress:  # the epoch's mean loss so far, then the last validation score
             bar.set_postfix({"loss": f"{totals['loss'] / steps:.4f}", **(shown or {})})
         if session.callbacks:
@@ -434,17 +434,18 @@ def _train_epoch(session: TrainSession, model: nn.Module, loader: DataLoader, ta
 
 
 def _step(session: TrainSession, model: nn.Module, batch: dict, tau: float, device: torch.device,
-          desc: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """One optimiser step on ``batch``; a loss that is not finite stops the run. Returns the loss and the task's
-    logged scalars."""
+          desc: str) -> dict[str, float]:
+    """One optimiser step on ``batch``; returns the loss and the task's logged scalars, read in the step's one host
+    synchronisation once the step is queued. A loss that is not finite stops the run."""
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     loss, scalars = session.task.loss(model, batch, session.config, tau)
-    if not torch.isfinite(loss):
-        raise TrainingError(f"training diverged: loss is {loss.item()} ({desc})")
     session.state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     session.state.optimizer.step()
-    return loss, scalars
+    values = dict(zip(["loss", *scalars], torch.stack([loss.detach(), *scalars.values()]).tolist()))
+    if not math.isfinite(values["loss"]):
+        raise TrainingError(f"training diverged: loss is {values['loss']} ({desc})")
+    return values
 
 
 def _train_mode(model: nn.Module, freeze_norm: bool) -> None:

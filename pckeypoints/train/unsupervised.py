@@ -55,10 +55,10 @@ class UnsupervisedTask:
     def build_model(self, config: TrainConfig) -> nn.Module:
         return SkeletonAutoencoder(**config.model.arguments())
 
-    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, float]]:
-        num_samples = config.loss.num_samples if config.loss.method == "sampling" else 0
-        output = model(batch["points"], num_samples=num_samples, tau=tau)
-        return reconstruction_objective(batch["points"], output, config.loss)
+    def loss(self, model: nn.Module, batch: dict, config: TrainConfig, tau: float) -> tuple[Tensor, dict[str, Tensor]]:
+        # no value checks inside the step: the datasets checked their clouds when they read them
+        output = model(batch["points"], validate=False)
+        return reconstruction_objective(batch["points"], output, config.loss, tau=tau, validate=False)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, config: TrainConfig) -> AlignmentEvaluation:
         """The label-free reconstruction loss (monitored) and, for the log only, the strict DAS and mIoU of
@@ -111,19 +111,28 @@ class UnsupervisedTask:
         return predict_keypoints(model, points, config)
 
 
-def reconstruction_objective(points: Tensor, output, weights: UnsupervisedLoss = UnsupervisedLoss()
-                             ) -> tuple[Tensor, dict[str, float]]:
+def reconstruction_objective(points: Tensor, output, weights: UnsupervisedLoss = UnsupervisedLoss(), *,
+                             tau: float | None = None, validate: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
     """Skeleton Merger loss, weighted by ``weights``, of a :class:`~pckeypoints.models.autoencoder.SkeletonOutput`
     for the clouds ``points (B, N, 3)`` (the batch mean of :func:`_objective_per_shape`), and its terms (batch
-    means) for logging."""
-    per_shape, terms = _objective_per_shape(points, output, weights)
-    return per_shape.mean(), {name: value.mean().item() for name, value in terms.items()}
+    means, detached 0-dim tensors) for logging. With ``weights.method = "sampling"`` the loss of
+    ``weights.num_samples`` sampling-argmax skeletons at the temperature ``tau`` of this step (their mean), else
+    the soft-argmax skeleton's. ``validate``: the value checks of
+    :func:`~pckeypoints.ops.chamfer.composite_chamfer_distance`."""
+    if weights.method == "sampling":
+        if tau is None:
+            raise InputError("the sampling loss needs the temperature of this step: reconstruction_objective(..., "
+                             "tau=schedule.value)")
+        output = output.sample(weights.num_samples, tau)
+    per_shape, terms = _objective_per_shape(points, output, weights, validate)
+    return per_shape.mean(), {name: value.mean().detach() for name, value in terms.items()}
 
 
-def _objective_per_shape(points: Tensor, output, weights: UnsupervisedLoss) -> tuple[Tensor, dict[str, Tensor]]:
+def _objective_per_shape(points: Tensor, output, weights: UnsupervisedLoss,
+                         validate: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
     """The weighted Skeleton Merger loss of each cloud ``(B,)`` and its terms ``(B,)`` (the offsets' penalty is
     the same for every cloud)."""
-    chamfer = skeleton_loss(points, output, uncovered_penalty=weights.uncovered)
+    chamfer = skeleton_loss(points, output, uncovered_penalty=weights.uncovered, validate=validate)
     terms = {
         "reconstruction_to_input": chamfer.reconstruction_to_input,
         "input_to_reconstruction": chamfer.input_to_reconstruction,
