@@ -18,6 +18,7 @@ the count before a change and after it stand side by side.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import traceback
 from collections import Counter
@@ -28,7 +29,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchutil import CLOCKS, RESULTS, machine, markdown_table, save_results
+from experiments.benchutil import CLOCKS, RESULTS, machine, save_results
+from pckeypoints.evaluation.report import markdown_table
 
 aten = torch.ops.aten
 #: Kernels that wait for the device: they read a value, or their output's size depends on the values.
@@ -112,6 +114,8 @@ def training_epoch(mode: str, batch_size: int = 4, num_points: int = 2048, **fie
     from pckeypoints.config import TrainConfig
     from pckeypoints.distributed import World
     from pckeypoints.train.tasks import get_task
+    from pckeypoints.train.budget import TimeBudget
+    from pckeypoints.train.callbacks import TrainSession
     from pckeypoints.train.training import TrainState, _train_epoch
 
     config = TrainConfig.from_fields(mode=mode, batch_size=batch_size, **fields)
@@ -125,9 +129,11 @@ def training_epoch(mode: str, batch_size: int = 4, num_points: int = 2048, **fie
     state = TrainState.create(task, config, torch.device("cpu"))
     tau = state.tau_schedule.value
 
+    session = TrainSession(task, config, state, World(), TimeBudget(math.inf))
+
     def epoch(num_batches: int = 1) -> dict:
-        return _train_epoch(task, state.model, [batch] * num_batches, state.optimizer, config, tau,
-                            torch.device("cpu"), World(), desc="bench", progress=False)
+        return _train_epoch(session, state.model, [batch] * num_batches, tau, torch.device("cpu"), desc="bench",
+                            progress=False)
 
     return epoch
 
@@ -192,7 +198,7 @@ def _write(args, rows: list[dict]) -> None:
              f"config: `{json.dumps(config)}`  ", f"machine: `{json.dumps(payload['machine'])}`", "",
              *markdown_table(["tag", "task", "syncs / step", "+ syncs / epoch", f"step ms ({args.clock} clock)"],
                              [[r["tag"], r["task"], str(r["syncs_per_step"]), str(r["syncs_per_epoch"]),
-                               f"{r['step_ms']:.0f}"] for r in rows]),
+                               f"{r['step_ms']:.0f}"] for r in rows], align=False).splitlines(),
              "", "Sites (op at the innermost line of the project, times per step):", ""]
     for r in rows:
         sites = ", ".join(f"{site} x{n}" for site, n in sorted(r["sites"].items())) or "none"

@@ -5,8 +5,8 @@ A value check reads the data: on a GPU the host waits for the device. The traine
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,10 +18,10 @@ from pckeypoints.distributed import World
 from pckeypoints.errors import PCKeypointsError, TrainingError
 from pckeypoints.models import KeypointDetector
 from pckeypoints.models.autoencoder import SkeletonAutoencoder
+from pckeypoints.train.budget import TimeBudget
+from pckeypoints.train.callbacks import TrainSession
 from pckeypoints.train.training import _train_epoch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from bench_syncs import HostSyncCounter, step_syncs, training_epoch  # noqa: E402
+from experiments.bench_syncs import HostSyncCounter, step_syncs, training_epoch
 
 TINY = {"width": 0.25, "hidden_channels": 16, "num_samples": 4}
 
@@ -90,6 +90,7 @@ def test_a_diverged_step_still_stops_training():
         def loss(self, model, batch, config, tau):
             return weight * float("nan"), {}
 
+    state = SimpleNamespace(optimizer=torch.optim.SGD([weight], lr=0.1), epoch=0)
+    session = TrainSession(Diverging(), TrainConfig(), state, World(), TimeBudget(math.inf))
     with pytest.raises(TrainingError, match="diverged: loss is nan"):
-        _train_epoch(Diverging(), torch.nn.Linear(1, 1), [{}], torch.optim.SGD([weight], lr=0.1), TrainConfig(),
-                     1.0, torch.device("cpu"), World(), desc="test", progress=False)
+        _train_epoch(session, torch.nn.Linear(1, 1), [{}], 1.0, torch.device("cpu"), desc="test", progress=False)
