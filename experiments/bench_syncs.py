@@ -1,6 +1,6 @@
 """Host synchronisations and CPU time of one training step of each task.
 
-    python experiments/bench_syncs.py [--clock process] [--batch 4] [--points 2048] [--tag before] [--out DIR]
+    python -m experiments.bench_syncs [--clock process] [--batch 4] [--points 2048] [--tag before] [--out DIR]
 
 One step is the trainer's own (:func:`pckeypoints.train.training._train_epoch` over one batch already on the
 device): the task's loss, backward, AdamW, and the trainer's bookkeeping. :class:`HostSyncCounter` counts
